@@ -1,0 +1,291 @@
+"""Assets: what can be dropped into a scene, resolved from a name or a path.
+
+Built-ins are procedural meshes written as OBJ (die, box, can, sphere, plane) and a few
+pybullet_data models (duck, teddy, mug, lego, ...). A user's own ``.obj`` or ``.urdf`` path is an
+asset too, so a new category needs overrides only. Texturing works by writing a copy of the OBJ whose
+material points at the texture: per-body ``changeVisualShape(textureUniqueId=...)`` is broken under
+EGL (bullet3 PR #4805), a per-texture mesh copy works under both renderers.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AssetError, did_you_mean
+from .textures import atomic_write_bytes, cache_dir
+
+# name -> path inside pybullet_data
+PYBULLET_MODELS = {
+    "duck": "duck_vhacd.urdf",
+    "teddy": "teddy_vhacd.urdf",
+    "mug": "objects/mug.urdf",
+    "lego": "lego/lego.urdf",
+    "soccerball": "soccerball.urdf",
+    "jenga": "jenga/jenga.urdf",
+    "domino": "domino/domino.urdf",
+}
+PROCEDURAL = ("die", "box", "can", "sphere", "plane")
+
+
+@dataclass(frozen=True)
+class Asset:
+    key: str
+    kind: str  # "mesh" (OBJ, created with createVisualShape) or "urdf"
+    path: Path
+    collision: str  # "box" | "sphere" | "cylinder" | "mesh" | "urdf"
+    points: np.ndarray  # Nx3 surface points in the link frame at scale 1 (for extents, amodal hulls)
+    texturable: bool  # has UVs: random textures can be applied
+
+    @property
+    def half_extents(self) -> np.ndarray:
+        return np.maximum(np.abs(self.points).max(axis=0), 1e-4)
+
+    @property
+    def radius(self) -> float:
+        return float(np.linalg.norm(self.points, axis=1).max())
+
+
+# ---------------------------------------------------------------- OBJ geometry
+@dataclass(frozen=True)
+class MeshData:
+    v: np.ndarray  # Nx3
+    vt: np.ndarray  # Mx2
+    vn: np.ndarray  # Kx3
+    faces: tuple  # triangles of (v, vt, vn) index triples, 0-based
+
+    def obj_text(self, mtl_name: str | None = None) -> str:
+        lines = ["# written by simgen"]
+        if mtl_name:
+            lines += [f"mtllib {mtl_name}", "usemtl m"]
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in self.v]
+        lines += [f"vt {u:.6f} {w:.6f}" for u, w in self.vt]
+        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in self.vn]
+        lines += ["f " + " ".join(f"{a + 1}/{b + 1}/{c + 1}" for a, b, c in tri) for tri in self.faces]
+        return "\n".join(lines) + "\n"
+
+
+# Die faces: value -> (outward normal, u axis, v axis); opposite faces sum to seven.
+DIE_FACES = {
+    1: ((0, 0, 1), (1, 0, 0), (0, 1, 0)),
+    6: ((0, 0, -1), (1, 0, 0), (0, -1, 0)),
+    2: ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    5: ((-1, 0, 0), (0, -1, 0), (0, 0, 1)),
+    3: ((0, 1, 0), (-1, 0, 0), (0, 0, 1)),
+    4: ((0, -1, 0), (1, 0, 0), (0, 0, 1)),
+}
+
+
+def _cube(atlas: bool) -> MeshData:
+    """Unit cube (side 1). With ``atlas`` each face maps to its cell of a 3x2 atlas (die value v at
+    column (v-1)%3, row (v-1)//3); otherwise every face spans the whole texture."""
+    v, vt, vn, faces = [], [], [], []
+    for value, (n, u, w) in DIE_FACES.items():
+        n, u, w = (np.asarray(a, float) for a in (n, u, w))
+        base = len(v)
+        for su, sw in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+            v.append(0.5 * n + 0.5 * su * u + 0.5 * sw * w)
+            uu, ww = (su + 1) / 2, (sw + 1) / 2
+            if atlas:
+                col, row = (value - 1) % 3, (value - 1) // 3
+                # small inset so that texture filtering never bleeds in the neighbour cell
+                uu = (col + 0.02 + 0.96 * uu) / 3
+                ww = 1 - (row + 0.02 + 0.96 * (1 - ww)) / 2
+            vt.append((uu, ww))
+        vn.append(n)
+        ni = len(vn) - 1
+        faces += [((base, base, ni), (base + 1, base + 1, ni), (base + 2, base + 2, ni)),
+                  ((base, base, ni), (base + 2, base + 2, ni), (base + 3, base + 3, ni))]
+    return MeshData(np.array(v), np.array(vt), np.array(vn), tuple(faces))
+
+
+def _cylinder(segments: int = 24) -> MeshData:
+    """Cylinder of diameter 1 and height 1 along z."""
+    v, vt, vn, faces = [], [], [], []
+    for i in range(segments + 1):
+        a = 2 * math.pi * i / segments
+        c, s = math.cos(a), math.sin(a)
+        v += [(0.5 * c, 0.5 * s, -0.5), (0.5 * c, 0.5 * s, 0.5)]
+        vt += [(i / segments, 0.0), (i / segments, 1.0)]
+        vn.append((c, s, 0))
+    for i in range(segments):
+        a, b, c, d = 2 * i, 2 * i + 1, 2 * i + 2, 2 * i + 3
+        faces += [((a, a, i), (c, c, i + 1), (d, d, i + 1)), ((a, a, i), (d, d, i + 1), (b, b, i))]
+    for z, ni in ((0.5, len(vn)), (-0.5, len(vn) + 1)):
+        pass
+    vn += [(0, 0, 1), (0, 0, -1)]
+    for z, ni in ((0.5, len(vn) - 2), (-0.5, len(vn) - 1)):
+        centre = len(v)
+        v.append((0, 0, z))
+        vt.append((0.5, 0.5))
+        ring = []
+        for i in range(segments):
+            a = 2 * math.pi * i / segments
+            ring.append(len(v))
+            v.append((0.5 * math.cos(a), 0.5 * math.sin(a), z))
+            vt.append((0.5 + 0.5 * math.cos(a), 0.5 + 0.5 * math.sin(a)))
+        for i in range(segments):
+            p, q = ring[i], ring[(i + 1) % segments]
+            tri = ((centre, centre, ni), (p, p, ni), (q, q, ni)) if z > 0 else ((centre, centre, ni), (q, q, ni), (p, p, ni))
+            faces.append(tri)
+    return MeshData(np.array(v), np.array(vt), np.array(vn), tuple(faces))
+
+
+def _sphere(rings: int = 12, segments: int = 24) -> MeshData:
+    """UV sphere of diameter 1."""
+    v, vt, vn, faces = [], [], [], []
+    for r in range(rings + 1):
+        th = math.pi * r / rings
+        for s in range(segments + 1):
+            ph = 2 * math.pi * s / segments
+            n = (math.sin(th) * math.cos(ph), math.sin(th) * math.sin(ph), math.cos(th))
+            v.append(tuple(0.5 * x for x in n))
+            vn.append(n)
+            vt.append((s / segments, 1 - r / rings))
+    w = segments + 1
+    for r in range(rings):
+        for s in range(segments):
+            a, b, c, d = r * w + s, r * w + s + 1, (r + 1) * w + s + 1, (r + 1) * w + s
+            faces += [((a, a, a), (d, d, d), (c, c, c)), ((a, a, a), (c, c, c), (b, b, b))]
+    return MeshData(np.array(v), np.array(vt), np.array(vn), tuple(faces))
+
+
+def _plane(n: int = 24) -> MeshData:
+    """Unit square in z=0 facing +z, split in n x n quads: TinyRenderer clips large triangles that
+    reach behind the camera badly (jagged holes), small ones it handles."""
+    g = np.linspace(-0.5, 0.5, n + 1)
+    xx, yy = np.meshgrid(g, g)
+    v = np.stack([xx.ravel(), yy.ravel(), np.zeros(xx.size)], axis=1)
+    vt = v[:, :2] + 0.5
+    vn = np.array([(0, 0, 1)], float)
+    faces = []
+    for r in range(n):
+        for c in range(n):
+            a, b, d = r * (n + 1) + c, r * (n + 1) + c + 1, (r + 1) * (n + 1) + c
+            e = d + 1
+            faces += [((a, a, 0), (b, b, 0), (e, e, 0)), ((a, a, 0), (e, e, 0), (d, d, 0))]
+    return MeshData(v, vt, vn, tuple(faces))
+
+
+PROCEDURAL_MESHES = {"die": lambda: _cube(True), "box": lambda: _cube(False), "can": _cylinder,
+                     "sphere": _sphere, "plane": _plane}
+PROCEDURAL_COLLISION = {"die": "box", "box": "box", "can": "cylinder", "sphere": "sphere", "plane": "box"}
+
+
+def _write_cached(text: str, suffix: str, stem: str) -> Path:
+    data = text.encode()
+    path = cache_dir() / "meshes" / f"{stem}-{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def procedural_obj(name: str) -> Path:
+    return _write_cached(PROCEDURAL_MESHES[name]().obj_text(), ".obj", name)
+
+
+@functools.lru_cache(maxsize=None)
+def obj_points(path: Path) -> np.ndarray:
+    pts = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("v "):
+                pts.append([float(x) for x in line.split()[1:4]])
+    if not pts:
+        raise AssetError(f"mesh `{path}` has no vertices; export it again as a Wavefront OBJ with geometry.")
+    return np.asarray(pts, float)
+
+
+def obj_has_uv(path: Path) -> bool:
+    with open(path, errors="replace") as f:
+        return any(line.startswith("vt ") for line in f)
+
+
+@functools.lru_cache(maxsize=None)
+def textured_obj(mesh: Path, texture: Path) -> Path:
+    """A copy of ``mesh`` whose only material maps ``texture`` (PyBullet reads the first map_Kd)."""
+    body = "".join(line for line in open(mesh, errors="replace")
+                   if not line.startswith(("mtllib", "usemtl")))
+    stem = hashlib.sha1(f"{mesh}|{texture}".encode()).hexdigest()[:16]
+    # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
+    rel = os.path.relpath(texture, cache_dir() / "meshes")
+    mtl = _write_cached(f"newmtl m\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {rel}\n", ".mtl", f"mat-{stem}")
+    return _write_cached(f"mtllib {mtl.name}\nusemtl m\n" + body, ".obj", f"tex-{stem}")
+
+
+def _rpy_matrix(r: float, p: float, y: float) -> np.ndarray:
+    cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+@functools.lru_cache(maxsize=None)
+def urdf_points(path: Path) -> np.ndarray:
+    """Visual geometry points of the URDF's base link, in the link frame (for extents and hulls)."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+    link = root.find("link")
+    pts = []
+    for vis in (link.findall("visual") if link is not None else []):
+        origin = vis.find("origin")
+        xyz = np.array([float(x) for x in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()])
+        rpy = [float(x) for x in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
+        geom = vis.find("geometry")
+        local = None
+        if geom is not None and geom.find("mesh") is not None:
+            m = geom.find("mesh")
+            mesh_path = (path.parent / m.get("filename", "")).resolve()
+            if mesh_path.suffix.lower() == ".obj" and mesh_path.exists():
+                scale = np.array([float(x) for x in m.get("scale", "1 1 1").split()])
+                local = obj_points(mesh_path) * scale
+        elif geom is not None and geom.find("box") is not None:
+            size = np.array([float(x) for x in geom.find("box").get("size").split()])
+            local = (np.array(np.meshgrid([-.5, .5], [-.5, .5], [-.5, .5])).reshape(3, -1).T) * size
+        elif geom is not None and geom.find("sphere") is not None:
+            local = obj_points(procedural_obj("sphere")) * 2 * float(geom.find("sphere").get("radius"))
+        elif geom is not None and geom.find("cylinder") is not None:
+            c = geom.find("cylinder")
+            local = obj_points(procedural_obj("can")) * np.array([2 * float(c.get("radius"))] * 2 + [float(c.get("length"))])
+        if local is not None:
+            pts.append(local @ _rpy_matrix(*rpy).T + xyz)
+    if not pts:
+        # No readable visual mesh: a 10 cm cube stands in for extents; say so via a clear error
+        # only if the URDF cannot load at all (PyBullet decides that later).
+        return np.array(np.meshgrid([-.05, .05], [-.05, .05], [-.05, .05])).reshape(3, -1).T
+    return np.concatenate(pts)
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(name: str) -> Asset:
+    """Turn an asset name or file path into an :class:`Asset`, with a did-you-mean on typos."""
+    if name in PROCEDURAL_MESHES:
+        path = procedural_obj(name)
+        return Asset(name, "mesh", path, PROCEDURAL_COLLISION[name], obj_points(path), True)
+    if name in PYBULLET_MODELS:
+        import pybullet_data
+
+        path = Path(pybullet_data.getDataPath()) / PYBULLET_MODELS[name]
+        return Asset(name, "urdf", path, "urdf", urdf_points(path), False)
+    path = Path(name).expanduser()
+    if path.suffix.lower() in (".obj", ".urdf"):
+        if not path.is_file():
+            raise AssetError(f"mesh `{name}` does not exist; give an existing .obj or .urdf path (absolute, or relative to where you run simgen).")
+        path = path.resolve()
+        if path.suffix.lower() == ".obj":
+            return Asset(str(path), "mesh", path, "mesh", obj_points(path), obj_has_uv(path))
+        return Asset(str(path), "urdf", path, "urdf", urdf_points(path), False)
+    if path.suffix:
+        raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")
+    raise AssetError(f"unknown asset `{name}`." + did_you_mean(name, [*PROCEDURAL_MESHES, *PYBULLET_MODELS]) +
+                     " Or give a path to an .obj/.urdf file.")

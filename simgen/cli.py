@@ -1,0 +1,149 @@
+"""Command line: the only place that knows Hydra.
+
+    simgen render [key=value ...]        render a dataset (Hydra app: --help, --cfg job, -m work)
+    simgen preview <dataset> [--out F]   contact sheet with boxes, masks and class names
+    simgen merge <dir> <dir> ... out=<dir>
+    simgen train / simgen utility        sim-to-real trainer and protocol (Hydra apps)
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import SimgenError, did_you_mean
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+COMMANDS = ("render", "preview", "merge", "train", "utility")
+
+
+def fail(msg: str, code: int = 2) -> None:
+    print(f"simgen: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def conf_dir() -> Path:
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("simgen.conf")))
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def precheck(config_name: str, overrides: list[str]) -> None:
+    """Compose once before Hydra's app does, to turn composition errors into one line each."""
+    if any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith(("--cfg", "-c", "--shell-completion")) for a in overrides):
+        return
+    if any(a in ("-m", "--multirun") for a in overrides):
+        return
+    for a in overrides:
+        key, sep, value = a.lstrip("+~").partition("=")
+        if sep and "/" not in key and (conf_dir() / key).is_dir() and "," not in value:
+            options = group_options(key)
+            if value not in options:
+                fail(f"unknown {key} `{value}`." + did_you_mean(value, options))
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with initialize_config_module("simgen.conf", version_base="1.3"):
+            compose(config_name, overrides=[a for a in overrides if not a.startswith("hydra")])
+    except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"bad override: {first} (see `simgen {config_name} --help` for the config)")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def hydra_app(config_name: str, task: Callable[[dict], None]) -> Callable[[], None]:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(config_path="pkg://simgen.conf", config_name=config_name, version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        try:
+            task(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        except SimgenError as e:
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted; rerun the same command to resume.", 130)
+
+    return app
+
+
+def _render(d: dict) -> None:
+    from .config import render_config
+    from .run import render_dataset
+
+    cfg = render_config(d)
+    if cfg.writer == "webdataset":
+        from .writers.webdataset import render_webdataset
+
+        render_webdataset(cfg, shard_size=int((d.get("writer") or {}).get("shard_size", 1000)))
+    else:
+        render_dataset(cfg, log=lambda m: print(m, file=sys.stderr))
+
+
+def _preview(args: list[str]) -> None:
+    import argparse
+
+    from .preview import contact_sheet
+
+    ap = argparse.ArgumentParser(prog="simgen preview", description="Contact sheet of a COCO dataset with boxes, masks and names.")
+    ap.add_argument("dataset", help="dataset folder (with annotations.json)")
+    ap.add_argument("--out", default=None, help="PNG path (default: <dataset>/preview.png)")
+    ap.add_argument("--n", type=int, default=16, help="number of images")
+    ap.add_argument("--cols", type=int, default=4)
+    ap.add_argument("--size", type=int, default=320, help="tile size in pixels")
+    a = ap.parse_args(args)
+    path = contact_sheet(Path(a.dataset), Path(a.out) if a.out else None, n=a.n, cols=a.cols, tile=a.size)
+    print(path)
+
+
+def _merge(args: list[str]) -> None:
+    from .merge import merge_datasets
+
+    outs = [a for a in args if a.startswith("out=")]
+    dirs = [a for a in args if not a.startswith("out=") and not a.startswith("-")]
+    if "-h" in args or "--help" in args:
+        print("usage: simgen merge <dir> [<dir> ...] out=<dir> [overwrite=true]\n"
+              "Joins shard outputs of one config into one COCO dataset with consistent ids.")
+        return
+    if not outs or not dirs:
+        fail("usage: simgen merge <dir> [<dir> ...] out=<dir>")
+    overwrite = any(a.lower() in ("overwrite=true", "--overwrite") for a in args)
+    dirs = [d for d in dirs if not d.startswith("overwrite=")]
+    merged = merge_datasets([Path(d) for d in dirs], Path(outs[-1][4:]), overwrite=overwrite)
+    print(merged)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        fail(f"unknown command `{cmd}`." + did_you_mean(cmd, COMMANDS))
+    try:
+        if cmd == "preview":
+            return _preview(rest)
+        if cmd == "merge":
+            return _merge(rest)
+        if cmd == "render":
+            precheck("render", rest)
+            sys.argv = ["simgen render", *rest]
+            return hydra_app("render", _render)()
+        from .train import cli as train_cli
+
+        precheck(cmd, rest)
+        sys.argv = [f"simgen {cmd}", *rest]
+        return hydra_app(cmd, train_cli.train_task if cmd == "train" else train_cli.utility_task)()
+    except SimgenError as e:
+        fail(str(e), e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

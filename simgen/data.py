@@ -1,0 +1,130 @@
+"""Datasets for PyTorch: any COCO folder (ours or a real holdout) as ``(image, target)`` with
+torchvision ``tv_tensors``, ready for ``torchvision.transforms.v2``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from .errors import DatasetError
+
+
+def safe_path(root: Path, rel: str) -> Path:
+    """``root/rel``, refusing absolute paths and ``..`` that leave the dataset folder."""
+    p = (root / rel).resolve()
+    if Path(rel).is_absolute() or not p.is_relative_to(root.resolve()):
+        raise DatasetError(f"file_name `{rel}` points outside the dataset folder {root}; file names must be relative paths inside it.")
+    return p
+
+
+def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
+    """Read and sanity-check a COCO detection file, with one-line errors that say how to fix it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder `{root}` does not exist; pass a folder that holds annotations.json.")
+    path = Path(ann_file) if ann_file else root / "annotations.json"
+    if not path.is_file():
+        raise DatasetError(f"`{path}` not found; a dataset folder needs annotations.json (render one with `simgen render out={root}`).")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"`{path}` is not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt: re-render it or restore it.") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"`{path}` is not a text JSON file; the file is corrupt: re-render it or restore it.") from None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DatasetError(f"`{path}` is not COCO: it needs lists `images`, `annotations` and `categories`.")
+    try:
+        img_ids = {im["id"] for im in doc["images"]}
+        cat_ids = {c["id"] for c in doc["categories"]}
+        for a in doc["annotations"]:
+            if a["image_id"] not in img_ids or a["category_id"] not in cat_ids or len(a["bbox"]) != 4:
+                raise DatasetError(f"`{path}`: annotation {a.get('id')} refers to a missing image or category, or has a bad bbox; fix or re-render the file.")
+        for im in doc["images"]:
+            safe_path(root, im["file_name"])
+    except (KeyError, TypeError) as e:
+        raise DatasetError(f"`{path}` is not valid COCO (missing or wrong field {e}); fix or re-render the file.") from None
+    return doc
+
+
+class CocoDataset(torch.utils.data.Dataset):
+    """A COCO detection folder as ``(tv_tensors.Image, target)``.
+
+    target: ``boxes`` (BoundingBoxes, XYXY float), ``labels`` (int64), ``masks`` (Mask, uint8; only when
+    the file has segmentations and ``masks=True``), ``image_id`` (int).
+    ``categories``: names to map to labels 1..N in that order (match by name across datasets); by
+    default the file's own categories in id order. Annotations of other categories are an error unless
+    ``ignore_unknown``.
+    """
+
+    def __init__(self, root: str | Path, ann_file: str | Path | None = None, transforms=None, masks: bool = True,
+                 categories: list[str] | None = None, ignore_unknown: bool = False) -> None:
+        self.root = Path(root)
+        self.doc = load_coco(self.root, ann_file)
+        self.transforms = transforms
+        own = sorted(self.doc["categories"], key=lambda c: c["id"])
+        self.categories = list(categories) if categories is not None else [c["name"] for c in own]
+        index = {n: k + 1 for k, n in enumerate(self.categories)}
+        self.cat_to_label: dict[int, int] = {}
+        for c in own:
+            if c["name"] in index:
+                self.cat_to_label[c["id"]] = index[c["name"]]
+            elif not ignore_unknown:
+                raise DatasetError(f"{self.root}: category `{c['name']}` is not among {self.categories}; map it explicitly or drop it.")
+        self.images = sorted(self.doc["images"], key=lambda im: im["id"])
+        self.anns: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for a in self.doc["annotations"]:
+            if a.get("iscrowd", 0) == 0 and a["category_id"] in self.cat_to_label and a["bbox"][2] > 0 and a["bbox"][3] > 0:
+                self.anns[a["image_id"]].append(a)
+        self.has_masks = masks and any("segmentation" in a for a in self.doc["annotations"])
+        self.sources = ["coco"] * len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_path(self, idx: int) -> Path:
+        return safe_path(self.root, self.images[idx]["file_name"])
+
+    def target(self, idx: int) -> dict:
+        im = self.images[idx]
+        anns = self.anns[im["id"]]
+        h, w = im["height"], im["width"]
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                             dtype=torch.float32).reshape(-1, 4)
+        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+                  "labels": torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
+                  "image_id": int(im["id"])}
+        if self.has_masks:
+            ms = np.zeros((len(anns), h, w), np.uint8)
+            for k, a in enumerate(anns):
+                seg = a.get("segmentation")
+                if isinstance(seg, dict):
+                    rle = seg if isinstance(seg.get("counts"), (str, bytes)) else mask_utils.frPyObjects(seg, h, w)
+                    ms[k] = mask_utils.decode(rle)
+                elif isinstance(seg, list) and seg:
+                    ms[k] = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(ms))
+        return target
+
+    def __getitem__(self, idx: int):
+        path = self.image_path(idx)
+        try:
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            img = tv_tensors.Image(decode_image(data, mode=ImageReadMode.RGB))
+        except FileNotFoundError:
+            raise DatasetError(f"image `{path}` listed in annotations.json is missing; restore it or re-render the dataset.") from None
+        except RuntimeError:
+            raise DatasetError(f"image `{path}` cannot be decoded; the file is corrupt: re-render or remove it.") from None
+        target = self.target(idx)
+        if self.transforms is not None:
+            img, target = self.transforms(img, target)
+        return img, target
+
+
+def collate(batch):
+    """Detection batches are lists: images differ in their number of boxes."""
+    return tuple(zip(*batch))

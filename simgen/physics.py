@@ -1,0 +1,127 @@
+"""Stage 2: drop the sampled objects and step until they are at rest.
+
+The physics client is reset for every scene, so a scene's settled poses depend on its sample alone,
+never on the scenes a worker simulated before (the world is "clean", see DESIGN.md section 4). Only
+cheap collision geometry lives here; the visual pool lives in the render world.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pybullet as p
+from pybullet_utils.bullet_client import BulletClient
+
+from . import assets
+from .config import PhysicsSpec
+from .errors import AssetError
+from .types import ObjectSample, PlacedObject, SceneSample, SceneState, TraySample
+
+Pose = tuple[tuple[float, float, float], tuple[float, float, float, float]]
+
+
+def com_to_link(client: BulletClient, body: int, pos, orn) -> Pose:
+    """``getBasePositionAndOrientation`` gives the centre-of-mass frame (bullet3 #2096); labels want the
+    URDF link frame: compose with the inverse of the local inertial frame."""
+    lpos, lorn = client.getDynamicsInfo(body, -1)[3:5]
+    ipos, iorn = client.invertTransform(lpos, lorn)
+    return client.multiplyTransforms(pos, orn, ipos, iorn)
+
+
+def link_to_com(client: BulletClient, body: int, pos, orn) -> Pose:
+    lpos, lorn = client.getDynamicsInfo(body, -1)[3:5]
+    return client.multiplyTransforms(pos, orn, lpos, lorn)
+
+
+def tray_boxes(tray: TraySample) -> list[tuple[tuple[float, float, float], tuple[float, float, float], str]]:
+    """(half extents, centre, part) of the tray's floor and four walls."""
+    hx, hy = tray.half_extents
+    t, h = tray.wall_thickness, tray.wall_height
+    floor = ((hx + t, hy + t, 0.001), (0.0, 0.0, 0.001), "floor")
+    return [floor,
+            ((t / 2, hy + t, h / 2), (hx + t / 2, 0.0, h / 2), "wall"), ((t / 2, hy + t, h / 2), (-hx - t / 2, 0.0, h / 2), "wall"),
+            ((hx, t / 2, h / 2), (0.0, hy + t / 2, h / 2), "wall"), ((hx, t / 2, h / 2), (0.0, -hy - t / 2, h / 2), "wall")]
+
+
+class PhysicsWorld:
+    """Owns one DIRECT PyBullet client used only for physics. A context manager; reuse it across scenes."""
+
+    def __init__(self, spec: PhysicsSpec) -> None:
+        self.spec = spec
+        self.client = BulletClient(connection_mode=p.DIRECT)
+
+    def __enter__(self) -> PhysicsWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client = None  # type: ignore[assignment]
+
+    def _create(self, obj: ObjectSample) -> int:
+        c, a = self.client, assets.resolve(obj.asset)
+        s = obj.scale
+        if a.collision == "urdf":
+            try:
+                body = c.loadURDF(str(a.path), obj.position, obj.orientation, globalScaling=s)
+            except p.error:
+                raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
+            c.resetBasePositionAndOrientation(body, *link_to_com(c, body, obj.position, obj.orientation))
+            return body
+        if a.collision == "box":
+            shape = c.createCollisionShape(p.GEOM_BOX, halfExtents=list(a.half_extents * s))
+        elif a.collision == "sphere":
+            shape = c.createCollisionShape(p.GEOM_SPHERE, radius=0.5 * s)
+        elif a.collision == "cylinder":
+            shape = c.createCollisionShape(p.GEOM_CYLINDER, radius=0.5 * s, height=s)
+        else:
+            shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s])
+            if shape < 0:
+                raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
+        mass = 0.004 if obj.asset == "die" else 0.1
+        return c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=shape, basePosition=obj.position,
+                                 baseOrientation=obj.orientation)
+
+    def simulate(self, sample: SceneSample, region: tuple[float, float]) -> tuple[SceneState, list[int]]:
+        """Drop, settle, and return the settled scene (objects that left the region are dropped)."""
+        c, spec = self.client, self.spec
+        c.resetSimulation()
+        c.setGravity(0, 0, -9.81)
+        c.setPhysicsEngineParameter(fixedTimeStep=spec.timestep, deterministicOverlappingPairs=1)
+        ground = c.createMultiBody(0, c.createCollisionShape(p.GEOM_PLANE))
+        c.changeDynamics(ground, -1, lateralFriction=0.6, restitution=0.2)
+        if sample.tray is not None:
+            for half, centre, _ in tray_boxes(sample.tray):
+                b = c.createMultiBody(0, c.createCollisionShape(p.GEOM_BOX, halfExtents=half), basePosition=centre)
+                c.changeDynamics(b, -1, lateralFriction=0.6, restitution=0.3)
+        bodies = []
+        for obj in sample.objects:
+            b = self._create(obj)
+            c.changeDynamics(b, -1, lateralFriction=0.5, restitution=0.3, rollingFriction=2e-3, spinningFriction=2e-3,
+                             linearDamping=0.05, angularDamping=0.2)
+            c.resetBaseVelocity(b, obj.linear_velocity, obj.angular_velocity)
+            bodies.append(b)
+        steps, quiet, settled = 0, 0, False
+        while steps < spec.max_steps:
+            for _ in range(spec.check_every):
+                c.stepSimulation()
+            steps += spec.check_every
+            lin = max((np.linalg.norm(c.getBaseVelocity(b)[0]) for b in bodies), default=0.0)
+            ang = max((np.linalg.norm(c.getBaseVelocity(b)[1]) for b in bodies), default=0.0)
+            quiet = quiet + 1 if lin < spec.linear_threshold and ang < spec.angular_threshold else 0
+            if quiet >= spec.quiet_checks:
+                settled = True
+                break
+        placed, dropped, kept_bodies = [], 0, []
+        limit_x, limit_y = region[0] * 3 + 0.05, region[1] * 3 + 0.05
+        for i, (obj, b) in enumerate(zip(sample.objects, bodies)):
+            pos, orn = com_to_link(c, b, *c.getBasePositionAndOrientation(b))
+            if pos[2] < -0.02 or abs(pos[0]) > limit_x or abs(pos[1]) > limit_y:
+                dropped += 1  # fell off the table or out of the region: never labelled
+                continue
+            placed.append(PlacedObject(index=i, sample=obj, position=tuple(pos), orientation=tuple(orn), category=obj.category))  # type: ignore[arg-type]
+            kept_bodies.append(b)
+        state = SceneState(objects=tuple(placed), sim_steps=steps, settled=settled, n_dropped=dropped, tray=sample.tray,
+                           ground_texture=sample.ground_texture, ground_rgba=sample.ground_rgba)
+        return state, kept_bodies

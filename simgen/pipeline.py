@@ -1,0 +1,101 @@
+"""The generator: sample -> simulate -> render -> annotate, one image index at a time.
+
+Image i is a pure function of (config, seed, i): its generators come from ``SeedSequence([seed, i])``
+(the scene from the first image of its ``views_per_scene`` group), and the physics world is reset per
+scene, so neither worker count nor shard split nor rendering order changes any label.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .annotate import annotate
+from .config import RenderConfig
+from .physics import PhysicsWorld
+from .render import RenderWorld, make_renderer
+from .sample import sample_scene, sample_view
+from .scenes_api import labeler, scene_ref
+from .sensor import apply_sensor
+from .textures import build_bank
+from .types import Record, SceneState
+
+
+def image_seeds(seed: int, i: int, views_per_scene: int = 1) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """(scene, view) seed sequences of image i. With one view per scene both come from [seed, i]."""
+    first = i - i % views_per_scene
+    scene_ss = np.random.SeedSequence([seed, first]).spawn(2)[0]
+    view_ss = np.random.SeedSequence([seed, i]).spawn(2)[1]
+    return scene_ss, view_ss
+
+
+def texture_banks(cfg: RenderConfig) -> dict[str, dict[str, Path]]:
+    r = cfg.randomization
+    banks = {"bank": build_bank(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir).files}
+    for name, ref in cfg.scene.texture_banks:
+        banks[name] = scene_ref(ref, f"scene.texture_banks.{name}")(r.bank_seed)
+    return banks
+
+
+class Generator:
+    """Owns one physics world, one render world and one renderer; reuse it for many images."""
+
+    def __init__(self, cfg: RenderConfig, egl_device: int | None = None) -> None:
+        self.cfg = cfg
+        files = texture_banks(cfg)
+        self.banks = {name: tuple(sorted(f)) for name, f in files.items()}
+        self.physics = PhysicsWorld(cfg.physics)
+        self.world = RenderWorld({k: v for f in files.values() for k, v in f.items()})
+        self.renderer = make_renderer(cfg.renderer, egl_device)
+        self.renderer.attach(self.world)
+        self.label = labeler(cfg.scene.labeler)
+        self._scene: tuple[int, SceneState, dict] | None = None
+
+    def __enter__(self) -> Generator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.physics.close()
+        self.world.close()
+
+    def scene(self, i: int) -> tuple[SceneState, dict]:
+        """The settled scene of image i (cached while consecutive views share it)."""
+        k = self.cfg.views_per_scene
+        first = i - i % k
+        if self._scene is not None and self._scene[0] == first:
+            return self._scene[1], {**self._scene[2], "sample_ms": 0.0, "simulate_ms": 0.0}
+        scene_ss, _ = image_seeds(self.cfg.seed, i, k)
+        rng = np.random.default_rng(scene_ss)
+        t0 = time.perf_counter()
+        sample = sample_scene(self.cfg.scene, self.cfg.randomization, self.banks, rng, self.cfg.physics.placement_retries)
+        t1 = time.perf_counter()
+        state, _ = self.physics.simulate(sample, self.cfg.scene.area)
+        state = replace(state, objects=tuple(replace(o, category=self.label(o)) for o in state.objects))
+        t2 = time.perf_counter()
+        stats = {"sample_ms": 1e3 * (t1 - t0), "simulate_ms": 1e3 * (t2 - t1), "sim_steps": state.sim_steps,
+                 "settled": state.settled, "dropped": state.n_dropped, "placement_retries": sample.placement_retries}
+        self._scene = (first, state, stats)
+        return state, stats
+
+    def generate(self, i: int) -> Record:
+        cfg = self.cfg
+        state, stats = self.scene(i)
+        _, view_ss = image_seeds(cfg.seed, i, cfg.views_per_scene)
+        rng = np.random.default_rng(view_ss)
+        view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng)
+        t0 = time.perf_counter()
+        self.world.stage(state)
+        frame = self.renderer.render(self.world, view.camera, view.light)
+        t1 = time.perf_counter()
+        instances = annotate(frame, state, cfg.labels)
+        rgb = apply_sensor(frame.rgb, view.sensor, rng)
+        t2 = time.perf_counter()
+        stats = {**stats, "render_ms": 1e3 * (t1 - t0), "annotate_ms": 1e3 * (t2 - t1)}
+        return Record(index=i, seed=(cfg.seed, i), rgb=rgb, depth=frame.depth if cfg.labels.depth else None,
+                      instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,
+                      jpeg_quality=view.sensor.jpeg_quality, stats=stats)

@@ -1,0 +1,255 @@
+"""Render a dataset: resumable, atomic, parallel over processes. Plain Python, no Hydra.
+
+Layout of ``out``: images/, annotations.json, manifest.json, optional depth/ and semantic/, and
+.simgen/ (state and per-image label parts) while a render is in progress. ``manifest.json`` is
+written last: a folder without it is not a finished dataset, and rerunning the same command resumes.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import RenderConfig
+from .errors import ConfigError, DatasetError
+from .writers import coco
+
+STATE = Path(".simgen") / "state.json"
+NON_CONTENT_KEYS = ("workers", "progress", "overwrite", "out", "hydra")
+
+
+def config_hash(cfg: RenderConfig) -> str:
+    """Hash of everything that changes pixels or labels (not workers, progress, out...)."""
+    content = {k: v for k, v in cfg.resolved.items() if k not in NON_CONTENT_KEYS}
+    if isinstance(content.get("renderer"), dict):
+        content["renderer"] = {k: v for k, v in content["renderer"].items() if k != "devices"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def shard_indices(cfg: RenderConfig) -> list[int]:
+    """Image indices of this shard: whole views_per_scene groups, dealt round-robin."""
+    k = cfg.views_per_scene
+    groups = range((cfg.n_images + k - 1) // k)
+    return [i for g in groups if g % cfg.shard_count == cfg.shard_index for i in range(g * k, min((g + 1) * k, cfg.n_images))]
+
+
+def versions() -> dict:
+    import cv2
+    import pybullet  # noqa: F401
+
+    from importlib.metadata import version
+
+    out = {"simgen": __version__, "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__}
+    for pkg in ("pybullet", "torch", "torchvision", "hydra-core", "pycocotools"):
+        with contextlib.suppress(Exception):
+            out[pkg] = version(pkg)
+    return out
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    with contextlib.suppress(Exception):
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if r.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return r.stdout.strip() + ("-dirty" if dirty else "")
+    return None
+
+
+def prepare_out(cfg: RenderConfig) -> bool:
+    """Check and prepare the output folder. Returns True when the dataset is already complete."""
+    out, h = cfg.out, config_hash(cfg)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} is a file; choose a folder path for the dataset.")
+    state_file = out / STATE
+    if out.is_dir() and any(out.iterdir()):
+        if not state_file.exists() and not (out / "manifest.json").exists():
+            raise ConfigError(f"out={out} is not empty and is not a simgen dataset; choose an empty or new folder.")
+        try:
+            state = json.loads(state_file.read_text()) if state_file.exists() else \
+                json.loads((out / "manifest.json").read_text()).get("state", {})
+        except (OSError, json.JSONDecodeError):
+            state = {}
+        same = state.get("config_hash") == h
+        if cfg.overwrite:
+            for name in ("manifest.json", "annotations.json", ".simgen", "images", "depth", "semantic", "shards"):
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        elif not same:
+            raise ConfigError(f"out={out} holds a dataset made with a different config; use a new out= folder, or overwrite=true to replace it.")
+        elif (out / "manifest.json").exists():
+            return True
+    try:
+        (out / ".simgen").mkdir(parents=True, exist_ok=True)
+        coco.atomic_json(out / STATE, {"config_hash": h, "n_images": cfg.n_images, "shard": [cfg.shard_index, cfg.shard_count]})
+    except OSError as e:
+        raise ConfigError(f"cannot write to out={out} ({e.strerror}); choose a folder you can write to.") from None
+    return False
+
+
+# ------------------------------------------------------------------ workers
+_GEN = None
+
+
+def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter) -> None:
+    global _GEN
+    from .pipeline import Generator
+
+    with counter.get_lock():
+        k = counter.value
+        counter.value += 1
+    device = devices[k % len(devices)] if devices else None
+    with quiet_stdout():
+        _GEN = Generator(cfg, egl_device=device)
+
+
+def _work(args: tuple[RenderConfig, list[int], dict[str, int]]) -> list[tuple[dict, dict]]:
+    cfg, indices, cat_ids = args
+    return [_one(_GEN, cfg, i, cat_ids) for i in indices]
+
+
+def _one(gen, cfg: RenderConfig, i: int, cat_ids: dict[str, int]) -> tuple[dict, dict]:
+    t0 = time.perf_counter()
+    with quiet_stdout():
+        rec = gen.generate(i)
+    t1 = time.perf_counter()
+    part = coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
+    stats = {**rec.stats, "write_ms": 1e3 * (time.perf_counter() - t1), "total_ms": 1e3 * (time.perf_counter() - t0)}
+    return part, stats
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """PyBullet's C code prints loader chatter on fd 1; keep stdout clean for users and pipes."""
+    if os.environ.get("SIMGEN_VERBOSE"):
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def egl_devices(cfg: RenderConfig) -> tuple[int, ...] | None:
+    """EGL device per worker: ``renderer.devices`` if given, else the GPUs in CUDA_VISIBLE_DEVICES."""
+    if cfg.renderer != "egl":
+        return None
+    if cfg.egl_devices:
+        return cfg.egl_devices
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if cvd and all(x.strip().isdigit() for x in cvd.split(",")):
+        return tuple(int(x) for x in cvd.split(","))
+    return None
+
+
+def chunks(indices: list[int], k: int, size: int) -> list[list[int]]:
+    """Split into tasks of ``size`` scene groups, never splitting a group (its views share a scene)."""
+    groups: dict[int, list[int]] = {}
+    for i in indices:
+        groups.setdefault(i // k, []).append(i)
+    gl = list(groups.values())
+    return [sum(gl[j:j + size], []) for j in range(0, len(gl), size)]
+
+
+def render_dataset(cfg: RenderConfig, log=print) -> Path:
+    """Render (or resume) ``cfg.out``. Returns the dataset folder."""
+    from tqdm import tqdm
+
+    from .pipeline import Generator
+
+    if cfg.scene.max_objects >= 1000:
+        raise ConfigError("scene.max_objects must be below 1000 (annotation ids reserve 1000 per image).")
+    if prepare_out(cfg):
+        log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
+        return cfg.out
+    categories = list(cfg.scene.categories)
+    cat_ids = {c: k + 1 for k, c in enumerate(categories)}
+    indices = shard_indices(cfg)
+    done = coco.done_indices(cfg.out)
+    todo = [i for i in indices if i not in done]
+    stats: list[dict] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(indices), initial=len(indices) - len(todo), unit="img", desc=f"render {cfg.scene.name}",
+               disable=not cfg.progress, dynamic_ncols=True)
+    workers = min(cfg.workers, max(1, len(todo)))
+    if todo and workers == 1:
+        devs = egl_devices(cfg)
+        with quiet_stdout():
+            gen = Generator(cfg, egl_device=devs[0] if devs else None)
+        with gen:
+            for i in todo:
+                _, s = _one(gen, cfg, i, cat_ids)
+                stats.append(s)
+                bar.update(1)
+    elif todo:
+        ctx = mp.get_context("spawn")  # a child forked after EGL loaded segfaults; spawn is also what CUDA wants
+        counter = ctx.Value("i", 0)
+        tasks = [(cfg, c, cat_ids) for c in chunks(todo, cfg.views_per_scene, max(1, 8 // cfg.views_per_scene))]
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, egl_devices(cfg), counter)) as pool:
+            for res in pool.imap_unordered(_work, tasks):
+                for _, s in res:
+                    stats.append(s)
+                bar.update(len(res))
+    bar.close()
+    wall = time.perf_counter() - t0
+    parts = coco.load_parts(cfg.out, indices)
+    doc = coco.coco_document(parts, categories, {"description": f"simgen {cfg.scene.name}", "version": __version__,
+                                                 "seed": cfg.seed, "config_hash": config_hash(cfg)})
+    coco.atomic_json(cfg.out / "annotations.json", doc)
+    write_manifest(cfg, doc, stats, wall)
+    shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
+    n_ann = len(doc["annotations"])
+    log(f"{cfg.out}: {len(parts)} images, {n_ann} annotations" + (f", {len(todo) / wall:.2f} img/s" if todo and wall > 0 else ""))
+    return cfg.out
+
+
+def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float) -> None:
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    counts = Counter(names[a["category_id"]] for a in doc["annotations"])
+
+    def mean(key: str) -> float | None:
+        vals = [s[key] for s in stats if key in s]
+        return round(float(np.mean(vals)), 3) if vals else None
+
+    scenes = [im.get("scene", {}) for im in doc["images"]]
+    manifest = {
+        "format": "coco", "simgen_version": __version__, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": cfg.seed, "n_images": len(doc["images"]), "n_annotations": len(doc["annotations"]),
+        "shard": {"index": cfg.shard_index, "count": cfg.shard_count}, "views_per_scene": cfg.views_per_scene,
+        "renderer": cfg.renderer, "categories": [c["name"] for c in doc["categories"]],
+        "counts_per_category": {c["name"]: counts.get(c["name"], 0) for c in doc["categories"]},
+        "objects_dropped": int(sum(s.get("dropped", 0) for s in scenes)),
+        "placement_retries": int(sum(s.get("placement_retries", 0) for s in scenes)),
+        "unsettled_scenes": int(sum(1 for s in scenes if s.get("settled") is False)),
+        "timings_ms": {k: mean(k) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")},
+        "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
+        "rendered_this_run": len(stats), "workers": cfg.workers,
+        "annotations_sha256": hashlib.sha256((cfg.out / "annotations.json").read_bytes()).hexdigest(),
+        "versions": versions(), "git_commit": git_commit(), "command": sys.argv,
+        "state": {"config_hash": config_hash(cfg)},
+        "config": cfg.resolved,
+    }
+    coco.atomic_json(cfg.out / "manifest.json", manifest, indent=2)

@@ -1,0 +1,158 @@
+"""Frozen dataclasses exchanged between the stages (sample -> simulate -> render -> annotate -> write)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ObjectSample:
+    """One object to drop: what it is, how it looks, where it starts."""
+
+    asset: str  # asset key, resolved by simgen.assets
+    category: str | None  # None: a distractor, never annotated
+    scale: float
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]  # xyzw quaternion
+    rgba: tuple[float, float, float, float]
+    texture: str | None = None  # texture-bank key, None keeps the asset's own look
+    linear_velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    angular_velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def labelled(self) -> bool:
+        return self.category is not None
+
+
+@dataclass(frozen=True)
+class TraySample:
+    half_extents: tuple[float, float]  # inner floor half size (m)
+    wall_height: float
+    wall_thickness: float
+    floor_texture: str | None
+    floor_rgba: tuple[float, float, float, float]
+    wall_rgba: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SceneSample:
+    """Everything about a scene that is drawn before physics: pure data, no PyBullet."""
+
+    objects: tuple[ObjectSample, ...]
+    ground_texture: str | None
+    ground_rgba: tuple[float, float, float, float]
+    tray: TraySample | None
+    placement_retries: int = 0
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole camera. ``pose`` maps OpenCV camera coordinates to world (4x4)."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    eye: tuple[float, float, float]
+    target: tuple[float, float, float]
+    up: tuple[float, float, float]
+    near: float
+    far: float
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Light:
+    direction: tuple[float, float, float]
+    color: tuple[float, float, float]
+    distance: float
+    ambient: float
+    diffuse: float
+    specular: float
+    shadow: bool
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """Effects applied after rendering; they never change labels."""
+
+    noise_std: float = 0.0
+    blur_sigma: float = 0.0
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    jpeg_quality: int = 95
+
+
+@dataclass(frozen=True)
+class ViewSample:
+    camera: Camera
+    light: Light
+    sensor: Sensor
+
+
+@dataclass(frozen=True)
+class PlacedObject:
+    """An object after physics: its settled pose (URDF link frame, world coordinates)."""
+
+    index: int  # index into SceneSample.objects
+    sample: ObjectSample
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]
+    category: str | None  # final label (a scene labeler may read it from the pose)
+
+
+@dataclass(frozen=True)
+class SceneState:
+    objects: tuple[PlacedObject, ...]
+    sim_steps: int
+    settled: bool
+    n_dropped: int  # objects that left the region and were removed
+    tray: TraySample | None = None
+    ground_texture: str | None = None
+    ground_rgba: tuple[float, float, float, float] = (1, 1, 1, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One rendered view. ``instance`` holds indices into SceneState.objects, -1 elsewhere."""
+
+    rgb: np.ndarray  # HxWx3 uint8
+    depth: np.ndarray  # HxW float32, metres along the optical axis
+    instance: np.ndarray  # HxW int32
+    camera: Camera
+    world_to_cam: np.ndarray  # 4x4, OpenCV convention (x right, y down, z forward)
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    object_index: int
+    category: str
+    bbox_xyxy: tuple[float, float, float, float]
+    mask: np.ndarray  # HxW bool, visible pixels
+    area: int
+    visible_fraction: float
+    truncated: bool
+    pose_R: tuple[tuple[float, ...], ...]  # 3x3 object->camera rotation
+    pose_t: tuple[float, float, float]  # metres, object origin in camera frame
+
+
+@dataclass(frozen=True, eq=False)
+class Record:
+    """Everything the writers need for one image."""
+
+    index: int
+    seed: tuple[int, ...]  # SeedSequence entropy that regenerates this image alone
+    rgb: np.ndarray
+    depth: np.ndarray | None
+    instances: tuple[Instance, ...]
+    camera: Camera
+    world_to_cam: np.ndarray
+    jpeg_quality: int = 95
+    stats: dict = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""COCO writer: images, optional depth and semantic PNGs, and per-image label parts that are joined
+into ``annotations.json`` at the end. Every file is written under a temporary name and renamed, so a
+killed run leaves either a finished file or none, and a rerun resumes from the parts on disk."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..errors import DatasetError
+from ..types import Record
+
+PARTS = Path(".simgen") / "parts"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_json(path: Path, obj: object, indent: int | None = None) -> None:
+    atomic_write(path, json.dumps(obj, indent=indent, sort_keys=False).encode())
+
+
+def encode_image(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(f".{fmt}", bgr, params)
+    if not ok:
+        raise DatasetError(f"could not encode an image as {fmt}; check the opencv-python-headless install.")
+    return buf.tobytes()
+
+
+def rle(mask: np.ndarray) -> dict:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(x) for x in r["size"]], "counts": r["counts"].decode("ascii")}
+
+
+def stem(index: int) -> str:
+    return f"{index:08d}"
+
+
+def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_files: dict[str, str]) -> dict:
+    """The COCO image entry and annotations of one record (boxes converted to xywh only here)."""
+    image_id = rec.index + 1
+    image = {"id": image_id, "file_name": file_name, "width": rec.camera.width, "height": rec.camera.height,
+             "seed": list(rec.seed), "K": rec.camera.K.tolist(), "world_to_camera": np.round(rec.world_to_cam, 9).tolist(),
+             **extra_files,
+             "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "placement_retries") if k in rec.stats}}
+    anns = []
+    for j, inst in enumerate(rec.instances):
+        x0, y0, x1, y1 = inst.bbox_xyxy
+        anns.append({"id": rec.index * 1000 + j + 1, "image_id": image_id, "category_id": cat_ids[inst.category],
+                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0, "segmentation": rle(inst.mask),
+                     "visible_fraction": inst.visible_fraction, "truncated": inst.truncated,
+                     "pose": {"R": [[round(x, 9) for x in row] for row in inst.pose_R], "t": [round(x, 9) for x in inst.pose_t]},
+                     "object_index": inst.object_index})
+    return {"image": image, "annotations": anns}
+
+
+def write_record(out: Path, rec: Record, cat_ids: dict[str, int], image_format: str, depth: str | None, semantic: bool) -> dict:
+    """Write one record's files and its label part; returns the part."""
+    s = stem(rec.index)
+    file_name = f"images/{s}.{image_format}"
+    atomic_write(out / file_name, encode_image(rec.rgb, image_format, rec.jpeg_quality))
+    extra: dict[str, str] = {}
+    if depth and rec.depth is not None:
+        if depth == "png16":
+            mm = np.clip(np.round(rec.depth * 1000.0), 0, 65535).astype(np.uint16)  # millimetres, 0 = no surface
+            extra["depth_file"] = f"depth/{s}.png"
+            atomic_write(out / extra["depth_file"], cv2.imencode(".png", mm)[1].tobytes())
+        else:
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, rec.depth.astype(np.float32))
+            extra["depth_file"] = f"depth/{s}.npy"
+            atomic_write(out / extra["depth_file"], buf.getvalue())
+    if semantic:
+        sem = np.zeros((rec.camera.height, rec.camera.width), np.uint8)
+        for inst in rec.instances:
+            sem[inst.mask] = cat_ids[inst.category]
+        extra["semantic_file"] = f"semantic/{s}.png"
+        atomic_write(out / extra["semantic_file"], cv2.imencode(".png", sem)[1].tobytes())
+    part = record_entries(rec, cat_ids, file_name, extra)
+    atomic_json(out / PARTS / f"{s}.json", part)
+    return part
+
+
+def done_indices(out: Path) -> set[int]:
+    """Indices whose label part (written last, after the image) is on disk."""
+    d = out / PARTS
+    if not d.is_dir():
+        return set()
+    return {int(p.stem) for p in d.glob("*.json") if p.stem.isdigit()}
+
+
+def load_parts(out: Path, indices: list[int]) -> list[dict]:
+    parts = []
+    for i in indices:
+        p = out / PARTS / f"{stem(i)}.json"
+        try:
+            parts.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            raise DatasetError(f"label part {p} is missing or corrupt; delete it and rerun the same command to re-render that image.") from None
+    return parts
+
+
+def coco_document(parts: list[dict], categories: list[str], info: dict) -> dict:
+    return {"info": info, "licenses": [],
+            "images": [p["image"] for p in parts],
+            "annotations": [a for p in parts for a in p["annotations"]],
+            "categories": [{"id": k + 1, "name": c, "supercategory": "object"} for k, c in enumerate(categories)]}
