@@ -209,16 +209,46 @@ def obj_has_uv(path: Path) -> bool:
         return any(line.startswith("vt ") for line in f)
 
 
+def _own_material(mesh: Path) -> str:
+    """An OBJ's own first material, rewritten so its texture resolves from the cache folder."""
+    names = [ln.split(None, 1)[1].strip() for ln in open(mesh, errors="replace") if ln.startswith("mtllib ")]
+    if not names or not (mesh.parent / names[0]).is_file():
+        return ""
+    out = []
+    for ln in open(mesh.parent / names[0], errors="replace"):
+        if ln.strip().startswith("map_Kd"):
+            tex = (mesh.parent / ln.split(None, 1)[1].strip()).resolve()
+            ln = f"map_Kd {os.path.relpath(tex, cache_dir() / 'meshes')}\n"
+        out.append(ln)
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=None)
-def textured_obj(mesh: Path, texture: Path) -> Path:
-    """A copy of ``mesh`` whose only material maps ``texture`` (PyBullet reads the first map_Kd)."""
-    body = "".join(line for line in open(mesh, errors="replace")
-                   if not line.startswith(("mtllib", "usemtl")))
-    stem = hashlib.sha1(f"{mesh}|{texture}".encode()).hexdigest()[:16]
-    # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
-    rel = os.path.relpath(texture, cache_dir() / "meshes")
-    mtl = _write_cached(f"newmtl m\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {rel}\n", ".mtl", f"mat-{stem}")
-    return _write_cached(f"mtllib {mtl.name}\nusemtl m\n" + body, ".obj", f"tex-{stem}")
+def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float]) -> Path:
+    """A copy of ``mesh`` with ``scale`` baked into its vertices and, if given, ``texture`` as its only
+    material (PyBullet reads the first map_Kd). Baking matters: under EGL two visual shapes made from
+    the same file with different meshScale are drawn at the first one's scale."""
+    lines, sx, sy, sz = [], *scale
+    for ln in open(mesh, errors="replace"):
+        if ln.startswith(("mtllib", "usemtl")):
+            continue
+        if ln.startswith("v "):
+            x, y, z = (float(t) for t in ln.split()[1:4])
+            ln = f"v {x * sx:.7g} {y * sy:.7g} {z * sz:.7g}\n"
+        lines.append(ln)
+    stem = hashlib.sha1(f"{mesh}|{texture}|{scale}".encode()).hexdigest()[:16]
+    if texture is not None:
+        # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
+        rel = os.path.relpath(texture, cache_dir() / "meshes")
+        material = f"newmtl m\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {rel}\n"
+    else:
+        material = _own_material(mesh)
+    header = ""
+    if material:
+        mtl = _write_cached(material, ".mtl", f"mat-{stem}")
+        first = next((ln.split()[1] for ln in material.splitlines() if ln.startswith("newmtl")), "m")
+        header = f"mtllib {mtl.name}\nusemtl {first}\n"
+    return _write_cached(header + "".join(lines), ".obj", f"mesh-{stem}")
 
 
 def _rpy_matrix(r: float, p: float, y: float) -> np.ndarray:

@@ -52,7 +52,7 @@ def precheck(config_name: str, overrides: list[str]) -> None:
             compose(config_name, overrides=[a for a in overrides if not a.startswith("hydra")])
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"bad override: {first} (see `simgen {config_name} --help` for the config)")
+        fail(f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
     finally:
         GlobalHydra.instance().clear()
 
@@ -74,6 +74,10 @@ def hydra_app(config_name: str, task: Callable[[dict], None]) -> Callable[[], No
 
 
 def _render(d: dict) -> None:
+    from .run import quiet_stdout
+
+    with quiet_stdout((1, 2)):
+        import pybullet  # noqa: F401  (prints its build time on import)
     from .config import render_config
     from .run import render_dataset
 

@@ -62,6 +62,7 @@ class SceneSpec:
     spin: Dist = field(default_factory=lambda: dist(0.0))
     ground_rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
     texture_banks: tuple[tuple[str, str], ...] = ()  # (bank name, "module:function") from scenes/
+    ground_size: float = 2.0  # edge of the square ground plane (m); beyond it is background
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ def scene_spec(d: dict) -> SceneSpec:
                      labeler=str(d.get("labeler", "category")), max_objects=int(d.get("max_objects", 40)),
                      categories=categories, throw_speed=dist(d.get("throw_speed", 0.0)), spin=dist(d.get("spin", 0.0)),
                      ground_rgba=tuple(float(x) for x in d.get("ground_rgba", (0.8, 0.8, 0.8, 1.0))),  # type: ignore[arg-type]
+                     ground_size=float(d.get("ground_size", 2.0)),
                      texture_banks=tuple((str(k), str(v)) for k, v in (d.get("texture_banks") or {}).items()))
 
 

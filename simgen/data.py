@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as F
 
 from .errors import DatasetError
 
@@ -113,11 +114,11 @@ class CocoDataset(torch.utils.data.Dataset):
     def __getitem__(self, idx: int):
         path = self.image_path(idx)
         try:
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-            img = tv_tensors.Image(decode_image(data, mode=ImageReadMode.RGB))
+            with Image.open(path) as pil:
+                img = tv_tensors.Image(F.pil_to_tensor(pil.convert("RGB")))
         except FileNotFoundError:
             raise DatasetError(f"image `{path}` listed in annotations.json is missing; restore it or re-render the dataset.") from None
-        except RuntimeError:
+        except (UnidentifiedImageError, OSError):
             raise DatasetError(f"image `{path}` cannot be decoded; the file is corrupt: re-render or remove it.") from None
         target = self.target(idx)
         if self.transforms is not None:

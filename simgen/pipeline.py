@@ -75,7 +75,8 @@ class Generator:
         sample = sample_scene(self.cfg.scene, self.cfg.randomization, self.banks, rng, self.cfg.physics.placement_retries)
         t1 = time.perf_counter()
         state, _ = self.physics.simulate(sample, self.cfg.scene.area)
-        state = replace(state, objects=tuple(replace(o, category=self.label(o)) for o in state.objects))
+        state = replace(state, objects=tuple(replace(o, category=self.label(o)) for o in state.objects),
+                        ground_size=self.cfg.scene.ground_size)
         t2 = time.perf_counter()
         stats = {"sample_ms": 1e3 * (t1 - t0), "simulate_ms": 1e3 * (t2 - t1), "sim_steps": state.sim_steps,
                  "settled": state.settled, "dropped": state.n_dropped, "placement_retries": sample.placement_retries}

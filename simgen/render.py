@@ -23,7 +23,6 @@ from .types import Camera, Frame, Light, SceneState
 
 PARK = (1000.0, 1000.0, -1000.0)  # far outside every view frustum
 BACKGROUND = np.array([128, 128, 128], np.uint8)  # Tiny clears white, EGL grey-blue: composite one colour
-GROUND_SIZE = 2.0
 
 
 def projection_matrix(cam: Camera) -> list[float]:
@@ -68,8 +67,8 @@ class RenderWorld:
 
     def _mesh_body(self, mesh: Path, scale: tuple[float, float, float], texture: str | None) -> int:
         c = self.client
-        path = assets.textured_obj(mesh, self.textures[texture]) if texture else mesh
-        vs = c.createVisualShape(p.GEOM_MESH, fileName=str(path), meshScale=list(scale))
+        path = assets.baked_obj(mesh, self.textures[texture] if texture else None, tuple(float(x) for x in scale))
+        vs = c.createVisualShape(p.GEOM_MESH, fileName=str(path), meshScale=[1.0, 1.0, 1.0])
         if vs < 0:
             raise AssetError(f"PyBullet cannot load mesh `{mesh}` for rendering; check that it is a valid OBJ file.")
         return c.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vs, basePosition=PARK)
@@ -91,7 +90,7 @@ class RenderWorld:
                     b = self._mesh_body(a.path, (scale,) * 3, texture)
             else:  # ("box", sx, sy, sz, texture) or ("plane", texture)
                 if kind == "plane":
-                    b = self._mesh_body(assets.procedural_obj("plane"), (GROUND_SIZE, GROUND_SIZE, 1.0), key[1])
+                    b = self._mesh_body(assets.procedural_obj("plane"), (key[2], key[2], 1.0), key[1])
                 else:
                     b = self._mesh_body(assets.procedural_obj("box"), key[1:4], key[4])
             bodies.append(b)
@@ -119,7 +118,7 @@ class RenderWorld:
             used[key] += 1
             return b
 
-        self._place(take(("plane", state.ground_texture)), (0, 0, -0.0005), (0, 0, 0, 1), state.ground_rgba)
+        self._place(take(("plane", state.ground_texture, state.ground_size)), (0, 0, -0.0005), (0, 0, 0, 1), state.ground_rgba)
         if state.tray is not None:
             for half, centre, part in tray_boxes(state.tray):
                 tex = state.tray.floor_texture if part == "floor" else None
@@ -208,7 +207,7 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
     if "SIMGEN_EGL_OK" not in r.stdout:
         raise RendererUnavailable("renderer=egl: EGL cannot start here (no EGL vendor library or device); install Mesa's libegl1 "
                                   "or the NVIDIA driver, or use renderer=tiny.")
-    vendor = [ln.split("=", 1)[1].strip() for ln in r.stdout.splitlines() if ln.strip().startswith("ven =")]
+    vendor = [ln.split("=", 1)[1].strip() for ln in r.stdout.splitlines() if ln.strip().startswith("GL_RENDERER=")]
     return vendor[0] if vendor else "unknown"
 
 

@@ -136,21 +136,34 @@ def _one(gen, cfg: RenderConfig, i: int, cat_ids: dict[str, int]) -> tuple[dict,
 
 
 @contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """PyBullet's C code prints loader chatter on fd 1; keep stdout clean for users and pipes."""
+def quiet_stdout(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
+    """PyBullet's C code prints loader chatter on fd 1 (and its build time on fd 2 at import);
+    keep the terminal clean for the progress bar and pipes. SIMGEN_VERBOSE=1 shows it."""
     if os.environ.get("SIMGEN_VERBOSE"):
         yield
         return
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    _libc_flush()
+    saved = [os.dup(fd) for fd in fds]
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
+    for fd in fds:
+        os.dup2(devnull, fd)
     try:
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        _libc_flush()  # C stdio buffers (pipes are fully buffered) must drain into /dev/null, not later
+        for fd, s in zip(fds, saved):
+            os.dup2(s, fd)
+            os.close(s)
         os.close(devnull)
+
+
+def _libc_flush() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
 
 
 def egl_devices(cfg: RenderConfig) -> tuple[int, ...] | None:
@@ -174,14 +187,36 @@ def chunks(indices: list[int], k: int, size: int) -> list[list[int]]:
     return [sum(gl[j:j + size], []) for j in range(0, len(gl), size)]
 
 
+def validate(cfg: RenderConfig) -> None:
+    """Fail before touching ``out``: every asset, texture folder, scene hook and the renderer must work."""
+    from . import assets
+    from .render import probe_egl
+    from .scenes_api import labeler, scene_ref
+
+    if cfg.scene.max_objects >= 1000:
+        raise ConfigError("scene.max_objects must be below 1000 (annotation ids reserve 1000 per image).")
+    for g in (*cfg.scene.objects, *cfg.scene.distractors):
+        assets.resolve(g.asset)
+    labeler(cfg.scene.labeler)
+    for name, ref in cfg.scene.texture_banks:
+        scene_ref(ref, f"scene.texture_banks.{name}")
+    if cfg.randomization.texture_dir:
+        from .textures import build_bank
+
+        build_bank((), 0, cfg.randomization.bank_seed, cfg.randomization.texture_dir)
+    if cfg.renderer == "egl":
+        devs = egl_devices(cfg)
+        for d in sorted(set(devs)) if devs else [None]:
+            probe_egl(d)
+
+
 def render_dataset(cfg: RenderConfig, log=print) -> Path:
     """Render (or resume) ``cfg.out``. Returns the dataset folder."""
     from tqdm import tqdm
 
     from .pipeline import Generator
 
-    if cfg.scene.max_objects >= 1000:
-        raise ConfigError("scene.max_objects must be below 1000 (annotation ids reserve 1000 per image).")
+    validate(cfg)
     if prepare_out(cfg):
         log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
         return cfg.out

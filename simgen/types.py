@@ -117,6 +117,7 @@ class SceneState:
     tray: TraySample | None = None
     ground_texture: str | None = None
     ground_rgba: tuple[float, float, float, float] = (1, 1, 1, 1)
+    ground_size: float = 2.0
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,87 @@
+"""Our COCO output opens unchanged in pycocotools and torchvision; the reader refuses bad input."""
+import json
+
+import pytest
+import torch
+import torchvision
+from pycocotools.coco import COCO
+from torchvision.transforms import v2 as T
+
+from simgen.data import CocoDataset, collate
+from simgen.errors import DatasetError
+from simgen.run import render_dataset
+
+from .conftest import small_config
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("coco")
+    return render_dataset(small_config(tmp), log=lambda m: None)
+
+
+def test_pycocotools_round_trip(dataset):
+    coco = COCO(str(dataset / "annotations.json"))
+    doc = json.loads((dataset / "annotations.json").read_text())
+    assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == len(doc["annotations"])
+    for a in coco.loadAnns(coco.getAnnIds()):
+        m = coco.annToMask(a)
+        assert m.sum() == a["area"]
+        assert coco.annToRLE(a)["counts"] == a["segmentation"]["counts"]
+
+
+def test_torchvision_cocodetection_unchanged(dataset):
+    ds = torchvision.datasets.CocoDetection(str(dataset), str(dataset / "annotations.json"))
+    ds = torchvision.datasets.wrap_dataset_for_transforms_v2(ds, target_keys=("boxes", "labels", "masks", "image_id"))
+    img, target = ds[0]
+    ours_img, ours = CocoDataset(dataset)[0]
+    assert torch.equal(target["boxes"], ours["boxes"]) and torch.equal(target["labels"], ours["labels"])
+    assert torch.equal(target["masks"].bool(), ours["masks"].bool())
+    assert tuple(ours_img.shape) == (3, 128, 128)
+
+
+def test_reader_with_transforms_v2(dataset):
+    tf = T.Compose([T.RandomHorizontalFlip(1.0), T.Resize((64, 64)), T.ToDtype(torch.float32, scale=True)])
+    ds = CocoDataset(dataset, transforms=tf)
+    plain = CocoDataset(dataset)
+    img, t = ds[0]
+    _, t0 = plain[0]
+    assert img.shape == (3, 64, 64) and img.dtype == torch.float32
+    # flipped and halved: x1' = (128 - x2) / 2
+    assert torch.allclose(t["boxes"][:, 0], (128 - t0["boxes"][:, 2]) / 2)
+    assert t["masks"].shape[-2:] == (64, 64)
+    batch = collate([ds[0], ds[1]])
+    assert len(batch[0]) == 2
+
+
+def test_holdout_reads(holdout):
+    ds = CocoDataset(holdout)
+    img, t = ds[0]
+    assert len(ds) == 50 and ds.categories == ["one", "two", "three", "four", "five", "six"]
+    assert "masks" not in t and t["boxes"].shape[1] == 4
+
+
+def test_corrupt_and_unsafe_coco(tmp_path, dataset):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "annotations.json").write_text('{"images": [')
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        CocoDataset(bad)
+    (bad / "annotations.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "../../etc/passwd", "width": 1, "height": 1}],
+                                                      "annotations": [], "categories": []}))
+    with pytest.raises(DatasetError, match="outside the dataset"):
+        CocoDataset(bad)
+    with pytest.raises(DatasetError, match="does not exist"):
+        CocoDataset(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="not among"):
+        CocoDataset(dataset, categories=["one", "two"])
+
+
+def test_preview(dataset, tmp_path):
+    from simgen.preview import contact_sheet
+
+    out = contact_sheet(dataset, tmp_path / "p.png", n=3, cols=2, tile=100)
+    import cv2
+
+    img = cv2.imread(str(out))
+    assert img.shape == (200, 200, 3)

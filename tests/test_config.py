@@ -1,0 +1,42 @@
+"""Compose the real Hydra config with every option of every group and build the plain objects."""
+import pytest
+
+from simgen.cli import group_options
+from simgen.config import render_config
+from simgen.errors import ConfigError
+
+from .conftest import compose_dict
+
+
+@pytest.mark.parametrize("group", ["scene", "renderer", "randomization", "writer"])
+def test_every_group_option_composes(group, tmp_path):
+    options = group_options(group)
+    assert options
+    for opt in options:
+        cfg = render_config(compose_dict("render", [f"{group}={opt}", f"out={tmp_path}"]))
+        assert cfg.n_images > 0
+
+
+def test_defaults_are_the_dice_scene():
+    d = compose_dict("render")
+    cfg = render_config(d)
+    assert cfg.scene.name == "dice" and cfg.renderer == "tiny" and cfg.width == cfg.height == 640
+    assert str(cfg.out) == "datasets/dice" and cfg.workers >= 1
+    assert cfg.scene.categories == ("one", "two", "three", "four", "five", "six")
+
+
+@pytest.mark.parametrize("override,match", [("n_images=0", "n_images"), ("width=8", "width"), ("height=99999", "height"),
+                                            ("shard.index=3", "shard"), ("views_per_scene=0", "views_per_scene"),
+                                            ("labels.depth=exr", "labels.depth"), ("image_format=gif", "image_format"),
+                                            ("scene.camera.near=0", "near")])
+def test_impossible_overrides(override, match):
+    with pytest.raises(ConfigError, match=match):
+        render_config(compose_dict("render", [override]))
+
+
+def test_launcher_configs_compose():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("simgen.conf", version_base="1.3"):
+        cfg = compose("render", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
+    assert "joblib" in cfg.hydra.launcher._target_.lower()
