@@ -38,7 +38,7 @@ def top_face_label(obj: PlacedObject) -> str | None:
     return NAMES[top_face(obj.orientation)]
 
 
-def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 128) -> np.ndarray:
+def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 64) -> np.ndarray:
     """3x2 atlas: face value v in column (v-1)%3, row (v-1)//3 (see simgen.assets._cube)."""
     img = np.zeros((2 * cell, 3 * cell, 3), np.float32)
     yy, xx = (np.mgrid[0:cell, 0:cell] + 0.5) / cell
@@ -62,7 +62,7 @@ def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def textures(seed: int, n: int = 48) -> dict[str, Path]:
+def textures(seed: int, n: int = 32) -> dict[str, Path]:
     """A fixed bank of die looks: body colour (often saturated, sometimes white/black/marbled) and pips
     (white on dark bodies, black on light ones, now and then another colour)."""
     out = {}

@@ -32,12 +32,11 @@ def link_to_com(client: BulletClient, body: int, pos, orn) -> Pose:
 
 
 def tray_boxes(tray: TraySample) -> list[tuple[tuple[float, float, float], tuple[float, float, float], str]]:
-    """(half extents, centre, part) of the tray's floor and four walls."""
+    """(half extents, centre, part) of the tray's four walls. The tray's floor is the ground itself,
+    drawn in the tray's floor colour: one fewer mesh per tray size keeps the render pool small."""
     hx, hy = tray.half_extents
     t, h = tray.wall_thickness, tray.wall_height
-    floor = ((hx + t, hy + t, 0.001), (0.0, 0.0, 0.001), "floor")
-    return [floor,
-            ((t / 2, hy + t, h / 2), (hx + t / 2, 0.0, h / 2), "wall"), ((t / 2, hy + t, h / 2), (-hx - t / 2, 0.0, h / 2), "wall"),
+    return [((t / 2, hy + t, h / 2), (hx + t / 2, 0.0, h / 2), "wall"), ((t / 2, hy + t, h / 2), (-hx - t / 2, 0.0, h / 2), "wall"),
             ((hx, t / 2, h / 2), (0.0, hy + t / 2, h / 2), "wall"), ((hx, t / 2, h / 2), (0.0, -hy - t / 2, h / 2), "wall")]
 
 

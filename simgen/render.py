@@ -49,6 +49,7 @@ class RenderWorld:
         self.active: list[int] = []
         self.lut = np.full(1, -1, np.int32)
         self._tinted: dict[int, tuple] = {}
+        self._shapes: dict[tuple, int] = {}
 
     def __enter__(self) -> RenderWorld:
         return self
@@ -67,10 +68,14 @@ class RenderWorld:
 
     def _mesh_body(self, mesh: Path, scale: tuple[float, float, float], texture: str | None) -> int:
         c = self.client
-        path = assets.baked_obj(mesh, self.textures[texture] if texture else None, tuple(float(x) for x in scale))
-        vs = c.createVisualShape(p.GEOM_MESH, fileName=str(path), meshScale=[1.0, 1.0, 1.0])
-        if vs < 0:
-            raise AssetError(f"PyBullet cannot load mesh `{mesh}` for rendering; check that it is a valid OBJ file.")
+        key = (mesh, texture, tuple(float(x) for x in scale))
+        vs = self._shapes.get(key)
+        if vs is None:  # one visual shape per mesh/texture/scale, shared by every body that shows it
+            path = assets.baked_obj(mesh, self.textures[texture] if texture else None, key[2])
+            vs = c.createVisualShape(p.GEOM_MESH, fileName=str(path), meshScale=[1.0, 1.0, 1.0])
+            if vs < 0:
+                raise AssetError(f"PyBullet cannot load mesh `{mesh}` for rendering; check that it is a valid OBJ file.")
+            self._shapes[key] = vs
         return c.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vs, basePosition=PARK)
 
     def _body(self, key: tuple, nth: int) -> int:
@@ -118,13 +123,13 @@ class RenderWorld:
             used[key] += 1
             return b
 
-        self._place(take(("plane", state.ground_texture, state.ground_size)), (0, 0, -0.0005), (0, 0, 0, 1), state.ground_rgba)
-        if state.tray is not None:
-            for half, centre, part in tray_boxes(state.tray):
-                tex = state.tray.floor_texture if part == "floor" else None
-                rgba = state.tray.floor_rgba if part == "floor" else state.tray.wall_rgba
-                key = ("box", round(2 * half[0], 4), round(2 * half[1], 4), round(2 * half[2], 4), tex)
-                self._place(take(key), centre, (0, 0, 0, 1), rgba)
+        tray = state.tray
+        ground = (tray.floor_texture, tray.floor_rgba) if tray is not None else (state.ground_texture, state.ground_rgba)
+        self._place(take(("plane", ground[0], state.ground_size)), (0, 0, -0.0005), (0, 0, 0, 1), ground[1])
+        if tray is not None:
+            for half, centre, _ in tray_boxes(tray):
+                key = ("box", round(2 * half[0], 4), round(2 * half[1], 4), round(2 * half[2], 4), None)
+                self._place(take(key), centre, (0, 0, 0, 1), tray.wall_rgba)
         instance_of: dict[int, int] = {}
         for i, obj in enumerate(state.objects):
             s = obj.sample

@@ -28,7 +28,7 @@ from .errors import ConfigError, DatasetError
 from .writers import coco
 
 STATE = Path(".simgen") / "state.json"
-NON_CONTENT_KEYS = ("workers", "progress", "overwrite", "out", "hydra")
+NON_CONTENT_KEYS = ("workers", "progress", "overwrite", "out", "hydra", "shard")
 
 
 def config_hash(cfg: RenderConfig) -> str:
@@ -96,6 +96,8 @@ def prepare_out(cfg: RenderConfig) -> bool:
             raise ConfigError(f"out={out} holds a dataset made with a different config; use a new out= folder, or overwrite=true to replace it.")
         elif (out / "manifest.json").exists():
             return True
+    for tmp in out.rglob(".*.tmp") if out.is_dir() else []:
+        tmp.unlink(missing_ok=True)  # leftovers of a killed run: never valid files
     try:
         (out / ".simgen").mkdir(parents=True, exist_ok=True)
         coco.atomic_json(out / STATE, {"config_hash": h, "n_images": cfg.n_images, "shard": [cfg.shard_index, cfg.shard_count]})
@@ -187,6 +189,16 @@ def chunks(indices: list[int], k: int, size: int) -> list[list[int]]:
     return [sum(gl[j:j + size], []) for j in range(0, len(gl), size)]
 
 
+def shard_out(cfg: RenderConfig) -> RenderConfig:
+    """Shard k of n renders into ``out/shards/0000k-of-0000n`` so that concurrent shards never share a folder;
+    ``simgen merge out/shards/* out=<dir>`` joins them."""
+    if cfg.shard_count == 1:
+        return cfg
+    from dataclasses import replace
+
+    return replace(cfg, out=cfg.out / "shards" / f"{cfg.shard_index:05d}-of-{cfg.shard_count:05d}")
+
+
 def validate(cfg: RenderConfig) -> None:
     """Fail before touching ``out``: every asset, texture folder, scene hook and the renderer must work."""
     from . import assets
@@ -217,6 +229,7 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
     from .pipeline import Generator
 
     validate(cfg)
+    cfg = shard_out(cfg)
     if prepare_out(cfg):
         log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
         return cfg.out

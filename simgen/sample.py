@@ -102,7 +102,6 @@ def sample_scene(spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[s
                               wall_thickness=spec.tray.wall_thickness, floor_texture=floor_tex,
                               floor_rgba=_ground_rgba(rng, r, spec), wall_rgba=random_rgba(rng, r) if r.colors else (0.2, 0.2, 0.2, 1))
             region = (min(region[0], hx), min(region[1], hy))
-            floor_z = 0.002  # the tray floor is a thin box on the table
         ground_tex = _bank_pick(rng, banks, r) if r.ground else None
         ground_rgba = _ground_rgba(rng, r, spec)
         try:

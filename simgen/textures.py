@@ -36,7 +36,7 @@ def _color(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0, 255, size=3)
 
 
-def make_texture(kind: str, rng: np.random.Generator, size: int = 256) -> np.ndarray:
+def make_texture(kind: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """An RGB uint8 texture of one kind, drawn from ``rng``."""
     a, b = _color(rng), _color(rng)
     if kind == "solid":
