@@ -85,7 +85,7 @@ def _render(d: dict) -> None:
     if cfg.writer == "webdataset":
         from .writers.webdataset import render_webdataset
 
-        render_webdataset(cfg, shard_size=int((d.get("writer") or {}).get("shard_size", 1000)))
+        render_webdataset(cfg, shard_size=int((d.get("writer") or {}).get("shard_size", 1000)), log=lambda m: print(m, file=sys.stderr))
     else:
         render_dataset(cfg, log=lambda m: print(m, file=sys.stderr))
 

@@ -129,3 +129,104 @@ class CocoDataset(torch.utils.data.Dataset):
 def collate(batch):
     """Detection batches are lists: images differ in their number of boxes."""
     return tuple(zip(*batch))
+
+
+def decode_wds_sample(sample: dict, masks: bool = True):
+    """A WebDataset sample written by simgen -> ``(tv_tensors.Image, target)`` like :class:`CocoDataset`."""
+    import io
+
+    meta = json.loads(sample["json"])
+    key = next(k for k in ("jpg", "png") if k in sample)
+    with Image.open(io.BytesIO(sample[key])) as pil:
+        img = tv_tensors.Image(F.pil_to_tensor(pil.convert("RGB")))
+    im, anns = meta["image"], meta["annotations"]
+    h, w = im["height"], im["width"]
+    boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                         dtype=torch.float32).reshape(-1, 4)
+    target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+              "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64), "image_id": int(im["id"])}
+    if masks:
+        ms = np.stack([mask_utils.decode(a["segmentation"]) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
+        target["masks"] = tv_tensors.Mask(torch.from_numpy(ms))
+    return img, target
+
+
+def webdataset(urls, transforms=None, masks: bool = True, **kwargs):
+    """Stream a simgen WebDataset (tar shards; local paths, brace patterns or URLs) as ``(image, target)``."""
+    import webdataset as wds
+
+    def to_pair(sample):
+        img, target = decode_wds_sample(sample, masks)
+        return transforms(img, target) if transforms is not None else (img, target)
+
+    if isinstance(urls, (str, Path)) and Path(urls).is_dir():
+        urls = sorted(str(p) for p in Path(urls).glob("shard-*.tar"))
+        if not urls:
+            raise DatasetError("no shard-*.tar files in that folder; render with writer=webdataset first.")
+    kwargs.setdefault("shardshuffle", False)
+    return wds.WebDataset(urls, **kwargs).map(to_pair)
+
+
+class RenderedDataset(torch.utils.data.Dataset):
+    """Images rendered on the fly, inside the DataLoader worker that asks for them.
+
+    Map-style over image indices ``0..n_images-1``: the DataLoader's sampler hands every index to
+    exactly one worker, and sample i equals image i of ``simgen render`` with the same config and seed
+    (pixels identical for ``image_format=png``; JPEG on disk adds its compression). Each worker
+    process builds its own PyBullet worlds on first use; with ``renderer=egl`` use
+    ``DataLoader(..., multiprocessing_context="spawn")`` (EGL does not survive fork).
+    """
+
+    def __init__(self, cfg, transforms=None, masks: bool = True) -> None:
+        from .config import RenderConfig, render_config
+
+        self.cfg: RenderConfig = cfg if isinstance(cfg, RenderConfig) else render_config(dict(cfg))
+        self.transforms = transforms
+        self.masks = masks
+        self.categories = list(self.cfg.scene.categories)
+        self._cat_ids = {c: k + 1 for k, c in enumerate(self.categories)}
+        self._gen = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self.cfg.n_images
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_gen"] = None  # PyBullet clients cannot cross processes: each worker makes its own
+        return state
+
+    def _generator(self):
+        import os
+
+        if self._gen is None or self._pid != os.getpid():
+            from .pipeline import Generator
+            from .run import quiet_stdout
+
+            with quiet_stdout((1, 2)):
+                self._gen = Generator(self.cfg)
+            self._pid = os.getpid()
+        return self._gen
+
+    def record(self, idx: int):
+        from .run import quiet_stdout
+
+        if not 0 <= idx < len(self):
+            raise IndexError(idx)
+        with quiet_stdout():
+            return self._generator().generate(idx)
+
+    def __getitem__(self, idx: int):
+        rec = self.record(idx)
+        h, w = rec.rgb.shape[:2]
+        boxes = torch.tensor([list(i.bbox_xyxy) for i in rec.instances], dtype=torch.float32).reshape(-1, 4)
+        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+                  "labels": torch.tensor([self._cat_ids[i.category] for i in rec.instances], dtype=torch.int64),
+                  "image_id": idx + 1}
+        if self.masks:
+            ms = np.stack([i.mask for i in rec.instances]).astype(np.uint8) if rec.instances else np.zeros((0, h, w), np.uint8)
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(ms))
+        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(rec.rgb)).permute(2, 0, 1))
+        if self.transforms is not None:
+            img, target = self.transforms(img, target)
+        return img, target

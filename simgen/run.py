@@ -118,7 +118,7 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter) ->
         k = counter.value
         counter.value += 1
     device = devices[k % len(devices)] if devices else None
-    with quiet_stdout():
+    with quiet_stdout((1, 2)):
         _GEN = Generator(cfg, egl_device=device)
 
 

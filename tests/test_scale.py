@@ -1,0 +1,153 @@
+"""Scale-out: workers, shards + merge, views per scene, resume after kill -9, WebDataset, on-the-fly."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from simgen.data import CocoDataset, RenderedDataset, collate, webdataset
+from simgen.merge import merge_datasets
+from simgen.run import render_dataset
+
+from .conftest import small_config
+
+QUIET = dict(log=lambda m: None)
+
+
+def same_dataset(a, b):
+    assert (a / "annotations.json").read_bytes() == (b / "annotations.json").read_bytes()
+    doc = json.loads((a / "annotations.json").read_text())
+    for im in doc["images"]:
+        assert (a / im["file_name"]).read_bytes() == (b / im["file_name"]).read_bytes(), im["file_name"]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("single")
+    return render_dataset(small_config(tmp, "n_images=6"), **QUIET)
+
+
+def test_two_workers_equal_one(tmp_path, single):
+    two = render_dataset(small_config(tmp_path, "n_images=6", "workers=2"), **QUIET)
+    same_dataset(single, two)
+
+
+def test_shards_merge_to_the_single_run(tmp_path, single):
+    for k in range(3):
+        render_dataset(small_config(tmp_path, "n_images=6", f"shard.index={k}", "shard.count=3"), **QUIET)
+    shards = sorted((tmp_path / "ds" / "shards").iterdir())
+    assert len(shards) == 3
+    merged = merge_datasets(shards, tmp_path / "merged")
+    same_dataset(single, merged)
+
+
+def test_views_per_scene_share_the_settled_scene(tmp_path):
+    a = render_dataset(small_config(tmp_path, "n_images=4", "views_per_scene=2", name="v1"), **QUIET)
+    b = render_dataset(small_config(tmp_path, "n_images=4", "views_per_scene=2", "workers=2", name="v2"), **QUIET)
+    same_dataset(a, b)
+    doc = json.loads((a / "annotations.json").read_text())
+    w2c = {im["id"]: np.array(im["world_to_camera"]) for im in doc["images"]}
+    assert not np.allclose(w2c[1], w2c[2])  # another camera
+
+    def world_positions(image_id):
+        inv = np.linalg.inv(w2c[image_id])
+        return {a["object_index"]: np.round((inv[:3, :3] @ a["pose"]["t"]) + inv[:3, 3], 5).tolist()
+                for a in doc["annotations"] if a["image_id"] == image_id}
+
+    p1, p2 = world_positions(1), world_positions(2)
+    shared = set(p1) & set(p2)
+    assert shared and all(np.allclose(p1[k], p2[k], atol=1e-6) for k in shared)
+    p3 = world_positions(3)
+    assert not (set(p1) & set(p3)) or any(not np.allclose(p1[k], p3[k]) for k in set(p1) & set(p3))
+
+
+def test_resume_after_kill_minus_9(tmp_path):
+    """Kill a real render mid-run, rerun the same command: the result equals an uninterrupted run."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "simgen.cli", "render", f"out={out}", "n_images=24", "width=96", "height=96", "workers=1", "progress=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = out / ".simgen" / "parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not parts.is_dir() or len(list(parts.glob("*.json"))) < 4):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts.glob("*.json")))
+    assert 4 <= done_before < 24, "the render should have been killed mid-run"
+    assert not (out / "manifest.json").exists() and not (out / "annotations.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rendered_this_run"] == 24 - done_before  # finished images were not re-rendered
+    reference = render_dataset(small_config(tmp_path, "n_images=24", "width=96", "height=96", name="ref"), **QUIET)
+    same_dataset(reference, out)
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_webdataset_matches_coco(tmp_path, single):
+    cfg = small_config(tmp_path, "n_images=6", "writer=webdataset", name="wds")
+    from simgen.writers.webdataset import render_webdataset
+
+    out = render_webdataset(cfg, shard_size=4, **QUIET)
+    assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
+    streamed = list(webdataset(out))
+    coco = CocoDataset(single)
+    assert len(streamed) == len(coco) == 6
+    for (img, t), (img2, t2) in zip(streamed, coco):
+        assert torch.equal(img, img2)
+        assert torch.equal(t["boxes"], t2["boxes"]) and torch.equal(t["labels"], t2["labels"])
+        assert torch.equal(t["masks"], t2["masks"]) and t["image_id"] == t2["image_id"]
+
+
+def test_rendered_dataset_equals_disk_render(tmp_path):
+    disk = render_dataset(small_config(tmp_path, "n_images=4", "image_format=png", name="png"), **QUIET)
+    ds = RenderedDataset(small_config(tmp_path, "n_images=4", "image_format=png", name="unused"))
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate, multiprocessing_context="spawn")
+    got = {}
+    for imgs, targets in loader:
+        for img, t in zip(imgs, targets):
+            assert t["image_id"] not in got, "an index was rendered twice"
+            got[t["image_id"]] = (img, t)
+    ref = CocoDataset(disk)
+    assert sorted(got) == [1, 2, 3, 4]
+    for img2, t2 in ref:
+        img, t = got[t2["image_id"]]
+        assert torch.equal(img, img2)
+        assert torch.equal(t["boxes"], t2["boxes"]) and torch.equal(t["labels"], t2["labels"])
+        assert torch.equal(t["masks"], t2["masks"])
+
+
+def test_joblib_multirun_shards(tmp_path):
+    out = tmp_path / "jl"
+    r = subprocess.run([sys.executable, "-m", "simgen.cli", "render", "-m", "shard.index=0,1", "shard.count=2", f"out={out}", "n_images=4",
+                        "width=64", "height=64", "workers=1", "progress=false", "hydra/launcher=joblib"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["00000-of-00002", "00001-of-00002"]
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None, reason="hydra-ray-launcher not installed (pip install 'simgen[ray]')")
+def test_ray_launcher_for_real(tmp_path):
+    out = tmp_path / "ray"
+    r = subprocess.run([sys.executable, "-m", "simgen.cli", "render", "-m", "shard.index=0,1", "shard.count=2", f"out={out}", "n_images=4",
+                        "width=64", "height=64", "workers=1", "progress=false", "hydra/launcher=simgen_ray",
+                        "+hydra.launcher.ray.init.num_cpus=2"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((out / "shards").iterdir())) == 2
+
+
+def test_slurm_launcher_config_composes():
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        pytest.skip("hydra-submitit-launcher not installed (pip install 'simgen[slurm]')")
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("simgen.conf", version_base="1.3"):
+        cfg = compose("render", overrides=["hydra/launcher=simgen_slurm"], return_hydra_config=True)
+    assert "SlurmLauncher" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.cpus_per_task == 8
