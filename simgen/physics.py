@@ -87,7 +87,7 @@ class PhysicsWorld:
         c, spec = self.client, self.spec
         c.resetSimulation()
         c.setGravity(0, 0, -9.81)
-        c.setPhysicsEngineParameter(fixedTimeStep=spec.timestep, deterministicOverlappingPairs=1)
+        c.setPhysicsEngineParameter(fixedTimeStep=spec.timestep, deterministicOverlappingPairs=1, numSolverIterations=spec.solver_iterations)
         ground = c.createMultiBody(0, c.createCollisionShape(p.GEOM_PLANE))
         c.changeDynamics(ground, -1, lateralFriction=0.6, restitution=0.2)
         if sample.tray is not None:

@@ -91,7 +91,7 @@ class Generator:
         view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng)
         t0 = time.perf_counter()
         self.world.stage(state)
-        frame = self.renderer.render(self.world, view.camera, view.light)
+        frame = self.renderer.render(self.world, view.camera, view.light, depth=cfg.labels.depth is not None)
         t1 = time.perf_counter()
         instances = annotate(frame, state, cfg.labels)
         rgb = apply_sensor(frame.rgb, view.sensor, rng)

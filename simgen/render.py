@@ -169,18 +169,22 @@ class Renderer:
         return (np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4), np.asarray(depth, np.float32).reshape(cam.height, cam.width),
                 np.asarray(seg, np.int32).reshape(cam.height, cam.width))
 
-    def render(self, world: RenderWorld, cam: Camera, light: Light) -> Frame:
+    def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
+        """RGB, metric depth (zeros unless ``depth``) and the instance map of the staged scene."""
         rgba, dbuf, seg = self.raw(world, cam, light)
         rgb = np.ascontiguousarray(rgba[..., :3])
         empty = seg < 0
         rgb[empty] = BACKGROUND
-        n, f = cam.near, cam.far
-        depth = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
-        depth[empty] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
+        if depth:
+            n, f = cam.near, cam.far
+            z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
+            z[empty] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
+        else:
+            z = np.zeros(dbuf.shape, np.float32)
         uid = np.where(empty, 0, seg & 0xFFFFFF)
         lut = world.lut
         instance = np.where(empty | (uid >= len(lut)), -1, lut[np.minimum(uid, len(lut) - 1)]).astype(np.int32)
-        return Frame(rgb=rgb, depth=depth, instance=instance, camera=cam, world_to_cam=world_to_cam(cam))
+        return Frame(rgb=rgb, depth=z, instance=instance, camera=cam, world_to_cam=world_to_cam(cam))
 
 
 class TinyRenderer(Renderer):
@@ -240,10 +244,10 @@ class EglRenderer(Renderer):
         for _ in range(2):  # the first two frames after loading lack shadows
             self.raw(world, cam, light)
 
-    def render(self, world: RenderWorld, cam: Camera, light: Light) -> Frame:
+    def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
         if cam.width > EGL_MAX[0] or cam.height > EGL_MAX[1]:
             raise ConfigError(f"renderer=egl cannot render {cam.width}x{cam.height} without stretching (max {EGL_MAX[0]}x{EGL_MAX[1]}).")
-        return super().render(world, cam, light)
+        return super().render(world, cam, light, depth)
 
 
 def make_renderer(name: str, device: int | None = None) -> Renderer:

@@ -1,0 +1,87 @@
+"""Render speed, side by side in one run: PyBullet's bare getCameraImage on pre-settled scenes vs
+simgen end to end (sample, physics, render, labels, sensor model, JPEG + COCO files) on the same
+scenes, for each renderer. One process each, so the ratio is what simgen's own work costs.
+
+    python benchmarks/render_speed.py [--n 30] [--width 640] [--height 480]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--scene", default="dice")
+    a = ap.parse_args()
+
+    from conftest import compose_dict
+
+    from simgen.config import render_config
+    from simgen.errors import RendererUnavailable
+    from simgen.pipeline import Generator, image_seeds
+    from simgen.render import probe_egl
+    from simgen.run import quiet_stdout, render_dataset
+    from simgen.sample import sample_view
+    from simgen.writers import coco
+    import numpy as np
+
+    renderers = ["tiny"]
+    try:
+        print(f"EGL: {probe_egl()}")
+        renderers.append("egl")
+    except RendererUnavailable as e:
+        print(f"EGL skipped: {e}")
+    rows = []
+    for r in renderers:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = compose_dict("render", [f"scene={a.scene}", f"renderer={r}", f"n_images={a.n}", f"width={a.width}", f"height={a.height}",
+                                        f"out={tmp}/ds", "workers=1", "progress=false"])
+            cfg = render_config(d)
+            with quiet_stdout():
+                gen = Generator(cfg)
+                scenes = [gen.scene(i)[0] for i in range(a.n)]
+                views = [sample_view(cfg.scene, cfg.randomization, a.width, a.height, np.random.default_rng(image_seeds(cfg.seed, i)[1]))
+                         for i in range(a.n)]
+                bare = []
+                for rep in range(2):  # bare, end to end, bare again: the machine is shared and noisy
+                    for st, v in zip(scenes, views):
+                        gen.world.stage(st)
+                        t = time.perf_counter()
+                        gen.renderer.raw(gen.world, v.camera, v.light)
+                        bare.append(time.perf_counter() - t)
+                    if rep == 0:
+                        # steady state: a fresh scene per image, labels, sensor model, JPEG + label files
+                        cat_ids = {c: k + 1 for k, c in enumerate(cfg.scene.categories)}
+                        gen._scene = None
+                        t = time.perf_counter()
+                        for i in range(a.n):
+                            coco.write_record(cfg.out, gen.generate(i), cat_ids, cfg.image_format, None, False)
+                        e2e = time.perf_counter() - t
+                gen.close()
+            bare_rate = len(bare) / sum(bare)
+            e2e_rate = a.n / e2e
+            # the CLI as users run it, start-up included (plugin probe, texture banks, pool warm-up)
+            from dataclasses import replace
+
+            t = time.perf_counter()
+            render_dataset(replace(cfg, out=Path(tmp) / "cli"), log=lambda m: None)
+            cli_rate = a.n / (time.perf_counter() - t)
+            rows.append((r, bare_rate, e2e_rate, e2e_rate / bare_rate, cli_rate))
+    print(f"\n{a.scene}, {a.width}x{a.height}, {a.n} images, 1 process")
+    print(f"{'renderer':8} {'bare img/s':>11} {'simgen img/s':>13} {'ratio':>6} {'render_dataset incl. start-up':>30}")
+    for r, b, e, q, c in rows:
+        print(f"{r:8} {b:11.2f} {e:13.2f} {q:6.2f} {c:30.2f}")
+    print("target: simgen end to end >= 0.70x the bare renderer")
+
+
+if __name__ == "__main__":
+    main()
