@@ -101,6 +101,7 @@ class RandomizationSpec:
     bank_seed: int
     ground: bool
     ground_value: Dist
+    ground_texture_probability: float
     light: LightSpec | None
     sensor: SensorSpec
     distractors: bool
@@ -236,7 +237,8 @@ def randomization_spec(d: dict) -> RandomizationSpec:
         color_saturation=dist(d.get("color_saturation", [0.0, 1.0])), textures=bool(d.get("textures", True)),
         texture_kinds=kinds, textures_per_kind=int(d.get("textures_per_kind", 6)), texture_dir=d.get("texture_dir"),
         texture_probability=float(d.get("texture_probability", 0.5)), bank_seed=int(d.get("bank_seed", 0)),
-        ground=bool(d.get("ground", True)), ground_value=dist(d.get("ground_value", [0.3, 1.0])),
+        ground=bool(d.get("ground", True)), ground_value=dist(d.get("ground_value", [0.4, 1.0])),
+        ground_texture_probability=float(d.get("ground_texture_probability", 0.5)),
         light=light, sensor=sensor, distractors=bool(d.get("distractors", True)))
 
 

@@ -33,7 +33,10 @@ def image_seeds(seed: int, i: int, views_per_scene: int = 1) -> tuple[np.random.
 
 def texture_banks(cfg: RenderConfig) -> dict[str, dict[str, Path]]:
     r = cfg.randomization
-    banks = {"bank": build_bank(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir).files}
+    # Objects are small on screen: 128 px textures (PyBullet keeps a copy per body). The ground fills
+    # the view: a separate, sharper bank of its own.
+    banks = {"bank": build_bank(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir).files,
+             "ground": build_bank(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir, size=512, prefix="ground/").files}
     for name, ref in cfg.scene.texture_banks:
         banks[name] = scene_ref(ref, f"scene.texture_banks.{name}")(r.bank_seed)
     return banks

@@ -115,8 +115,8 @@ def sample_scene(spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[s
 
 
 def _bank_pick(rng: np.random.Generator, banks: dict[str, tuple[str, ...]], r: RandomizationSpec) -> str | None:
-    keys = banks.get("bank") or ()
-    if not r.textures or not keys or rng.random() < 0.3:
+    keys = banks.get("ground") or banks.get("bank") or ()
+    if not r.textures or not keys or rng.random() >= r.ground_texture_probability:
         return None
     return keys[int(rng.integers(len(keys)))]
 

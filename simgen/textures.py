@@ -1,6 +1,6 @@
 """Procedural textures (solid, noise, checker, stripes) and images from a folder, as a fixed bank.
 
-The bank is drawn once from its own seed, so every worker and shard sees the same textures and a
+Banks are drawn once from their own seed, so every worker and shard sees the same textures and a
 scene only stores a key such as ``noise/3``. Files land in a content-addressed cache so that
 concurrent workers write identical bytes (atomic rename) and PyBullet loads each one once.
 """
@@ -98,12 +98,13 @@ class TextureBank:
             raise AssetError(f"texture `{key}` is not in the bank; the bank has {len(self.files)} textures.") from None
 
 
-def build_bank(kinds: tuple[str, ...], per_kind: int, seed: int, image_dir: str | None = None) -> TextureBank:
+def build_bank(kinds: tuple[str, ...], per_kind: int, seed: int, image_dir: str | None = None, size: int = 128,
+               prefix: str = "") -> TextureBank:
     files: dict[str, Path] = {}
     for kind in kinds:
         for i in range(per_kind):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, KINDS.index(kind) if kind in KINDS else 99, i]))
-            files[f"{kind}/{i}"] = save_png(make_texture(kind, rng), stem=kind)
+            rng = np.random.default_rng(np.random.SeedSequence([seed, KINDS.index(kind) if kind in KINDS else 99, i, size]))
+            files[f"{prefix}{kind}/{i}"] = save_png(make_texture(kind, rng, size), stem=kind)
     if image_dir:
         folder = Path(image_dir).expanduser()
         if not folder.is_dir():
@@ -116,6 +117,6 @@ def build_bank(kinds: tuple[str, ...], per_kind: int, seed: int, image_dir: str 
             if img is None:
                 raise AssetError(f"texture `{p}` cannot be read as an image; remove it from the folder.")
             # PyBullet drops alpha and wants modest sizes; normalise to RGB 256x256.
-            img = cv2.cvtColor(cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-            files[f"image/{i}"] = save_png(img, stem="image")
+            img = cv2.cvtColor(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            files[f"{prefix}image/{i}"] = save_png(img, stem="image")
     return TextureBank(files)
