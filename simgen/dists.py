@@ -35,16 +35,15 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class Uniform:
+class _Range:
+    """A distribution on [lo, hi]; subclasses say how to draw."""
+
     lo: float
     hi: float
 
     def __post_init__(self) -> None:
         if self.hi < self.lo:
-            raise ConfigError(f"Uniform range [{self.lo}, {self.hi}] is reversed: write it as [low, high].")
-
-    def sample(self, rng: np.random.Generator) -> float:
-        return float(rng.uniform(self.lo, self.hi))
+            raise ConfigError(f"{type(self).__name__} range [{self.lo}, {self.hi}] is reversed: write it as [low, high].")
 
     @property
     def max(self) -> float:
@@ -56,10 +55,13 @@ class Uniform:
 
 
 @dataclass(frozen=True)
-class LogUniform:
-    lo: float
-    hi: float
+class Uniform(_Range):
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.lo, self.hi))
 
+
+@dataclass(frozen=True)
+class LogUniform(_Range):
     def __post_init__(self) -> None:
         if not 0 < self.lo <= self.hi:
             raise ConfigError(f"LogUniform needs 0 < low <= high, got [{self.lo}, {self.hi}].")
@@ -67,36 +69,13 @@ class LogUniform:
     def sample(self, rng: np.random.Generator) -> float:
         return float(math.exp(rng.uniform(math.log(self.lo), math.log(self.hi))))
 
-    @property
-    def max(self) -> float:
-        return self.hi
-
-    @property
-    def min(self) -> float:
-        return self.lo
-
 
 @dataclass(frozen=True)
-class RandInt:
+class RandInt(_Range):
     """Integer uniform on the closed interval [lo, hi]."""
-
-    lo: int
-    hi: int
-
-    def __post_init__(self) -> None:
-        if self.hi < self.lo:
-            raise ConfigError(f"integer range [{self.lo}, {self.hi}] is reversed: write it as [low, high].")
 
     def sample(self, rng: np.random.Generator) -> int:
         return int(rng.integers(self.lo, self.hi + 1))
-
-    @property
-    def max(self) -> int:
-        return self.hi
-
-    @property
-    def min(self) -> int:
-        return self.lo
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,14 @@ def tray_boxes(tray: TraySample) -> list[tuple[tuple[float, float, float], tuple
             ((hx, t / 2, h / 2), (0.0, hy + t / 2, h / 2), "wall"), ((hx, t / 2, h / 2), (0.0, -hy - t / 2, h / 2), "wall")]
 
 
-class PhysicsWorld:
-    """Owns one DIRECT PyBullet client used only for physics. A context manager; reuse it across scenes."""
+class ClientOwner:
+    """Owns one DIRECT PyBullet client (every call goes through it, so several coexist in a
+    process). A context manager; reuse it across scenes."""
 
-    def __init__(self, spec: PhysicsSpec) -> None:
-        self.spec = spec
+    def __init__(self) -> None:
         self.client = BulletClient(connection_mode=p.DIRECT)
 
-    def __enter__(self) -> PhysicsWorld:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -57,6 +57,14 @@ class PhysicsWorld:
         if self.client is not None:
             self.client.disconnect()
             self.client = None  # type: ignore[assignment]
+
+
+class PhysicsWorld(ClientOwner):
+    """The physics client: reset for every scene, holds only collision geometry."""
+
+    def __init__(self, spec: PhysicsSpec) -> None:
+        super().__init__()
+        self.spec = spec
 
     def _create(self, obj: ObjectSample) -> int:
         c, a = self.client, assets.resolve(obj.asset)

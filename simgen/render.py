@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pybullet as p
-from pybullet_utils.bullet_client import BulletClient
 
 from . import assets
 from .config import EGL_MAX
 from .errors import AssetError, ConfigError, RendererUnavailable
-from .physics import link_to_com, tray_boxes
+from .physics import ClientOwner, link_to_com, tray_boxes
 from .types import Camera, Frame, Light, SceneState
 
 PARK = (1000.0, 1000.0, -1000.0)  # far outside every view frustum
@@ -39,28 +38,17 @@ def world_to_cam(cam: Camera) -> np.ndarray:
     return np.diag([1.0, -1.0, -1.0, 1.0]) @ V
 
 
-class RenderWorld:
+class RenderWorld(ClientOwner):
     """One PyBullet client holding visual-only bodies, pooled by (asset, scale, texture)."""
 
     def __init__(self, textures: dict[str, Path]) -> None:
-        self.client = BulletClient(connection_mode=p.DIRECT)
+        super().__init__()
         self.textures = textures
         self.pool: dict[tuple, list[int]] = defaultdict(list)
         self.active: list[int] = []
         self.lut = np.full(1, -1, np.int32)
         self._tinted: dict[int, tuple] = {}
         self._shapes: dict[tuple, int] = {}
-
-    def __enter__(self) -> RenderWorld:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.disconnect()
-            self.client = None  # type: ignore[assignment]
 
     @property
     def n_bodies(self) -> int:
@@ -217,7 +205,9 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
         raise RendererUnavailable("renderer=egl: EGL cannot start here (no EGL vendor library or device); install Mesa's libegl1 "
                                   "or the NVIDIA driver, or use renderer=tiny.")
     vendor = [ln.split("=", 1)[1].strip() for ln in r.stdout.splitlines() if ln.strip().startswith("GL_RENDERER=")]
-    return vendor[0] if vendor else "unknown"
+    name = vendor[0] if vendor else "unknown"
+    os.environ[f"SIMGEN_EGL_OK_{device}"] = name
+    return name
 
 
 class EglRenderer(Renderer):
@@ -233,7 +223,10 @@ class EglRenderer(Renderer):
 
     def attach(self, world: RenderWorld) -> None:
         if self.device not in EglRenderer._probed:
-            EglRenderer._probed[self.device] = probe_egl(self.device)
+            # A parent that already probed this device says so through the environment, so that
+            # spawned workers do not each pay for a probe process.
+            known = os.environ.get(f"SIMGEN_EGL_OK_{self.device}")
+            EglRenderer._probed[self.device] = known or probe_egl(self.device)
         self.vendor = EglRenderer._probed[self.device]
         if self.device is not None:
             # The plugin reads this once, when it loads; it indexes EGL devices, not CUDA's numbering.

@@ -222,17 +222,26 @@ def validate(cfg: RenderConfig) -> None:
             probe_egl(d)
 
 
+def begin(cfg: RenderConfig, log) -> RenderConfig | None:
+    """Validate, pick the shard's folder and prepare it; None when that dataset is already complete."""
+    validate(cfg)
+    cfg = shard_out(cfg)
+    if prepare_out(cfg):
+        log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
+        return None
+    return cfg
+
+
 def render_dataset(cfg: RenderConfig, log=print) -> Path:
     """Render (or resume) ``cfg.out``. Returns the dataset folder."""
     from tqdm import tqdm
 
     from .pipeline import Generator
 
-    validate(cfg)
-    cfg = shard_out(cfg)
-    if prepare_out(cfg):
-        log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
-        return cfg.out
+    started = begin(cfg, log)
+    if started is None:
+        return shard_out(cfg).out
+    cfg = started
     categories = list(cfg.scene.categories)
     cat_ids = {c: k + 1 for k, c in enumerate(categories)}
     indices = shard_indices(cfg)
@@ -287,7 +296,9 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "format": "coco", "simgen_version": __version__, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seed": cfg.seed, "n_images": len(doc["images"]), "n_annotations": len(doc["annotations"]),
         "shard": {"index": cfg.shard_index, "count": cfg.shard_count}, "views_per_scene": cfg.views_per_scene,
-        "renderer": cfg.renderer, "categories": [c["name"] for c in doc["categories"]],
+        "renderer": cfg.renderer,
+        "renderer_device": {k[len("SIMGEN_EGL_OK_"):]: v for k, v in os.environ.items() if k.startswith("SIMGEN_EGL_OK_")} or None,
+        "categories": [c["name"] for c in doc["categories"]],
         "counts_per_category": {c["name"]: counts.get(c["name"], 0) for c in doc["categories"]},
         "objects_dropped": int(sum(s.get("dropped", 0) for s in scenes)),
         "placement_retries": int(sum(s.get("placement_retries", 0) for s in scenes)),

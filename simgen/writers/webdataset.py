@@ -56,13 +56,12 @@ def render_webdataset(cfg: RenderConfig, shard_size: int = 1000, log=print) -> P
     import webdataset as wds
     from tqdm import tqdm
 
-    from ..run import config_hash, prepare_out, shard_indices, shard_out, validate, versions, git_commit
+    from ..run import begin, config_hash, git_commit, shard_indices, shard_out, versions
 
-    validate(cfg)
-    cfg = shard_out(cfg)
-    if prepare_out(cfg):
-        log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
-        return cfg.out
+    started = begin(cfg, log)
+    if started is None:
+        return shard_out(cfg).out
+    cfg = started
     categories = list(cfg.scene.categories)
     cat_ids = {c: k + 1 for k, c in enumerate(categories)}
     indices = shard_indices(cfg)

@@ -1,0 +1,106 @@
+"""Scale-out numbers, measured side by side in one run:
+  - images/s with workers=1 vs workers=2, for tiny and egl (ratio; target >= 1.8x on 2 cores)
+  - images/s with views_per_scene=1 vs 4
+  - RSS of one worker after 100 and after N scenes (target growth <= 50 MB)
+  - RenderedDataset throughput with 0, 1, 2 DataLoader workers next to reading the same images from disk
+
+    python benchmarks/scale.py [--n 48] [--scenes 5000] [--width 640] [--height 480]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def rss_mb() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=48, help="images per throughput measurement")
+    ap.add_argument("--scenes", type=int, default=5000, help="scenes for the memory measurement")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    a = ap.parse_args()
+
+    import torch
+    from conftest import compose_dict
+
+    from simgen.config import render_config
+    from simgen.data import CocoDataset, RenderedDataset, collate
+    from simgen.errors import RendererUnavailable
+    from simgen.pipeline import Generator
+    from simgen.render import probe_egl
+    from simgen.run import quiet_stdout, render_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="simgen-bench-"))
+
+    def cfg(*over: str, name: str):
+        return render_config(compose_dict("render", [f"n_images={a.n}", f"width={a.width}", f"height={a.height}", "progress=false",
+                                                     f"out={tmp / name}", *over]))
+
+    def rate(c) -> float:
+        t = time.perf_counter()
+        render_dataset(c, log=lambda m: None)
+        return c.n_images / (time.perf_counter() - t)
+
+    renderers = ["tiny"]
+    try:
+        probe_egl()
+        renderers.append("egl")
+    except RendererUnavailable as e:
+        print(f"EGL skipped: {e}")
+    print(f"\n== workers ({a.n} dice images {a.width}x{a.height}, render_dataset incl. start-up)")
+    for r in renderers:
+        one = rate(cfg(f"renderer={r}", "workers=1", name=f"{r}-w1"))
+        two = rate(cfg(f"renderer={r}", "workers=2", name=f"{r}-w2"))
+        print(f"{r:5} workers=1 {one:6.2f} img/s   workers=2 {two:6.2f} img/s   ratio {two / one:.2f} (target >= 1.8)")
+
+    print(f"\n== views per scene (tiny, workers=1, {a.n} images)")
+    v1 = rate(cfg("views_per_scene=1", "workers=1", name="v1"))
+    v4 = rate(cfg("views_per_scene=4", "workers=1", name="v4"))
+    print(f"views_per_scene=1 {v1:6.2f} img/s   views_per_scene=4 {v4:6.2f} img/s   ratio {v4 / v1:.2f}")
+
+    print(f"\n== memory of one worker (tiny, 64x64 images so that scenes dominate, {a.scenes} scenes)")
+    c = cfg("workers=1", "width=64", "height=64", name="mem")
+    with quiet_stdout():
+        gen = Generator(c)
+        marks = {}
+        t = time.perf_counter()
+        for i in range(a.scenes):
+            gen.generate(i)
+            if i + 1 in (100, 1000, a.scenes):
+                marks[i + 1] = (rss_mb(), gen.world.n_bodies)
+        gen.close()
+    for k, (m, b) in marks.items():
+        print(f"after {k:5d} scenes: RSS {m:7.1f} MB, pooled bodies {b}")
+    print(f"growth 100 -> {a.scenes}: {marks[a.scenes][0] - marks[100][0]:.1f} MB (target <= 50 MB); "
+          f"{a.scenes / (time.perf_counter() - t):.1f} scenes/s")
+
+    print(f"\n== RenderedDataset vs disk ({a.n} images, batch 4)")
+    disk_cfg = cfg("workers=2", "image_format=png", name="disk")
+    render_dataset(disk_cfg, log=lambda m: None)
+
+    def loader_rate(ds, workers: int) -> float:
+        dl = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate,
+                                         multiprocessing_context="spawn" if workers else None)
+        t = time.perf_counter()
+        n = sum(len(b[0]) for b in dl)
+        return n / (time.perf_counter() - t)
+
+    disk = loader_rate(CocoDataset(disk_cfg.out), 0)
+    print(f"disk (CocoDataset, 0 workers): {disk:7.2f} img/s")
+    for w in (0, 1, 2):
+        r = loader_rate(RenderedDataset(replace(disk_cfg, out=tmp / "unused")), w)
+        print(f"RenderedDataset, {w} DataLoader workers: {r:7.2f} img/s  ({r / disk:.3f}x disk)")
+
+
+if __name__ == "__main__":
+    main()

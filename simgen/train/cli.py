@@ -1,0 +1,24 @@
+"""Entry points for ``simgen train`` and ``simgen utility``: they receive the composed config as a
+plain dict (Hydra stays in :mod:`simgen.cli`) and turn it into frozen dataclasses first."""
+from __future__ import annotations
+
+import sys
+
+from .utility import job_config, run_one, run_utility, utility_config
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def train_task(d: dict) -> None:
+    job = job_config(d)
+    entry = run_one(job, job.out, job.data.synthetic_fraction, job.seed, name="train", log=_log)
+    print(f"mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  -> {job.out}/metrics.json, predictions.json, checkpoint.pt")
+
+
+def utility_task(d: dict) -> None:
+    u = utility_config(d)
+    run_utility(u, log=_log)
+    print((u.job.out / "report.md").read_text())
+    print(f"report: {u.job.out}/report.json, report.md, map_vs_fraction.png")

@@ -1,0 +1,245 @@
+"""The training engine: augmentations, one budgeted training loop, prediction, checkpoints.
+
+Like torchvision's references/detection, the engine is two short functions (:func:`train` and
+:func:`predict`); everything else is plain data. The budget is ``max_steps`` and/or ``max_minutes``:
+the learning-rate schedule follows whichever runs out first, so arms of a comparison that get the
+same budget get the same schedule.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_steps: int | None = 2000
+    max_minutes: float | None = None
+    batch_size: int = 8
+    crop: int | None = 320  # train on square crops of this size at the model's scale; None: whole images
+    scale_jitter: tuple[float, float] = (0.7, 1.3)
+    hflip: bool = True
+    vflip: bool = True
+    color_jitter: float = 0.3  # brightness/contrast/saturation; hue gets a tenth
+    grayscale_p: float = 0.05
+    blur_p: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_frac: float = 0.05  # cosine decays to this fraction of lr
+    grad_clip: float = 10.0
+    num_workers: int = 0
+    threads: int = 2  # torch CPU threads
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision where the device is CUDA
+    checkpoint_minutes: float = 5.0
+    progress: bool = True
+    eval_batch_size: int = 4
+
+    def budget(self) -> str:
+        parts = [f"{self.max_steps} steps" if self.max_steps else "", f"{self.max_minutes:g} min" if self.max_minutes else ""]
+        return " or ".join(p for p in parts if p)
+
+
+def trainer_config(d: dict) -> TrainerConfig:
+    d = dict(d or {})
+    known = set(TrainerConfig.__dataclass_fields__)
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ConfigError(f"trainer: unknown key(s) {extra}; known: {sorted(known)}.")
+    if "scale_jitter" in d:
+        d["scale_jitter"] = tuple(float(x) for x in d["scale_jitter"])
+    cfg = TrainerConfig(**d)
+    if not cfg.max_steps and not cfg.max_minutes:
+        raise ConfigError("trainer needs a budget: set trainer.max_steps and/or trainer.max_minutes.")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"trainer.batch_size={cfg.batch_size}; use 1 or more (4+ with BatchNorm from scratch).")
+    if cfg.crop is not None and cfg.crop < 32:
+        raise ConfigError(f"trainer.crop={cfg.crop} is too small; use null or >= 32.")
+    return cfg
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu.")
+    return dev
+
+
+# ---------------------------------------------------------------------------- augmentations
+
+
+def train_transforms(t: TrainerConfig, input_size: int) -> v2.Compose:
+    """Scale to the model's resolution (with jitter), crop, flip, photometric noise; float images."""
+    ops: list = []
+    if t.crop:
+        lo, hi = (max(8, round(input_size * s)) for s in t.scale_jitter)
+        ops += [v2.RandomResize(lo, hi + 1, antialias=True), v2.RandomCrop(t.crop, pad_if_needed=True)]
+    if t.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if t.vflip:
+        ops.append(v2.RandomVerticalFlip())
+    if t.color_jitter:
+        c = t.color_jitter
+        ops.append(v2.ColorJitter(brightness=c, contrast=c, saturation=c, hue=min(0.5, c / 10)))
+    if t.grayscale_p:
+        ops.append(v2.RandomGrayscale(t.grayscale_p))
+    if t.blur_p:
+        ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=t.blur_p))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes(min_size=3)]
+    return v2.Compose(ops)
+
+
+def eval_transforms() -> v2.Compose:
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True)])
+
+
+def set_model_sizes(model: nn.Module, input_size: int, max_size: int, crop: int | None, training: bool) -> None:
+    """Crops arrive already at the model's scale: the model's own resize must leave them alone."""
+    tr = getattr(model, "transform", None)
+    if tr is None:
+        return
+    if training and crop:
+        tr.min_size, tr.max_size = (crop,), crop
+    else:
+        tr.min_size, tr.max_size = (input_size,), max_size
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict, optimizer=None) -> None:
+    """Tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
+    if optimizer is not None:
+        obj["optimizer"] = optimizer.state_dict()
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model: nn.Module | None = None, optimizer=None) -> dict:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if model is not None:
+        model.load_state_dict(obj["model"])
+    if optimizer is not None and "optimizer" in obj:
+        optimizer.load_state_dict(obj["optimizer"])
+    return obj
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _lr_factor(progress: float, step: int, t: TrainerConfig) -> float:
+    warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
+    cos = t.min_lr_frac + (1 - t.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warm * cos
+
+
+def _to_device(images, targets, device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: v.to(device) for k, v in t.items() if isinstance(v, torch.Tensor)} for t in targets]
+    return images, targets
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    minutes: float
+    images_seen: int
+    sources_seen: dict  # {"real": n, "synthetic": n} from the samples' ``source``
+    final_loss: float
+    device: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, input_size: int, max_size: int,
+          checkpoint: Path | None = None, meta: dict | None = None, log=None) -> TrainResult:
+    """Train until the step or time budget runs out. ``loader`` yields ``(images, targets)`` forever."""
+    set_model_sizes(model, input_size, max_size, t.crop, training=True)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
+    use_amp = t.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    pbar = None
+    if t.progress:
+        from tqdm import tqdm
+
+        pbar = tqdm(total=t.max_steps or None, desc="train", file=sys.stderr, dynamic_ncols=True, leave=False)
+    start = time.monotonic()
+    last_ckpt = start
+    step, seen, sources, ema = 0, 0, Counter(), float("nan")
+    it = iter(loader)
+    while True:
+        minutes = (time.monotonic() - start) / 60
+        progress = max(step / t.max_steps if t.max_steps else 0.0, minutes / t.max_minutes if t.max_minutes else 0.0)
+        if progress >= 1.0:
+            break
+        images, targets = next(it)
+        sources.update(tg.get("source", "unknown") for tg in targets)
+        seen += len(images)
+        images, targets = _to_device(images, targets, device)
+        for g in opt.param_groups:
+            g["lr"] = t.lr * _lr_factor(progress, step, t)
+        with torch.autocast(device.type, enabled=use_amp):
+            losses = model(images, targets)
+            loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower trainer.lr or raise trainer.warmup_steps.")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        ema = loss.item() if math.isnan(ema) else 0.95 * ema + 0.05 * loss.item()
+        if pbar is not None:
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", min=f"{minutes:.1f}")
+        if checkpoint is not None and t.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * t.checkpoint_minutes:
+            save_checkpoint(checkpoint, model, {**(meta or {}), "step": step}, opt)
+            last_ckpt = time.monotonic()
+    if pbar is not None:
+        pbar.close()
+    minutes = (time.monotonic() - start) / 60
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, model, {**(meta or {}), "step": step})
+    if log:
+        log(f"trained {step} steps in {minutes:.1f} min on {device} (loss {ema:.3f})")
+    return TrainResult(step, round(minutes, 3), seen, dict(sources), round(ema, 4), str(device))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, device: torch.device, *, input_size: int, max_size: int, batch_size: int = 4,
+            threshold: float = 0.0) -> dict[int, dict]:
+    """``{image_id: {"boxes" (N,4 xyxy, original pixels), "scores", "labels"}}`` on CPU tensors."""
+    set_model_sizes(model, input_size, max_size, None, training=False)
+    model.to(device).eval()
+    out: dict[int, dict] = {}
+    for i in range(0, len(dataset), batch_size):
+        batch = [dataset[j] for j in range(i, min(len(dataset), i + batch_size))]
+        images = [im.to(device) for im, _ in batch]
+        preds = model(images)
+        for (_, tg), p in zip(batch, preds):
+            keep = p["scores"] >= threshold
+            out[int(tg["image_id"])] = {k: p[k][keep].detach().float().cpu() if k != "labels" else p[k][keep].cpu() for k in ("boxes", "scores", "labels")}
+    return out

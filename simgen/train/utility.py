@@ -1,0 +1,341 @@
+"""Sim-to-real utility: train one detector per arm, score each on the real holdout, report.
+
+Arms (same model, trainer budget and holdout for all; each for every seed):
+  TSTR   train on synthetic only (synthetic_fraction 1.0)
+  TRTR   train on the real training folder only (0.0), when ``data.real`` is given
+  mix-f  real plus synthetic, a synthetic sample drawn with probability f, when ``data.real`` is given
+The holdout is only ever predicted on; :mod:`simgen.train.guard` refuses training folders that hold
+any holdout image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data import CocoDataset, collate, load_coco
+from ..errors import ConfigError, DatasetError
+from .engine import TrainerConfig, eval_transforms, predict, resolve_device, train, train_transforms, trainer_config
+from .evaluate import coco_evaluate, coco_results, label_to_category, write_json
+from .guard import check_no_leak, dataset_identity, holdout_identity
+from .mix import MixedDataset, concat, share
+from .models import ModelConfig, build_model, model_config
+
+AGNOSTIC = "object"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    synthetic: tuple[Path, ...] = ()
+    real: tuple[Path, ...] = ()
+    holdout: Path | None = None
+    category_map: tuple[tuple[str, str], ...] = ()  # training name -> holdout name
+    class_agnostic: bool = False  # one class "object" on both sides: does it find the objects at all?
+    synthetic_fraction: float | None = None  # `simgen train`: None = in proportion to the folders' sizes
+    holdout_limit: int | None = None  # score only the first N holdout images (quick checks, tests)
+
+    def name_of(self, name: str) -> str:
+        return AGNOSTIC if self.class_agnostic else dict(self.category_map).get(name, name)
+
+
+@dataclass(frozen=True)
+class Job:
+    model: ModelConfig
+    trainer: TrainerConfig
+    data: DataConfig
+    out: Path
+    seed: int = 0
+    resolved: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class UtilityConfig:
+    job: Job
+    fractions: tuple[float, ...] = (0.3, 0.5, 0.7)
+    seeds: tuple[int, ...] = (0,)
+    tstr: bool = True
+    trtr: bool = True
+
+
+def _paths(v, key: str) -> tuple[Path, ...]:
+    if v is None or v == "" or str(v).lower() == "none":
+        return ()
+    vs = v if isinstance(v, (list, tuple)) else [v]
+    out = []
+    for p in vs:
+        p = Path(str(p)).expanduser()
+        if not (p / "annotations.json").is_file():
+            raise DatasetError(f"{key}: `{p}` has no annotations.json; render one (`simgen render out={p}`) or fix the path.")
+        out.append(p)
+    return tuple(out)
+
+
+def data_config(d: dict) -> DataConfig:
+    d = dict(d or {})
+    known = set(DataConfig.__dataclass_fields__) | {"name"}
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ConfigError(f"data: unknown key(s) {extra}; known: {sorted(known)}.")
+    holdout = d.get("holdout")
+    if not holdout or str(holdout).lower() == "none":
+        raise ConfigError("data.holdout is not set; pass data.holdout=<real COCO folder> (e.g. ../shared/holdouts/dice-real-50).")
+    holdout = Path(str(holdout)).expanduser()
+    if not (holdout / "annotations.json").is_file():
+        raise DatasetError(f"holdout `{holdout}` has no annotations.json; pass data.holdout=<folder of real images with COCO annotations>.")
+    frac = d.get("synthetic_fraction")
+    if frac is not None and not 0 <= float(frac) <= 1:
+        raise ConfigError(f"data.synthetic_fraction={frac}; use a number in [0, 1] or null.")
+    cm = d.get("category_map") or {}
+    if not isinstance(cm, dict):
+        raise ConfigError("data.category_map must be a mapping {training name: holdout name}.")
+    cfg = DataConfig(synthetic=_paths(d.get("synthetic"), "data.synthetic"), real=_paths(d.get("real"), "data.real"), holdout=holdout,
+                     category_map=tuple(sorted((str(k), str(v)) for k, v in cm.items())), class_agnostic=bool(d.get("class_agnostic", False)),
+                     synthetic_fraction=None if frac is None else float(frac),
+                     holdout_limit=None if d.get("holdout_limit") in (None, 0) else int(d["holdout_limit"]))
+    return cfg
+
+
+def job_config(d: dict) -> Job:
+    for k in ("model", "trainer", "data"):
+        if not isinstance(d.get(k), dict):
+            raise ConfigError(f"config has no `{k}` group; compose conf/train.yaml (simgen train) or pass {k}=<option>.")
+    out = d.get("out")
+    if not out:
+        raise ConfigError("out is not set; pass out=<folder for checkpoints and reports>.")
+    job = Job(model_config(d["model"]), trainer_config(d["trainer"]), data_config(d["data"]), Path(str(out)), int(d.get("seed", 0)),
+              resolved={k: v for k, v in d.items() if k != "hydra"})
+    if not job.data.synthetic and not job.data.real:
+        raise ConfigError("no training data: pass data.synthetic=<folder> (or a list [a,b]) and/or data.real=<folder>.")
+    return job
+
+
+def utility_config(d: dict) -> UtilityConfig:
+    job = job_config(d)
+    u = dict(d.get("utility") or {})
+    fr = tuple(float(f) for f in (u.get("fractions") or ()))
+    if any(not 0 < f < 1 for f in fr):
+        raise ConfigError(f"utility.fractions={list(fr)}: mixes need fractions strictly between 0 and 1 (TSTR is 1, TRTR is 0).")
+    seeds = tuple(int(s) for s in (u.get("seeds") or (job.seed,)))
+    if not job.data.synthetic:
+        raise ConfigError("simgen utility needs synthetic data: pass data.synthetic=<folder rendered by simgen render>.")
+    return UtilityConfig(job, fr, seeds, bool(u.get("tstr", True)), bool(u.get("trtr", True)))
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class Relabeled(torch.utils.data.Dataset):
+    """A :class:`CocoDataset` whose labels are re-indexed into the model's category list by name."""
+
+    def __init__(self, ds: CocoDataset, lut: list[int]) -> None:
+        self.ds, self.lut = ds, torch.tensor(lut, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, idx: int):
+        img, t = self.ds[idx]
+        t = dict(t)
+        t["labels"] = self.lut[t["labels"]]
+        return img, t
+
+
+def model_categories(data: DataConfig) -> list[str]:
+    """Training category names after mapping, first seen first; checked against the holdout's."""
+    cats: list[str] = []
+    for root in (*data.synthetic, *data.real):
+        for c in sorted(load_coco(root)["categories"], key=lambda c: c["id"]):
+            n = data.name_of(c["name"])
+            if n not in cats:
+                cats.append(n)
+    hold = [AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]]
+    missing = [n for n in dict.fromkeys(hold) if n not in cats]
+    if missing:
+        raise DatasetError(f"holdout category `{missing[0]}` is not in the training data (which has {cats}); render it, or map a training "
+                           f"category onto it with data.category_map (e.g. +data.category_map.{cats[0] if cats else 'name'}={missing[0]}).")
+    return cats
+
+
+def _train_set(root: Path, cats: list[str], data: DataConfig, transforms, masks: bool) -> Relabeled:
+    ds = CocoDataset(root, transforms=transforms, masks=masks)
+    lut = [0] + [cats.index(data.name_of(n)) + 1 for n in ds.categories]
+    return Relabeled(ds, lut)
+
+
+def _holdout_doc(data: DataConfig) -> dict:
+    doc = load_coco(data.holdout)
+    if data.class_agnostic:
+        doc = {**doc, "categories": [{"id": 1, "name": AGNOSTIC}], "annotations": [{**a, "category_id": 1} for a in doc["annotations"]]}
+    return doc
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    v = {"python": platform.python_version()}
+    for p in ("simgen", "torch", "torchvision", "pycocotools", "numpy"):
+        try:
+            v[p] = version(p)
+        except PackageNotFoundError:
+            v[p] = None
+    return v
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str = "train",
+            holdout_hashes: dict | None = None, log=None) -> dict:
+    """Train one model on ``job.data`` at ``synthetic_fraction`` and score it on the holdout.
+
+    Writes ``out/{checkpoint.pt, predictions.json, metrics.json, provenance.json}``; returns the run's
+    report entry. A finished run with the same settings is read back instead of retrained.
+    """
+    log = log or (lambda m: None)
+    data, t, m = job.data, job.trainer, job.model
+    roots_s = data.synthetic if synthetic_fraction != 0.0 else ()
+    roots_r = data.real if synthetic_fraction != 1.0 else ()
+    hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
+    cats = model_categories(data)
+    settings = {"model": asdict(m), "trainer": asdict(t), "data": asdict(data), "fraction": synthetic_fraction, "seed": seed,
+                "categories": cats}
+    key = _hash(settings)
+    metrics_file = out / "metrics.json"
+    if metrics_file.is_file():
+        prev = json.loads(metrics_file.read_text())
+        if prev.get("settings_hash") == key:
+            log(f"{name} (seed {seed}): already done, reading {metrics_file}")
+            return prev["entry"]
+
+    torch.manual_seed(seed)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    tf = train_transforms(t, m.input_size)
+    syn = concat([_train_set(r, cats, data, tf, m.masks) for r in roots_s])
+    real = concat([_train_set(r, cats, data, tf, m.masks) for r in roots_r])
+    if synthetic_fraction is None:
+        ns, nr = (len(syn) if syn else 0), (len(real) if real else 0)
+        synthetic_fraction = ns / (ns + nr)
+    try:
+        mixed = MixedDataset(real, syn, synthetic_fraction)
+    except ValueError as e:
+        raise ConfigError(f"{e}.") from None
+    loader = torch.utils.data.DataLoader(mixed, batch_size=t.batch_size, sampler=mixed.sampler(seed), collate_fn=collate,
+                                         num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+    model = build_model(m, len(cats))
+    meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key}
+    log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, synthetic share {synthetic_fraction:.2f}, "
+        f"{mixed.used_sizes} images, budget {t.budget()}")
+    res = train(model, loader, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta, log=log)
+
+    gt = _holdout_doc(data)
+    hold = CocoDataset(data.holdout, transforms=eval_transforms(), masks=False, ignore_unknown=True)
+    ids = [im["id"] for im in hold.images]
+    if data.holdout_limit:
+        hold = torch.utils.data.Subset(hold, range(min(data.holdout_limit, len(hold))))
+        ids = ids[: data.holdout_limit]
+    preds = predict(model, hold, device, input_size=m.input_size, max_size=m.max_size, batch_size=t.eval_batch_size)
+    results = coco_results(preds, label_to_category(cats, gt))
+    metrics = coco_evaluate(gt, results, image_ids=ids)
+    write_json(out / "predictions.json", results)
+    seen = share(s for s, n in res.sources_seen.items() for _ in range(n))
+    entry = {"name": name, "seed": seed, "synthetic_fraction": round(synthetic_fraction, 4), "synthetic_share_seen": seen["synthetic_share"],
+             "train_images": sum(mixed.used_sizes.values()), "train_images_by_source": mixed.used_sizes, "steps": res.steps,
+             "minutes": res.minutes, "images_seen": res.images_seen, "map": round(metrics["map"], 4), "map50": round(metrics["map50"], 4),
+             "per_class": {k: (None if v is None else round(v, 4)) for k, v in metrics["per_class"].items()},
+             "per_class_ap50": {k: (None if v is None else round(v, 4)) for k, v in metrics["per_class_ap50"].items()}}
+    provenance = {
+        "run": name, "seed": seed, "settings_hash": key, "device": res.device, "command": sys.argv,
+        "datasets": {"synthetic": [dataset_identity(r) for r in roots_s], "real": [dataset_identity(r) for r in roots_r]},
+        "synthetic_fraction": synthetic_fraction, "sources_seen": seen,
+        "holdout": {**holdout_identity(data.holdout, hh), "images_scored": len(ids)},
+        "categories": cats, "category_map": dict(data.category_map), "class_agnostic": data.class_agnostic,
+        "model": asdict(m), "trainer": asdict(t), "train": res.as_dict(), "versions": versions(),
+        "config": job.resolved,
+    }
+    write_json(out / "provenance.json", json.loads(json.dumps(provenance, default=str)))
+    write_json(metrics_file, {"settings_hash": key, "entry": entry, "metrics": metrics})
+    log(f"{name} (seed {seed}): mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  ({res.steps} steps, {res.minutes:.1f} min)")
+    return entry
+
+
+# ---------------------------------------------------------------------------- the protocol
+
+
+def arms(u: UtilityConfig) -> list[tuple[str, float]]:
+    out = []
+    if u.tstr:
+        out.append(("TSTR", 1.0))
+    if u.job.data.real:
+        out += [(f"mix-{f:g}", f) for f in u.fractions]
+        if u.trtr:
+            out.append(("TRTR", 0.0))
+    return out
+
+
+def run_utility(u: UtilityConfig, log=None) -> dict:
+    log = log or (lambda m: None)
+    job = u.job
+    if not job.data.real and u.fractions:
+        log("no data.real given: running TSTR only (mixes and TRTR need a real training folder)")
+    hh = check_no_leak([*job.data.synthetic, *job.data.real], job.data.holdout)
+    model_categories(job.data)  # fail fast on category mismatch, before any training
+    runs = []
+    for name, f in arms(u):
+        for seed in u.seeds:
+            runs.append(run_one(job, job.out / "runs" / f"{name}-s{seed}", f, seed, name, hh, log))
+    report = {"runs": runs, "holdout": str(job.data.holdout.resolve()), "model": job.model.name, "budget": job.trainer.budget(),
+              "seeds": list(u.seeds), "class_agnostic": job.data.class_agnostic, "versions": versions()}
+    write_json(job.out / "report.json", report)
+    md = markdown_table(runs)
+    (job.out / "report.md").write_text(f"# Sim-to-real utility on `{job.data.holdout}`\n\nmodel `{job.model.name}` at {job.model.input_size} px, "
+                                       f"budget {job.trainer.budget()} per run, seeds {list(u.seeds)}\n\n{md}\n")
+    plot(runs, job.out / "map_vs_fraction.png")
+    return report
+
+
+def markdown_table(runs: list[dict]) -> str:
+    classes = list(runs[0]["per_class"]) if runs else []
+    head = "| run | seed | synthetic fraction (seen) | train images | steps | minutes | mAP | AP50 |" + "".join(f" {c} |" for c in classes)
+    sep = "|---" * (8 + len(classes)) + "|"
+    rows = []
+    for r in runs:
+        pc = "".join(f" {'-' if r['per_class'].get(c) is None else format(r['per_class'][c], '.3f')} |" for c in classes)
+        seen = r.get("synthetic_share_seen")
+        rows.append(f"| {r['name']} | {r['seed']} | {r['synthetic_fraction']:g} ({'-' if seen is None else format(seen, '.2f')}) | "
+                    f"{r['train_images']} | {r['steps']} | {r.get('minutes', 0):.1f} | {r['map']:.3f} | {r['map50']:.3f} |{pc}")
+    return "\n".join([head, sep, *rows])
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for key, label, marker in (("map", "mAP@[.5:.95]", "o"), ("map50", "AP50", "s")):
+        xs = sorted({r["synthetic_fraction"] for r in runs})
+        means = [sum(r[key] for r in runs if r["synthetic_fraction"] == x) / max(1, sum(1 for r in runs if r["synthetic_fraction"] == x)) for x in xs]
+        ax.scatter([r["synthetic_fraction"] for r in runs], [r[key] for r in runs], marker=marker, alpha=0.4)
+        ax.plot(xs, means, marker=marker, label=label)
+    ax.set_xlabel("synthetic fraction of training samples")
+    ax.set_ylabel("AP on real holdout")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(0, max(0.05, *(r["map50"] for r in runs)) * 1.15 if runs else 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
