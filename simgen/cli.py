@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         return hydra_app(cmd, train_cli.train_task if cmd == "train" else train_cli.utility_task)()
     except SimgenError as e:
         fail(str(e), e.exit_code)
+    except BrokenPipeError:  # e.g. `simgen render --help | head`: the reader left, that is fine
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":
