@@ -74,6 +74,8 @@ def model_config(d: dict) -> ModelConfig:
     cfg = ModelConfig(**d)
     if cfg.input_size < 32 or cfg.max_size < cfg.input_size:
         raise ConfigError(f"model.input_size={cfg.input_size} / max_size={cfg.max_size}: need 32 <= input_size <= max_size.")
+    if cfg.name == "fcos_lite" and cfg.channels % 32:
+        raise ConfigError(f"model.channels={cfg.channels}: FCOS's head uses GroupNorm(32), so use a multiple of 32.")
     if cfg.weights and cfg.weights != "DEFAULT" and not Path(cfg.weights).is_file():
         raise ConfigError(f"model.weights `{cfg.weights}` is not a file; pass none, DEFAULT or the path of a checkpoint.")
     return cfg
