@@ -101,6 +101,12 @@ def coco_evaluate(gt_doc: dict, results: list[dict], image_ids: list[int] | None
             "n_predictions": len(results), "n_images": len(ids), "stats": stats}
 
 
+def class_agnostic(gt_doc: dict, results: list[dict]) -> tuple[dict, list[dict]]:
+    """Both sides collapsed onto one category: scores finding the objects, whatever their class."""
+    gt = {**gt_doc, "categories": [{"id": 1, "name": "object"}], "annotations": [{**a, "category_id": 1} for a in gt_doc["annotations"]]}
+    return gt, [{**r, "category_id": 1} for r in results]
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

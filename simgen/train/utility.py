@@ -21,7 +21,7 @@ import torch
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
 from .engine import TrainerConfig, eval_transforms, predict, resolve_device, train, train_transforms, trainer_config
-from .evaluate import coco_evaluate, coco_results, label_to_category, write_json
+from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
 from .guard import check_no_leak, dataset_identity, holdout_identity
 from .mix import MixedDataset, concat, share
 from .models import ModelConfig, build_model, model_config
@@ -247,11 +247,14 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
     preds = predict(model, hold, device, input_size=m.input_size, max_size=m.max_size, batch_size=t.eval_batch_size)
     results = coco_results(preds, label_to_category(cats, gt))
     metrics = coco_evaluate(gt, results, image_ids=ids)
+    agn = coco_evaluate(*class_agnostic(gt, results), image_ids=ids)  # diagnostic: are the objects found at all?
+    metrics["agnostic"] = {"map": agn["map"], "map50": agn["map50"]}
     write_json(out / "predictions.json", results)
     seen = share(s for s, n in res.sources_seen.items() for _ in range(n))
     entry = {"name": name, "seed": seed, "synthetic_fraction": round(synthetic_fraction, 4), "synthetic_share_seen": seen["synthetic_share"],
              "train_images": sum(mixed.used_sizes.values()), "train_images_by_source": mixed.used_sizes, "steps": res.steps,
              "minutes": res.minutes, "images_seen": res.images_seen, "map": round(metrics["map"], 4), "map50": round(metrics["map50"], 4),
+             "map_agnostic": round(agn["map"], 4), "map50_agnostic": round(agn["map50"], 4),
              "per_class": {k: (None if v is None else round(v, 4)) for k, v in metrics["per_class"].items()},
              "per_class_ap50": {k: (None if v is None else round(v, 4)) for k, v in metrics["per_class_ap50"].items()}}
     provenance = {
@@ -306,14 +309,16 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
 
 def markdown_table(runs: list[dict]) -> str:
     classes = list(runs[0]["per_class"]) if runs else []
-    head = "| run | seed | synthetic fraction (seen) | train images | steps | minutes | mAP | AP50 |" + "".join(f" {c} |" for c in classes)
-    sep = "|---" * (8 + len(classes)) + "|"
+    head = ("| run | seed | synthetic fraction (seen) | train images | steps | minutes | mAP | AP50 | AP50 any class |"
+            + "".join(f" AP {c} |" for c in classes))
+    sep = "|---" * (9 + len(classes)) + "|"
     rows = []
     for r in runs:
         pc = "".join(f" {'-' if r['per_class'].get(c) is None else format(r['per_class'][c], '.3f')} |" for c in classes)
         seen = r.get("synthetic_share_seen")
         rows.append(f"| {r['name']} | {r['seed']} | {r['synthetic_fraction']:g} ({'-' if seen is None else format(seen, '.2f')}) | "
-                    f"{r['train_images']} | {r['steps']} | {r.get('minutes', 0):.1f} | {r['map']:.3f} | {r['map50']:.3f} |{pc}")
+                    f"{r['train_images']} | {r['steps']} | {r.get('minutes', 0):.1f} | {r['map']:.3f} | {r['map50']:.3f} | "
+                    f"{r.get('map50_agnostic', float('nan')):.3f} |{pc}")
     return "\n".join([head, sep, *rows])
 
 
