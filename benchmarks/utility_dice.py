@@ -48,7 +48,7 @@ def main() -> None:
              "seed=0", "progress=false"])
     t_render = time.monotonic() - t0
     out = work / f"utility-{a.images}-{a.minutes:g}min"
-    cmd = ["simgen", "utility", "model=frcnn_lite", "trainer=cpu", f"trainer.max_minutes={a.minutes}", f"data.synthetic=[{syn}]",
+    cmd = ["simgen", "utility", "model=fcos_lite", "trainer=cpu", f"trainer.max_minutes={a.minutes}", f"data.synthetic=[{syn}]",
            f"data.holdout={a.holdout}", f"utility.seeds=[{a.seeds}]", f"out={out}"]
     if a.real:
         cmd.append(f"data.real={a.real}")

@@ -252,7 +252,7 @@ def test_smoke_utility(tmp_path, holdout):
     # TRTR and mix code paths (there is no real training set in this repository).
     fake_real = render_dataset(small_config(tmp_path, "seed=2", name="fake_real"), log=lambda m: None)
     d = compose_dict("utility", ["trainer=smoke", "trainer.max_steps=2", "model.trunk=tiny", "model.input_size=96", "model.max_size=96",
-                                 "model.channels=16", f"data.synthetic=[{syn}]", f"data.real={fake_real}", f"data.holdout={holdout}",
+                                 "model.channels=32", f"data.synthetic=[{syn}]", f"data.real={fake_real}", f"data.holdout={holdout}",
                                  "data.holdout_limit=3", "utility.fractions=[0.5]", f"out={tmp_path / 'u'}"])
     report = run_utility(utility_config(d))
     out = tmp_path / "u"
