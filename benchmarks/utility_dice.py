@@ -4,6 +4,8 @@ the 50 real photos of ``../shared/holdouts/dice-real-50``, print the table.
     python benchmarks/utility_dice.py                   # ~30 min on 2 cores: 2000 images + 20 min training
     python benchmarks/utility_dice.py --minutes 5 --images 500    # a quicker, weaker check
     python benchmarks/utility_dice.py --real <folder>   # adds TRTR and real+synthetic mixes (same budget each)
+    python benchmarks/utility_dice.py --split-real 25 --steps 1000  # no real training set? split the 50
+        # real photos: 25 train TRTR and the mixes, the other 25 score every arm (TSTR included)
 
 Everything goes under --work (default /tmp/simgen-bench); a finished render or run is reused.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,28 +30,70 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+def split_real(src: Path, n_train: int, dst: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Split a real COCO folder into disjoint train/test folders (images copied, ids kept).
+
+    For the protocol demo only: with one small real set, half trains the TRTR and mixed arms and the
+    other half scores every arm, so no arm is ever scored on an image it trained on (the trainer's
+    content-hash guard checks that too)."""
+    coco = json.loads((src / "annotations.json").read_text())
+    ids = sorted(im["id"] for im in coco["images"])
+    if not 0 < n_train < len(ids):
+        sys.exit(f"--split-real must be between 1 and {len(ids) - 1} (the folder has {len(ids)} images)")
+    import numpy as np
+    train_ids = set(np.random.default_rng(seed).permutation(ids)[:n_train].tolist())
+    out = {}
+    for part, keep in (("train", lambda i: i in train_ids), ("test", lambda i: i not in train_ids)):
+        d = dst / f"{src.name}-{part}{n_train if part == 'train' else len(ids) - n_train}"
+        if not (d / "annotations.json").is_file():
+            tmp = d.with_name(d.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "images").mkdir(parents=True)
+            images = [im for im in coco["images"] if keep(im["id"])]
+            for im in images:
+                shutil.copy2(src / im["file_name"], tmp / im["file_name"])
+            for extra in ("LICENSE", "README.md"):  # keep the photos' licence notice with every copy
+                if (src / extra).is_file():
+                    shutil.copy2(src / extra, tmp / extra)
+            sub = dict(coco, images=images, annotations=[a for a in coco["annotations"] if keep(a["image_id"])])
+            (tmp / "annotations.json").write_text(json.dumps(sub))
+            shutil.rmtree(d, ignore_errors=True)
+            tmp.rename(d)
+        out[part] = d
+    return out["train"], out["test"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/simgen-bench")
     ap.add_argument("--images", type=int, default=2000, help="synthetic dice to render")
     ap.add_argument("--minutes", type=float, default=20, help="training budget per run")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="budget in steps instead of minutes: fair between arms even when the machine is busy")
     ap.add_argument("--workers", default="2")
     ap.add_argument("--holdout", default=str(SHARED / "holdouts" / "dice-real-50"))
     ap.add_argument("--real", default=None, help="a real *training* folder (never the holdout): adds TRTR and mixes")
+    ap.add_argument("--split-real", type=int, default=0, metavar="K",
+                    help="no real training folder? train TRTR/mixes on K holdout photos, score all arms on the rest")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("extra", nargs="*", help="more simgen utility overrides, e.g. model.trunk=tiny")
     a = ap.parse_args()
     if not (Path(a.holdout) / "annotations.json").is_file():
         sys.exit(f"holdout not found at {a.holdout}; set SIMGEN_SHARED or pass --holdout")
     work = Path(a.work)
+    if a.split_real:
+        if a.real:
+            sys.exit("give --real or --split-real, not both")
+        a.real, a.holdout = (str(p) for p in split_real(Path(a.holdout), a.split_real, work))
     syn = work / f"dice-{a.images}"
     t0 = time.monotonic()
     if not (syn / "manifest.json").is_file():
         run(["simgen", "render", "scene=dice", f"n_images={a.images}", f"out={syn}", f"workers={a.workers}", "width=640", "height=640",
              "seed=0", "progress=false"])
     t_render = time.monotonic() - t0
-    out = work / f"utility-{a.images}-{a.minutes:g}min"
-    cmd = ["simgen", "utility", "model=fcos_lite", "trainer=cpu", f"trainer.max_minutes={a.minutes}", f"data.synthetic=[{syn}]",
+    budget = [f"trainer.max_steps={a.steps}", "trainer.max_minutes=null"] if a.steps else [f"trainer.max_minutes={a.minutes}"]
+    out = work / (f"utility-{a.images}-" + (f"{a.steps}steps" if a.steps else f"{a.minutes:g}min") + (f"-split{a.split_real}" if a.split_real else ""))
+    cmd = ["simgen", "utility", "model=fcos_lite", "trainer=cpu", *budget, f"data.synthetic=[{syn}]",
            f"data.holdout={a.holdout}", f"utility.seeds=[{a.seeds}]", f"out={out}"]
     if a.real:
         cmd.append(f"data.real={a.real}")
@@ -56,7 +101,7 @@ def main() -> None:
     report = json.loads((out / "report.json").read_text())
     print(f"\nrender {t_render / 60:.1f} min, total {(time.monotonic() - t0) / 60:.1f} min; report in {out}")
     for r in report["runs"]:
-        print(f"{r['name']:>8} seed {r['seed']}: mAP {r['map']:.3f}  AP50 {r['map50']:.3f}  AP50(any class) {r.get('map50_agnostic', float('nan')):.3f}"
+        print(f"{r['name']:>8} seed {r['seed']} (synthetic {r.get('synthetic_fraction')}): mAP {r['map']:.3f}  AP50 {r['map50']:.3f}  AP50(any class) {r.get('map50_agnostic', float('nan')):.3f}"
               f"  {r['steps']} steps  {r['minutes']:.1f} min")
 
 

@@ -13,6 +13,9 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
 from .errors import DatasetError
+# Real+synthetic mixing lives with the trainer that uses it, but it is a dataset/sampler like the
+# rest of this module, so users reach it here: ``from simgen.data import MixedDataset``.
+from .train.mix import MixedDataset, MixSampler, share as mix_share  # noqa: F401
 
 
 def safe_path(root: Path, rel: str) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .data import load_coco, safe_path
 from .errors import DatasetError
-from .writers.coco import atomic_json
+from .writers.coco import atomic_json, flush_all
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -59,6 +59,7 @@ def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path
     merged = {"info": first["info"], "licenses": first.get("licenses", []),
               "images": sorted(images, key=lambda im: im["id"]), "annotations": sorted(anns, key=lambda a: a["id"]),
               "categories": first["categories"]}
+    flush_all()  # copied images reach the disk before annotations.json says the merge is done
     atomic_json(out / "annotations.json", merged)
     m0 = manifests[0]
     total = {}

@@ -275,6 +275,7 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
     parts = coco.load_parts(cfg.out, indices)
     doc = coco.coco_document(parts, categories, {"description": f"simgen {cfg.scene.name}", "version": __version__,
                                                  "seed": cfg.seed, "config_hash": config_hash(cfg)})
+    coco.flush_all()
     coco.atomic_json(cfg.out / "annotations.json", doc)
     write_manifest(cfg, doc, stats, wall)
     shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)

@@ -81,10 +81,16 @@ def test_resume_after_kill_minus_9(tmp_path):
     done_before = len(list(parts.glob("*.json")))
     assert 4 <= done_before < 24, "the render should have been killed mid-run"
     assert not (out / "manifest.json").exists() and not (out / "annotations.json").exists()
+    # What a machine crash (not just a kill) can leave, since per-image files are not fsynced one by
+    # one: an image cut to nothing under a finished part, and an empty part. Both must be redone.
+    finished = sorted(parts.glob("*.json"))
+    lost_image = json.loads(finished[0].read_text())["image"]["file_name"]
+    (out / lost_image).write_bytes(b"")
+    finished[1].write_bytes(b"")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["rendered_this_run"] == 24 - done_before  # finished images were not re-rendered
+    assert manifest["rendered_this_run"] == 24 - done_before + 2  # finished images were not re-rendered, damaged ones were
     reference = render_dataset(small_config(tmp_path, "n_images=24", "width=96", "height=96", name="ref"), **QUIET)
     same_dataset(reference, out)
     assert not list(out.rglob(".*.tmp"))

@@ -15,7 +15,7 @@ from simgen.errors import ConfigError, DatasetError
 from simgen.train.engine import load_checkpoint, save_checkpoint
 from simgen.train.evaluate import coco_evaluate, coco_results, label_to_category
 from simgen.train.guard import check_no_leak
-from simgen.train.mix import MixedDataset, share
+from simgen.data import MixedDataset, mix_share as share
 from simgen.train.models import ModelConfig, build_model, model_config
 
 from .conftest import compose_dict, small_config

@@ -81,6 +81,8 @@ def render_webdataset(cfg: RenderConfig, shard_size: int = 1000, log=print) -> P
                     for sample in res:
                         sink.write(sample)
                     bar.update(len(res))
+            with open(tmp, "rb+") as f:  # a finished tar name must mean a whole tar, even after a machine crash
+                os.fsync(f.fileno())
             os.replace(tmp, cfg.out / names[j])
     bar.close()
     wall = time.perf_counter() - t0
