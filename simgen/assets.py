@@ -31,7 +31,7 @@ PYBULLET_MODELS = {
     "jenga": "jenga/jenga.urdf",
     "domino": "domino/domino.urdf",
 }
-PROCEDURAL = ("die", "box", "can", "sphere", "plane")
+PROCEDURAL = ("die", "die_round", "box", "can", "sphere", "plane")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,40 @@ def _cube(atlas: bool) -> MeshData:
     return MeshData(np.array(v), np.array(vt), np.array(vn), tuple(faces))
 
 
+def _rounded_cube(radius: float = 0.1, bevel_rows: int = 3) -> MeshData:
+    """Die with rounded edges and corners (side 1, edge radius ``radius``), UV-mapped like ``_cube``.
+
+    Each face is a grid in its own plane, rows packed near the border, and every grid point is pushed
+    onto the rounded box: ``inner + radius * normalize(q - inner)`` with ``inner`` the point clipped to
+    the shrunk cube. Grid points on a shared cube edge land on the same surface point from both faces,
+    so the mesh is closed; normals are exact. The texture keeps the flat-cube layout, so the pips stay
+    where ``_cube`` puts them and the atlas border shades the rounded rim."""
+    h = 0.5 - radius
+    rim = [-0.5 + radius * k / bevel_rows for k in range(bevel_rows)]
+    ticks = np.array(rim + [-h, h] + [-x for x in reversed(rim)])
+    v, vt, vn, faces = [], [], [], []
+    m = len(ticks)
+    for value, (n, u, w) in DIE_FACES.items():
+        n, u, w = (np.asarray(a, float) for a in (n, u, w))
+        base = len(v)
+        col, row = (value - 1) % 3, (value - 1) // 3
+        for sw in ticks:
+            for su in ticks:
+                q = 0.5 * n + su * u + sw * w
+                inner = np.clip(q, -h, h)
+                d = q - inner
+                normal = d / np.linalg.norm(d)
+                v.append(inner + radius * normal)
+                vn.append(normal)
+                uu, ww = su + 0.5, sw + 0.5
+                vt.append(((col + 0.02 + 0.96 * uu) / 3, 1 - (row + 0.02 + 0.96 * (1 - ww)) / 2))
+        for j in range(m - 1):
+            for i in range(m - 1):
+                a, b, c, d_ = base + j * m + i, base + j * m + i + 1, base + (j + 1) * m + i + 1, base + (j + 1) * m + i
+                faces += [((a, a, a), (b, b, b), (c, c, c)), ((a, a, a), (c, c, c), (d_, d_, d_))]
+    return MeshData(np.array(v), np.array(vt), np.array(vn), tuple(faces))
+
+
 def _cylinder(segments: int = 24) -> MeshData:
     """Cylinder of diameter 1 and height 1 along z."""
     v, vt, vn, faces = [], [], [], []
@@ -173,9 +207,9 @@ def _plane(n: int = 24) -> MeshData:
     return MeshData(v, vt, vn, tuple(faces))
 
 
-PROCEDURAL_MESHES = {"die": lambda: _cube(True), "box": lambda: _cube(False), "can": _cylinder,
+PROCEDURAL_MESHES = {"die": lambda: _cube(True), "die_round": _rounded_cube, "box": lambda: _cube(False), "can": _cylinder,
                      "sphere": _sphere, "plane": _plane}
-PROCEDURAL_COLLISION = {"die": "box", "box": "box", "can": "cylinder", "sphere": "sphere", "plane": "box"}
+PROCEDURAL_COLLISION = {"die": "box", "die_round": "box", "box": "box", "can": "cylinder", "sphere": "sphere", "plane": "box"}
 
 
 def _write_cached(text: str, suffix: str, stem: str) -> Path:

@@ -86,7 +86,7 @@ class PhysicsWorld(ClientOwner):
             shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s])
             if shape < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
-        mass = 0.004 if obj.asset == "die" else 0.1
+        mass = 0.004 if obj.asset in ("die", "die_round") else 0.1
         return c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=shape, basePosition=obj.position,
                                  baseOrientation=obj.orientation)
 

@@ -35,7 +35,8 @@ def count_pips(crop: np.ndarray) -> int:
 
 
 @pytest.mark.parametrize("value", [1, 2, 3, 4, 5, 6])
-def test_rendered_top_face_shows_the_labelled_pips(tmp_path, value):
+@pytest.mark.parametrize("mesh", ["die", "die_round"])
+def test_rendered_top_face_shows_the_labelled_pips(tmp_path, value, mesh):
     """Render one white die with black pips lying on face `value`, straight from above, and count pips."""
     from simgen.config import render_config
     from simgen.pipeline import Generator
@@ -53,7 +54,7 @@ def test_rendered_top_face_shows_the_labelled_pips(tmp_path, value):
     with Generator(cfg) as g:
         tex = save_png(atlas(np.array([250.0, 250, 250]), np.array([0.0, 0, 0]), np.random.default_rng(0)), stem="testdie")
         g.world.textures["dice/test"] = tex
-        s = ObjectSample("die", "die", 0.03, (0, 0, 0.015), q, (1, 1, 1, 1), "dice/test")
+        s = ObjectSample(mesh, "die", 0.03, (0, 0, 0.015), q, (1, 1, 1, 1), "dice/test")
         obj = PlacedObject(0, s, (0, 0, 0.015), q, NAMES[top_face(q)])
         state = SceneState(objects=(obj,), sim_steps=0, settled=True, n_dropped=0, ground_rgba=(0.5, 0.5, 0.5, 1))
         from simgen.sample import sample_view
