@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -222,14 +223,25 @@ def validate(cfg: RenderConfig) -> None:
             probe_egl(d)
 
 
-def begin(cfg: RenderConfig, log) -> RenderConfig | None:
+@dataclass(frozen=True)
+class Job:
+    """What every writer starts from: the shard's config, category ids and the image indices to make."""
+
+    cfg: RenderConfig
+    categories: list[str]
+    cat_ids: dict[str, int]
+    indices: list[int]
+
+
+def begin(cfg: RenderConfig, log) -> Job | None:
     """Validate, pick the shard's folder and prepare it; None when that dataset is already complete."""
     validate(cfg)
     cfg = shard_out(cfg)
     if prepare_out(cfg):
         log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
         return None
-    return cfg
+    categories = list(cfg.scene.categories)
+    return Job(cfg, categories, {c: k + 1 for k, c in enumerate(categories)}, shard_indices(cfg))
 
 
 def render_dataset(cfg: RenderConfig, log=print) -> Path:
@@ -238,13 +250,10 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
 
     from .pipeline import Generator
 
-    started = begin(cfg, log)
-    if started is None:
+    job = begin(cfg, log)
+    if job is None:
         return shard_out(cfg).out
-    cfg = started
-    categories = list(cfg.scene.categories)
-    cat_ids = {c: k + 1 for k, c in enumerate(categories)}
-    indices = shard_indices(cfg)
+    cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     done = coco.done_indices(cfg.out)
     todo = [i for i in indices if i not in done]
     stats: list[dict] = []

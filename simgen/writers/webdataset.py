@@ -56,15 +56,12 @@ def render_webdataset(cfg: RenderConfig, shard_size: int = 1000, log=print) -> P
     import webdataset as wds
     from tqdm import tqdm
 
-    from ..run import begin, config_hash, git_commit, shard_indices, shard_out, versions
+    from ..run import begin, config_hash, git_commit, shard_out, versions
 
-    started = begin(cfg, log)
-    if started is None:
+    job = begin(cfg, log)
+    if job is None:
         return shard_out(cfg).out
-    cfg = started
-    categories = list(cfg.scene.categories)
-    cat_ids = {c: k + 1 for k, c in enumerate(categories)}
-    indices = shard_indices(cfg)
+    cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     tars = [indices[j:j + shard_size] for j in range(0, len(indices), shard_size)]
     names = [f"shard-{j:06d}.tar" for j in range(len(tars))]
     todo = [j for j, n in enumerate(names) if not (cfg.out / n).exists()]
