@@ -204,8 +204,11 @@ class RenderedDataset(torch.utils.data.Dataset):
 
         if self._gen is None or self._pid != os.getpid():
             from .pipeline import Generator
+            from .render import share_software_gl
             from .run import quiet_stdout
 
+            info = torch.utils.data.get_worker_info()
+            share_software_gl(info.num_workers if info is not None else 1)
             with quiet_stdout((1, 2)):
                 self._gen = Generator(self.cfg)
             self._pid = os.getpid()

@@ -243,6 +243,16 @@ class EglRenderer(Renderer):
         return super().render(world, cam, light, depth)
 
 
+def share_software_gl(processes: int) -> None:
+    """Mesa's llvmpipe starts one raster thread per core in every process, so N rendering processes on
+    N cores oversubscribe them (by hand, 96 dice images: 2 EGL workers on 2 cores ran 1.5x one worker,
+    1.8x with one thread each). Give each process its share of the cores unless the user set LP_NUM_THREADS.
+    Call before the EGL plugin loads; GPU drivers ignore the variable."""
+    if processes > 1 and "LP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ["LP_NUM_THREADS"] = str(max(1, cores // processes))
+
+
 def make_renderer(name: str, device: int | None = None) -> Renderer:
     if name == "tiny":
         return TinyRenderer()

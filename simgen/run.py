@@ -111,10 +111,12 @@ def prepare_out(cfg: RenderConfig) -> bool:
 _GEN = None
 
 
-def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter) -> None:
+def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, workers: int) -> None:
     global _GEN
     from .pipeline import Generator
+    from .render import share_software_gl
 
+    share_software_gl(workers)
     with counter.get_lock():
         k = counter.value
         counter.value += 1
@@ -274,7 +276,7 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
         ctx = mp.get_context("spawn")  # a child forked after EGL loaded segfaults; spawn is also what CUDA wants
         counter = ctx.Value("i", 0)
         tasks = [(cfg, c, cat_ids) for c in chunks(todo, cfg.views_per_scene, max(1, 8 // cfg.views_per_scene))]
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, egl_devices(cfg), counter)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, egl_devices(cfg), counter, workers)) as pool:
             for res in pool.imap_unordered(_work, tasks):
                 for _, s in res:
                     stats.append(s)

@@ -1,5 +1,6 @@
 """Integration: tiny renders end to end with each renderer, label invariants, determinism."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -138,3 +139,20 @@ def test_reprojection_matches_masks(tmp_path):
         assert x - 1 <= u / w <= x + bw + 1 and y - 1 <= v / w <= y + bh + 1
         n += 1
     assert n > 0
+
+
+def test_software_gl_threads_shared_between_workers(monkeypatch):
+    from simgen.render import share_software_gl
+
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    share_software_gl(1)  # one process: llvmpipe's own default is right
+    assert "LP_NUM_THREADS" not in os.environ
+    share_software_gl(2)
+    assert os.environ["LP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("LP_NUM_THREADS", "3")  # the user's choice wins
+    share_software_gl(8)
+    assert os.environ["LP_NUM_THREADS"] == "3"
+    monkeypatch.delenv("LP_NUM_THREADS")
+    share_software_gl(8)  # more workers than cores: at least one thread each
+    assert os.environ["LP_NUM_THREADS"] == "1"
