@@ -266,6 +266,8 @@ def test_smoke_utility(tmp_path, holdout):
         assert all(v is None or 0.0 <= v <= 1.0 for v in r["per_class"].values())
     assert report["runs"][0]["synthetic_share_seen"] == 1.0 and report["runs"][2]["synthetic_share_seen"] == 0.0
     assert (out / "report.md").read_text().count("| TSTR |") == 1
+    assert [e["name"] for e in report["summary"]] == ["TSTR", "mix-0.5", "TRTR"]
+    assert all(e["map_std"] == 0.0 and e["map_mean"] == r["map"] for e, r in zip(report["summary"], report["runs"]))
     assert (out / "map_vs_fraction.png").stat().st_size > 1000
     prov = json.loads((out / "runs/TSTR-s0/provenance.json").read_text())
     assert prov["datasets"]["synthetic"][0]["manifest_annotations_sha256"]
@@ -277,3 +279,20 @@ def test_smoke_utility(tmp_path, holdout):
     # a finished run is read back, not retrained
     again = run_utility(utility_config(d))
     assert again["runs"] == report["runs"]
+
+
+def test_utility_summary_over_seeds():
+    """Several seeds per arm fold into one summary row: mean and sample std, arms in run order."""
+    from simgen.train.utility import summarize, summary_table
+
+    def run(name, f, seed, m):
+        return {"name": name, "synthetic_fraction": f, "seed": seed, "map": m, "map50": 2 * m, "map50_agnostic": None}
+
+    runs = [run("TSTR", 1.0, 0, 0.1), run("TSTR", 1.0, 1, 0.3), run("TRTR", 0.0, 0, 0.2), run("TRTR", 0.0, 1, 0.2)]
+    s = summarize(runs)
+    assert [e["name"] for e in s] == ["TSTR", "TRTR"] and s[0]["seeds"] == [0, 1]
+    assert s[0]["map_mean"] == pytest.approx(0.2) and s[0]["map_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert s[0]["map50_mean"] == pytest.approx(0.4) and s[1]["map_std"] == 0.0
+    assert "map50_agnostic_mean" not in s[0]  # no values, no made-up number
+    table = summary_table(s)
+    assert "| TSTR | 1 | 2 | 0.200 ± 0.141 | 0.400 ± 0.283 | - |" in table

@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import CocoDataset, collate, load_coco
@@ -297,14 +298,47 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     for name, f in arms(u):
         for seed in u.seeds:
             runs.append(run_one(job, job.out / "runs" / f"{name}-s{seed}", f, seed, name, hh, log))
-    report = {"runs": runs, "holdout": str(job.data.holdout.resolve()), "model": job.model.name, "budget": job.trainer.budget(),
-              "seeds": list(u.seeds), "class_agnostic": job.data.class_agnostic, "versions": versions()}
+    summary = summarize(runs)
+    report = {"runs": runs, "summary": summary, "holdout": str(job.data.holdout.resolve()), "model": job.model.name,
+              "budget": job.trainer.budget(), "seeds": list(u.seeds), "class_agnostic": job.data.class_agnostic, "versions": versions()}
     write_json(job.out / "report.json", report)
     md = markdown_table(runs)
+    if len(u.seeds) > 1:  # one row per arm: what to read first when seeds disagree
+        md = summary_table(summary) + "\n\nEvery run:\n\n" + md
     (job.out / "report.md").write_text(f"# Sim-to-real utility on `{job.data.holdout}`\n\nmodel `{job.model.name}` at {job.model.input_size} px, "
                                        f"budget {job.trainer.budget()} per run, seeds {list(u.seeds)}\n\n{md}\n")
     plot(runs, job.out / "map_vs_fraction.png")
     return report
+
+
+SUMMARY_METRICS = ("map", "map50", "map50_agnostic")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One entry per arm over its seeds: mean and sample standard deviation (0 for a single seed) of
+    mAP, AP50 and class-agnostic AP50. Arms keep the order they ran in."""
+    by_arm: dict[str, list[dict]] = {}
+    for r in runs:
+        by_arm.setdefault(r["name"], []).append(r)
+    out = []
+    for name, rs in by_arm.items():
+        e = {"name": name, "synthetic_fraction": rs[0]["synthetic_fraction"], "seeds": [r["seed"] for r in rs]}
+        for k in SUMMARY_METRICS:
+            v = np.array([r[k] for r in rs if r.get(k) is not None], dtype=float)
+            if len(v):
+                e[f"{k}_mean"] = round(float(v.mean()), 4)
+                e[f"{k}_std"] = round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4)
+        out.append(e)
+    return out
+
+
+def summary_table(summary: list[dict]) -> str:
+    def cell(e: dict, k: str) -> str:
+        return f"{e[k + '_mean']:.3f} ± {e[k + '_std']:.3f}" if k + "_mean" in e else "-"
+
+    rows = [f"| {e['name']} | {e['synthetic_fraction']:g} | {len(e['seeds'])} | {cell(e, 'map')} | {cell(e, 'map50')} | "
+            f"{cell(e, 'map50_agnostic')} |" for e in summary]
+    return "\n".join(["| arm | synthetic fraction | seeds | mAP (mean ± std) | AP50 | AP50 any class |", "|---|---|---|---|---|---|", *rows])
 
 
 def markdown_table(runs: list[dict]) -> str:
@@ -331,9 +365,11 @@ def plot(runs: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for key, label, marker in (("map", "mAP@[.5:.95]", "o"), ("map50", "AP50", "s")):
         xs = sorted({r["synthetic_fraction"] for r in runs})
-        means = [sum(r[key] for r in runs if r["synthetic_fraction"] == x) / max(1, sum(1 for r in runs if r["synthetic_fraction"] == x)) for x in xs]
+        vals = [np.array([r[key] for r in runs if r["synthetic_fraction"] == x]) for x in xs]
+        # One seed per arm: a plain line. Several: each run as a faint dot, the mean with a +-1 std bar.
         ax.scatter([r["synthetic_fraction"] for r in runs], [r[key] for r in runs], marker=marker, alpha=0.4)
-        ax.plot(xs, means, marker=marker, label=label)
+        ax.errorbar(xs, [v.mean() for v in vals], yerr=[v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals], marker=marker,
+                    capsize=3, label=label)
     ax.set_xlabel("synthetic fraction of training samples")
     ax.set_ylabel("AP on real holdout")
     ax.set_xlim(-0.05, 1.05)
