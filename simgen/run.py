@@ -113,8 +113,9 @@ _GEN = None
 
 def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, workers: int) -> None:
     global _GEN
-    from .pipeline import Generator
-    from .render import share_software_gl
+    with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
+        from .pipeline import Generator
+        from .render import share_software_gl
 
     share_software_gl(workers)
     with counter.get_lock():

@@ -63,3 +63,13 @@ def test_render_then_rerun_is_complete(tmp_path):
     assert r.returncode != 0 and "different config" in r.stderr
     r = simgen("preview", str(out))
     assert r.returncode == 0 and (out / "preview.png").exists()
+
+
+def test_worker_pool_output_is_clean(tmp_path):
+    """Spawned render workers import PyBullet, whose C code prints its build time: none of that chatter
+    may reach the terminal or a pipe, only simgen's own summary line."""
+    r = simgen("render", f"out={tmp_path / 'ds'}", "n_images=2", "width=64", "height=64", "workers=2", "progress=false")
+    assert r.returncode == 0, r.stderr
+    assert "build time" not in r.stdout + r.stderr
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "2 images" in lines[0], lines
