@@ -8,3 +8,4 @@ slow:          # long tests kept out of the default suite
 bench:
 	python benchmarks/render_speed.py
 	python benchmarks/scale.py
+	python benchmarks/physics_settle.py
