@@ -296,3 +296,42 @@ def test_utility_summary_over_seeds():
     assert "map50_agnostic_mean" not in s[0]  # no values, no made-up number
     table = summary_table(s)
     assert "| TSTR | 1 | 2 | 0.200 ± 0.141 | 0.400 ± 0.283 | - |" in table
+
+
+def test_killed_training_resumes_from_its_checkpoint(tmp_path, holdout, monkeypatch):
+    """A run that dies mid-training continues from its last periodic checkpoint on rerun (same sample
+    stream, optimizer and RNG), and ends where an uninterrupted run ends."""
+    from simgen.run import render_dataset
+    from simgen.train import engine
+    from simgen.train.utility import job_config, run_one
+
+    syn = render_dataset(small_config(tmp_path, "seed=1", "n_images=4", name="syn"), log=lambda m: None)
+    d = compose_dict("train", ["trainer=smoke", "trainer.max_steps=4", "trainer.checkpoint_minutes=1e-9", "trainer.threads=1",
+                               "model.trunk=tiny", "model.input_size=96", "model.max_size=96", "model.channels=32",
+                               f"data.synthetic=[{syn}]", f"data.holdout={holdout}", "data.holdout_limit=2", f"out={tmp_path / 'x'}"])
+    job = job_config(d)
+    whole = run_one(job, tmp_path / "whole", 1.0, 0)
+
+    real_to_device, calls = engine._to_device, {"n": 0}
+
+    def dies_at_step_3(*a):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # stands in for a kill: nothing after this point runs
+        return real_to_device(*a)
+
+    monkeypatch.setattr(engine, "_to_device", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(job, tmp_path / "cut", 1.0, 0)
+    monkeypatch.setattr(engine, "_to_device", real_to_device)
+    ck = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)
+    assert ck["meta"]["partial"] and ck["meta"]["step"] == 2 and not (tmp_path / "cut/metrics.json").exists()
+
+    lines = []
+    again = run_one(job, tmp_path / "cut", 1.0, 0, log=lines.append)
+    assert any("resuming from step 2" in ln for ln in lines), lines
+    assert again["steps"] == 4 and again["images_seen"] == whole["images_seen"]
+    a = torch.load(tmp_path / "whole/checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), "resumed weights differ"
+    assert again["map"] == whole["map"]

@@ -120,15 +120,30 @@ def set_model_sizes(model: nn.Module, input_size: int, max_size: int, crop: int 
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, model: nn.Module, meta: dict, optimizer=None) -> None:
+def save_checkpoint(path: Path, model: nn.Module, meta: dict, optimizer=None, extra: dict | None = None) -> None:
     """Tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    obj = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
+    obj = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta, **(extra or {})}
     if optimizer is not None:
         obj["optimizer"] = optimizer.state_dict()
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
+
+
+def resumable(path: Path, settings_hash: str) -> dict | None:
+    """The periodic checkpoint of an unfinished run with the same settings, or None. A run killed
+    mid-training restarts from it (model, optimizer, step, budget used, RNG) instead of from scratch."""
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged or foreign file: train from scratch and overwrite it
+        return None
+    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    if not meta.get("partial") or meta.get("settings_hash") != settings_hash or "optimizer" not in obj:
+        return None
+    return obj
 
 
 def load_checkpoint(path: Path, model: nn.Module | None = None, optimizer=None) -> dict:
@@ -169,8 +184,11 @@ class TrainResult:
 
 
 def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, input_size: int, max_size: int,
-          checkpoint: Path | None = None, meta: dict | None = None, log=None) -> TrainResult:
-    """Train until the step or time budget runs out. ``loader`` yields ``(images, targets)`` forever."""
+          checkpoint: Path | None = None, meta: dict | None = None, log=None, resume: dict | None = None) -> TrainResult:
+    """Train until the step or time budget runs out. ``loader`` yields ``(images, targets)`` forever.
+
+    ``resume`` is a checkpoint from :func:`resumable`; the caller's loader must already skip the samples
+    its ``step`` consumed (``MixSampler(skip=...)``), so the run continues the same sample stream."""
     set_model_sizes(model, input_size, max_size, t.crop, training=True)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -179,15 +197,28 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
     use_amp = t.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # Before any RNG restore: creating a DataLoader iterator draws a base seed from torch's generator.
+    it = iter(loader)
+    step, seen, sources, ema, used_minutes = 0, 0, Counter(), float("nan"), 0.0
+    if resume is not None:
+        rm = resume["meta"]
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        if "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
+        if "rng" in resume:
+            torch.set_rng_state(resume["rng"])  # augmentations draw from torch's global generator
+        step, seen, sources, ema, used_minutes = rm["step"], rm["seen"], Counter(rm["sources"]), rm["ema"], rm["minutes"]
+        if log:
+            log(f"resuming from step {step} ({used_minutes:.1f} min already trained)")
     pbar = None
     if t.progress:
         from tqdm import tqdm
 
-        pbar = tqdm(total=t.max_steps or None, desc="train", file=sys.stderr, dynamic_ncols=True, leave=False)
-    start = time.monotonic()
-    last_ckpt = start
-    step, seen, sources, ema = 0, 0, Counter(), float("nan")
-    it = iter(loader)
+        pbar = tqdm(total=t.max_steps or None, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True, leave=False)
+    # A minute budget counts the minutes spent before a resume too.
+    start = time.monotonic() - 60 * used_minutes
+    last_ckpt = time.monotonic()
     while True:
         minutes = (time.monotonic() - start) / 60
         progress = max(step / t.max_steps if t.max_steps else 0.0, minutes / t.max_minutes if t.max_minutes else 0.0)
@@ -216,7 +247,11 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
             pbar.update(1)
             pbar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", min=f"{minutes:.1f}")
         if checkpoint is not None and t.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * t.checkpoint_minutes:
-            save_checkpoint(checkpoint, model, {**(meta or {}), "step": step}, opt)
+            # Everything a resumed run needs to continue as if never stopped (see ``resumable``).
+            state = {"partial": True, "step": step, "seen": seen, "sources": dict(sources), "ema": ema,
+                     "minutes": (time.monotonic() - start) / 60}
+            save_checkpoint(checkpoint, model, {**(meta or {}), **state}, opt,
+                            extra={"rng": torch.get_rng_state(), "scaler": scaler.state_dict()})
             last_ckpt = time.monotonic()
     if pbar is not None:
         pbar.close()

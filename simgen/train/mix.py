@@ -51,8 +51,8 @@ class MixedDataset(torch.utils.data.Dataset):
         target["source"] = self.sources[idx]
         return img, target
 
-    def sampler(self, seed: int = 0, num_samples: int | None = None) -> MixSampler:
-        return MixSampler(self.n_real, self.n_synthetic, self.synthetic_fraction, seed, num_samples)
+    def sampler(self, seed: int = 0, num_samples: int | None = None, skip: int = 0) -> MixSampler:
+        return MixSampler(self.n_real, self.n_synthetic, self.synthetic_fraction, seed, num_samples, skip)
 
     @property
     def used_sizes(self) -> dict:
@@ -73,11 +73,13 @@ def share(sources: Iterable[str]) -> dict:
 
 class MixSampler(torch.utils.data.Sampler[int]):
     """Endless (or ``num_samples`` long) stream of indices: synthetic with probability ``fraction``,
-    otherwise real; uniform with replacement within a side. Seeded, so runs repeat."""
+    otherwise real; uniform with replacement within a side. Seeded, so runs repeat; ``skip`` leaves out
+    the first indices of that same stream (a resumed training run continues where it stopped)."""
 
-    def __init__(self, n_real: int, n_synthetic: int, fraction: float, seed: int = 0, num_samples: int | None = None) -> None:
+    def __init__(self, n_real: int, n_synthetic: int, fraction: float, seed: int = 0, num_samples: int | None = None,
+                 skip: int = 0) -> None:
         self.n_real, self.n_synthetic, self.fraction = n_real, n_synthetic, fraction
-        self.seed, self.num_samples = seed, num_samples
+        self.seed, self.num_samples, self.skip = seed, num_samples, skip
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed)
@@ -90,7 +92,8 @@ class MixSampler(torch.utils.data.Sampler[int]):
             for s, r, i in zip(syn.tolist(), ri.tolist(), si.tolist()):
                 if self.num_samples is not None and k >= self.num_samples:
                     return
-                yield i if s else r
+                if k >= self.skip:  # a resumed run continues the stream where the checkpoint left it
+                    yield i if s else r
                 k += 1
 
     def __len__(self) -> int:

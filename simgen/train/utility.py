@@ -21,7 +21,8 @@ import torch
 
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
-from .engine import TrainerConfig, eval_transforms, predict, resolve_device, train, train_transforms, trainer_config
+from .engine import (TrainerConfig, eval_transforms, predict, resolve_device, resumable, train, train_transforms,
+                     trainer_config)
 from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
 from .guard import check_no_leak, dataset_identity, holdout_identity
 from .mix import MixedDataset, concat, share
@@ -231,13 +232,16 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
         mixed = MixedDataset(real, syn, synthetic_fraction)
     except ValueError as e:
         raise ConfigError(f"{e}.") from None
-    loader = torch.utils.data.DataLoader(mixed, batch_size=t.batch_size, sampler=mixed.sampler(seed), collate_fn=collate,
+    resume = resumable(out / "checkpoint.pt", key)  # killed mid-training: continue from its checkpoint
+    skip = resume["meta"]["step"] * t.batch_size if resume else 0
+    loader = torch.utils.data.DataLoader(mixed, batch_size=t.batch_size, sampler=mixed.sampler(seed, skip=skip), collate_fn=collate,
                                          num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
     model = build_model(m, len(cats))
     meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key}
     log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, synthetic share {synthetic_fraction:.2f}, "
         f"{mixed.used_sizes} images, budget {t.budget()}")
-    res = train(model, loader, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta, log=log)
+    res = train(model, loader, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta, log=log,
+                resume=resume)
 
     gt = _holdout_doc(data)
     hold = CocoDataset(data.holdout, transforms=eval_transforms(), masks=False, ignore_unknown=True)
