@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,12 @@ class Asset:
     collision: str  # "box" | "sphere" | "cylinder" | "mesh" | "urdf"
     points: np.ndarray  # Nx3 surface points in the link frame at scale 1 (for extents, amodal hulls)
     texturable: bool  # has UVs: random textures can be applied
+    triangles: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3)))  # Tx3x3, link frame, scale 1
+
+    @functools.cached_property
+    def convex(self) -> bool:
+        """Convex geometry: its projected hull is its silhouette (labels take the cheap, exact path)."""
+        return is_convex(self.triangles, self.points)
 
     @property
     def half_extents(self) -> np.ndarray:
@@ -227,15 +233,27 @@ def procedural_obj(name: str) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def obj_points(path: Path) -> np.ndarray:
-    pts = []
+def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices Nx3, triangles Tx3x3) of an OBJ; polygons are fanned into triangles."""
+    pts, faces = [], []
     with open(path, errors="replace") as f:
         for line in f:
             if line.startswith("v "):
                 pts.append([float(x) for x in line.split()[1:4]])
+            elif line.startswith("f "):
+                # "f a/b/c ..." with 1-based (or negative, relative) vertex indices
+                idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
+                idx = [i - 1 if i > 0 else len(pts) + i for i in idx]
+                faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
     if not pts:
         raise AssetError(f"mesh `{path}` has no vertices; export it again as a Wavefront OBJ with geometry.")
-    return np.asarray(pts, float)
+    v = np.asarray(pts, float)
+    f_ = np.asarray([t for t in faces if max(t) < len(v) and min(t) >= 0], int).reshape(-1, 3)
+    return v, v[f_]
+
+
+def obj_points(path: Path) -> np.ndarray:
+    return obj_geometry(path)[0]
 
 
 def obj_has_uv(path: Path) -> bool:
@@ -293,41 +311,78 @@ def _rpy_matrix(r: float, p: float, y: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def urdf_points(path: Path) -> np.ndarray:
-    """Visual geometry points of the URDF's base link, in the link frame (for extents and hulls)."""
+def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Visual geometry of the URDF's base link in the link frame: (points Nx3, triangles Tx3x3), for
+    extents, hulls and silhouettes."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
     link = root.find("link")
-    pts = []
+    pts, tris = [], []
     for vis in (link.findall("visual") if link is not None else []):
         origin = vis.find("origin")
         xyz = np.array([float(x) for x in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()])
         rpy = [float(x) for x in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
         geom = vis.find("geometry")
-        local = None
+        local = None  # (points, triangles) at their URDF size
         if geom is not None and geom.find("mesh") is not None:
             m = geom.find("mesh")
             mesh_path = (path.parent / m.get("filename", "")).resolve()
             if mesh_path.suffix.lower() == ".obj" and mesh_path.exists():
                 scale = np.array([float(x) for x in m.get("scale", "1 1 1").split()])
-                local = obj_points(mesh_path) * scale
+                v, t = obj_geometry(mesh_path)
+                local = (v * scale, t * scale)
         elif geom is not None and geom.find("box") is not None:
             size = np.array([float(x) for x in geom.find("box").get("size").split()])
-            local = (np.array(np.meshgrid([-.5, .5], [-.5, .5], [-.5, .5])).reshape(3, -1).T) * size
+            _, t = obj_geometry(procedural_obj("box"))  # unit cube about the origin
+            local = ((np.array(np.meshgrid([-.5, .5], [-.5, .5], [-.5, .5])).reshape(3, -1).T) * size, t * size)
         elif geom is not None and geom.find("sphere") is not None:
-            local = obj_points(procedural_obj("sphere")) * 2 * float(geom.find("sphere").get("radius"))
+            v, t = obj_geometry(procedural_obj("sphere"))
+            d = 2 * float(geom.find("sphere").get("radius"))
+            local = (v * d, t * d)
         elif geom is not None and geom.find("cylinder") is not None:
             c = geom.find("cylinder")
-            local = obj_points(procedural_obj("can")) * np.array([2 * float(c.get("radius"))] * 2 + [float(c.get("length"))])
+            k = np.array([2 * float(c.get("radius"))] * 2 + [float(c.get("length"))])
+            v, t = obj_geometry(procedural_obj("can"))
+            local = (v * k, t * k)
         if local is not None:
-            pts.append(local @ _rpy_matrix(*rpy).T + xyz)
+            R = _rpy_matrix(*rpy)
+            pts.append(local[0] @ R.T + xyz)
+            tris.append(local[1] @ R.T + xyz)
     if not pts:
         # No readable visual mesh: a 10 cm cube stands in for extents; say so via a clear error
         # only if the URDF cannot load at all (PyBullet decides that later).
-        return np.array(np.meshgrid([-.05, .05], [-.05, .05], [-.05, .05])).reshape(3, -1).T
-    return np.concatenate(pts)
+        return np.array(np.meshgrid([-.05, .05], [-.05, .05], [-.05, .05])).reshape(3, -1).T, np.zeros((0, 3, 3))
+    return np.concatenate(pts), np.concatenate(tris)
+
+
+def urdf_points(path: Path) -> np.ndarray:
+    return urdf_geometry(path)[0]
+
+
+def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> bool:
+    """True when every vertex lies on one side of every face's plane (within ``tol`` of the object's
+    size; tessellated rounded shapes pass): then the projected convex hull is the silhouette. Face
+    winding need not be consistent."""
+    if len(triangles) == 0:
+        return True
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    n = np.cross(b - a, c - a)
+    norm = np.linalg.norm(n, axis=1)
+    keep = norm > 1e-12
+    n, a = n[keep] / norm[keep, None], a[keep]
+    eps = tol * float(np.ptp(points, axis=0).max() or 1.0)
+    for k in range(0, len(n), 256):  # chunks keep the faces x vertices matrix small
+        d = np.einsum("fk,fvk->fv", n[k:k + 256], points[None, :, :] - a[k:k + 256, None, :])
+        if np.any((d.max(axis=1) > eps) & (d.min(axis=1) < -eps)):
+            return False
+    return True
+
+
+def _asset(key: str, kind: str, path: Path, collision: str, geometry: tuple[np.ndarray, np.ndarray], texturable: bool) -> Asset:
+    points, triangles = geometry
+    return Asset(key, kind, path, collision, points, texturable, triangles)
 
 
 @functools.lru_cache(maxsize=None)
@@ -335,20 +390,20 @@ def resolve(name: str) -> Asset:
     """Turn an asset name or file path into an :class:`Asset`, with a did-you-mean on typos."""
     if name in PROCEDURAL_MESHES:
         path = procedural_obj(name)
-        return Asset(name, "mesh", path, PROCEDURAL_COLLISION[name], obj_points(path), True)
+        return _asset(name, "mesh", path, PROCEDURAL_COLLISION[name], obj_geometry(path), True)
     if name in PYBULLET_MODELS:
         import pybullet_data
 
         path = Path(pybullet_data.getDataPath()) / PYBULLET_MODELS[name]
-        return Asset(name, "urdf", path, "urdf", urdf_points(path), False)
+        return _asset(name, "urdf", path, "urdf", urdf_geometry(path), False)
     path = Path(name).expanduser()
     if path.suffix.lower() in (".obj", ".urdf"):
         if not path.is_file():
             raise AssetError(f"mesh `{name}` does not exist; give an existing .obj or .urdf path (absolute, or relative to where you run simgen).")
         path = path.resolve()
         if path.suffix.lower() == ".obj":
-            return Asset(str(path), "mesh", path, "mesh", obj_points(path), obj_has_uv(path))
-        return Asset(str(path), "urdf", path, "urdf", urdf_points(path), False)
+            return _asset(str(path), "mesh", path, "mesh", obj_geometry(path), obj_has_uv(path))
+        return _asset(str(path), "urdf", path, "urdf", urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")
     raise AssetError(f"unknown asset `{name}`." + did_you_mean(name, [*PROCEDURAL_MESHES, *PYBULLET_MODELS]) +

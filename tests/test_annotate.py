@@ -54,3 +54,51 @@ def test_truncation_at_image_border():
     assert i.truncated
     assert i.bbox_xyxy[2] <= 64 and i.visible_fraction < 1.0
     assert np.allclose(i.pose_t, (0.52, 0, 1.0))
+
+
+def _l_prism(path):
+    """An L-shaped slab (three 1x1 squares of a 2x2 square, 0.2 thick): concave seen from above."""
+    poly = [(0, 0), (2, 0), (2, 1), (1, 1), (1, 2), (0, 2)]
+    v = [(x, y, 0.0) for x, y in poly] + [(x, y, 0.2) for x, y in poly]
+    caps = [(0, 1, 2), (0, 2, 3), (0, 3, 4), (0, 4, 5)]  # fan from (0,0) covers the L exactly
+    f = caps + [(a + 6, b + 6, c + 6) for a, b, c in caps]
+    for i in range(6):
+        j = (i + 1) % 6
+        f += [(i, j, j + 6), (i, j + 6, i + 6)]
+    path.write_text("".join(f"v {x} {y} {z}\n" for x, y, z in v) + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in f))
+    return path
+
+
+def test_convexity_of_shipped_and_concave_meshes(tmp_path):
+    from simgen import assets
+
+    for name in ("die", "die_round", "box", "can", "sphere"):
+        assert assets.resolve(name).convex, name
+    for name in ("mug", "duck", "teddy"):
+        assert not assets.resolve(name).convex, name
+    assert not assets.resolve(str(_l_prism(tmp_path / "l.obj"))).convex
+
+
+def test_silhouette_counts_overlapping_triangles_once():
+    """cv2.fillPoly's even-odd rule would cancel the overlap; the union area must not."""
+    from simgen.annotate import silhouette_area
+
+    tris = np.array([[[0, 0], [60, 0], [0, 60]], [[20, 20], [80, 20], [20, 80]]], float)
+    # union = 1800 + 1800 - overlap, the overlap being the triangle (20,20),(40,20),(20,40): 200
+    assert abs(silhouette_area(tris, max_side=128) - 3400) / 3400 < 0.02
+
+
+def test_visible_fraction_of_a_concave_object_uses_its_silhouette(tmp_path):
+    """Seen from above, an L covers 3 of its hull's 3.5 units: an unoccluded L must read ~1.0 visible,
+    not 3/3.5; seen edge-on, its silhouette is its hull."""
+    from simgen import assets
+    from simgen.annotate import amodal_area, silhouette_hull_ratio
+
+    a = assets.resolve(str(_l_prism(tmp_path / "l.obj")))
+    assert abs(silhouette_hull_ratio(a, np.array([0.0, 0.0, -1.0])) - 3 / 3.5) < 0.02
+    assert silhouette_hull_ratio(a, np.array([1.0, 0.0, 0.0])) > 0.95  # the nearest bin is a few degrees off edge-on
+    # camera 10 m above, looking down: 1 unit = 100 px, so the L's silhouette is 30,000 px
+    obj = PlacedObject(0, ObjectSample(a.key, "l", 0.01, (0, 0, 0), (0, 0, 0, 1), (1, 1, 1, 1)), (0, 0, 0), (0, 0, 0, 1), "l")
+    K = np.array([[100000.0, 0, 320], [0, 100000.0, 240], [0, 0, 1]])
+    area, truncated = amodal_area(obj, np.diag([1.0, -1.0, -1.0]), np.array([-0.01, 0.01, 10.0]), K, 640, 480)
+    assert abs(area - 30000) / 30000 < 0.02 and not truncated
