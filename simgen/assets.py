@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,8 @@ class Asset:
     path: Path
     collision: str  # "box" | "sphere" | "cylinder" | "mesh" | "urdf"
     points: np.ndarray  # Nx3 surface points in the link frame at scale 1 (for extents, amodal hulls)
+    triangles: np.ndarray  # Tx3x3 visual triangles, link frame, scale 1 (for silhouettes)
     texturable: bool  # has UVs: random textures can be applied
-    triangles: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3)))  # Tx3x3, link frame, scale 1
 
     @functools.cached_property
     def convex(self) -> bool:
@@ -252,10 +252,6 @@ def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return v, v[f_]
 
 
-def obj_points(path: Path) -> np.ndarray:
-    return obj_geometry(path)[0]
-
-
 def obj_has_uv(path: Path) -> bool:
     with open(path, errors="replace") as f:
         return any(line.startswith("vt ") for line in f)
@@ -357,10 +353,6 @@ def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(pts), np.concatenate(tris)
 
 
-def urdf_points(path: Path) -> np.ndarray:
-    return urdf_geometry(path)[0]
-
-
 def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> bool:
     """True when every vertex lies on one side of every face's plane (within ``tol`` of the object's
     size; tessellated rounded shapes pass): then the projected convex hull is the silhouette. Face
@@ -380,30 +372,25 @@ def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> b
     return True
 
 
-def _asset(key: str, kind: str, path: Path, collision: str, geometry: tuple[np.ndarray, np.ndarray], texturable: bool) -> Asset:
-    points, triangles = geometry
-    return Asset(key, kind, path, collision, points, texturable, triangles)
-
-
 @functools.lru_cache(maxsize=None)
 def resolve(name: str) -> Asset:
     """Turn an asset name or file path into an :class:`Asset`, with a did-you-mean on typos."""
     if name in PROCEDURAL_MESHES:
         path = procedural_obj(name)
-        return _asset(name, "mesh", path, PROCEDURAL_COLLISION[name], obj_geometry(path), True)
+        return Asset(name, "mesh", path, PROCEDURAL_COLLISION[name], *obj_geometry(path), True)
     if name in PYBULLET_MODELS:
         import pybullet_data
 
         path = Path(pybullet_data.getDataPath()) / PYBULLET_MODELS[name]
-        return _asset(name, "urdf", path, "urdf", urdf_geometry(path), False)
+        return Asset(name, "urdf", path, "urdf", *urdf_geometry(path), False)
     path = Path(name).expanduser()
     if path.suffix.lower() in (".obj", ".urdf"):
         if not path.is_file():
             raise AssetError(f"mesh `{name}` does not exist; give an existing .obj or .urdf path (absolute, or relative to where you run simgen).")
         path = path.resolve()
         if path.suffix.lower() == ".obj":
-            return _asset(str(path), "mesh", path, "mesh", obj_geometry(path), obj_has_uv(path))
-        return _asset(str(path), "urdf", path, "urdf", urdf_geometry(path), False)
+            return Asset(str(path), "mesh", path, "mesh", *obj_geometry(path), obj_has_uv(path))
+        return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")
     raise AssetError(f"unknown asset `{name}`." + did_you_mean(name, [*PROCEDURAL_MESHES, *PYBULLET_MODELS]) +
