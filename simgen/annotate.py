@@ -59,14 +59,15 @@ def _covered(tris: np.ndarray, W: int, H: int) -> int:
     return int(canvas.sum())
 
 
-def silhouette_area(tri_uv: np.ndarray, max_side: int = 128) -> float:
-    """Area in pixels of the union of projected triangles (T x 3 x 2), counted by pixel-centre sampling
-    (unbiased at the boundary) on a canvas of at most ``max_side`` pixels a side, up to 4x supersampled."""
-    pts = tri_uv.reshape(-1, 2)
+def silhouette_area(tri: np.ndarray, max_side: int = 64) -> float:
+    """Area of the union of 2D triangles (T x 3 x 2), in their own units, counted by pixel-centre
+    sampling (unbiased at the boundary) on a canvas ``max_side`` pixels across its longer side
+    (64: about 1% sampling noise)."""
+    pts = tri.reshape(-1, 2)
     (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-    s = min(4.0, max_side / max(x1 - x0, y1 - y0, 1e-6))
+    s = max_side / max(x1 - x0, y1 - y0, 1e-12)
     W, H = int(np.ceil((x1 - x0) * s)) + 1, int(np.ceil((y1 - y0) * s)) + 1
-    return _covered((tri_uv - np.array([x0, y0])) * s, W, H) / (s * s)
+    return _covered((tri - np.array([x0, y0])) * s, W, H) / (s * s)
 
 
 def _fibonacci_sphere(n: int) -> np.ndarray:
@@ -95,11 +96,8 @@ def silhouette_hull_ratio(asset: assets.Asset, view_dir: np.ndarray) -> float:
         u = np.cross(d, [0.0, 0.0, 1.0] if abs(d[2]) < 0.9 else [1.0, 0.0, 0.0])
         u /= np.linalg.norm(u)
         basis = np.stack([u, np.cross(d, u)], axis=1)  # 3x2: the image plane of that direction
-        uv = asset.points @ basis
-        hull = cv2.convexHull(uv.astype(np.float32))
-        hull_area = float(cv2.contourArea(hull))
-        scale = 64.0 / max(float(np.ptp(uv, axis=0).max()), 1e-9)  # 64 px across: ~1% boundary sampling noise
-        r = 1.0 if hull_area <= 0 else min(1.0, silhouette_area(asset.triangles @ basis * scale, max_side=64) / (hull_area * scale * scale))
+        hull_area = float(cv2.contourArea(cv2.convexHull((asset.points @ basis).astype(np.float32))))
+        r = 1.0 if hull_area <= 0 else min(1.0, silhouette_area(asset.triangles @ basis) / hull_area)
         _RATIO_CACHE[key] = r
     return r
 
