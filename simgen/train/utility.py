@@ -311,7 +311,7 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
         md = summary_table(summary) + "\n\nEvery run:\n\n" + md
     (job.out / "report.md").write_text(f"# Sim-to-real utility on `{job.data.holdout}`\n\nmodel `{job.model.name}` at {job.model.input_size} px, "
                                        f"budget {job.trainer.budget()} per run, seeds {list(u.seeds)}\n\n{md}\n")
-    plot(runs, job.out / "map_vs_fraction.png")
+    plot(runs, summary, job.out / "map_vs_fraction.png")
     return report
 
 
@@ -360,7 +360,7 @@ def markdown_table(runs: list[dict]) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def plot(runs: list[dict], path: Path) -> None:
+def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,12 +368,11 @@ def plot(runs: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for key, label, marker in (("map", "mAP@[.5:.95]", "o"), ("map50", "AP50", "s")):
-        xs = sorted({r["synthetic_fraction"] for r in runs})
-        vals = [np.array([r[key] for r in runs if r["synthetic_fraction"] == x]) for x in xs]
+        arms = sorted(summary, key=lambda e: e["synthetic_fraction"])  # one arm per fraction
         # One seed per arm: a plain line. Several: each run as a faint dot, the mean with a +-1 std bar.
         ax.scatter([r["synthetic_fraction"] for r in runs], [r[key] for r in runs], marker=marker, alpha=0.4)
-        ax.errorbar(xs, [v.mean() for v in vals], yerr=[v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals], marker=marker,
-                    capsize=3, label=label)
+        ax.errorbar([e["synthetic_fraction"] for e in arms], [e[f"{key}_mean"] for e in arms], yerr=[e[f"{key}_std"] for e in arms],
+                    marker=marker, capsize=3, label=label)
     ax.set_xlabel("synthetic fraction of training samples")
     ax.set_ylabel("AP on real holdout")
     ax.set_xlim(-0.05, 1.05)
