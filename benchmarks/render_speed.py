@@ -60,21 +60,21 @@ def main() -> None:
                         gen.renderer.raw(gen.world, v.camera, v.light)
                         bare.append(time.perf_counter() - t)
                     if rep == 0:
-                        # steady state: a fresh scene per image, labels, sensor model, JPEG + label files
                         cat_ids = {c: k + 1 for k, c in enumerate(cfg.scene.categories)}
-                        gen._scene = None
-                        t = time.perf_counter()
-                        for i in range(a.n):
-                            coco.write_record(cfg.out, gen.generate(i), cat_ids, cfg.image_format, None, False)
-                        e2e = time.perf_counter() - t
-                        # the same, with physics amortized over 4 camera/light draws of each settled scene
-                        # (views_per_scene=4; its scenes are a subset of the ones above, so the pool is warm)
-                        gen.cfg, gen._scene = replace(cfg, views_per_scene=4), None
-                        t = time.perf_counter()
-                        for i in range(a.n):
-                            coco.write_record(cfg.out, gen.generate(i), cat_ids, cfg.image_format, None, False)
-                        e2e4 = time.perf_counter() - t
-                        gen.cfg, gen._scene = cfg, None
+
+                        def end_to_end(views_per_scene: int) -> float:
+                            """Seconds for n images: sample, physics, render, labels, sensor, JPEG + label files."""
+                            gen.cfg, gen._scene = replace(cfg, views_per_scene=views_per_scene), None
+                            t = time.perf_counter()
+                            for i in range(a.n):
+                                coco.write_record(cfg.out, gen.generate(i), cat_ids, cfg.image_format, None, False)
+                            gen.cfg, gen._scene = cfg, None
+                            return time.perf_counter() - t
+
+                        e2e = end_to_end(1)  # a fresh scene per image
+                        # physics amortized over 4 camera/light draws of each settled scene (its scenes
+                        # are a subset of the ones above, so the render pool is warm)
+                        e2e4 = end_to_end(4)
                 gen.close()
             bare_rate = len(bare) / sum(bare)
             e2e_rate = a.n / e2e
