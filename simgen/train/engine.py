@@ -137,7 +137,7 @@ def resumable(path: Path, settings_hash: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_checkpoint(path)
     except Exception:  # a damaged or foreign file: train from scratch and overwrite it
         return None
     meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
