@@ -2,13 +2,14 @@
 into these frozen dataclasses (with one-line errors) and nothing below the CLI sees Hydra."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .dists import Dist, dist
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 MAX_SIZE = 4096
 EGL_MAX = (1024, 768)  # PyBullet's EGL offscreen buffer; larger requests are stretched
@@ -116,7 +117,7 @@ class PhysicsSpec:
     check_every: int = 8
     quiet_checks: int = 3
     solver_iterations: int = 20  # Bullet's default 50 costs 2x per step; resting dice do not need it
-    placement_retries: int = 5
+    placement_retries: int = 20  # redraws of an unplaceable or exploded scene, each from [seed, i, attempt]
 
 
 @dataclass(frozen=True)
@@ -157,26 +158,207 @@ def _req(d: dict, key: str, where: str) -> Any:
     return d[key]
 
 
+# ---------------------------------------------------------------------------- typed checks
+# Every scalar the CLI accepts goes through one of these: a wrong type or range is one line,
+# "<field> must be ..., got ...; e.g. <field>=...", raised before anything is written.
+
+SEED_MAX = 2**63 - 1  # numpy's SeedSequence refuses negatives; torch.manual_seed wants < 2**63
+TEXTURE_KINDS = ("solid", "noise", "checker", "stripes")
+
+
+def hydra_value(v: Any) -> str:
+    """``v`` written as a command-line override value (for the ``e.g.`` part of a message)."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if v is None:
+        return "null"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(hydra_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {hydra_value(x)}" for k, x in v.items()) + "}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def bad_value(name: str, want: str, got: Any, example: Any) -> ConfigError:
+    return ConfigError(f"{name} must be {want}, got {got!r}; e.g. {name}={hydra_value(example)}")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+def _in_range(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> bool:
+    return not ((lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and (v > hi or (hi_open and v == hi))))
+
+
+def check_int(v: Any, name: str, example: Any, lo: int | None = None, hi: int | None = None, optional: bool = False) -> int | None:
+    """An int (never a bool or a float) in [lo, hi]; None only when optional."""
+    if v is None and optional:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or not _in_range(v, lo, hi, False, False):
+        rng = f"from {lo} to {hi}" if lo is not None and hi is not None and hi - lo < 10**6 else \
+            " and ".join(t for t in (f">= {lo}" if lo is not None else "", f"< 2**63" if hi == SEED_MAX else
+                                     (f"<= {hi}" if hi is not None else "")) if t)
+        raise bad_value(name, f"an integer {rng}".strip() + (" or null" if optional else ""), v, example)
+    return v
+
+
+def check_float(v: Any, name: str, example: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                hi_open: bool = False, optional: bool = False) -> float | None:
+    """A finite int or float (never a bool or a string) in the given range; None only when optional."""
+    if v is None and optional:
+        return None
+    if not _is_num(v) or not _in_range(v, lo, hi, lo_open, hi_open):
+        raise bad_value(name, f"a number {_range_text(lo, hi, lo_open, hi_open)}".strip() + (" or null" if optional else ""), v, example)
+    return float(v)
+
+
+def check_prob(v: Any, name: str, example: Any) -> float:
+    """A probability or fraction in [0, 1]."""
+    return check_float(v, name, example, 0.0, 1.0)  # type: ignore[return-value]
+
+
+def check_bool(v: Any, name: str, example: Any = True) -> bool:
+    if not isinstance(v, bool):
+        raise bad_value(name, "true or false", v, example)
+    return v
+
+
+def check_choice(v: Any, name: str, options: tuple, example: Any = None) -> Any:
+    if v not in options or isinstance(v, bool) and not any(o is v for o in options):
+        shown = ", ".join("null" if o is None else str(o) for o in options)
+        raise bad_value(name, f"one of {shown}", v, options[0] if example is None else example)
+    return v
+
+
+def check_str(v: Any, name: str, example: Any, optional: bool = False) -> str | None:
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or not v:
+        raise bad_value(name, "a non-empty string" + (" or null" if optional else ""), v, example)
+    return v
+
+
+def check_numbers(v: Any, name: str, example: Any, n: int, lo: float | None = None, hi: float | None = None,
+                  lo_open: bool = False) -> tuple[float, ...]:
+    """A list of exactly ``n`` numbers, each in range."""
+    if not isinstance(v, (list, tuple)) or len(v) != n or not all(_is_num(x) and _in_range(x, lo, hi, lo_open, False) for x in v):
+        rng = _range_text(lo, hi, lo_open, False)
+        raise bad_value(name, f"a list of {n} numbers" + (f" each {rng}" if rng else ""), v, example)
+    return tuple(float(x) for x in v)
+
+
+def _leaves(spec: Any) -> list:
+    """The numbers a distribution's config form holds (not choice weights)."""
+    if isinstance(spec, dict):
+        return [x for k, a in spec.items() if k != "p" for x in (a if isinstance(a, (list, tuple)) else [a])]
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def check_dist(v: Any, name: str, example: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+               hi_open: bool = False, integer: bool = False) -> Dist:
+    """A value or distribution (see :mod:`simgen.dists`) whose every number is in range."""
+    rng = _range_text(lo, hi, lo_open, hi_open)
+    want = (f"{'an integer' if integer else 'a number'} or a range [low, high]" + (f" {rng}" if rng else "")
+            + " (or a distribution such as {uniform: [low, high]})")
+    leaves = _leaves(v)
+    if not leaves or not all(_is_num(x) and _in_range(x, lo, hi, lo_open, hi_open) and (not integer or float(x).is_integer())
+                             for x in leaves):
+        raise bad_value(name, want, v, example)
+    try:
+        return dist(v, integer=integer, name=name)
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise bad_value(name, want, v, example) from None
+
+
+class Fields:
+    """One config mapping, read key by key through the checks above; keys it does not know are refused."""
+
+    def __init__(self, d: Any, where: str, allowed: Any, example: str = "") -> None:
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise bad_value(where, "a mapping", d, example or "{...}")
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            k = str(unknown[0])
+            raise ConfigError(f"unknown key `{self._join(where, k)}`." + did_you_mean(k, [str(a) for a in allowed]))
+        self.d, self.where = d, where
+
+    @staticmethod
+    def _join(where: str, key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    def name(self, key: str) -> str:
+        return self._join(self.where, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.d.get(key, default)
+
+    def integer(self, key: str, default: Any, lo: int | None = None, hi: int | None = None, optional: bool = False, example: Any = None):
+        return check_int(self.d.get(key, default), self.name(key), default if example is None else example, lo, hi, optional)
+
+    def number(self, key: str, default: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+              hi_open: bool = False, optional: bool = False, example: Any = None):
+        return check_float(self.d.get(key, default), self.name(key), default if example is None else example, lo, hi, lo_open,
+                           hi_open, optional)
+
+    def prob(self, key: str, default: float) -> float:
+        return check_prob(self.d.get(key, default), self.name(key), default)
+
+    def flag(self, key: str, default: bool) -> bool:
+        return check_bool(self.d.get(key, default), self.name(key), default)
+
+    def choice(self, key: str, default: Any, options: tuple) -> Any:
+        return check_choice(self.d.get(key, default), self.name(key), options, default)
+
+    def text(self, key: str, default: Any, optional: bool = False, example: Any = None):
+        return check_str(self.d.get(key, default), self.name(key), default if example is None else example, optional)
+
+    def dist(self, key: str, default: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+             hi_open: bool = False, integer: bool = False) -> Dist:
+        return check_dist(self.d.get(key, default), self.name(key), default, lo, hi, lo_open, hi_open, integer)
+
+
+GROUP_KEYS = ("asset", "category", "count", "scale", "texture", "mass", "scale_bins")
+SCENE_KEYS = ("name", "labeler", "categories", "texture_banks", "objects", "distractors", "area", "ground_size", "drop_height",
+              "throw_speed", "spin", "tray", "camera", "max_objects", "ground_rgba")
+CAMERA_KEYS = ("distance", "tilt_deg", "azimuth_deg", "roll_deg", "target_jitter", "fov_deg", "K", "near", "far")
+TRAY_KEYS = ("half_extents", "wall_height", "wall_thickness", "probability")
+RANDOMIZATION_KEYS = ("colors", "color_value", "color_saturation", "textures", "texture_kinds", "textures_per_kind", "texture_dir",
+                      "texture_probability", "bank_seed", "ground", "ground_value", "ground_texture_probability", "distractors",
+                      "light", "sensor")
+LIGHT_KEYS = ("enabled", "elevation_deg", "azimuth_deg", "color_jitter", "ambient", "diffuse", "specular", "shadow_probability")
+SENSOR_KEYS = ("enabled", "noise_std", "blur_probability", "blur_sigma", "brightness", "contrast", "saturation", "jpeg_quality")
+TOP_KEYS = ("scene", "renderer", "randomization", "writer", "n_images", "seed", "out", "width", "height", "image_format", "workers",
+            "views_per_scene", "overwrite", "progress", "shard", "physics", "labels", "hydra")
+
+
 def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where} must be a mapping like {{asset: die, category: die, count: [1, 5]}}, got {d!r}.")
-    unknown = set(d) - {"asset", "category", "count", "scale", "texture", "mass", "scale_bins"}
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: asset, category, count, scale, texture, mass, scale_bins.")
-    category = None if distractor else str(d.get("category") or _req(d, "asset", where))
-    count = dist(d.get("count", 1), integer=True, name=f"{where}.count")
-    if getattr(count, "min", 0) < 0:
-        raise ConfigError(f"{where}.count cannot be negative.")
-    scale = dist(d.get("scale", 1.0), name=f"{where}.scale")
-    if getattr(scale, "min", 1) <= 0:
-        raise ConfigError(f"{where}.scale must be positive, got {d.get('scale')}.")
-    return ObjectGroup(asset=str(_req(d, "asset", where)), category=category, count=count, scale=scale,
-                       texture=d.get("texture"), mass=float(d.get("mass", 0.1)), scale_bins=int(d.get("scale_bins", 8)))
+    f = Fields(d, where, GROUP_KEYS, example="{asset: die, category: die, count: [1, 5]}")
+    asset = check_str(_req(d, "asset", where), f"{where}.asset", "box")
+    category = None if distractor else str(d.get("category") or asset)
+    return ObjectGroup(asset=asset, category=category, count=f.dist("count", 1, lo=0, integer=True),  # type: ignore[arg-type]
+                       scale=f.dist("scale", 1.0, lo=0, lo_open=True), texture=f.text("texture", None, optional=True, example="bank"),
+                       mass=f.number("mass", 0.1, lo=0, lo_open=True), scale_bins=f.integer("scale_bins", 8, lo=1))
 
 
 def _groups(v: Any, where: str, distractor: bool) -> tuple[ObjectGroup, ...]:
     if v is None:
         return ()
+    if not isinstance(v, (dict, list, tuple)):
+        raise bad_value(where, "a mapping of object groups" if not distractor else "a list of object groups", v,
+                        "{asset: box, count: [0, 2]}" if distractor else "{die: {asset: die, count: [1, 5]}}")
     items = v.items() if isinstance(v, dict) else enumerate(v)
     out = []
     for k, g in items:
@@ -188,107 +370,132 @@ def _groups(v: Any, where: str, distractor: bool) -> tuple[ObjectGroup, ...]:
 
 def scene_spec(d: dict) -> SceneSpec:
     where = "scene"
-    cam = _req(d, "camera", where)
-    K = cam.get("K")
-    if K is not None and len(K) != 4:
-        raise ConfigError("scene.camera.K must be [fx, fy, cx, cy].")
+    f = Fields(d, where, SCENE_KEYS, example="dice")
+    c = Fields(_req(d, "camera", where), "scene.camera", CAMERA_KEYS)
+    K = c.get("K")
+    if K is not None:
+        K = check_numbers(K, "scene.camera.K", [500, 500, 320, 320], 4, lo=0, lo_open=True)
     camera = CameraSpec(
-        distance=dist(_req(cam, "distance", "scene.camera")), tilt_deg=dist(cam.get("tilt_deg", 0.0)),
-        azimuth_deg=dist(cam.get("azimuth_deg", [0, 360])), roll_deg=dist(cam.get("roll_deg", 0.0)),
-        target_jitter=dist(cam.get("target_jitter", 0.0)), fov_deg=dist(cam.get("fov_deg", 60.0)),
-        K=None if K is None else tuple(float(x) for x in K), near=float(cam.get("near", 0.05)), far=float(cam.get("far", 5.0)))
-    if camera.near <= 0 or camera.far <= camera.near:
-        raise ConfigError(f"scene.camera needs 0 < near < far, got near={camera.near}, far={camera.far}.")
+        distance=check_dist(_req(c.d, "distance", "scene.camera"), "scene.camera.distance", [0.3, 0.5], lo=0, lo_open=True),
+        tilt_deg=c.dist("tilt_deg", 0.0, lo=-90, hi=90), azimuth_deg=c.dist("azimuth_deg", [0, 360]),
+        roll_deg=c.dist("roll_deg", 0.0), target_jitter=c.dist("target_jitter", 0.0, lo=0),
+        fov_deg=c.dist("fov_deg", 60.0, lo=0, hi=180, lo_open=True, hi_open=True),
+        K=K, near=c.number("near", 0.05, lo=0, lo_open=True), far=c.number("far", 5.0, lo=0, lo_open=True))  # type: ignore[arg-type]
+    if camera.far <= camera.near:
+        raise ConfigError(f"scene.camera needs 0 < near < far, got near={camera.near}, far={camera.far}; e.g. scene.camera.far={camera.near * 40:g}")
     objects = _groups(d.get("objects"), "scene.objects", False)
     if not objects:
         raise ConfigError("scene.objects is empty: a scene needs at least one labelled object group.")
-    tray = d.get("tray")
-    tray_spec = None if not tray else TraySpec(dist(_req(tray, "half_extents", "scene.tray")), dist(tray.get("wall_height", 0.03)),
-                                               float(tray.get("wall_thickness", 0.01)), float(tray.get("probability", 1.0)))
-    area = tuple(float(x) for x in _req(d, "area", where))
-    if len(area) != 2 or min(area) <= 0:
-        raise ConfigError("scene.area must be two positive half extents in metres, e.g. [0.1, 0.1].")
-    categories = tuple(d.get("categories") or dict.fromkeys(g.category for g in objects))
-    return SceneSpec(name=str(_req(d, "name", where)), objects=objects,
+    tray_spec = None
+    if d.get("tray"):
+        t = Fields(d["tray"], "scene.tray", TRAY_KEYS, example="{half_extents: [0.12, 0.18]}")
+        tray_spec = TraySpec(check_dist(_req(t.d, "half_extents", "scene.tray"), "scene.tray.half_extents", [0.12, 0.18], lo=0, lo_open=True),
+                             t.dist("wall_height", 0.03, lo=0, lo_open=True), t.number("wall_thickness", 0.01, lo=0, lo_open=True),  # type: ignore[arg-type]
+                             t.prob("probability", 1.0))
+    area = check_numbers(_req(d, "area", where), "scene.area", [0.1, 0.1], 2, lo=0, lo_open=True)
+    cats = d.get("categories")
+    if cats is not None and (not isinstance(cats, (list, tuple)) or not all(isinstance(x, str) and x for x in cats)):
+        raise bad_value("scene.categories", "a list of category names or null", cats, ["one", "two"])
+    categories = tuple(cats or dict.fromkeys(g.category for g in objects))
+    banks = d.get("texture_banks") or {}
+    if not isinstance(banks, dict) or not all(isinstance(v, str) for v in banks.values()):
+        raise bad_value("scene.texture_banks", 'a mapping {bank name: "module:function"}', banks, "{dice: dice:textures}")
+    return SceneSpec(name=f.text("name", None, example="dice"), objects=objects,  # type: ignore[arg-type]
                      distractors=_groups(d.get("distractors"), "scene.distractors", True), area=area,  # type: ignore[arg-type]
-                     drop_height=dist(d.get("drop_height", [0.05, 0.15])), camera=camera, tray=tray_spec,
-                     labeler=str(d.get("labeler", "category")), max_objects=int(d.get("max_objects", 40)),
-                     categories=categories, throw_speed=dist(d.get("throw_speed", 0.0)), spin=dist(d.get("spin", 0.0)),
-                     ground_rgba=tuple(float(x) for x in d.get("ground_rgba", (0.8, 0.8, 0.8, 1.0))),  # type: ignore[arg-type]
-                     ground_size=float(d.get("ground_size", 2.0)),
-                     texture_banks=tuple((str(k), str(v)) for k, v in (d.get("texture_banks") or {}).items()))
+                     drop_height=f.dist("drop_height", [0.05, 0.15], lo=0), camera=camera, tray=tray_spec,
+                     labeler=f.text("labeler", "category"), max_objects=f.integer("max_objects", 40, lo=1),  # type: ignore[arg-type]
+                     categories=categories, throw_speed=f.dist("throw_speed", 0.0, lo=0), spin=f.dist("spin", 0.0, lo=0),
+                     ground_rgba=check_numbers(f.get("ground_rgba", (0.8, 0.8, 0.8, 1.0)), "scene.ground_rgba", [0.8, 0.8, 0.8, 1], 4,
+                                               lo=0, hi=1),  # type: ignore[arg-type]
+                     ground_size=f.number("ground_size", 2.0, lo=0, lo_open=True),  # type: ignore[arg-type]
+                     texture_banks=tuple((str(k), v) for k, v in banks.items()))
 
 
 def randomization_spec(d: dict) -> RandomizationSpec:
-    lt = d.get("light") or {}
-    light = None if not lt.get("enabled", True) else LightSpec(
-        elevation_deg=dist(lt.get("elevation_deg", [35, 90])), azimuth_deg=dist(lt.get("azimuth_deg", [0, 360])),
-        color_jitter=float(lt.get("color_jitter", 0.15)), ambient=dist(lt.get("ambient", [0.5, 0.8])),
-        diffuse=dist(lt.get("diffuse", [0.3, 0.6])), specular=dist(lt.get("specular", [0.0, 0.3])),
-        shadow_probability=float(lt.get("shadow_probability", 0.5)))
-    s = d.get("sensor") or {}
-    sensor = SensorSpec(enabled=bool(s.get("enabled", True)), noise_std=dist(s.get("noise_std", [0, 4])),
-                        blur_probability=float(s.get("blur_probability", 0.3)), blur_sigma=dist(s.get("blur_sigma", [0.3, 1.2])),
-                        brightness=dist(s.get("brightness", [0.85, 1.15])), contrast=dist(s.get("contrast", [0.85, 1.15])),
-                        saturation=dist(s.get("saturation", [0.8, 1.2])), jpeg_quality=dist(s.get("jpeg_quality", [70, 95]), integer=True))
-    kinds = tuple(d.get("texture_kinds") or ("solid", "noise", "checker", "stripes"))
+    f = Fields(d, "randomization", RANDOMIZATION_KEYS, example="default")
+    lt = Fields(f.get("light"), "randomization.light", LIGHT_KEYS)
+    light = None if not lt.flag("enabled", True) else LightSpec(
+        elevation_deg=lt.dist("elevation_deg", [35, 90], lo=-90, hi=90), azimuth_deg=lt.dist("azimuth_deg", [0, 360]),
+        color_jitter=lt.prob("color_jitter", 0.15), ambient=lt.dist("ambient", [0.5, 0.8], lo=0),
+        diffuse=lt.dist("diffuse", [0.3, 0.6], lo=0), specular=lt.dist("specular", [0.0, 0.3], lo=0),
+        shadow_probability=lt.prob("shadow_probability", 0.5))
+    s = Fields(f.get("sensor"), "randomization.sensor", SENSOR_KEYS)
+    sensor = SensorSpec(enabled=s.flag("enabled", True), noise_std=s.dist("noise_std", [0, 4], lo=0),
+                        blur_probability=s.prob("blur_probability", 0.3), blur_sigma=s.dist("blur_sigma", [0.3, 1.2], lo=0),
+                        brightness=s.dist("brightness", [0.85, 1.15], lo=0), contrast=s.dist("contrast", [0.85, 1.15], lo=0),
+                        saturation=s.dist("saturation", [0.8, 1.2], lo=0), jpeg_quality=s.dist("jpeg_quality", [70, 95], lo=1, hi=100, integer=True))
+    kinds = f.get("texture_kinds")
+    if kinds is not None and (not isinstance(kinds, (list, tuple)) or not kinds or not all(k in TEXTURE_KINDS for k in kinds)):
+        raise bad_value("randomization.texture_kinds", f"a list drawn from {', '.join(TEXTURE_KINDS)}", kinds, list(TEXTURE_KINDS[:2]))
     return RandomizationSpec(
-        colors=bool(d.get("colors", True)), color_value=dist(d.get("color_value", [0.2, 1.0])),
-        color_saturation=dist(d.get("color_saturation", [0.0, 1.0])), textures=bool(d.get("textures", True)),
-        texture_kinds=kinds, textures_per_kind=int(d.get("textures_per_kind", 6)), texture_dir=d.get("texture_dir"),
-        texture_probability=float(d.get("texture_probability", 0.5)), bank_seed=int(d.get("bank_seed", 0)),
-        ground=bool(d.get("ground", True)), ground_value=dist(d.get("ground_value", [0.4, 1.0])),
-        ground_texture_probability=float(d.get("ground_texture_probability", 0.5)),
-        light=light, sensor=sensor, distractors=bool(d.get("distractors", True)))
+        colors=f.flag("colors", True), color_value=f.dist("color_value", [0.2, 1.0], lo=0, hi=1),
+        color_saturation=f.dist("color_saturation", [0.0, 1.0], lo=0, hi=1), textures=f.flag("textures", True),
+        texture_kinds=tuple(kinds or TEXTURE_KINDS), textures_per_kind=f.integer("textures_per_kind", 6, lo=1),  # type: ignore[arg-type]
+        texture_dir=f.text("texture_dir", None, optional=True, example="/data/textures"),
+        texture_probability=f.prob("texture_probability", 0.5), bank_seed=f.integer("bank_seed", 0, lo=0, hi=SEED_MAX),  # type: ignore[arg-type]
+        ground=f.flag("ground", True), ground_value=f.dist("ground_value", [0.4, 1.0], lo=0, hi=1),
+        ground_texture_probability=f.prob("ground_texture_probability", 0.5),
+        light=light, sensor=sensor, distractors=f.flag("distractors", True))
+
+
+def _named(v: Any, key: str, options: tuple, extra: tuple, default: str) -> tuple[Any, Fields]:
+    """A group given as its name (`writer=coco`) or as its mapping ({name: coco, ...})."""
+    f = Fields(v if isinstance(v, dict) else {"name": v}, key, ("name", *extra), example=default)
+    return check_choice(f.get("name", default), key, options, default), f
 
 
 def render_config(d: dict) -> RenderConfig:
-    """Validate the composed config dict and build the plain config objects."""
-    n = d.get("n_images")
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise ConfigError(f"n_images must be a positive integer, got {n!r}; e.g. n_images=100.")
-    w, h = d.get("width"), d.get("height")
-    for name, v in (("width", w), ("height", h)):
-        if not isinstance(v, int) or not 16 <= v <= MAX_SIZE:
-            raise ConfigError(f"{name} must be an integer from 16 to {MAX_SIZE} pixels, got {v!r}.")
-    renderer = (d.get("renderer") or {}).get("name") if isinstance(d.get("renderer"), dict) else d.get("renderer")
-    if renderer not in ("tiny", "egl"):
-        raise ConfigError(f"renderer must be `tiny` or `egl`, got {renderer!r}.")
+    """Validate the composed config dict and build the plain config objects: every field is checked for type and range, and
+    unknown keys are refused, before anything is written."""
+    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "", TOP_KEYS[:-1])  # `hydra` is Hydra's own node: allowed, not listed
+    n = top.integer("n_images", 100, lo=1)
+    seed = top.integer("seed", 0, lo=0, hi=SEED_MAX)
+    w = top.integer("width", 640, lo=16, hi=MAX_SIZE)
+    h = top.integer("height", 640, lo=16, hi=MAX_SIZE)
+    renderer, rf = _named(d.get("renderer", "tiny"), "renderer", ("tiny", "egl"), ("devices",), "tiny")
     if renderer == "egl" and (w > EGL_MAX[0] or h > EGL_MAX[1]):
         raise ConfigError(f"renderer=egl renders at most {EGL_MAX[0]}x{EGL_MAX[1]} (PyBullet's fixed EGL buffer) and would stretch "
                           f"{w}x{h} silently; lower width/height or use renderer=tiny.")
-    fmt = str(d.get("image_format", "jpg")).lower()
-    if fmt not in ("jpg", "png"):
-        raise ConfigError(f"image_format must be jpg or png, got {fmt!r}.")
-    shard = d.get("shard") or {}
-    si, sc = int(shard.get("index", 0)), int(shard.get("count", 1))
-    if sc < 1 or not 0 <= si < sc:
-        raise ConfigError(f"shard.index must be in [0, shard.count), got index={si}, count={sc}.")
-    workers = d.get("workers")
-    workers = len(os.sched_getaffinity(0)) if workers in (None, "auto", 0) else int(workers)
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1 (or auto), got {workers}.")
-    vps = int(d.get("views_per_scene", 1))
-    if vps < 1:
-        raise ConfigError(f"views_per_scene must be >= 1, got {vps}.")
-    lab = d.get("labels") or {}
-    depth = lab.get("depth")
-    if depth not in (None, "png16", "npy"):
-        raise ConfigError(f"labels.depth must be null, png16 or npy, got {depth!r}.")
-    labels = LabelSpec(min_visible_fraction=float(lab.get("min_visible_fraction", 0.1)), min_area_px=int(lab.get("min_area_px", 16)),
-                       depth=depth, semantic=bool(lab.get("semantic", False)))
-    ph = d.get("physics") or {}
-    physics = PhysicsSpec(**{k: type(getattr(PhysicsSpec, k))(v) for k, v in ph.items() if hasattr(PhysicsSpec, k)})
-    writer = (d.get("writer") or {}).get("name") if isinstance(d.get("writer"), dict) else d.get("writer", "coco")
-    if writer not in ("coco", "webdataset"):
-        raise ConfigError(f"writer must be coco or webdataset, got {writer!r}.")
+    egl = rf.get("devices")
+    if egl is not None:
+        egl = [egl] if isinstance(egl, int) and not isinstance(egl, bool) else egl
+        if not isinstance(egl, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in egl):
+            raise bad_value("renderer.devices", "a list of EGL device indices (integers >= 0) or null", rf.get("devices"), [0, 1])
+    fmt = d.get("image_format", "jpg")
+    fmt = check_choice(fmt.lower() if isinstance(fmt, str) else fmt, "image_format", ("jpg", "png"))
+    shard = Fields(d.get("shard"), "shard", ("index", "count"), example="{index: 0, count: 2}")
+    si, sc = shard.integer("index", 0, lo=0), shard.integer("count", 1, lo=1)
+    if not si < sc:
+        raise ConfigError(f"shard.index must be in [0, shard.count), got index={si}, count={sc}; e.g. shard.index={sc - 1}")
+    workers = d.get("workers", "auto")
+    if workers is None or workers == "auto":
+        workers = len(os.sched_getaffinity(0))
+    elif workers == 0 and not isinstance(workers, bool):
+        raise bad_value("workers", "an integer >= 1 or auto (0 is not `all cores`: use workers=auto for that)", workers, "auto")
+    elif not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise bad_value("workers", "an integer >= 1 or auto (all usable cores)", workers, "auto")
+    vps = top.integer("views_per_scene", 1, lo=1)
+    lab = Fields(d.get("labels"), "labels", LabelSpec.__dataclass_fields__)
+    labels = LabelSpec(min_visible_fraction=lab.prob("min_visible_fraction", 0.1), min_area_px=lab.integer("min_area_px", 16, lo=0),  # type: ignore[arg-type]
+                       depth=lab.choice("depth", None, (None, "png16", "npy")), semantic=lab.flag("semantic", False))
+    ph = Fields(d.get("physics"), "physics", PhysicsSpec.__dataclass_fields__)
+    p0 = PhysicsSpec()
+    physics = PhysicsSpec(
+        timestep=ph.number("timestep", p0.timestep, lo=0, hi=0.1, lo_open=True, example=0.004166666666666667),  # type: ignore[arg-type]
+        max_steps=ph.integer("max_steps", p0.max_steps, lo=1), linear_threshold=ph.number("linear_threshold", p0.linear_threshold, lo=0, lo_open=True),  # type: ignore[arg-type]
+        angular_threshold=ph.number("angular_threshold", p0.angular_threshold, lo=0, lo_open=True),  # type: ignore[arg-type]
+        check_every=ph.integer("check_every", p0.check_every, lo=1), quiet_checks=ph.integer("quiet_checks", p0.quiet_checks, lo=1),  # type: ignore[arg-type]
+        solver_iterations=ph.integer("solver_iterations", p0.solver_iterations, lo=1),  # type: ignore[arg-type]
+        placement_retries=ph.integer("placement_retries", p0.placement_retries, lo=0))  # type: ignore[arg-type]
+    writer, wf = _named(d.get("writer", "coco"), "writer", ("coco", "webdataset"), ("shard_size",), "coco")
+    wf.integer("shard_size", 1000, lo=1)
     out = d.get("out")
     if not out:
         raise ConfigError("out is empty; set out=<folder> for the dataset.")
-    egl = (d.get("renderer") or {}).get("devices") if isinstance(d.get("renderer"), dict) else None
+    out = check_str(str(out) if isinstance(out, (str, os.PathLike)) else out, "out", "datasets/dice")
     return RenderConfig(
         scene=scene_spec(d.get("scene") or {}), randomization=randomization_spec(d.get("randomization") or {}),
-        physics=physics, labels=labels, renderer=renderer, n_images=n, seed=int(d.get("seed", 0)), out=Path(out),
-        width=w, height=h, image_format=fmt, writer=writer, workers=workers, shard_index=si, shard_count=sc,
-        views_per_scene=vps, overwrite=bool(d.get("overwrite", False)), progress=bool(d.get("progress", True)),
-        egl_devices=None if egl is None else tuple(int(x) for x in egl), resolved=d)
+        physics=physics, labels=labels, renderer=renderer, n_images=n, seed=seed, out=Path(out),  # type: ignore[arg-type]
+        width=w, height=h, image_format=fmt, writer=writer, workers=workers, shard_index=si, shard_count=sc,  # type: ignore[arg-type]
+        views_per_scene=vps, overwrite=top.flag("overwrite", False), progress=top.flag("progress", True),  # type: ignore[arg-type]
+        egl_devices=None if egl is None else tuple(egl), resolved=d)

@@ -22,12 +22,26 @@ class AssetError(SimgenError):
     """A mesh, URDF, texture or asset name that cannot be found or loaded."""
 
 
-class PlacementError(SimgenError):
-    """Objects could not be placed; the pipeline resamples from a fresh draw (bounded retries)."""
+class SceneError(SimgenError):
+    """One drawn scene cannot be used (placement or physics failed); the pipeline redraws it (bounded)."""
+
+
+class PlacementError(SceneError):
+    """Objects could not be placed; the pipeline redraws the scene from a derived seed (bounded)."""
+
+
+class SimulationError(SceneError):
+    """Physics blew up (non-finite or runaway poses); the pipeline redraws the scene from a derived seed."""
 
 
 class RendererUnavailable(SimgenError):
     """The requested renderer cannot run on this machine."""
+
+
+class RenderError(SimgenError):
+    """A render that cannot go on (its workers keep dying); rerunning resumes it."""
+
+    exit_code = 1
 
 
 class DatasetError(SimgenError):

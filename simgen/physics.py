@@ -12,7 +12,7 @@ from pybullet_utils.bullet_client import BulletClient
 
 from . import assets
 from .config import PhysicsSpec
-from .errors import AssetError
+from .errors import AssetError, SimulationError
 from .types import ObjectSample, PlacedObject, SceneSample, SceneState, TraySample
 
 Pose = tuple[tuple[float, float, float], tuple[float, float, float, float]]
@@ -124,6 +124,11 @@ class PhysicsWorld(ClientOwner):
         limit_x, limit_y = region[0] * 3 + 0.05, region[1] * 3 + 0.05
         for i, (obj, b) in enumerate(zip(sample.objects, bodies)):
             pos, orn = com_to_link(c, b, *c.getBasePositionAndOrientation(b))
+            if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(orn))):
+                # A solver explosion (e.g. deep initial interpenetration of a bad mesh): no label can be
+                # trusted, so the whole scene is redrawn from a derived seed by the pipeline.
+                raise SimulationError(f"physics blew up: object {i} ({obj.asset}) has a non-finite pose after {steps} steps; "
+                                      "check the mesh (closed, sensible scale) or lower physics.timestep.")
             if pos[2] < -0.02 or abs(pos[0]) > limit_x or abs(pos[1]) > limit_y:
                 dropped += 1  # fell off the table or out of the region: never labelled
                 continue

@@ -7,6 +7,7 @@ scene, so neither worker count nor shard split nor rendering order changes any l
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,21 +15,47 @@ import numpy as np
 
 from .annotate import annotate
 from .config import RenderConfig
+from .errors import SceneError
 from .physics import PhysicsWorld
 from .render import RenderWorld, make_renderer
 from .sample import sample_scene, sample_view
 from .scenes_api import labeler, scene_ref
 from .sensor import apply_sensor
 from .textures import build_bank
-from .types import Record, SceneState
+from .types import Record, SceneSample, SceneState
 
 
 def image_seeds(seed: int, i: int, views_per_scene: int = 1) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
     """(scene, view) seed sequences of image i. With one view per scene both come from [seed, i]."""
     first = i - i % views_per_scene
-    scene_ss = np.random.SeedSequence([seed, first]).spawn(2)[0]
-    view_ss = np.random.SeedSequence([seed, i]).spawn(2)[1]
-    return scene_ss, view_ss
+    return scene_seed(seed, first, 0), np.random.SeedSequence([seed, i]).spawn(2)[1]
+
+
+def scene_seed(seed: int, first: int, attempt: int) -> np.random.SeedSequence:
+    """Seed of the scene whose first image is ``first``; a redraw (attempt k > 0) comes from [seed, first, k]."""
+    key = [seed, first] if attempt == 0 else [seed, first, attempt]
+    return np.random.SeedSequence(key).spawn(2)[0]
+
+
+def draw_scene(cfg: RenderConfig, banks: dict[str, tuple[str, ...]], first: int,
+               settle: Callable[[SceneSample], SceneState] | None = None) -> tuple[SceneSample, SceneState | None, list[str]]:
+    """Sample (and, with ``settle``, simulate) the scene of image ``first``, redrawing a scene that cannot be
+    placed or whose physics blows up, at most ``physics.placement_retries`` times.
+
+    Each redraw has its own seed ([seed, first, attempt]), so the result depends on the index alone, never
+    on workers, shards or what was rendered before. Returns the sample, its state and the reasons of
+    the redraws (empty when the first draw worked)."""
+    reasons: list[str] = []
+    for attempt in range(cfg.physics.placement_retries + 1):
+        rng = np.random.default_rng(scene_seed(cfg.seed, first, attempt))
+        try:
+            sample = sample_scene(cfg.scene, cfg.randomization, banks, rng)
+            return sample, settle(sample) if settle else None, reasons
+        except SceneError as e:
+            reasons.append(type(e).__name__)
+            last = e
+    raise type(last)(f"image {first}: {last} ({len(reasons)} draws failed; physics.placement_retries="
+                     f"{cfg.physics.placement_retries})")
 
 
 def texture_banks(cfg: RenderConfig) -> dict[str, dict[str, Path]]:
@@ -72,17 +99,22 @@ class Generator:
         first = i - i % k
         if self._scene is not None and self._scene[0] == first:
             return self._scene[1], {**self._scene[2], "sample_ms": 0.0, "simulate_ms": 0.0}
-        scene_ss, _ = image_seeds(self.cfg.seed, i, k)
-        rng = np.random.default_rng(scene_ss)
         t0 = time.perf_counter()
-        sample = sample_scene(self.cfg.scene, self.cfg.randomization, self.banks, rng, self.cfg.physics.placement_retries)
-        t1 = time.perf_counter()
-        state, _ = self.physics.simulate(sample, self.cfg.scene.area)
+        sim_ms = [0.0]
+
+        def settle(sample: SceneSample) -> SceneState:
+            t = time.perf_counter()
+            state = self.physics.simulate(sample, self.cfg.scene.area)[0]
+            sim_ms[0] += 1e3 * (time.perf_counter() - t)
+            return state
+
+        _, state, redraws = draw_scene(self.cfg, self.banks, first, settle)
+        assert state is not None
         state = replace(state, objects=tuple(replace(o, category=self.label(o)) for o in state.objects),
                         ground_size=self.cfg.scene.ground_size)
-        t2 = time.perf_counter()
-        stats = {"sample_ms": 1e3 * (t1 - t0), "simulate_ms": 1e3 * (t2 - t1), "sim_steps": state.sim_steps,
-                 "settled": state.settled, "dropped": state.n_dropped, "placement_retries": sample.placement_retries}
+        total = 1e3 * (time.perf_counter() - t0)
+        stats = {"sample_ms": total - sim_ms[0], "simulate_ms": sim_ms[0], "sim_steps": state.sim_steps,
+                 "settled": state.settled, "dropped": state.n_dropped, "redraws": len(redraws), "redraw_reasons": redraws}
         self._scene = (first, state, stats)
         return state, stats
 

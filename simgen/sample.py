@@ -52,6 +52,16 @@ def _look(rng: np.random.Generator, group: ObjectGroup, r: RandomizationSpec, ba
     return random_rgba(rng, r), None
 
 
+MAX_STACK = 0.5  # metres: objects that find no free spot are dropped from above the others, up to this height
+
+
+def _above(p: np.ndarray, radius: float, placed: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """``p`` raised just enough that its bounding sphere clears every placed one."""
+    z = max([p[2]] + [q[2] + math.sqrt(max((radius + rq) ** 2 - float(np.sum((p[:2] - q[:2]) ** 2)), 0.0)) + 1e-3
+                      for q, rq in placed])
+    return np.array([p[0], p[1], z])
+
+
 def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[str, ...]],
                   floor_z: float, region: tuple[float, float]) -> tuple[ObjectSample, ...]:
     groups = list(spec.objects) + (list(spec.distractors) if r.distractors else [])
@@ -71,8 +81,14 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
             if all(np.linalg.norm(p - q) > radius + rq for q, rq in placed):
                 break
         else:
-            raise PlacementError(f"cannot place {len(chosen)} objects without overlap in a {2 * region[0]:.2f} x "
-                                 f"{2 * region[1]:.2f} m region; lower the object counts or scales, or raise scene.area / scene.drop_height.")
+            # No free spot at drop height: drop this object from above the ones it would overlap, and let
+            # physics settle the pile. Redrawing instead would bias crowded scenes away (a third of tabletop
+            # draws), so only an absurd pile is a placement failure.
+            p = min((_above(np.array([rng.uniform(-hx, hx), rng.uniform(-hy, hy), p[2]]), radius, placed) for _ in range(32)),
+                    key=lambda c: c[2])
+            if p[2] - floor_z > MAX_STACK:
+                raise PlacementError(f"cannot place {len(chosen)} objects without overlap in a {2 * region[0]:.2f} x "
+                                     f"{2 * region[1]:.2f} m region; lower the object counts or scales, or raise scene.area.")
         placed.append((p, radius))
         rgba, texture = _look(rng, g, r, banks, a.texturable)
         speed, heading = spec.throw_speed.sample(rng), rng.uniform(0, 2 * math.pi)
@@ -84,34 +100,30 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
     return tuple(out)
 
 
-def sample_scene(spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[str, ...]], rng: np.random.Generator,
-                 retries: int = 5) -> SceneSample:
-    """Draw a scene. Placement failures are resampled from the same generator, ``retries`` times at most."""
-    for attempt in range(retries + 1):
-        tray = None
-        region = spec.area
-        floor_z = 0.0
-        if spec.tray is not None and rng.random() < spec.tray.probability:
-            # Sizes snap to 5 mm so the render world can reuse tray meshes (no per-scene shapes: they leak).
-            half = round(float(spec.tray.half_extents.sample(rng)) / 0.005) * 0.005
-            aspect = float(rng.uniform(0.75, 1.0))
-            short = round(half * aspect / 0.005) * 0.005
-            hx, hy = (half, short) if rng.random() < 0.5 else (short, half)
-            floor_tex = _bank_pick(rng, banks, r) if r.ground else None
-            tray = TraySample(half_extents=(hx, hy), wall_height=round(float(spec.tray.wall_height.sample(rng)) / 0.005) * 0.005,
-                              wall_thickness=spec.tray.wall_thickness, floor_texture=floor_tex,
-                              floor_rgba=_ground_rgba(rng, r, spec), wall_rgba=random_rgba(rng, r) if r.colors else (0.2, 0.2, 0.2, 1))
-            region = (min(region[0], hx), min(region[1], hy))
-        ground_tex = _bank_pick(rng, banks, r) if r.ground else None
-        ground_rgba = _ground_rgba(rng, r, spec)
-        try:
-            objects = _draw_objects(rng, spec, r, banks, floor_z, region)
-        except PlacementError:
-            if attempt == retries:
-                raise
-            continue
-        return SceneSample(objects=objects, ground_texture=ground_tex, ground_rgba=ground_rgba, tray=tray, placement_retries=attempt)
-    raise AssertionError("unreachable")
+def sample_scene(spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[str, ...]], rng: np.random.Generator) -> SceneSample:
+    """Draw a scene, or raise :class:`PlacementError` when its objects do not fit.
+
+    One attempt only: the pipeline redraws a failed scene from a fresh generator seeded by
+    ``[seed, i, attempt]`` (:func:`simgen.pipeline.draw_scene`), so a rare unplaceable draw costs one
+    redraw instead of ending the job, and the redraw is the same whatever the workers or shards."""
+    tray = None
+    region = spec.area
+    floor_z = 0.0
+    if spec.tray is not None and rng.random() < spec.tray.probability:
+        # Sizes snap to 5 mm so the render world can reuse tray meshes (no per-scene shapes: they leak).
+        half = round(float(spec.tray.half_extents.sample(rng)) / 0.005) * 0.005
+        aspect = float(rng.uniform(0.75, 1.0))
+        short = round(half * aspect / 0.005) * 0.005
+        hx, hy = (half, short) if rng.random() < 0.5 else (short, half)
+        floor_tex = _bank_pick(rng, banks, r) if r.ground else None
+        tray = TraySample(half_extents=(hx, hy), wall_height=round(float(spec.tray.wall_height.sample(rng)) / 0.005) * 0.005,
+                          wall_thickness=spec.tray.wall_thickness, floor_texture=floor_tex,
+                          floor_rgba=_ground_rgba(rng, r, spec), wall_rgba=random_rgba(rng, r) if r.colors else (0.2, 0.2, 0.2, 1))
+        region = (min(region[0], hx), min(region[1], hy))
+    ground_tex = _bank_pick(rng, banks, r) if r.ground else None
+    ground_rgba = _ground_rgba(rng, r, spec)
+    objects = _draw_objects(rng, spec, r, banks, floor_z, region)
+    return SceneSample(objects=objects, ground_texture=ground_tex, ground_rgba=ground_rgba, tray=tray)
 
 
 def _bank_pick(rng: np.random.Generator, banks: dict[str, tuple[str, ...]], r: RandomizationSpec) -> str | None:

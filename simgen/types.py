@@ -43,7 +43,6 @@ class SceneSample:
     ground_texture: str | None
     ground_rgba: tuple[float, float, float, float]
     tray: TraySample | None
-    placement_retries: int = 0
 
 
 @dataclass(frozen=True)

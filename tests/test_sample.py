@@ -61,7 +61,57 @@ def test_views_share_scene_seed_but_not_view_seed():
 def test_placement_error_when_region_too_small(tmp_path):
     cfg = small_config(tmp_path, "scene.area=[0.01,0.01]", "scene.objects.die.count=40", "scene.drop_height=0.0")
     with pytest.raises(PlacementError, match="cannot place"):
-        sample_scene(cfg.scene, cfg.randomization, BANKS, np.random.default_rng(0), retries=2)
+        sample_scene(cfg.scene, cfg.randomization, BANKS, np.random.default_rng(0))
+    # ... and a config that nearly always fails is refused up front, before any image, in one line
+    from simgen.errors import ConfigError
+    from simgen.run import probe_scene
+
+    with pytest.raises(ConfigError, match="fails 32 of 32 trial draws"):
+        probe_scene(cfg)
+
+
+def test_unplaceable_draw_is_redrawn_from_a_derived_seed(tmp_path):
+    """A scene that fails to place is redrawn from [seed, i, attempt], the same whoever draws it; bounded."""
+    from simgen.pipeline import draw_scene, scene_seed
+
+    # Piles higher than sample.MAX_STACK fail: crowded enough that some first draws do, not all.
+    cfg = small_config(tmp_path, "scene.area=[0.01,0.01]", "scene.objects.die.count=[10,25]", "scene.tray=null")
+    fails = []
+    for i in range(200):
+        try:
+            sample_scene(cfg.scene, cfg.randomization, BANKS, np.random.default_rng(scene_seed(0, i, 0)))
+        except PlacementError:
+            fails.append(i)
+    assert 0 < len(fails) < 150, len(fails)  # the premise: first draws sometimes fail
+    for i in fails[:10]:
+        sample, _, reasons = draw_scene(cfg, BANKS, i)
+        assert reasons and set(reasons) == {"PlacementError"}
+        again, _, _ = draw_scene(cfg, BANKS, i)
+        assert sample == again  # deterministic per index
+        k = len(reasons)
+        assert sample == sample_scene(cfg.scene, cfg.randomization, BANKS, np.random.default_rng(scene_seed(0, i, k)))
+    # a scene that stays unplaceable gives up after physics.placement_retries redraws
+    hopeless = small_config(tmp_path, "scene.area=[0.01,0.01]", "scene.objects.die.count=40", "physics.placement_retries=3")
+    with pytest.raises(PlacementError, match="4 draws failed"):
+        draw_scene(hopeless, BANKS, 0)
+
+
+def test_physics_blowup_is_redrawn(tmp_path):
+    """A settle that raises SimulationError for a draw is redrawn like a placement failure."""
+    from simgen.errors import SimulationError
+    from simgen.pipeline import draw_scene
+
+    cfg = small_config(tmp_path)
+    calls = []
+
+    def settle(sample):
+        calls.append(sample)
+        if len(calls) < 3:
+            raise SimulationError("physics blew up")
+        return "settled"
+
+    sample, state, reasons = draw_scene(cfg, BANKS, 5, settle)
+    assert state == "settled" and reasons == ["SimulationError", "SimulationError"] and sample == calls[-1]
 
 
 def test_randomization_none_switches_everything_off(tmp_path):
