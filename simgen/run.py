@@ -25,10 +25,13 @@ import numpy as np
 
 from . import __version__
 from .config import RenderConfig
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, PlacementError, RenderError
 from .writers import coco
+from .datasheet import write_dataset_docs
+from .provenance import generation_sources
 
 STATE = Path(".simgen") / "state.json"
+LOCK = ".simgen.lock"  # held by the running render (see out_lock); not part of the dataset
 NON_CONTENT_KEYS = ("workers", "progress", "overwrite", "out", "hydra", "shard")
 
 
@@ -71,15 +74,24 @@ def git_commit() -> str | None:
     return None
 
 
+def is_nonempty(out: Path) -> bool:
+    return out.is_dir() and any(p.name not in (LOCK, ".hydra-multirun") for p in out.iterdir())
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before anything is written, an ``out`` that is a file or a folder simgen did not make."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} is a file; choose a folder path for the dataset.")
+    if is_nonempty(out) and not (out / STATE).exists() and not (out / "manifest.json").exists():
+        raise ConfigError(f"out={out} is not empty and is not a simgen dataset; choose an empty or new folder.")
+
+
 def prepare_out(cfg: RenderConfig) -> bool:
     """Check and prepare the output folder. Returns True when the dataset is already complete."""
     out, h = cfg.out, config_hash(cfg)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} is a file; choose a folder path for the dataset.")
+    check_out(out)
     state_file = out / STATE
-    if out.is_dir() and any(out.iterdir()):
-        if not state_file.exists() and not (out / "manifest.json").exists():
-            raise ConfigError(f"out={out} is not empty and is not a simgen dataset; choose an empty or new folder.")
+    if is_nonempty(out):
         try:
             state = json.loads(state_file.read_text()) if state_file.exists() else \
                 json.loads((out / "manifest.json").read_text()).get("state", {})
@@ -109,6 +121,69 @@ def prepare_out(cfg: RenderConfig) -> bool:
 
 # ------------------------------------------------------------------ workers
 _GEN = None
+
+
+STDLIB_START_METHODS = ("fork", "spawn", "forkserver")
+POOL_RESTARTS = 3
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker die when the process that started it dies (even by kill -9), so no orphan keeps
+    writing into ``out`` after its run is gone. Linux: PR_SET_PDEATHSIG; elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
+    """A pool of ``spawn`` processes (a child forked after EGL loaded segfaults; spawn is also what CUDA
+    wants) whose workers die with this process. A worker that dies breaks the pool with
+    ``BrokenProcessPool`` instead of being respawned in a silent loop, as multiprocessing.Pool does.
+
+    Inside a launcher's worker (joblib's loky) the process-wide start method is `loky`, which a stdlib
+    spawn child cannot set up (`ValueError: cannot find context for 'loky'`, forever): reset it first."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    if mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
+        mp.set_start_method("spawn", force=True)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_with_parent,
+                             initargs=(os.getpid(), initializer, initargs)) as pool:
+        yield pool
+
+
+def _init_with_parent(parent: int, initializer, initargs: tuple) -> None:
+    die_with_parent(parent)
+    initializer(*initargs)
+
+
+@contextlib.contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.simgen.lock`` for the whole run: a second run on the same folder is refused in one
+    line instead of interleaving with the first. The kernel drops the lock when the holder dies, so a
+    killed run never blocks the rerun that resumes it."""
+    import fcntl
+
+    path = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ConfigError(f"cannot write to out={out} ({e.strerror}); choose a folder you can write to.") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"out={out} is being written by another simgen run right now; wait for it to finish "
+                              "or choose another out= folder.") from None
+        yield
+        path.unlink(missing_ok=True)  # still ours: nobody else can hold it while we do
+    finally:
+        os.close(fd)
 
 
 def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, workers: int) -> None:
@@ -216,14 +291,32 @@ def validate(cfg: RenderConfig) -> None:
     labeler(cfg.scene.labeler)
     for name, ref in cfg.scene.texture_banks:
         scene_ref(ref, f"scene.texture_banks.{name}")
-    if cfg.randomization.texture_dir:
-        from .textures import build_bank
-
-        build_bank((), 0, cfg.randomization.bank_seed, cfg.randomization.texture_dir)
+    probe_scene(cfg)
     if cfg.renderer == "egl":
         devs = egl_devices(cfg)
         for d in sorted(set(devs)) if devs else [None]:
             probe_egl(d)
+
+
+PROBE_DRAWS = 32
+
+
+def probe_scene(cfg: RenderConfig) -> None:
+    """Draw the first scenes up front (pure numpy, about a millisecond each): a scene config whose draws
+    nearly always fail to place is an error now, before any image, rather than after hours of redraws.
+    Rare failures are fine: the pipeline redraws those scenes from [seed, i, attempt]."""
+    from .pipeline import scene_seed, texture_banks
+    from .sample import sample_scene
+
+    banks = {name: tuple(sorted(f)) for name, f in texture_banks(cfg).items()}  # also checks texture_dir
+    k, failed, last = cfg.views_per_scene, 0, None
+    for g in range(PROBE_DRAWS):
+        try:
+            sample_scene(cfg.scene, cfg.randomization, banks, np.random.default_rng(scene_seed(cfg.seed, g * k, 0)))
+        except PlacementError as e:
+            failed, last = failed + 1, e
+    if failed >= 0.9 * PROBE_DRAWS:
+        raise ConfigError(f"scene `{cfg.scene.name}` fails {failed} of {PROBE_DRAWS} trial draws: {last}")
 
 
 @dataclass(frozen=True)
@@ -236,26 +329,35 @@ class Job:
     indices: list[int]
 
 
-def begin(cfg: RenderConfig, log) -> Job | None:
-    """Validate, pick the shard's folder and prepare it; None when that dataset is already complete."""
+@contextlib.contextmanager
+def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
+    """Validate, pick the shard's folder, lock it for the run and prepare it; yields None when that
+    dataset is already complete. Nothing is written before validation and the folder checks pass."""
     validate(cfg)
     cfg = shard_out(cfg)
-    if prepare_out(cfg):
-        log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
-        return None
-    categories = list(cfg.scene.categories)
-    return Job(cfg, categories, {c: k + 1 for k, c in enumerate(categories)}, shard_indices(cfg))
+    check_out(cfg.out)
+    with out_lock(cfg.out):
+        if prepare_out(cfg):
+            log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
+            yield None
+            return
+        categories = list(cfg.scene.categories)
+        yield Job(cfg, categories, {c: k + 1 for k, c in enumerate(categories)}, shard_indices(cfg))
 
 
 def render_dataset(cfg: RenderConfig, log=print) -> Path:
     """Render (or resume) ``cfg.out``. Returns the dataset folder."""
+    with begin(cfg, log) as job:
+        if job is None:
+            return shard_out(cfg).out
+        return _render_job(job, log)
+
+
+def _render_job(job: Job, log) -> Path:
     from tqdm import tqdm
 
     from .pipeline import Generator
 
-    job = begin(cfg, log)
-    if job is None:
-        return shard_out(cfg).out
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     done = coco.done_indices(cfg.out)
     todo = [i for i in indices if i not in done]
@@ -274,14 +376,7 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
                 stats.append(s)
                 bar.update(1)
     elif todo:
-        ctx = mp.get_context("spawn")  # a child forked after EGL loaded segfaults; spawn is also what CUDA wants
-        counter = ctx.Value("i", 0)
-        tasks = [(cfg, c, cat_ids) for c in chunks(todo, cfg.views_per_scene, max(1, 8 // cfg.views_per_scene))]
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, egl_devices(cfg), counter, workers)) as pool:
-            for res in pool.imap_unordered(_work, tasks):
-                for _, s in res:
-                    stats.append(s)
-                bar.update(len(res))
+        stats += _render_parallel(cfg, todo, cat_ids, workers, bar, log)
     bar.close()
     wall = time.perf_counter() - t0
     parts = coco.load_parts(cfg.out, indices)
@@ -290,10 +385,39 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
     coco.flush_all()
     coco.atomic_json(cfg.out / "annotations.json", doc)
     write_manifest(cfg, doc, stats, wall)
+    write_dataset_docs(cfg.out, doc=doc)  # DATASHEET.md + croissant.json, from manifest.json and the COCO doc
     shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
     n_ann = len(doc["annotations"])
     log(f"{cfg.out}: {len(parts)} images, {n_ann} annotations" + (f", {len(todo) / wall:.2f} img/s" if todo and wall > 0 else ""))
     return cfg.out
+
+
+def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], workers: int, bar, log) -> list[dict]:
+    """Render ``todo`` on ``workers`` processes. A worker that dies (killed, out of memory) costs only the
+    images it had not finished: the pool is restarted for what is left, at most POOL_RESTARTS times."""
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    stats: list[dict] = []
+    left = todo
+    for restart in range(POOL_RESTARTS + 1):
+        counter = mp.get_context("spawn").Value("i", 0)
+        tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, max(1, 8 // cfg.views_per_scene))]
+        try:
+            with worker_pool(workers, _init_worker, (cfg, egl_devices(cfg), counter, workers)) as pool:
+                for fut in as_completed([pool.submit(_work, t) for t in tasks]):
+                    res = fut.result()
+                    stats += [s for _, s in res]
+                    bar.update(len(res))
+            return stats
+        except BrokenProcessPool:
+            done = coco.done_indices(cfg.out)
+            left = [i for i in left if i not in done]
+            if restart == POOL_RESTARTS:
+                raise RenderError(f"render workers keep dying ({POOL_RESTARTS + 1} pools in a row), {len(left)} images left; "
+                                  "check memory (fewer workers=) and rerun the same command to resume.") from None
+            log(f"a render worker died; restarting the pool for the {len(left)} images left")
+    return stats
 
 
 def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float) -> None:
@@ -314,13 +438,16 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "categories": [c["name"] for c in doc["categories"]],
         "counts_per_category": {c["name"]: counts.get(c["name"], 0) for c in doc["categories"]},
         "objects_dropped": int(sum(s.get("dropped", 0) for s in scenes)),
-        "placement_retries": int(sum(s.get("placement_retries", 0) for s in scenes)),
+        # scenes redrawn from [seed, i, attempt] because a draw could not be placed or its physics blew up
+        "scene_redraws": int(sum(s.get("redraws", 0) for s in scenes)),
+        "scene_redraw_reasons": dict(Counter(r for s in scenes for r in s.get("redraw_reasons", ()))),
         "unsettled_scenes": int(sum(1 for s in scenes if s.get("settled") is False)),
         "timings_ms": {k: mean(k) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")},
         "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
         "rendered_this_run": len(stats), "workers": cfg.workers,
         "annotations_sha256": hashlib.sha256((cfg.out / "annotations.json").read_bytes()).hexdigest(),
         "versions": versions(), "git_commit": git_commit(), "command": sys.argv,
+        "sources": generation_sources(cfg),  # every texture/mesh file read, with sha256 and licence
         "state": {"config_hash": config_hash(cfg)},
         "config": cfg.resolved,
     }

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# Import torchvision's ops (and through them torch._dynamo and triton) before any test loads PyBullet's
+# EGL plugin into this process: importing triton after Mesa's EGL is loaded segfaults (seen when a
+# subset of tests ran EGL first). The full suite happened to import them first at collection.
+import torchvision.ops  # noqa: E402,F401
+
 import simgen
 
 SHARED = Path(os.environ.get("SIMGEN_SHARED", Path(simgen.__file__).resolve().parents[2] / "shared"))

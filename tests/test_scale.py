@@ -80,6 +80,7 @@ def test_resume_after_kill_minus_9(tmp_path):
     proc.wait()
     done_before = len(list(parts.glob("*.json")))
     assert 4 <= done_before < 24, "the render should have been killed mid-run"
+    assert len(list(parts.glob("*.json"))) == done_before, "nothing may keep writing after the run was killed"
     assert not (out / "manifest.json").exists() and not (out / "annotations.json").exists()
     # What a machine crash (not just a kill) can leave, since per-image files are not fsynced one by
     # one: an image cut to nothing under a finished part, and an empty part. Both must be redone.
@@ -87,10 +88,13 @@ def test_resume_after_kill_minus_9(tmp_path):
     lost_image = json.loads(finished[0].read_text())["image"]["file_name"]
     (out / lost_image).write_bytes(b"")
     finished[1].write_bytes(b"")
+    # ... and an image cut short (a valid-looking, non-empty prefix): resume must not keep it either.
+    cut = out / json.loads(finished[2].read_text())["image"]["file_name"]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["rendered_this_run"] == 24 - done_before + 2  # finished images were not re-rendered, damaged ones were
+    assert manifest["rendered_this_run"] == 24 - done_before + 3  # finished images were not re-rendered, damaged ones were
     reference = render_dataset(small_config(tmp_path, "n_images=24", "width=96", "height=96", name="ref"), **QUIET)
     same_dataset(reference, out)
     assert not list(out.rglob(".*.tmp"))
@@ -130,13 +134,46 @@ def test_rendered_dataset_equals_disk_render(tmp_path):
 
 
 def test_joblib_multirun_shards(tmp_path):
+    """The README's joblib sweep with a render pool inside each loky worker (workers=2): it used to loop
+    forever on `cannot find context for 'loky'`."""
     out = tmp_path / "jl"
-    r = subprocess.run([sys.executable, "-m", "simgen.cli", "render", "-m", "shard.index=0,1", "shard.count=2", f"out={out}", "n_images=4",
-                        "width=64", "height=64", "workers=1", "progress=false", "hydra/launcher=joblib"],
+    r = subprocess.run([sys.executable, "-m", "simgen.cli", "render", "-m", "shard.index=0,1", "shard.count=2", f"out={out}", "n_images=6",
+                        "width=64", "height=64", "workers=2", "progress=false", "hydra/launcher=joblib"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["00000-of-00002", "00001-of-00002"]
-    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
+    assert all((out / "shards" / d / "manifest.json").exists() for d in ("00000-of-00002", "00001-of-00002"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jl"], "Hydra must write nothing in the working directory"
+
+
+def test_second_run_on_the_same_out_is_refused(tmp_path):
+    """Two renders into one folder at once would interleave: the second is refused while the first runs."""
+    from simgen.errors import ConfigError
+    from simgen.run import out_lock
+
+    cfg = small_config(tmp_path, "n_images=2")
+    with out_lock(cfg.out):
+        with pytest.raises(ConfigError, match="another simgen run"):
+            render_dataset(cfg, **QUIET)
+    render_dataset(cfg, **QUIET)  # once the first is gone, the folder is usable and the lock is cleaned up
+    assert not (cfg.out / ".simgen.lock").exists() and (cfg.out / "manifest.json").exists()
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of the parent (not its process group) must not leave pool workers rendering into out."""
+    out = tmp_path / "orphans"
+    cmd = [sys.executable, "-m", "simgen.cli", "render", f"out={out}", "n_images=200", "width=64", "height=64", "workers=2", "progress=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out / ".simgen" / "parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not parts.is_dir() or len(list(parts.glob("*.json"))) < 2):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    time.sleep(1.0)
+    n = len(list(parts.glob("*.json")))
+    time.sleep(2.0)
+    assert len(list(parts.glob("*.json"))) == n, "orphaned workers kept writing after their parent was killed"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None, reason="hydra-ray-launcher not installed (pip install 'simgen[ray]')")

@@ -3,6 +3,7 @@ into ``annotations.json`` at the end. Every file is written under a temporary na
 killed run leaves either a finished file or none, and a rerun resumes from the parts on disk."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -68,7 +69,7 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
     image = {"id": image_id, "file_name": file_name, "width": rec.camera.width, "height": rec.camera.height,
              "seed": list(rec.seed), "K": rec.camera.K.tolist(), "world_to_camera": np.round(rec.world_to_cam, 9).tolist(),
              **extra_files,
-             "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "placement_retries") if k in rec.stats}}
+             "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "redraws", "redraw_reasons") if rec.stats.get(k) not in (None, [])}}
     anns = []
     for j, inst in enumerate(rec.instances):
         x0, y0, x1, y1 = inst.bbox_xyxy
@@ -84,37 +85,52 @@ def write_record(out: Path, rec: Record, cat_ids: dict[str, int], image_format: 
     """Write one record's files and its label part; returns the part."""
     s = stem(rec.index)
     file_name = f"images/{s}.{image_format}"
-    atomic_write(out / file_name, encode_image(rec.rgb, image_format, rec.jpeg_quality), durable=False)
+    files: dict[str, dict] = {}
+
+    def put(name: str, data: bytes) -> None:
+        atomic_write(out / name, data, durable=False)
+        # What resume checks before keeping this image: a file cut short by a crash fails it.
+        files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    put(file_name, encode_image(rec.rgb, image_format, rec.jpeg_quality))
     extra: dict[str, str] = {}
     if depth and rec.depth is not None:
         if depth == "png16":
             mm = np.clip(np.round(rec.depth * 1000.0), 0, 65535).astype(np.uint16)  # millimetres, 0 = no surface
             extra["depth_file"] = f"depth/{s}.png"
-            atomic_write(out / extra["depth_file"], cv2.imencode(".png", mm)[1].tobytes(), durable=False)
+            put(extra["depth_file"], cv2.imencode(".png", mm)[1].tobytes())
         else:
             import io
 
             buf = io.BytesIO()
             np.save(buf, rec.depth.astype(np.float32))
             extra["depth_file"] = f"depth/{s}.npy"
-            atomic_write(out / extra["depth_file"], buf.getvalue(), durable=False)
+            put(extra["depth_file"], buf.getvalue())
     if semantic:
         sem = np.zeros((rec.camera.height, rec.camera.width), np.uint8)
         for inst in rec.instances:
             sem[inst.mask] = cat_ids[inst.category]
         extra["semantic_file"] = f"semantic/{s}.png"
-        atomic_write(out / extra["semantic_file"], cv2.imencode(".png", sem)[1].tobytes(), durable=False)
-    part = record_entries(rec, cat_ids, file_name, extra)
+        put(extra["semantic_file"], cv2.imencode(".png", sem)[1].tobytes())
+    part = {**record_entries(rec, cat_ids, file_name, extra), "files": files}
     atomic_json(out / PARTS / f"{s}.json", part, durable=False)
     return part
 
 
-def done_indices(out: Path) -> set[int]:
-    """Indices whose label part (written last, after the image) is on disk and whole.
+def file_is(path: Path, expect: dict) -> bool:
+    """True when ``path`` has exactly the size and sha256 recorded when it was written."""
+    if path.stat().st_size != expect["bytes"]:
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == expect["sha256"]
 
-    After a kill every part on disk is whole. After a machine crash a part or an image it names can be
-    empty or cut short (they are not fsynced one by one): such a part is removed, so that image is
-    rendered again instead of ending up in a dataset that looks complete."""
+
+def done_indices(out: Path) -> set[int]:
+    """Indices whose label part (written last, after its files) is on disk, whole, and whose files are
+    byte for byte what was written (size and sha256 recorded in the part).
+
+    After a kill every part on disk is whole. After a machine crash, or a copy cut short, a part or a
+    file it names can be empty, truncated or changed (they are not fsynced one by one): such a part is
+    removed, so that image is rendered again instead of ending up in a dataset that looks complete."""
     d = out / PARTS
     if not d.is_dir():
         return set()
@@ -124,8 +140,9 @@ def done_indices(out: Path) -> set[int]:
             continue
         try:
             part = json.loads(p.read_text())
-            files = [part["image"]["file_name"]] + [part["image"][k] for k in ("depth_file", "semantic_file") if k in part["image"]]
-            whole = all((out / f).stat().st_size > 0 for f in files)
+            files = part["files"]
+            names = [part["image"]["file_name"]] + [part["image"][k] for k in ("depth_file", "semantic_file") if k in part["image"]]
+            whole = set(names) <= set(files) and all(file_is(out / f, files[f]) for f in names)
         except (OSError, ValueError, KeyError, TypeError):
             whole = False
         if whole:

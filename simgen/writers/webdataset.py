@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ import numpy as np
 
 from ..config import RenderConfig
 from . import coco
+from ..datasheet import write_dataset_docs
+from ..provenance import generation_sources
 
 
 def sample_payload(rec, cat_ids: dict[str, int], categories: list[str], image_format: str, depth: str | None) -> dict:
@@ -53,14 +54,20 @@ def _payloads(args):
 
 
 def render_webdataset(cfg: RenderConfig, shard_size: int = 1000, log=print) -> Path:
+    from ..run import begin, shard_out
+
+    with begin(cfg, log) as job:
+        if job is None:
+            return shard_out(cfg).out
+        return _write_tars(job, shard_size, log)
+
+
+def _write_tars(job, shard_size: int, log) -> Path:
     import webdataset as wds
     from tqdm import tqdm
 
-    from ..run import begin, config_hash, git_commit, shard_out, versions
+    from ..run import config_hash, git_commit, versions, worker_pool
 
-    job = begin(cfg, log)
-    if job is None:
-        return shard_out(cfg).out
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     tars = [indices[j:j + shard_size] for j in range(0, len(indices), shard_size)]
     names = [f"shard-{j:06d}.tar" for j in range(len(tars))]
@@ -68,13 +75,12 @@ def render_webdataset(cfg: RenderConfig, shard_size: int = 1000, log=print) -> P
     bar = tqdm(total=len(indices), initial=sum(len(tars[j]) for j in range(len(tars)) if j not in todo), unit="img",
                desc=f"render {cfg.scene.name} (webdataset)", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(max(1, cfg.workers), initializer=_init, initargs=(cfg,)) as pool:
+    with worker_pool(max(1, cfg.workers), _init, (cfg,)) as pool:
         for j in todo:
             tmp = cfg.out / f".{names[j]}.{os.getpid()}.tmp"
             with wds.TarWriter(str(tmp)) as sink:
                 chunks = [tars[j][k:k + 8] for k in range(0, len(tars[j]), 8)]
-                for res in pool.imap(_payloads, [(cfg, c, cat_ids, categories) for c in chunks]):  # ordered: tar order = index order
+                for res in pool.map(_payloads, [(cfg, c, cat_ids, categories) for c in chunks]):  # ordered: tar order = index order
                     for sample in res:
                         sink.write(sample)
                     bar.update(len(res))
@@ -85,8 +91,10 @@ def render_webdataset(cfg: RenderConfig, shard_size: int = 1000, log=print) -> P
     wall = time.perf_counter() - t0
     manifest = {"format": "webdataset", "shards": names, "n_images": len(indices), "categories": categories, "seed": cfg.seed,
                 "renderer": cfg.renderer, "images_per_second": round(sum(len(tars[j]) for j in todo) / wall, 3) if todo else None,
-                "versions": versions(), "git_commit": git_commit(), "state": {"config_hash": config_hash(cfg)}, "config": cfg.resolved}
+                "versions": versions(), "git_commit": git_commit(), "state": {"config_hash": config_hash(cfg)}, "config": cfg.resolved,
+                "sources": generation_sources(cfg)}
     coco.atomic_json(cfg.out / "manifest.json", manifest, indent=2)
+    write_dataset_docs(cfg.out, manifest)  # DATASHEET.md (no croissant.json: no annotations.json here)
     import shutil
 
     shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
