@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .data import load_coco, safe_path
 from .errors import DatasetError
+from .run import check_out
 from .writers.coco import atomic_json, flush_all
+from .datasheet import write_dataset_docs
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -43,6 +45,7 @@ def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path
             if im["id"] in ids:
                 raise DatasetError(f"image id {im['id']} is in both {ids[im['id']]} and {d}; a shard was given twice.")
             ids[im["id"]] = d
+    check_out(out)  # the render's ownership rule: never write into a non-empty folder that is not a simgen dataset
     if out.exists() and (out / "manifest.json").exists() and not overwrite:
         raise DatasetError(f"out={out} already holds a dataset; choose another folder or pass overwrite=true.")
     for name in ("manifest.json", "annotations.json"):
@@ -69,10 +72,11 @@ def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path
     manifest = {**m0, "n_images": len(images), "n_annotations": len(anns), "counts_per_category": total,
                 "shard": {"index": None, "count": 1}, "merged_from": [str(d) for d in dirs], "shard_counts": sorted(counts),
                 "objects_dropped": sum(m["objects_dropped"] for m in manifests),
-                "placement_retries": sum(m["placement_retries"] for m in manifests),
+                "scene_redraws": sum(m.get("scene_redraws", 0) for m in manifests),
                 "unsettled_scenes": sum(m["unsettled_scenes"] for m in manifests),
                 "annotations_sha256": __import__("hashlib").sha256((out / "annotations.json").read_bytes()).hexdigest()}
     if sorted(counts) == [len(dirs)] and len(images) != m0["config"]["n_images"]:
         raise DatasetError(f"merged {len(images)} images but the config asks for {m0['config']['n_images']}; a shard is missing.")
     atomic_json(out / "manifest.json", manifest, indent=2)
+    write_dataset_docs(out, manifest, merged)  # DATASHEET.md + croissant.json
     return out

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
 from .engine import (TrainerConfig, eval_transforms, predict, resolve_device, resumable, train, train_transforms,
                      trainer_config)
 from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
 from .guard import check_no_leak, dataset_identity, holdout_identity
+from ..datasheet import write_run_datasheet, write_utility_datasheet
 from .mix import MixedDataset, concat, share
 from .models import ModelConfig, build_model, model_config
 
@@ -64,6 +66,10 @@ class UtilityConfig:
     trtr: bool = True
 
 
+def _is_fraction(f) -> bool:
+    return isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1
+
+
 def _paths(v, key: str) -> tuple[Path, ...]:
     if v is None or v == "" or str(v).lower() == "none":
         return ()
@@ -78,38 +84,36 @@ def _paths(v, key: str) -> tuple[Path, ...]:
 
 
 def data_config(d: dict) -> DataConfig:
-    d = dict(d or {})
-    known = set(DataConfig.__dataclass_fields__) | {"name"}
-    extra = sorted(set(d) - known)
-    if extra:
-        raise ConfigError(f"data: unknown key(s) {extra}; known: {sorted(known)}.")
+    f = Fields(d, "data", (*DataConfig.__dataclass_fields__, "name"), example="dice")
+    d = dict(f.d)
+    frac = f.prob("synthetic_fraction", None) if d.get("synthetic_fraction") is not None else None
+    limit = None if d.get("holdout_limit") in (None, 0) else f.integer("holdout_limit", None, lo=0, example=10)
+    class_agnostic = f.flag("class_agnostic", False)
     holdout = d.get("holdout")
     if not holdout or str(holdout).lower() == "none":
         raise ConfigError("data.holdout is not set; pass data.holdout=<real COCO folder> (e.g. ../shared/holdouts/dice-real-50).")
     holdout = Path(str(holdout)).expanduser()
     if not (holdout / "annotations.json").is_file():
         raise DatasetError(f"holdout `{holdout}` has no annotations.json; pass data.holdout=<folder of real images with COCO annotations>.")
-    frac = d.get("synthetic_fraction")
-    if frac is not None and not 0 <= float(frac) <= 1:
-        raise ConfigError(f"data.synthetic_fraction={frac}; use a number in [0, 1] or null.")
     cm = d.get("category_map") or {}
     if not isinstance(cm, dict):
         raise ConfigError("data.category_map must be a mapping {training name: holdout name}.")
     cfg = DataConfig(synthetic=_paths(d.get("synthetic"), "data.synthetic"), real=_paths(d.get("real"), "data.real"), holdout=holdout,
-                     category_map=tuple(sorted((str(k), str(v)) for k, v in cm.items())), class_agnostic=bool(d.get("class_agnostic", False)),
-                     synthetic_fraction=None if frac is None else float(frac),
-                     holdout_limit=None if d.get("holdout_limit") in (None, 0) else int(d["holdout_limit"]))
+                     category_map=tuple(sorted((str(k), str(v)) for k, v in cm.items())), class_agnostic=class_agnostic,
+                     synthetic_fraction=frac, holdout_limit=limit)
     return cfg
 
 
 def job_config(d: dict) -> Job:
+    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "", ("model", "trainer", "data", "out", "seed", "utility"))
+    seed = top.integer("seed", 0, lo=0, hi=SEED_MAX)
     for k in ("model", "trainer", "data"):
         if not isinstance(d.get(k), dict):
             raise ConfigError(f"config has no `{k}` group; compose conf/train.yaml (simgen train) or pass {k}=<option>.")
     out = d.get("out")
     if not out:
         raise ConfigError("out is not set; pass out=<folder for checkpoints and reports>.")
-    job = Job(model_config(d["model"]), trainer_config(d["trainer"]), data_config(d["data"]), Path(str(out)), int(d.get("seed", 0)),
+    job = Job(model_config(d["model"]), trainer_config(d["trainer"]), data_config(d["data"]), Path(str(out)), seed,  # type: ignore[arg-type]
               resolved={k: v for k, v in d.items() if k != "hydra"})
     if not job.data.synthetic and not job.data.real:
         raise ConfigError("no training data: pass data.synthetic=<folder> (or a list [a,b]) and/or data.real=<folder>.")
@@ -118,14 +122,20 @@ def job_config(d: dict) -> Job:
 
 def utility_config(d: dict) -> UtilityConfig:
     job = job_config(d)
-    u = dict(d.get("utility") or {})
-    fr = tuple(float(f) for f in (u.get("fractions") or ()))
-    if any(not 0 < f < 1 for f in fr):
-        raise ConfigError(f"utility.fractions={list(fr)}: mixes need fractions strictly between 0 and 1 (TSTR is 1, TRTR is 0).")
-    seeds = tuple(int(s) for s in (u.get("seeds") or (job.seed,)))
+    uf = Fields(d.get("utility"), "utility", ("fractions", "seeds", "tstr", "trtr"))
+    u = uf.d
+    fr = u.get("fractions") or ()
+    if not isinstance(fr, (list, tuple)) or not all(_is_fraction(f) for f in fr):
+        raise bad_value("utility.fractions", "a list of synthetic fractions strictly between 0 and 1 (TSTR is 1, TRTR is 0)", fr, [0.3, 0.5, 0.7])
+    fr = tuple(float(f) for f in fr)
+    seeds = u.get("seeds") or (job.seed,)
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if not isinstance(seeds, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds):
+        raise bad_value("utility.seeds", "a list of integers >= 0", u.get("seeds"), [0, 1, 2])
+    seeds = tuple(seeds)
     if not job.data.synthetic:
         raise ConfigError("simgen utility needs synthetic data: pass data.synthetic=<folder rendered by simgen render>.")
-    return UtilityConfig(job, fr, seeds, bool(u.get("tstr", True)), bool(u.get("trtr", True)))
+    return UtilityConfig(job, fr, seeds, uf.flag("tstr", True), uf.flag("trtr", True))
 
 
 # ---------------------------------------------------------------------------- data
@@ -272,6 +282,7 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
         "config": job.resolved,
     }
     write_json(out / "provenance.json", json.loads(json.dumps(provenance, default=str)))
+    write_run_datasheet(out, provenance, entry)  # DATASHEET.md: datasets + hashes, holdout, guard, model, metrics
     write_json(metrics_file, {"settings_hash": key, "entry": entry, "metrics": metrics})
     log(f"{name} (seed {seed}): mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  ({res.steps} steps, {res.minutes:.1f} min)")
     return entry
@@ -312,6 +323,7 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     (job.out / "report.md").write_text(f"# Sim-to-real utility on `{job.data.holdout}`\n\nmodel `{job.model.name}` at {job.model.input_size} px, "
                                        f"budget {job.trainer.budget()} per run, seeds {list(u.seeds)}\n\n{md}\n")
     plot(runs, summary, job.out / "map_vs_fraction.png")
+    write_utility_datasheet(job.out, report)
     return report
 
 
