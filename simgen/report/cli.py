@@ -1,0 +1,87 @@
+"""`simgen report` as a Hydra task: the composed config (a plain dict) in, a report folder and an exit code out."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+USAGE = "simgen report data.synthetic=<dir> data.real=<dir> out=<dir>"
+
+
+def _folder(d: dict[str, Any], key: str) -> Path:
+    value = (d.get("data") or {}).get(key)
+    if isinstance(value, (list, tuple)):  # data.synthetic=[a] as in `simgen train`; one folder per side here
+        if len(value) != 1:
+            raise ConfigError(f"data.{key} takes one folder for a report, got {len(value)}; merge them first (`simgen merge`).")
+        value = value[0]
+    if not value:
+        raise ConfigError(f"data.{key} is required: {USAGE}")
+    return Path(str(value))
+
+
+def _check_options(d: dict[str, Any], r: dict[str, Any]) -> tuple[int, int | None]:
+    """Type and range of every report.* scalar, and no keys that conf/report.yaml does not have (one line each)."""
+    from omegaconf import OmegaConf
+
+    from ..config import SEED_MAX, Fields
+
+    from ..cli import conf_dir
+
+    known = OmegaConf.to_container(OmegaConf.load(conf_dir() / "report.yaml"))
+    Fields({k: v for k, v in d.items() if k != "hydra"}, "", [k for k in known if k not in ("defaults", "hydra")])  # type: ignore[union-attr]
+    Fields(d.get("data"), "data", ("synthetic", "real"))
+    f = Fields(r, "report", known.get("report") or {})  # type: ignore[union-attr]
+    f.flag("progress", True)
+    for key, default in (("similarity_pass", 0.8), ("similarity_warn", 0.6)):
+        f.prob(key, default)
+    f.number("margin_warn_px", 1.5, lo=0)
+    return f.integer("seed", 0, lo=0, hi=SEED_MAX), f.integer("max_images", None, lo=1, optional=True, example=200)  # type: ignore[return-value]
+
+
+def report_context(d: dict[str, Any]):
+    """The ReportContext for a composed config; loads and samples both sides (DatasetError on bad input)."""
+    from .build import FAIL_ON, load_side
+    from .model import ReportContext
+
+    r = dict(d.get("report") or {})
+    if r.get("fail_on", "fail") not in FAIL_ON:
+        raise ConfigError(f"report.fail_on must be one of {', '.join(FAIL_ON)}, not `{r.get('fail_on')}`.")
+    if not d.get("out"):
+        raise ConfigError(f"out is required: {USAGE}")
+    seed, max_images = _check_options(d, r)
+    run = Path(r["run"]) if r.get("run") else None
+    if run is not None and not run.is_dir():
+        raise ConfigError(f"report.run `{run}` is not a folder; pass a `simgen train` or `simgen utility` output folder.")
+    weights = Path(r["weights"]) if r.get("weights") else None
+    features = r.get("features") or ["stats"]
+    features = [features] if isinstance(features, str) else list(features)
+    if r.get("sections") is not None:  # validated here so that a typo fails before any work
+        from .build import section_functions
+
+        r["sections"] = [r["sections"]] if isinstance(r["sections"], str) else list(r["sections"])
+        unknown = sorted(set(r["sections"]) - {k for k, _ in section_functions()})
+        if unknown:
+            raise ConfigError(f"unknown report.sections {unknown}; known: {', '.join(k for k, _ in section_functions())}.")
+    options = {k: v for k, v in r.items() if k not in ("run", "features", "weights", "seed", "progress")}
+    return ReportContext(real=load_side("real", _folder(d, "real"), max_images, seed),
+                         synthetic=load_side("synthetic", _folder(d, "synthetic"), max_images, seed),
+                         out=Path(str(d["out"])), seed=seed, run=run, features=tuple(features), weights=weights,
+                         progress=bool(r.get("progress", True)), options=options)
+
+
+def report_task(d: dict[str, Any]) -> None:
+    """Build the report, print where it is and the verdict, then exit 1 when the verdict reaches report.fail_on."""
+    from .build import build_report, exit_code
+
+    ctx = report_context(d)
+    report = build_report(ctx)
+    fail_on = (d.get("report") or {}).get("fail_on", "fail")
+    c = report["counts"]
+    print(f"report: {ctx.out / 'report.html'}  verdict: {report['verdict'].upper()} "
+          f"({c['pass']} pass, {c['warn']} warn, {c['fail']} fail)")
+    code = exit_code(report, fail_on)
+    if code:
+        sys.stdout.flush()
+        raise SystemExit(code)

@@ -1,0 +1,359 @@
+"""Distances between a real and a synthetic feature set, each beside its real-vs-real noise floor.
+
+Pure numpy / scikit-learn. With ~50 real images FID is meaningless (it needs n >> feature dimension),
+so: KID (unbiased MMD^2, cubic polynomial kernel), PRDC (Naeem et al. 2020) and a cross-validated
+two-sample classifier (0.5 AUC = indistinguishable). Every number is printed beside the same number for
+two random halves of the real set, or it cannot be told from noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from scipy.spatial.distance import cdist
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .features import EXTRACT_ERRORS
+
+
+# ---------------------------------------------------------------------------- normalisation
+
+
+def normalize(real: np.ndarray, syn: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Scale both sets with the REAL set's statistics, so the real set defines the units.
+
+    ``per_dim`` (hand-made statistics in unrelated units): z-score each column, a column constant on the
+    real side gets std 1 rather than infinity. Otherwise (network features, whose geometry the network
+    defines): centre and divide by one scalar, the real set's mean per-column std, so near-constant random
+    channels are not blown up into noise."""
+    mu = real.mean(0)
+    sd = real.std(0)
+    if per_dim:
+        sd = np.where(sd > 1e-8 * max(1.0, float(np.abs(mu).max(initial=0))), sd, 1.0)
+    else:
+        sd = np.full_like(mu, max(float(sd.mean()), 1e-12))
+    return ((real - mu) / sd).astype(np.float64), ((syn - mu) / sd).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------- KID
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with the KID kernel k(a, b) = (a.b / d + 1)^3 (Binkowski et al. 2018)."""
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+    m, n = len(x), len(y)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
+
+
+@dataclass(frozen=True)
+class KID:
+    mean: float
+    ci95: tuple[float, float]  # bootstrap over the subset values: uncertainty of the mean at this subset size
+    std: float  # spread of single-subset values
+    subset_size: int
+    n_subsets: int
+
+
+def kid(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, subset_size: int = 1000, n_subsets: int = 100) -> KID:
+    """KID over random subsets (without replacement) of size min(len(x), len(y), subset_size)."""
+    m = int(min(len(x), len(y), subset_size))
+    vals = np.array([mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
+                     for _ in range(n_subsets)])
+    boots = np.array([rng.choice(vals, len(vals)).mean() for _ in range(1000)])
+    return KID(float(vals.mean()), (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))), float(vals.std()), m, n_subsets)
+
+
+# ---------------------------------------------------------------------------- PRDC
+
+
+def knn_radii(x: np.ndarray, k: int, chunk: int = 512) -> np.ndarray:
+    """Distance of each point to its k-th nearest neighbour in its own set (itself excluded).
+
+    scipy's cdist (sqrt of summed squared differences) rather than a k-d tree or the dot-product formula:
+    every distance in PRDC then comes from the same arithmetic, so a point at exactly the radius (ties,
+    duplicates) compares equal instead of missing the ball by a rounding error. Chunked: O(chunk * n) memory."""
+    k = min(k, len(x) - 1)
+    return np.concatenate([np.partition(cdist(x[i:i + chunk], x), k, axis=1)[:, k] for i in range(0, len(x), chunk)])
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN balls.
+
+    Memory: one (n_real, n_fake) distance matrix; fine up to a few thousand images per side.
+
+    Uses ``<=`` where the reference ``prdc`` package uses a strict ``<``: with ``<`` a synthetic image that
+    duplicates a real one (distance 0) and a real image whose k-th neighbour is a duplicate (radius 0) count
+    as outside every ball, so identical sets score density = coverage = 0. With ``<=`` identical sets score
+    precision = recall = coverage = 1 and density = (k + 1) / k (each point also lies in its own ball);
+    independent samples of one distribution score density ~1."""
+    rr, fr = knn_radii(real, k), knn_radii(fake, k)
+    d = cdist(real, fake)  # (n_real, n_fake)
+    inside = d <= rr[:, None]
+    return {"precision": float(inside.any(0).mean()), "recall": float((d <= fr[None, :]).any(1).mean()),
+            "density": float(inside.sum(0).mean() / k), "coverage": float((d.min(1) <= rr).mean())}
+
+
+# ---------------------------------------------------------------------------- noise floor
+
+
+def floor_and_matched(real: np.ndarray, syn: np.ndarray, rng: np.random.Generator, splits: int = 10, k: int = 5,
+                      n_subsets: int = 50) -> dict[str, dict[str, tuple[float, float]]]:
+    """Real-vs-real (random halves A, B) and, like with like, real half A vs a synthetic sample of |B|.
+
+    Both use the same split and the same set sizes, so their difference is the synthetic gap alone.
+    Returns {"floor": {metric: (mean, std)}, "matched": {metric: (mean, std)}}."""
+    half = len(real) // 2
+    rows: dict[str, list[dict[str, float]]] = {"floor": [], "matched": []}
+    for _ in range(splits):
+        perm = rng.permutation(len(real))
+        a, b = real[perm[:half]], real[perm[half:2 * half]]
+        s = syn[rng.choice(len(syn), min(half, len(syn)), replace=False)]
+        for key, other in (("floor", b), ("matched", s)):
+            rows[key].append({"kid": kid(a, other, rng, half, n_subsets).mean, **prdc(a, other, min(k, half - 1))})
+    return {key: {m: (float(np.mean([r[m] for r in rs])), float(np.std([r[m] for r in rs]))) for m in rs[0]} for key, rs in rows.items()}
+
+
+def kid_check_threshold(floor: tuple[float, float]) -> float:
+    """KID that still counts as noise: floor mean + 2 std (never below a tiny positive number)."""
+    return max(floor[0] + 2 * floor[1], 1e-9)
+
+
+# ---------------------------------------------------------------------------- two-sample classifier
+
+
+@dataclass(frozen=True)
+class Detection:
+    auc: float
+    null_std: float  # std of the AUC of a useless classifier at these sizes (Mann-Whitney)
+    p_syn: np.ndarray  # out-of-fold P(synthetic) of each synthetic image used (index into the synthetic set)
+    syn_index: np.ndarray
+    # (feature, permutation importance in AUC, standardized coef, AUC of that feature alone folded to >= 0.5)
+    importances: list[tuple[str, float, float, float]]
+
+
+def balanced_syn(n_real: int, n_syn: int, rng: np.random.Generator, ratio: int = 4) -> np.ndarray:
+    return np.sort(rng.choice(n_syn, min(n_syn, ratio * n_real), replace=False))
+
+
+def detect(real: np.ndarray, syn: np.ndarray, rng: np.random.Generator, names: tuple[str, ...] | None = None,
+           folds: int = 5, repeats: int = 5) -> Detection:
+    """Cross-validated ROC AUC (5 stratified folds) of logistic regression telling real (0) from synthetic (1).
+
+    Synthetic is subsampled to <= 4x real and the classes are weighted to balance. With ``names`` also
+    permutation importances on the held-out folds (AUC lost when a column is shuffled) and the coefficients
+    of a model on all data (standardized columns: comparable sizes; sign > 0 = pushes towards synthetic)."""
+    idx = balanced_syn(len(real), len(syn), rng)
+    X = np.vstack([real, syn[idx]])
+    y = np.r_[np.zeros(len(real), int), np.ones(len(idx), int)]
+    seed = int(rng.integers(2**31))
+    model = lambda: make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, C=1.0))  # noqa: E731
+    oof = np.zeros(len(y))
+    perm_imp = np.zeros(X.shape[1])
+    # Identical rows (an image in both sets) share a group and so a fold: split across folds, the model
+    # learns the twin's opposite label and scores far below chance (identical sets would give AUC ~0.1).
+    _, groups = np.unique(X, axis=0, return_inverse=True)
+    cv = StratifiedGroupKFold(min(folds, len(real)), shuffle=True, random_state=seed)
+    for tr, te in cv.split(X, y, groups.ravel()):
+        clf = model().fit(X[tr], y[tr])
+        oof[te] = clf.predict_proba(X[te])[:, 1]
+        if names is not None:
+            perm_imp += _permutation_importance(clf, X[te], y[te], rng, repeats)
+    auc = float(roc_auc_score(y, oof))
+    n0, n1 = len(real), len(idx)
+    imps: list[tuple[str, float, float, float]] = []
+    if names is not None:
+        coef = model().fit(X, y)[-1].coef_[0]
+        uni = [max(a, 1 - a) for a in (roc_auc_score(y, X[:, j]) if np.ptp(X[:, j]) > 0 else 0.5 for j in range(X.shape[1]))]
+        imps = sorted(zip(names, (perm_imp / folds).tolist(), coef.tolist(), uni), key=lambda t: (-round(t[1], 3), -t[3]))
+    return Detection(auc, float(np.sqrt((n0 + n1 + 1) / (12 * n0 * n1))), oof[len(real):], idx, imps)
+
+
+def _permutation_importance(clf, X: np.ndarray, y: np.ndarray, rng: np.random.Generator, repeats: int) -> np.ndarray:
+    if len(np.unique(y)) < 2:
+        return np.zeros(X.shape[1])
+    base = roc_auc_score(y, clf.predict_proba(X)[:, 1])
+    out = np.zeros(X.shape[1])
+    for j in range(X.shape[1]):
+        for _ in range(repeats):
+            Xp = X.copy()
+            Xp[:, j] = Xp[rng.permutation(len(X)), j]
+            out[j] += (base - roc_auc_score(y, clf.predict_proba(Xp)[:, 1])) / repeats
+    return out
+
+
+def real_vs_real_auc(real: np.ndarray, rng: np.random.Generator, splits: int = 5) -> tuple[float, float]:
+    """The classifier on two random halves of the real set: what 'indistinguishable' scores here."""
+    vals = []
+    for _ in range(splits):
+        perm = rng.permutation(len(real))
+        h = len(real) // 2
+        vals.append(detect(real[perm[:h]], real[perm[h:2 * h]], rng).auc)
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+# ---------------------------------------------------------------------------- the report section
+
+
+def _space(ctx, name: str) -> list[tuple]:
+    from .features import extract
+
+    return extract(ctx, name)
+
+
+def measure(real_f, syn_f, rng: np.random.Generator, k: int = 5, splits: int = 10) -> dict:
+    """Every number of one feature space: full-set KID/PRDC, matched and floor, classifier."""
+    r, s = normalize(real_f.X, syn_f.X, per_dim=real_f.names is not None)
+    full_kid = kid(r, s, rng)
+    fm = floor_and_matched(r, s, rng, splits, k)
+    det = detect(r, s, rng, real_f.names)
+    return {"name": real_f.name, "sha": real_f.sha, "dim": int(r.shape[1]), "kid": full_kid.mean, "kid_ci95": full_kid.ci95,
+            "kid_subset_size": full_kid.subset_size, **prdc(r, s, k), "auc": det.auc, "auc_null_std": det.null_std,
+            "auc_floor": real_vs_real_auc(r, rng), "floor": fm["floor"], "matched": fm["matched"], "detection": det}
+
+
+def _avg(ms: list[dict], key: str, sub: str | None = None) -> tuple[float, float]:
+    """Mean over seeds and the spread between seeds (0 for one seed)."""
+    v = np.array([(m[sub][key][0] if sub else m[key]) for m in ms], float)
+    return float(v.mean()), float(v.std())
+
+
+def _pm(t: tuple[float, float], fmt: str = ".4f") -> str:
+    return f"{t[0]:{fmt}} ± {t[1]:{fmt}}"
+
+
+def _checks(label: str, ms: list[dict]) -> list:
+    from .model import Check, graded
+
+    kid_m = _avg(ms, "kid", "matched")[0]
+    floor = (_avg(ms, "kid", "floor")[0], float(np.mean([m["floor"]["kid"][1] for m in ms])))  # seed-averaged mean, std
+    thr = kid_check_threshold(floor)
+    st = "pass" if kid_m <= thr else "warn" if kid_m <= 5 * thr else "fail"
+    out = [Check(f"{label}: KID vs real-vs-real floor", kid_m, st, f"pass <= floor mean + 2 std = {thr:.4g}, warn <= 5x that, else fail",
+                 "KID of a real half vs an equal-size synthetic sample, next to two real halves; above the floor the synthetic "
+                 "images sit measurably apart from the real ones in this feature space.")]
+    cov, cov_floor = _avg(ms, "coverage", "matched")[0], _avg(ms, "coverage", "floor")[0]
+    cov_std = float(np.mean([m["floor"]["coverage"][1] for m in ms]))
+    out.append(graded(f"{label}: coverage of the real set", cov, cov_floor - 2 * cov_std, (cov_floor - 2 * cov_std) / 2,
+                      detail="share of real images with a synthetic image inside their k-NN ball (matched sizes), vs the real-vs-real "
+                             f"floor {cov_floor:.3f} ± {cov_std:.3f}; low = parts of the real world nothing synthetic resembles."))
+    auc = _avg(ms, "auc")[0]
+    null = float(np.mean([m["auc_null_std"] for m in ms]))
+    out.append(graded(f"{label}: real-vs-synthetic classifier AUC", auc, max(0.55, 0.5 + 2 * null), 0.75, higher_is_better=False,
+                      detail="cross-validated AUC of logistic regression telling real from synthetic; 0.5 = indistinguishable, "
+                             "1.0 = every synthetic image is given away by these features."))
+    return out
+
+
+def _table(label: str, ms: list[dict]) -> "object":
+    from .model import Table
+
+    def split(key: str, sub: str, fmt: str) -> str:  # seed-averaged mean ± seed-averaged std over the splits
+        return f"{np.mean([m[sub][key][0] for m in ms]):{fmt}} ± {np.mean([m[sub][key][1] for m in ms]):{fmt}}"
+
+    def full(key: str, fmt: str) -> str:
+        return _pm(_avg(ms, key), fmt) if len(ms) > 1 else f"{ms[0][key]:{fmt}}"
+
+    ci = ms[0]["kid_ci95"]
+    rows = [("KID", full("kid", ".4g") + ("" if len(ms) > 1 else f" (95% CI {ci[0]:.4g}..{ci[1]:.4g})"),
+             split("kid", "matched", ".4g"), split("kid", "floor", ".4g"))]
+    for key in ("precision", "recall", "density", "coverage"):
+        rows.append((key, full(key, ".3f"), split(key, "matched", ".3f"), split(key, "floor", ".3f")))
+    af = (np.mean([m["auc_floor"][0] for m in ms]), np.mean([m["auc_floor"][1] for m in ms]))
+    rows.append(("classifier AUC", full("auc", ".3f"), "", f"{af[0]:.3f} ± {af[1]:.3f} (ideal 0.5; a useless classifier's std at the "
+                                                         f"full sizes {np.mean([m['auc_null_std'] for m in ms]):.3f})"))
+    seeds = f"; first column mean ± spread over {len(ms)} seeds" if len(ms) > 1 else ""
+    return Table(f"{label}: real vs synthetic{seeds}", ("metric", "all real vs all synthetic", "real half vs equal-size synthetic sample (mean ± std over splits)",
+                                                       "real half vs other real half (noise floor, mean ± std over splits)"), tuple(rows))
+
+
+def pca_figure(ctx, real_f, syn_f, path_name: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    from .model import Figure
+
+    r, s = normalize(real_f.X, syn_f.X, per_dim=real_f.names is not None)
+    z = PCA(2, random_state=0).fit(np.vstack([r, s]))
+    zr, zs = z.transform(r), z.transform(s)
+    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=110)
+    ax.scatter(zs[:, 0], zs[:, 1], s=8, alpha=0.5, label=f"synthetic ({len(s)})")
+    ax.scatter(zr[:, 0], zr[:, 1], s=14, alpha=0.8, marker="^", label=f"real ({len(r)})")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend()
+    ax.set_title(real_f.name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(ctx.figures / path_name)
+    plt.close(fig)
+    return Figure(f"figures/{path_name}", f"{real_f.name}: first two principal components of real and synthetic features "
+                                          "(scaled by the real set); separated clouds = a visible domain gap.")
+
+
+def giveaway_figures(ctx, label: str, m: dict) -> list:
+    """Synthetic images the classifier finds most and least synthetic (out-of-fold P(synthetic))."""
+    from .features import contact_sheet, side_paths
+    from .model import Figure
+
+    det: Detection = m["detection"]
+    paths = side_paths(ctx.synthetic)
+    order = np.argsort(-det.p_syn)
+    figs = []
+    for which, sel in (("most-synthetic", order[:12]), ("most-real", order[::-1][:12])):
+        ps = [paths[det.syn_index[i]] for i in sel]
+        name = f"features_{label}_{which}.png".replace("/", "_")
+        contact_sheet(ps, [f"P(syn) {det.p_syn[i]:.2f} {p.name}" for i, p in zip(sel, ps)], ctx.figures / name)
+        figs.append(Figure(f"figures/{name}", f"{label}: the synthetic images the real-vs-synthetic classifier finds "
+                                              f"{'most obviously synthetic' if which == 'most-synthetic' else 'most real-looking'}."))
+    return figs
+
+
+def feature_section(ctx) -> "object":
+    """KID, PRDC and the two-sample classifier for each extractor in ctx.features, beside real-vs-real floors."""
+    from threadpoolctl import threadpool_limits
+
+    from .model import Check, Section, Table
+
+    rng = np.random.default_rng([ctx.seed, 7])
+    k = int(ctx.options.get("prdc_k", 5))
+    checks, tables, figures, data = [], [], [], {}
+    with threadpool_limits(1):  # BLAS threads fight over a small shared machine like torch threads do
+        for name in ctx.features:
+            try:
+                pairs = _space(ctx, name)
+            except EXTRACT_ERRORS as e:
+                checks.append(Check(f"{name}: features", None, "warn", "", f"not computed: {e}"))
+                continue
+            ms = [measure(fr, fs, rng, k) for fr, fs in pairs]
+            checks += _checks(name, ms)
+            tables.append(_table(name, ms))
+            figures.append(pca_figure(ctx, *pairs[0], f"features_pca_{name}.png"))
+            figures += giveaway_figures(ctx, name, ms[0])
+            imps = ms[0]["detection"].importances
+            if imps:
+                tables.append(Table(f"{name}: what gives synthetic images away (top 10)",
+                                    ("statistic", "AUC lost when shuffled", "standardized coefficient (+ = synthetic)", "AUC of it alone",
+                                     "real mean", "synthetic mean"),
+                                    tuple((n, round(i, 4), round(c, 3), round(u, 3), *_means(pairs[0], n)) for n, i, c, u in imps[:10])))
+            data[name] = [{kk: v for kk, v in m.items() if kk != "detection"} | {"importances": m["detection"].importances} for m in ms]
+            if name == "detector":
+                from .features import detector_choice
+
+                data["detector_checkpoint"] = detector_choice(ctx)
+    worst = [c for c in checks if c.status in ("warn", "fail")]
+    summary = (f"Feature spaces {', '.join(ctx.features)}: " + (f"{len(worst)} of {len(checks)} checks warn or fail; "
+               "synthetic images are measurably apart from the real ones." if worst else "synthetic images are within real-vs-real noise."))
+    return Section("features", "Feature-space fidelity (KID, PRDC, classifier)", summary, tuple(checks), tuple(figures), tuple(tables), data)
+
+
+def _means(pair: tuple, col: str) -> tuple[float, float]:
+    fr, fs = pair
+    j = fr.names.index(col)
+    return round(float(fr.X[:, j].mean()), 4), round(float(fs.X[:, j].mean()), 4)

@@ -1,0 +1,329 @@
+"""Feature extractors for the report: every image of a list -> one row of a matrix.
+
+Nothing here downloads anything. Extractors:
+  stats       a hand-made vector of image statistics (named columns), the one a person can read
+  random_cnn  ResNet-18 with fixed-seed random weights (Lee et al. 2022, arXiv 2208.09218: random CNNs
+              are about as good as trained ones for evaluating generated images), one Features per seed
+  detector    the pooled FPN features of the user's own `simgen train` model
+  weights     a local torchvision ResNet-18/50 state_dict (ctx.weights)
+Each result carries ``sha``: a hash of the extractor's source code, its seed and its weights bytes, so
+the report says exactly which feature space a number was measured in.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..errors import SimgenError
+
+CNN_SIZE = 128  # px; resnet18 at 128 px runs ~45 img/s on one CPU thread (224 px: ~18 img/s)
+CNN_SEEDS = (0, 1, 2)
+BATCH = 32
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass(frozen=True)
+class Features:
+    name: str  # e.g. "stats", "random_cnn/seed0"
+    sha: str  # identifies the extractor exactly (code + seed + weights)
+    X: np.ndarray  # (n, d) float32, rows in the order of the paths given
+    names: tuple[str, ...] | None = None  # column names (stats only)
+
+
+def _sha(*parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+    return h.hexdigest()[:16]
+
+
+def _progress(it, total: int, desc: str, show: bool):
+    if not show:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, leave=False)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch at one thread: on a small shared machine more threads collapse throughput."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+# ---------------------------------------------------------------------------- image statistics
+
+HIST_BINS = 4  # a small colour histogram: 4 bins per RGB channel (marginals; a joint 4x4x4 would be 64 sparse columns)
+STAT_NAMES = (
+    "brightness", "contrast", "colourfulness", "lab_L", "lab_a", "lab_b", "log_sharpness", "noise_sigma",
+    "jpeg_quality", "spectrum_slope", "edge_density", "saturation",
+    *(f"hist_{c}{i}" for c in "rgb" for i in range(HIST_BINS)),
+)
+
+
+def jpeg_quality(img: Image.Image) -> float:
+    """Estimate the libjpeg quality from the luma quantisation table (100 when not a JPEG)."""
+    q = getattr(img, "quantization", None)
+    if not q or 0 not in q:
+        return 100.0
+    std = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+    table = np.array(q[0], np.float64)
+    # IJG scaling: table = (std * s + 50) / 100, s = 5000/Q (Q < 50) or 200 - 2Q. Invert with the mean ratio
+    # (PIL gives the table in zigzag order and the standard table is in natural order; the mean is order-free).
+    s = 100.0 * table.mean() / std.mean()
+    quality = 5000.0 / s if s > 100 else (200.0 - s) / 2.0
+    return float(np.clip(quality, 1, 100))
+
+
+def noise_sigma(gray: np.ndarray) -> float:
+    """Immerkaer (1996) fast noise variance estimate: a Laplacian-difference kernel that cancels structure."""
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    h, w = gray.shape
+    conv = cv2.filter2D(gray, cv2.CV_32F, k)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(conv).sum() / (6.0 * (w - 2) * (h - 2)))
+
+
+def spectrum_slope(gray: np.ndarray) -> float:
+    """Slope of the log radial power spectrum vs log frequency (~-2 for natural images; flatter = noisier)."""
+    g = cv2.resize(gray, (256, 256), interpolation=cv2.INTER_AREA)
+    g = (g - g.mean()) * np.outer(np.hanning(256), np.hanning(256))
+    p = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+    yy, xx = np.indices(p.shape)
+    r = np.hypot(yy - 128, xx - 128).astype(int)
+    radial = np.bincount(r.ravel(), p.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+    f = np.arange(4, 120)  # skip DC / lowest bins and the corners
+    return float(np.polyfit(np.log(f), np.log(radial[f] + 1e-12), 1)[0])
+
+
+def image_stats(path: Path) -> np.ndarray:
+    """The ``STAT_NAMES`` vector of one image (computed at most 640 px on the long side for speed)."""
+    with Image.open(path) as pil:
+        q = jpeg_quality(pil)
+        rgb = np.asarray(pil.convert("RGB"))
+    scale = 640 / max(rgb.shape[:2])
+    if scale < 1:
+        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    f = rgb.astype(np.float32) / 255.0
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b  # Hasler & Suesstrunk (2003) colourfulness
+    colourful = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+    lab = cv2.cvtColor(f, cv2.COLOR_RGB2LAB)
+    sharp = np.log(cv2.Laplacian(gray, cv2.CV_32F).var() + 1e-6)
+    edges = cv2.Canny(gray.astype(np.uint8), 100, 200).mean() / 255.0
+    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].mean() / 255.0
+    hist = [np.histogram(rgb[..., c], bins=HIST_BINS, range=(0, 256))[0] / rgb[..., c].size for c in range(3)]
+    v = [gray.mean() / 255, gray.std() / 255, colourful, *lab.reshape(-1, 3).mean(0), sharp, noise_sigma(gray), q,
+         spectrum_slope(gray), edges, sat, *np.concatenate(hist)]
+    return np.asarray(v, np.float32)
+
+
+def stats(paths: Sequence[Path], progress: bool = False) -> Features:
+    X = np.stack([image_stats(p) for p in _progress(paths, len(paths), "image stats", progress)]) if len(paths) else np.zeros((0, len(STAT_NAMES)), np.float32)
+    src = inspect.getsource(image_stats) + inspect.getsource(noise_sigma) + inspect.getsource(spectrum_slope) + inspect.getsource(jpeg_quality)
+    return Features("stats", _sha(src, STAT_NAMES), X, STAT_NAMES)
+
+
+# ---------------------------------------------------------------------------- networks
+
+
+def thumbnails(paths: Sequence[Path], size: int, progress: bool = False, desc: str = "load") -> np.ndarray:
+    """(n, size, size, 3) uint8, each image squashed to a square (aspect is a property we want to see too)."""
+    out = np.zeros((len(paths), size, size, 3), np.uint8)
+    for i, p in enumerate(_progress(paths, len(paths), desc, progress)):
+        with Image.open(p) as im:
+            im.draft("RGB", (size * 2, size * 2))  # JPEG DCT-domain downscale: much faster decode
+            out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+    return out
+
+
+def _run_net(net, thumbs: np.ndarray, progress: bool, desc: str) -> np.ndarray:
+    import torch
+
+    net.eval()
+    rows = []
+    batches = range(0, len(thumbs), BATCH)
+    with one_thread(), torch.inference_mode():
+        for i in _progress(batches, len(batches), desc, progress):
+            x = (thumbs[i:i + BATCH].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+            rows.append(net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).float().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+
+def _resnet_trunk(net):
+    from torch import nn
+
+    net.fc = nn.Identity()  # output = global-average-pooled penultimate features
+    return net
+
+
+def random_cnn(paths: Sequence[Path], seeds: Sequence[int] = CNN_SEEDS, size: int = CNN_SIZE, progress: bool = False,
+               thumbs: np.ndarray | None = None) -> list[Features]:
+    """One Features per seed: ResNet-18 with torch.manual_seed(seed) random init, eval-mode BN, GAP features."""
+    import torch
+    from torchvision.models import resnet18
+
+    thumbs = thumbnails(paths, size, progress) if thumbs is None else thumbs
+    out = []
+    for s in seeds:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(s)
+        net = _resnet_trunk(resnet18(weights=None))
+        torch.random.set_rng_state(state)  # leave the caller's torch RNG as it was
+        wsha = _sha(*(t.numpy().tobytes() for t in net.state_dict().values()))
+        X = _run_net(net, thumbs, progress, f"random cnn seed {s}")
+        out.append(Features(f"random_cnn/seed{s}", _sha("resnet18", size, s, wsha), X.astype(np.float32)))
+    return out
+
+
+def weights(paths: Sequence[Path], path: Path, progress: bool = False, size: int = 224) -> Features:
+    """A local torchvision ResNet-18/50 state_dict (never downloads); GAP features of the last stage."""
+    import torch
+    from torchvision.models import resnet18, resnet50
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    arch = resnet50 if any(k.endswith("conv3.weight") for k in state) else resnet18
+    n_cls = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
+    net = arch(weights=None, num_classes=n_cls)
+    net.load_state_dict(state)
+    X = _run_net(_resnet_trunk(net), thumbnails(paths, size, progress), progress, f"{arch.__name__} weights")
+    return Features(f"weights/{arch.__name__}", _sha(arch.__name__, size, Path(path).read_bytes()), X.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------- the user's detector
+
+
+def best_checkpoint(run: Path) -> tuple[Path, str]:
+    """The checkpoint of a `simgen train` folder, or of the best arm (by metrics.json mAP) of a `simgen utility` folder."""
+    run = Path(run)
+    if (run / "checkpoint.pt").is_file():
+        return run, "the train run itself"
+    scored = []
+    for m in sorted(run.glob("**/metrics.json")):
+        if (m.parent / "checkpoint.pt").is_file():
+            try:
+                scored.append((float(json.loads(m.read_text())["entry"]["map"]), m.parent))
+            except (KeyError, ValueError, json.JSONDecodeError):
+                continue
+    if not scored:
+        raise FileNotFoundError(f"no checkpoint.pt under {run}; pass report.run=<a simgen train or utility output folder>.")
+    best_map, best = max(scored, key=lambda t: t[0])
+    return best, f"best of {len(scored)} arms by mAP: {best.relative_to(run)} (mAP {best_map:.3f})"
+
+
+def detector(paths: Sequence[Path], run: Path, progress: bool = False) -> tuple[Features, str]:
+    """Pooled FPN features (each level global-average-pooled, concatenated) of a trained simgen detector."""
+    import torch
+
+    from ..train.engine import load_checkpoint
+    from ..train.models import build_model, model_config
+
+    folder, why = best_checkpoint(run)
+    prov = json.loads((folder / "provenance.json").read_text())
+    cfg = model_config({**prov["model"], "weights": None, "weights_backbone": None})
+    model = build_model(cfg, len(prov["categories"]))
+    load_checkpoint(folder / "checkpoint.pt", model)
+    model.eval()
+    rows = []
+    with one_thread(), torch.inference_mode():
+        for p in _progress(paths, len(paths), "detector features", progress):
+            x = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0).permute(2, 0, 1)
+            images, _ = model.transform([x])  # the model's own resize + normalisation
+            fmap = model.backbone(images.tensors)
+            rows.append(torch.cat([f.mean(dim=(2, 3)) for f in fmap.values()], 1)[0].numpy())
+    X = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+    wsha = _sha((folder / "checkpoint.pt").read_bytes())
+    return Features(f"detector/{prov['model']['name']}", _sha("detector", wsha, inspect.getsource(detector)), X), why
+
+
+# ---------------------------------------------------------------------------- shared, cached per report
+
+_CACHE: dict[tuple, object] = {}
+# what a missing run, a foreign checkpoint or an unreadable weights file raises: the section says so and goes on
+EXTRACT_ERRORS = (ValueError, KeyError, OSError, RuntimeError, SimgenError)
+
+
+def side_paths(side) -> list[Path]:
+    return [side.image_path(i) for i in side.image_ids]
+
+
+def extract(ctx, name: str) -> list[tuple[Features, Features]]:
+    """(real, synthetic) Features pairs for one extractor named in ctx.features, computed once per report.
+
+    random_cnn gives one pair per seed; the others one pair. Cached in memory: the feature, diversity and
+    leakage sections all ask for the same spaces."""
+    seeds = tuple(ctx.options.get("cnn_seeds", CNN_SEEDS))
+    size = int(ctx.options.get("cnn_size", CNN_SIZE))
+    key = (name, str(ctx.real.root), ctx.real.image_ids, str(ctx.synthetic.root), ctx.synthetic.image_ids, seeds, size,
+           str(ctx.run), str(ctx.weights))
+    if key in _CACHE:
+        return _CACHE[key]  # type: ignore[return-value]
+    pr, ps = side_paths(ctx.real), side_paths(ctx.synthetic)
+    if name == "stats":
+        pairs = [(stats(pr, ctx.progress), stats(ps, ctx.progress))]
+    elif name == "random_cnn":
+        pairs = list(zip(random_cnn(pr, seeds, size, ctx.progress), random_cnn(ps, seeds, size, ctx.progress)))
+    elif name == "detector":
+        if ctx.run is None:
+            raise ValueError("the detector extractor needs report.run=<simgen train/utility folder>")
+        (fr, why), (fs, _) = detector(pr, ctx.run, ctx.progress), detector(ps, ctx.run, ctx.progress)
+        _CACHE[("why", key)] = why
+        pairs = [(fr, fs)]
+    elif name == "weights":
+        if ctx.weights is None:
+            raise ValueError("the weights extractor needs report.weights=<local torchvision .pth>")
+        pairs = [(weights(pr, ctx.weights, ctx.progress), weights(ps, ctx.weights, ctx.progress))]
+    else:
+        raise ValueError(f"unknown feature extractor `{name}`; known: stats, random_cnn, detector, weights")
+    _CACHE[key] = pairs
+    return pairs
+
+
+def detector_choice(ctx) -> str | None:
+    """Which checkpoint the detector extractor used, in words (after :func:`extract`)."""
+    for k, v in _CACHE.items():
+        if k[0] == "why" and k[1][0] == "detector" and k[1][-2] == str(ctx.run):
+            return str(v)
+    return None
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def contact_sheet(paths: Sequence[Path], captions: Sequence[str], out: Path, cols: int = 6, size: int = 160) -> Path:
+    """A grid of thumbnails with one caption line each, written as PNG."""
+    n = max(1, len(paths))
+    rows = (n + cols - 1) // cols
+    sheet = np.full((rows * (size + 18), cols * size, 3), 255, np.uint8)
+    for i, (p, c) in enumerate(zip(paths, captions)):
+        r, k = divmod(i, cols)
+        with Image.open(p) as im:
+            im.thumbnail((size, size))
+            a = np.asarray(im.convert("RGB"))
+        y, x = r * (size + 18), k * size
+        sheet[y:y + a.shape[0], x:x + a.shape[1]] = a
+        cv2.putText(sheet, str(c)[:26], (x + 2, y + size + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(out)
+    return out
+
