@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -134,9 +135,11 @@ def run_sections(ctx: ReportContext) -> tuple[list[Section], list[str]]:
         if key not in wanted:
             unavailable.append(key)
             continue
+        t0 = time.perf_counter()
         s = fn(ctx)  # exceptions propagate: a broken section must not look like a passing report
         if s is not None:
-            sections.append(s)
+            # seconds per part, in report.json: what benchmarks/report_speed.py prints
+            sections.append(replace(s, data={**s.data, "seconds": round(time.perf_counter() - t0, 2)}))
     return sections, unavailable
 
 

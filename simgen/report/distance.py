@@ -24,15 +24,19 @@ from .features import EXTRACT_ERRORS
 
 
 def normalize(real: np.ndarray, syn: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Scale both sets with the REAL set's statistics, so the real set defines the units.
+    """Centre both sets on the REAL set's mean, so the real set defines the origin.
 
-    ``per_dim`` (hand-made statistics in unrelated units): z-score each column, a column constant on the
-    real side gets std 1 rather than infinity. Otherwise (network features, whose geometry the network
-    defines): centre and divide by one scalar, the real set's mean per-column std, so near-constant random
-    channels are not blown up into noise."""
+    ``per_dim`` (hand-made statistics in unrelated units): divide each column by its std over both sets
+    pooled. The real set's own std would do for most columns, but a statistic that is nearly constant
+    on 50 photos (every photo saved at JPEG quality 70) would then blow up into a z-score of hundreds
+    and the cubic KID kernel into 1e8; pooled, the column still counts, in units both sets share.
+    A column constant on both sides gets std 1. Otherwise (network features, whose geometry the network
+    defines): divide by one scalar, the real set's mean per-column std, so near-constant random channels
+    are not blown up into noise."""
     mu = real.mean(0)
     sd = real.std(0)
     if per_dim:
+        sd = np.concatenate([real, syn]).std(0)
         sd = np.where(sd > 1e-8 * max(1.0, float(np.abs(mu).max(initial=0))), sd, 1.0)
     else:
         sd = np.full_like(mu, max(float(sd.mean()), 1e-12))
