@@ -4,6 +4,7 @@
     simgen preview <dataset> [--out F]   contact sheet with boxes, masks and class names
     simgen merge <dir> <dir> ... out=<dir>
     simgen train / simgen utility        sim-to-real trainer and protocol (Hydra apps)
+    simgen report data.synthetic=<dir> data.real=<dir> out=<dir>   validation report (report.html, report.json)
 """
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from pathlib import Path
 from .errors import SimgenError, did_you_mean
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-COMMANDS = ("render", "preview", "merge", "train", "utility")
+COMMANDS = ("render", "preview", "merge", "train", "utility", "report")
+
+
+USAGE = """usage: simgen <command> [args]   (`simgen <command> --help` for details)
+
+  render    render a labelled COCO dataset     simgen render scene=tabletop n_images=500 out=datasets/tt
+  preview   contact sheet of a dataset         simgen preview datasets/tt
+  merge     join shard outputs into one        simgen merge datasets/big/shards/* out=datasets/big-merged
+  train     train a detector, score on real    simgen train data.synthetic=datasets/dice out=runs/dice
+  utility   sim-to-real protocol (TSTR, mixes) simgen utility data.synthetic=datasets/dice out=runs/utility
+  report    synthetic vs real validation       simgen report data.synthetic=datasets/dice data.real=<dir> out=reports/dice"""
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -30,6 +41,21 @@ def conf_dir() -> Path:
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def refuse_code_overrides(overrides: list[str]) -> None:
+    """Refuse command-line overrides that make Hydra call a function: ``hydra.callbacks`` and any ``_target_``.
+
+    The launcher is chosen with ``hydra/launcher=<name>`` and tuned with ``+hydra.launcher.<key>=<value>``; both stay
+    allowed as long as they name no ``_target_``. Code to run belongs in a config file, not an override."""
+    for a in overrides:
+        if a.startswith("-"):
+            continue
+        key, sep, value = a.partition("=")
+        key = key.lstrip("+~").strip()
+        if key.replace("/", ".").startswith("hydra.callbacks") or key.endswith("_target_") or "_target_" in value:
+            fail(f"override `{a}` is refused: hydra.callbacks and `_target_` make Hydra call functions named on the command line; "
+                 "choose a launcher with hydra/launcher=<name> and tune it with +hydra.launcher.<key>=<value>.")
 
 
 def precheck(config_name: str, overrides: list[str]) -> None:
@@ -120,17 +146,22 @@ def _merge(args: list[str]) -> None:
     overwrite = any(a.lower() in ("overwrite=true", "--overwrite") for a in args)
     dirs = [d for d in dirs if not d.startswith("overwrite=")]
     merged = merge_datasets([Path(d) for d in dirs], Path(outs[-1][4:]), overwrite=overwrite)
-    print(merged)
+    import json
+
+    m = json.loads((merged / "manifest.json").read_text())
+    print(f"{merged}: {m['n_images']} images, {m['n_annotations']} annotations from {len(dirs)} shard{'s' * (len(dirs) != 1)}")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         fail(f"unknown command `{cmd}`." + did_you_mean(cmd, COMMANDS))
+    if cmd not in ("preview", "merge"):  # the Hydra apps
+        refuse_code_overrides(rest)
     try:
         if cmd == "preview":
             return _preview(rest)
@@ -140,6 +171,12 @@ def main(argv: list[str] | None = None) -> None:
             precheck("render", rest)
             sys.argv = ["simgen render", *rest]
             return hydra_app("render", _render)()
+        if cmd == "report":
+            from .report.cli import report_task
+
+            precheck(cmd, rest)
+            sys.argv = [f"simgen {cmd}", *rest]
+            return hydra_app(cmd, report_task)()
         from .train import cli as train_cli
 
         precheck(cmd, rest)

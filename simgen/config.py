@@ -207,7 +207,7 @@ def check_int(v: Any, name: str, example: Any, lo: int | None = None, hi: int | 
         return None
     if not isinstance(v, int) or isinstance(v, bool) or not _in_range(v, lo, hi, False, False):
         rng = f"from {lo} to {hi}" if lo is not None and hi is not None and hi - lo < 10**6 else \
-            " and ".join(t for t in (f">= {lo}" if lo is not None else "", f"< 2**63" if hi == SEED_MAX else
+            " and ".join(t for t in (f">= {lo}" if lo is not None else "", "< 2**63" if hi == SEED_MAX else
                                      (f"<= {hi}" if hi is not None else "")) if t)
         raise bad_value(name, f"an integer {rng}".strip() + (" or null" if optional else ""), v, example)
     return v

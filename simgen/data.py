@@ -154,8 +154,23 @@ def decode_wds_sample(sample: dict, masks: bool = True):
     return img, target
 
 
-def webdataset(urls, transforms=None, masks: bool = True, **kwargs):
-    """Stream a simgen WebDataset (tar shards; local paths, brace patterns or URLs) as ``(image, target)``."""
+def _check_local(urls, allow_pipe: bool) -> None:
+    """Refuse ``pipe:`` (a shell command) and other scheme URLs (opened through curl and friends) unless allowed."""
+    import re
+
+    for u in [urls] if isinstance(urls, (str, Path)) else (urls if isinstance(urls, (list, tuple)) else []):
+        u = str(u)
+        if not allow_pipe and re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", u) and not u.startswith("file:"):
+            raise DatasetError(f"webdataset: `{u[:60]}` is not a local path ({u.split(':', 1)[0]}: runs a command or a download); "
+                               "pass local shard paths or a folder, or allow_pipe=True if you trust it.")
+
+
+def webdataset(urls, transforms=None, masks: bool = True, allow_pipe: bool = False, **kwargs):
+    """Stream a simgen WebDataset (tar shards: local paths, a folder or brace patterns) as ``(image, target)``.
+
+    ``pipe:`` and remote URLs (http, gs, s3, ...) make webdataset run a shell command or a downloader; they are
+    refused unless ``allow_pipe=True``."""
+    _check_local(urls, allow_pipe)
     import webdataset as wds
 
     def to_pair(sample):

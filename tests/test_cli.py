@@ -14,23 +14,123 @@ def simgen(*args, cwd=None):
     (["scene=nope"], "unknown scene `nope`"),
     (["+scene.objects.x={asset: /no/such/mesh.obj}"], "does not exist"),
     (["+scene.objects.x={asset: mugg}"], "Did you mean `mug`"),
-    (["n_images=0"], "n_images must be a positive integer"),
-    (["n_images=-3"], "n_images must be a positive integer"),
+    (["n_images=0"], "n_images must be an integer >= 1"),
+    (["n_images=-3"], "n_images must be an integer >= 1"),
     (["width=4"], "width must be"),
     (["height=100000"], "height must be"),
     (["nosuchkey=1"], "bad override"),
     (["renderer=egl", "width=1600"], "at most 1024x768"),
     (["renderer=egl", "renderer.devices=[99]"], "renderer=egl"),
+    # every field is checked by type and range: `<field> must be ..., got ...; e.g. <field>=...`
+    (["seed=-1"], "seed must be an integer >= 0 and < 2**63, got -1; e.g. seed=0"),
+    (["seed=abc"], "seed must be an integer"),
+    (["seed=1.5"], "seed must be an integer"),
+    (["seed=9223372036854775808"], "seed must be an integer"),
+    (["workers=abc"], "workers must be an integer >= 1 or auto"),
+    (["workers=0"], "workers=auto"),
+    (["workers=-2"], "workers must be an integer >= 1 or auto"),
+    (["labels.min_visible_fraction=2"], "labels.min_visible_fraction must be a number in [0, 1], got 2"),
+    (["labels.min_area_px=abc"], "labels.min_area_px must be an integer"),
+    (["overwrite=yes"], "overwrite must be true or false"),
+    (["physics.timestep=0"], "physics.timestep must be a number"),
+    (["physics.max_steps=2.5"], "physics.max_steps must be an integer"),
+    (["randomization.sensor.blur_probability=1.5"], "randomization.sensor.blur_probability must be a number in [0, 1]"),
+    (["randomization.light.shadow_probability=-0.1"], "randomization.light.shadow_probability must be"),
+    (["randomization.sensor.jpeg_quality=[70,101]"], "randomization.sensor.jpeg_quality must be"),
+    (["randomization.textures_per_kind=abc"], "randomization.textures_per_kind must be an integer"),
+    (["scene.camera.far=abc"], "scene.camera.far must be a number > 0"),
+    (["scene.camera.fov_deg=[0,70]"], "scene.camera.fov_deg must be"),
+    (["scene.objects.die.count=[1.5,3]"], "scene.objects.die.count must be an integer"),
+    (["scene.tray.probability=2"], "scene.tray.probability must be a number in [0, 1]"),
+    (["shard.count=0"], "shard.count must be an integer >= 1"),
+    (["views_per_scene=two"], "views_per_scene must be an integer"),
+    (["+nosuchkey=1"], "unknown key `nosuchkey`"),
+    (["+physics.timestpe=0.01"], "Did you mean `timestep`"),
+    (["+labels.min_visible=0.5"], "Did you mean `min_visible_fraction`"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, args, match):
     out = tmp_path / "ds"
-    r = simgen("render", f"out={out}", "n_images=2", "width=64", "height=64", *args)
-    assert r.returncode != 0
+    r = simgen("render", f"out={out}", "n_images=2", "width=64", "height=64", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("simgen: error:") and match in lines[0]
+    assert lines[0].startswith("simgen: error:") and match in lines[0], lines[0]
+    if " must be " in lines[0]:
+        assert "; e.g. " in lines[0], lines[0]
     assert "Traceback" not in r.stderr + r.stdout
+    assert not out.exists() and not (tmp_path / ".simgen").exists()
+
+
+@pytest.mark.parametrize("cmd,args,match", [
+    ("train", ["seed=-1"], "seed must be an integer >= 0"),
+    ("train", ["trainer.batch_size=0"], "trainer.batch_size must be an integer >= 1"),
+    ("train", ["trainer.lr=abc"], "trainer.lr must be a number > 0"),
+    ("train", ["trainer.grayscale_p=2"], "trainer.grayscale_p must be a number in [0, 1]"),
+    ("train", ["trainer.amp=maybe"], "trainer.amp must be true or false"),
+    ("train", ["trainer.device=gpu"], "trainer.device must be auto, cpu, cuda or cuda:N"),
+    ("train", ["+trainer.lrr=0.1"], "Did you mean `lr`"),
+    ("train", ["data.synthetic_fraction=1.5"], "data.synthetic_fraction must be a number in [0, 1]"),
+    ("train", ["data.holdout_limit=abc"], "data.holdout_limit must be an integer"),
+    ("utility", ["seed=abc"], "seed must be an integer"),
+    ("utility", ["trainer.max_minutes=-1"], "trainer.max_minutes must be a number > 0 or null"),
+    ("report", ["report.seed=-1"], "report.seed must be an integer >= 0"),
+    ("report", ["report.max_images=0"], "report.max_images must be an integer >= 1 or null"),
+    ("report", ["report.similarity_pass=2"], "report.similarity_pass must be a number in [0, 1]"),
+])
+def test_bad_train_utility_report_values_are_one_line(tmp_path, cmd, args, match):
+    out = tmp_path / "run"
+    r = simgen(cmd, f"out={out}", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("simgen: error:") and match in lines[0], r.stderr
+    assert ("; e.g. " in lines[0] or "Did you mean" in lines[0]) and "Traceback" not in r.stderr + r.stdout
     assert not out.exists()
+
+
+@pytest.mark.parametrize("override", [
+    "+hydra.callbacks.x={_target_: builtins.open, file: PWNED, mode: w}",
+    "++hydra.callbacks.x={_target_: builtins.open, file: PWNED, mode: w}",
+    "+hydra.callbacks={x: {_target_: builtins.open, file: PWNED, mode: w}}",
+    "+scene.x={_target_: builtins.open, file: PWNED, mode: w}",
+    "+hydra.launcher._target_=builtins.print",
+    "~hydra.callbacks",
+])
+@pytest.mark.parametrize("mode", [[], ["-m"]])
+def test_overrides_that_call_functions_are_refused(tmp_path, override, mode):
+    pwned = tmp_path / "pwned"
+    r = simgen("render", *mode, f"out={tmp_path / 'ds'}", "n_images=1", "width=64", "height=64", override.replace("PWNED", str(pwned)),
+               cwd=tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is refused" in lines[0], r.stderr
+    assert not pwned.exists() and not (tmp_path / "ds").exists()
+
+
+def test_launcher_selection_and_settings_still_work():
+    r = simgen("render", "--cfg", "hydra", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert r.returncode == 0, r.stderr
+    assert "n_jobs: 2" in r.stdout and "JoblibLauncher" in r.stdout
+
+
+def test_webdataset_refuses_pipes_and_urls(tmp_path):
+    from simgen.data import webdataset
+    from simgen.errors import DatasetError
+
+    pwned = tmp_path / "pwned"
+    for urls in (f"pipe:touch {pwned}", [f"pipe:touch {pwned}"], "https://example.com/shard-{000000..000003}.tar"):
+        with pytest.raises(DatasetError, match="not a local path"):
+            webdataset(urls)
+    assert not pwned.exists()
+    ds = webdataset(f"pipe:cat {tmp_path / 'none.tar'}", allow_pipe=True)  # the caller's choice: accepted (lazy)
+    assert ds is not None
+
+
+def test_no_arguments_lists_the_commands_with_examples():
+    r = simgen()
+    assert r.returncode == 0
+    for cmd in ("render", "preview", "merge", "train", "utility", "report"):
+        assert f"simgen {cmd} " in r.stdout, r.stdout
+    assert "the only place that knows Hydra" not in r.stdout
 
 
 def test_unwritable_out(tmp_path):
@@ -73,3 +173,26 @@ def test_worker_pool_output_is_clean(tmp_path):
     assert "build time" not in r.stdout + r.stderr
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and "2 images" in lines[0], lines
+
+
+def test_merge_refuses_foreign_folders_and_prints_counts(tmp_path):
+    src = tmp_path / "ds"
+    r = simgen("render", f"out={src}", "n_images=2", "width=64", "height=64", "workers=1", "progress=false")
+    assert r.returncode == 0, r.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "annotations.json").write_text('{"mine": true}')
+    for out in (foreign, own):
+        r = simgen("merge", str(src), f"out={out}")
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and "not a simgen dataset" in lines[0], r.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"] and (foreign / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in own.iterdir()) == ["annotations.json"] and (own / "annotations.json").read_text() == '{"mine": true}'
+    merged = tmp_path / "merged"
+    r = simgen("merge", str(src), f"out={merged}")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((merged / "manifest.json").read_text())
+    assert r.stdout.strip() == f"{merged}: 2 images, {m['n_annotations']} annotations from 1 shard"

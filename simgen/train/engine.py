@@ -52,20 +52,27 @@ class TrainerConfig:
 
 
 def trainer_config(d: dict) -> TrainerConfig:
-    d = dict(d or {})
-    known = set(TrainerConfig.__dataclass_fields__)
-    extra = sorted(set(d) - known)
-    if extra:
-        raise ConfigError(f"trainer: unknown key(s) {extra}; known: {sorted(known)}.")
-    if "scale_jitter" in d:
-        d["scale_jitter"] = tuple(float(x) for x in d["scale_jitter"])
-    cfg = TrainerConfig(**d)
+    from ..config import Fields, check_numbers
+
+    f, t0 = Fields(d, "trainer", TrainerConfig.__dataclass_fields__, example="cpu"), TrainerConfig()
+    device = f.text("device", t0.device)
+    if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {device!r}; e.g. trainer.device=auto")
+    jitter = check_numbers(f.get("scale_jitter", t0.scale_jitter), "trainer.scale_jitter", list(t0.scale_jitter), 2, lo=0, lo_open=True)
+    if jitter[0] > jitter[1]:
+        raise ConfigError(f"trainer.scale_jitter must be [low, high] with low <= high, got {list(jitter)}; e.g. trainer.scale_jitter=[0.7,1.3]")
+    cfg = TrainerConfig(
+        max_steps=f.integer("max_steps", t0.max_steps, lo=1, optional=True), max_minutes=f.number("max_minutes", t0.max_minutes, lo=0, lo_open=True, optional=True, example=10),
+        batch_size=f.integer("batch_size", t0.batch_size, lo=1), crop=f.integer("crop", t0.crop, lo=32, optional=True), scale_jitter=jitter,  # type: ignore[arg-type]
+        hflip=f.flag("hflip", t0.hflip), vflip=f.flag("vflip", t0.vflip), color_jitter=f.number("color_jitter", t0.color_jitter, lo=0),  # type: ignore[arg-type]
+        grayscale_p=f.prob("grayscale_p", t0.grayscale_p), blur_p=f.prob("blur_p", t0.blur_p), lr=f.number("lr", t0.lr, lo=0, lo_open=True),  # type: ignore[arg-type]
+        weight_decay=f.number("weight_decay", t0.weight_decay, lo=0), warmup_steps=f.integer("warmup_steps", t0.warmup_steps, lo=0),  # type: ignore[arg-type]
+        min_lr_frac=f.prob("min_lr_frac", t0.min_lr_frac), grad_clip=f.number("grad_clip", t0.grad_clip, lo=0),  # type: ignore[arg-type]
+        num_workers=f.integer("num_workers", t0.num_workers, lo=0), threads=f.integer("threads", t0.threads, lo=0), device=device,  # type: ignore[arg-type]
+        amp=f.flag("amp", t0.amp), checkpoint_minutes=f.number("checkpoint_minutes", t0.checkpoint_minutes, lo=0),  # type: ignore[arg-type]
+        progress=f.flag("progress", t0.progress), eval_batch_size=f.integer("eval_batch_size", t0.eval_batch_size, lo=1))  # type: ignore[arg-type]
     if not cfg.max_steps and not cfg.max_minutes:
         raise ConfigError("trainer needs a budget: set trainer.max_steps and/or trainer.max_minutes.")
-    if cfg.batch_size < 1:
-        raise ConfigError(f"trainer.batch_size={cfg.batch_size}; use 1 or more (4+ with BatchNorm from scratch).")
-    if cfg.crop is not None and cfg.crop < 32:
-        raise ConfigError(f"trainer.crop={cfg.crop} is too small; use null or >= 32.")
     return cfg
 
 
