@@ -7,6 +7,8 @@ two random halves of the real set, or it cannot be told from noise.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,21 @@ def normalize(real: np.ndarray, syn: np.ndarray, per_dim: bool) -> tuple[np.ndar
     else:
         sd = np.full_like(mu, max(float(sd.mean()), 1e-12))
     return ((real - mu) / sd).astype(np.float64), ((syn - mu) / sd).astype(np.float64)
+
+
+def scaled_spaces(ctx, on_error) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, real, synthetic) for the first extractor of `stats` and `random_cnn` among ctx.features,
+    scaled as KID and PRDC see them; an extractor that cannot run is reported through ``on_error(name, e)``."""
+    from .features import EXTRACT_ERRORS, extract
+
+    for name in [n for n in ("stats", "random_cnn") if n in ctx.features]:
+        try:
+            fr, fs = extract(ctx, name)[0]
+        except EXTRACT_ERRORS as e:
+            on_error(name, e)
+            continue
+        r, s = normalize(fr.X, fs.X, per_dim=fr.names is not None)
+        yield fr.name, r, s
 
 
 # ---------------------------------------------------------------------------- KID

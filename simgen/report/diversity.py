@@ -99,8 +99,8 @@ def _pair_sheet(ctx, paths: Sequence[Path], pairs: list[tuple[int, int, int]], n
 
 def diversity_section(ctx) -> "object":
     """Near-duplicate rate inside the synthetic set, coverage of the real set, real images nothing resembles."""
-    from .distance import normalize, prdc
-    from .features import EXTRACT_ERRORS, contact_sheet, extract, side_paths
+    from .distance import prdc, scaled_spaces
+    from .features import contact_sheet, side_paths
     from .model import Check, Figure, Section, Table, graded
 
     max_d = int(ctx.options.get("phash_duplicate", PHASH_DUP))
@@ -116,22 +116,20 @@ def diversity_section(ctx) -> "object":
         figures.append(_pair_sheet(ctx, syn_paths, nd["pairs"], "diversity_near_duplicates.png"))
         data["near_duplicates"]["examples"] = [(syn_paths[i].name, syn_paths[j].name, d) for i, j, d in nd["pairs"][:20]]
     rows = []
-    for name in [n for n in ("stats", "random_cnn") if n in ctx.features]:
-        try:
-            fr, fs = extract(ctx, name)[0]
-        except EXTRACT_ERRORS as e:
-            checks.append(Check(f"{name}: coverage", None, "warn", "", f"not computed: {e}"))
-            continue
-        r, s = normalize(fr.X, fs.X, per_dim=fr.names is not None)
+    def not_computed(name: str, e: Exception) -> None:
+        checks.append(Check(f"{name}: coverage", None, "warn", "", f"not computed: {e}"))
+
+    for fname, r, s in scaled_spaces(ctx, not_computed):
+        name = fname.split("/")[0]
         cov = prdc(r, s, k)["coverage"]
         ratio = uncovered(r, s, k)
         order = np.argsort(-ratio)
-        rows.append((fr.name, round(cov, 3), int((ratio > 1).sum()), round(float(np.median(ratio)), 3)))
+        rows.append((fname, round(cov, 3), int((ratio > 1).sum()), round(float(np.median(ratio)), 3)))
         data[f"uncovered_{name}"] = [(real_paths[i].name, round(float(ratio[i]), 3)) for i in order[:20]]
         sheet = f"diversity_uncovered_{name}.png"
         sel = order[:12]
         contact_sheet([real_paths[i] for i in sel], [f"{ratio[i]:.1f}x {real_paths[i].name}" for i in sel], ctx.figures / sheet)
-        figures.append(Figure(f"figures/{sheet}", f"{fr.name}: real images that nothing synthetic resembles: distance to the nearest "
+        figures.append(Figure(f"figures/{sheet}", f"{fname}: real images that nothing synthetic resembles: distance to the nearest "
                                                   f"synthetic image as a multiple of the image's own {k}-NN radius among real images."))
     if rows:
         tables.append(Table("Coverage of the real set", ("feature space", "coverage (share of real images with a synthetic image in their k-NN ball)",

@@ -88,8 +88,8 @@ def holdout_verdict(run: Path, real_root: Path, real_doc: dict) -> list[dict]:
 
 
 def leakage_section(ctx) -> "object":
-    from .distance import normalize
-    from .features import EXTRACT_ERRORS, extract, side_paths
+    from .distance import scaled_spaces
+    from .features import side_paths
     from .model import Check, Section, Table
 
     checks, tables, data = [], [], {}
@@ -117,22 +117,20 @@ def leakage_section(ctx) -> "object":
     checks.append(Check("real images copied into the synthetic set (same bytes)", float(len(same)), "fail" if same else "pass",
                         "fail on any", ", ".join(same[:10]) if same else "no synthetic image file equals a real one"))
     data["byte_copies"] = same
-    for name in [n for n in ("stats", "random_cnn") if n in ctx.features]:
-        try:
-            fr, fs = extract(ctx, name)[0]
-        except EXTRACT_ERRORS as e:
-            checks.append(Check(f"{name}: distance to closest synthetic record", None, "warn", "", f"not computed: {e}"))
-            continue
-        r, s = normalize(fr.X, fs.X, per_dim=fr.names is not None)
+
+    def not_computed(name: str, e: Exception) -> None:
+        checks.append(Check(f"{name}: distance to closest synthetic record", None, "warn", "", f"not computed: {e}"))
+
+    for fname, r, s in scaled_spaces(ctx, not_computed):
         d = dcr(r, s)
         n_close, n_same = len(d["close"]), len(d["identical"])
         status = "fail" if n_same else "warn" if n_close else "pass"
         names = [real_paths[i].name for i in (d["identical"] if n_same else d["close"])][:10]
-        checks.append(Check(f"{fr.name}: real images with a suspiciously close synthetic neighbour", float(n_close), status,
+        checks.append(Check(f"{fname}: real images with a suspiciously close synthetic neighbour", float(n_close), status,
                             "warn when a real image's nearest synthetic image is closer than the 1st percentile of real-to-real "
                             "nearest-neighbour distances, fail when essentially identical",
                             ", ".join(names) if names else "every real image is farther from all synthetic images than real images are from each other"))
-        data[f"dcr_{name}"] = {"p1_real_real": d["p1"], "median_real_real": float(np.median(d["d_real_real"])),
+        data[f"dcr_{fname.split('/')[0]}"] = {"p1_real_real": d["p1"], "median_real_real": float(np.median(d["d_real_real"])),
                                "median_real_synthetic": float(np.median(d["d_real_syn"])), "close": names, "n_identical": n_same}
     # (c) the training run's holdout guard
     if ctx.run is not None:
