@@ -37,6 +37,13 @@ def _check_options(d: dict[str, Any], r: dict[str, Any]) -> tuple[int, int | Non
     for key, default in (("similarity_pass", 0.8), ("similarity_warn", 0.6)):
         f.prob(key, default)
     f.number("margin_warn_px", 1.5, lo=0)
+    f.integer("prdc_k", 5, lo=1, hi=100)
+    f.integer("cnn_size", 128, lo=32, hi=1024)
+    f.integer("phash_duplicate", 4, lo=0, hi=64)
+    f.integer("phash_source", 6, lo=0, hi=64)
+    seeds = r.get("cnn_seeds", [0, 1, 2])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
+        raise ConfigError(f"report.cnn_seeds must be a non-empty list of integers >= 0, got {seeds!r}; e.g. report.cnn_seeds=[0,1]")
     return f.integer("seed", 0, lo=0, hi=SEED_MAX), f.integer("max_images", None, lo=1, optional=True, example=200)  # type: ignore[return-value]
 
 
