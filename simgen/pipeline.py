@@ -6,6 +6,7 @@ scene, so neither worker count nor shard split nor rendering order changes any l
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -59,13 +60,23 @@ def draw_scene(cfg: RenderConfig, banks: dict[str, tuple[str, ...]], first: int,
 
 
 def texture_banks(cfg: RenderConfig) -> dict[str, dict[str, Path]]:
+    """The texture files of every bank, {bank name: {key: path}}. Built once per process and bank
+    settings: the up-front scene probe, the generator and the manifest's source list all need them,
+    and drawing the procedural banks costs ~0.5 s each time."""
     r = cfg.randomization
+    banks = _texture_banks(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir, cfg.scene.texture_banks)
+    return {name: dict(files) for name, files in banks.items()}  # callers get their own dicts
+
+
+@functools.lru_cache(maxsize=8)
+def _texture_banks(kinds: tuple[str, ...], per_kind: int, bank_seed: int, texture_dir: str | None,
+                   scene_banks: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Path]]:
     # Objects are small on screen: 128 px textures (PyBullet keeps a copy per body). The ground fills
     # the view: a separate, sharper bank of its own.
-    banks = {"bank": build_bank(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir).files,
-             "ground": build_bank(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir, size=512, prefix="ground/").files}
-    for name, ref in cfg.scene.texture_banks:
-        banks[name] = scene_ref(ref, f"scene.texture_banks.{name}")(r.bank_seed)
+    banks = {"bank": build_bank(kinds, per_kind, bank_seed, texture_dir).files,
+             "ground": build_bank(kinds, per_kind, bank_seed, texture_dir, size=512, prefix="ground/").files}
+    for name, ref in scene_banks:
+        banks[name] = scene_ref(ref, f"scene.texture_banks.{name}")(bank_seed)
     return banks
 
 

@@ -34,12 +34,17 @@ def sha256_file(path: Path) -> str:
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     h = _HASHES.get(key)
     if h is None:
-        d = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                d.update(chunk)
-        h = _HASHES[key] = d.hexdigest()
+        h = _HASHES[key] = file_sha256(path)
     return h
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (holdout photos and meshes alike)."""
+    d = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            d.update(chunk)
+    return d.hexdigest()
 
 
 def _origin(path: Path) -> str:

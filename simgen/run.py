@@ -74,22 +74,26 @@ def git_commit() -> str | None:
     return None
 
 
+HYDRA_SWEEP_DIR = ".hydra-multirun"  # conf/*.yaml put Hydra's multirun.yaml here, inside out
+
+
 def is_nonempty(out: Path) -> bool:
-    return out.is_dir() and any(p.name not in (LOCK, ".hydra-multirun") for p in out.iterdir())
+    """``out`` holds something besides what simgen itself puts there before a run (lock, sweep record)."""
+    return out.is_dir() and any(p.name not in (LOCK, HYDRA_SWEEP_DIR) for p in out.iterdir())
 
 
-def check_out(out: Path) -> None:
-    """Refuse, before anything is written, an ``out`` that is a file or a folder simgen did not make."""
+def check_out(out: Path, markers: tuple[str | Path, ...] = (STATE, "manifest.json"), what: str = "a simgen dataset") -> None:
+    """Refuse, before anything is written, an ``out`` that is a file, or a non-empty folder holding none of
+    ``markers`` (the files that say simgen made it): simgen never writes into a folder it does not own."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} is a file; choose a folder path for the dataset.")
-    if is_nonempty(out) and not (out / STATE).exists() and not (out / "manifest.json").exists():
-        raise ConfigError(f"out={out} is not empty and is not a simgen dataset; choose an empty or new folder.")
+        raise ConfigError(f"out={out} is a file; choose a folder path for the output.")
+    if is_nonempty(out) and not any((out / m).exists() for m in markers):
+        raise ConfigError(f"out={out} is not empty and is not {what}; choose an empty or new folder.")
 
 
 def prepare_out(cfg: RenderConfig) -> bool:
     """Check and prepare the output folder. Returns True when the dataset is already complete."""
-    out, h = cfg.out, config_hash(cfg)
-    check_out(out)
+    out, h = cfg.out, config_hash(cfg)  # begin() has run check_out(out) before taking the lock
     state_file = out / STATE
     if is_nonempty(out):
         try:

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data import load_coco
+from ..run import check_out
 from ..errors import ConfigError, DatasetError
 from .model import ORDER, ReportContext, Section, Side
 from .props import label_section, pixel_section
@@ -103,14 +104,6 @@ def side_info(side: Side) -> dict[str, Any]:
             "objects_per_class": dict(Counter(names[a["category_id"]] for a in anns)), "manifest": side.manifest}
 
 
-def _check_out(out: Path) -> None:
-    """Replace an earlier report, but never a folder that holds anything else."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out `{out}` is a file; pass a folder for the report.")
-    if out.is_dir() and any(p.name != ".hydra-multirun" for p in out.iterdir()) and not (out / "report.json").is_file():
-        raise ConfigError(f"out `{out}` exists and is not a report folder (no report.json); pick another out= or empty it.")
-
-
 def _swap_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -148,7 +141,7 @@ def build_report(ctx: ReportContext) -> dict[str, Any]:
     from .html import render_html
 
     out = Path(ctx.out).resolve()
-    _check_out(out)
+    check_out(out, ("report.json",), "a report folder (no report.json)")  # replace an earlier report, never anything else
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

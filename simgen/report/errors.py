@@ -232,7 +232,8 @@ def find_run(run: Path) -> tuple[Path, list[dict]]:
 
 def holdout_check(prov: dict, ctx: ReportContext) -> Check:
     """Does the run's provenance name the same holdout images as ctx.real? Compared by content hash, not path."""
-    from ..train.guard import file_sha256, image_hashes
+    from ..provenance import file_sha256
+    from ..train.guard import image_hashes
 
     h = prov.get("holdout") or {}
     if not h:

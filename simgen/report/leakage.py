@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..train.guard import file_sha256
+from ..provenance import file_sha256
 
 PHASH_SOURCE = 6  # Hamming distance at or below which a source image counts as a copy of a real image
 

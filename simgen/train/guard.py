@@ -12,14 +12,7 @@ from pathlib import Path
 
 from ..data import load_coco, safe_path
 from ..errors import DatasetError
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..provenance import file_sha256
 
 
 def image_hashes(root: Path, doc: dict | None = None) -> dict[str, str]:
