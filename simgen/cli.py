@@ -152,6 +152,19 @@ def _merge(args: list[str]) -> None:
     print(f"{merged}: {m['n_images']} images, {m['n_annotations']} annotations from {len(dirs)} shard{'s' * (len(dirs) != 1)}")
 
 
+def hydra_task(cmd: str) -> Callable[[dict], None]:
+    """The plain-dict task behind each Hydra app (imported late: train and report pull in torch)."""
+    if cmd == "render":
+        return _render
+    if cmd == "report":
+        from .report.cli import report_task
+
+        return report_task
+    from .train import cli as train_cli
+
+    return train_cli.train_task if cmd == "train" else train_cli.utility_task
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -167,21 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             return _preview(rest)
         if cmd == "merge":
             return _merge(rest)
-        if cmd == "render":
-            precheck("render", rest)
-            sys.argv = ["simgen render", *rest]
-            return hydra_app("render", _render)()
-        if cmd == "report":
-            from .report.cli import report_task
-
-            precheck(cmd, rest)
-            sys.argv = [f"simgen {cmd}", *rest]
-            return hydra_app(cmd, report_task)()
-        from .train import cli as train_cli
-
         precheck(cmd, rest)
         sys.argv = [f"simgen {cmd}", *rest]
-        return hydra_app(cmd, train_cli.train_task if cmd == "train" else train_cli.utility_task)()
+        return hydra_app(cmd, hydra_task(cmd))()
     except SimgenError as e:
         fail(str(e), e.exit_code)
     except BrokenPipeError:  # e.g. `simgen render --help | head`: the reader left, that is fine

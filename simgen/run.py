@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from .config import RenderConfig
-from .errors import ConfigError, DatasetError, PlacementError, RenderError
+from .errors import ConfigError, PlacementError, RenderError
 from .writers import coco
 from .datasheet import write_dataset_docs
 from .provenance import generation_sources

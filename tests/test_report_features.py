@@ -12,7 +12,8 @@ import pytest
 from simgen.data import load_coco
 from simgen.report import distance as D
 from simgen.report.diversity import diversity_section, hamming_pairs, near_duplicates
-from simgen.report.features import best_checkpoint, jpeg_quality, stats
+from simgen.report.features import best_checkpoint, stats
+from simgen.report.props import jpeg_quality
 from simgen.report.leakage import holdout_verdict, leakage_section
 from simgen.report.model import ReportContext, Side
 

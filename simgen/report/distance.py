@@ -293,13 +293,11 @@ def _table(label: str, ms: list[dict]) -> "object":
 
 
 def pca_figure(ctx, real_f, syn_f, path_name: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    from .model import Figure
+    from .model import Figure, pyplot
+
+    plt = pyplot()
 
     r, s = normalize(real_f.X, syn_f.X, per_dim=real_f.names is not None)
     z = PCA(2, random_state=0).fit(np.vstack([r, s]))

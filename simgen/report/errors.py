@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .model import Check, Figure, ReportContext, Section, Table, graded
+from .model import Check, Figure, ReportContext, Section, Table, graded, pyplot
 
 TF, TB = 0.5, 0.1  # TIDE's foreground and background IoU thresholds
 MAX_DETS = 100  # pycocotools keeps the top 100 detections per image and class
@@ -316,17 +316,8 @@ def binned(real: np.ndarray, found: np.ndarray, synthetic: np.ndarray, n_bins: i
 # ---------------------------------------------------------------------------- figures
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def confusion_figure(m: np.ndarray, names: list[str], thr: float, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     labels = [*names, "background"]
     fig, ax = plt.subplots(figsize=(1 + 0.55 * len(labels), 0.8 + 0.5 * len(labels)), dpi=110)
     ax.imshow(m / np.maximum(m.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
@@ -374,7 +365,7 @@ def contact_sheet(tiles: list[tuple[Path, list[float], list[float] | None, str]]
 
 
 def bins_figure(bins: dict[str, dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(bins), figsize=(4.2 * len(bins), 3.2), dpi=110, squeeze=False)
     for ax, (name, b) in zip(axes[0], bins.items()):
         x = np.arange(len(b["count"]))

@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SimgenError
+from . import props
+from .props import HIST_BINS, image_statistics
 
 CNN_SIZE = 128  # px; resnet18 at 128 px runs ~45 img/s on one CPU thread (224 px: ~18 img/s)
 CNN_SEEDS = (0, 1, 2)
@@ -70,76 +72,27 @@ def one_thread() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- image statistics
 
-HIST_BINS = 4  # a small colour histogram: 4 bins per RGB channel (marginals; a joint 4x4x4 would be 64 sparse columns)
 STAT_NAMES = (
-    "brightness", "contrast", "colourfulness", "lab_L", "lab_a", "lab_b", "log_sharpness", "noise_sigma",
+    "brightness", "contrast", "colourfulness", "lab_a", "lab_b", "log_sharpness", "noise_sigma",
     "jpeg_quality", "spectrum_slope", "edge_density", "saturation",
     *(f"hist_{c}{i}" for c in "rgb" for i in range(HIST_BINS)),
 )
 
 
-def jpeg_quality(img: Image.Image) -> float:
-    """Estimate the libjpeg quality from the luma quantisation table (100 when not a JPEG)."""
-    q = getattr(img, "quantization", None)
-    if not q or 0 not in q:
-        return 100.0
-    std = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-                    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-                    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
-    table = np.array(q[0], np.float64)
-    # IJG scaling: table = (std * s + 50) / 100, s = 5000/Q (Q < 50) or 200 - 2Q. Invert with the mean ratio
-    # (PIL gives the table in zigzag order and the standard table is in natural order; the mean is order-free).
-    s = 100.0 * table.mean() / std.mean()
-    quality = 5000.0 / s if s > 100 else (200.0 - s) / 2.0
-    return float(np.clip(quality, 1, 100))
-
-
-def noise_sigma(gray: np.ndarray) -> float:
-    """Immerkaer (1996) fast noise variance estimate: a Laplacian-difference kernel that cancels structure."""
-    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    h, w = gray.shape
-    conv = cv2.filter2D(gray, cv2.CV_32F, k)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(conv).sum() / (6.0 * (w - 2) * (h - 2)))
-
-
-def spectrum_slope(gray: np.ndarray) -> float:
-    """Slope of the log radial power spectrum vs log frequency (~-2 for natural images; flatter = noisier)."""
-    g = cv2.resize(gray, (256, 256), interpolation=cv2.INTER_AREA)
-    g = (g - g.mean()) * np.outer(np.hanning(256), np.hanning(256))
-    p = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
-    yy, xx = np.indices(p.shape)
-    r = np.hypot(yy - 128, xx - 128).astype(int)
-    radial = np.bincount(r.ravel(), p.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
-    f = np.arange(4, 120)  # skip DC / lowest bins and the corners
-    return float(np.polyfit(np.log(f), np.log(radial[f] + 1e-12), 1)[0])
-
-
 def image_stats(path: Path) -> np.ndarray:
-    """The ``STAT_NAMES`` vector of one image (computed at most 640 px on the long side for speed)."""
-    with Image.open(path) as pil:
-        q = jpeg_quality(pil)
-        rgb = np.asarray(pil.convert("RGB"))
-    scale = 640 / max(rgb.shape[:2])
-    if scale < 1:
-        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    f = rgb.astype(np.float32) / 255.0
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    rg, yb = r - g, 0.5 * (r + g) - b  # Hasler & Suesstrunk (2003) colourfulness
-    colourful = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
-    lab = cv2.cvtColor(f, cv2.COLOR_RGB2LAB)
-    sharp = np.log(cv2.Laplacian(gray, cv2.CV_32F).var() + 1e-6)
-    edges = cv2.Canny(gray.astype(np.uint8), 100, 200).mean() / 255.0
-    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].mean() / 255.0
-    hist = [np.histogram(rgb[..., c], bins=HIST_BINS, range=(0, 256))[0] / rgb[..., c].size for c in range(3)]
-    v = [gray.mean() / 255, gray.std() / 255, colourful, *lab.reshape(-1, 3).mean(0), sharp, noise_sigma(gray), q,
-         spectrum_slope(gray), edges, sat, *np.concatenate(hist)]
+    """The ``STAT_NAMES`` vector of one image, from the statistics the pixels section measured
+    (props.image_statistics: one measurement per image per report)."""
+    st = image_statistics(path)
+    v = [st["brightness"], st["contrast"], st["colourfulness"], st["lab_a"], st["lab_b"], np.log(st["sharpness"] + 1e-6),
+         st["noise_sigma"], 100.0 if st["jpeg_quality"] is None else st["jpeg_quality"],  # PNG: lossless = best quality
+         st["spectrum_slope"], st["edge_density"], st["saturation"], *st["hist"]]
     return np.asarray(v, np.float32)
 
 
 def stats(paths: Sequence[Path], progress: bool = False) -> Features:
     X = np.stack([image_stats(p) for p in _progress(paths, len(paths), "image stats", progress)]) if len(paths) else np.zeros((0, len(STAT_NAMES)), np.float32)
-    src = inspect.getsource(image_stats) + inspect.getsource(noise_sigma) + inspect.getsource(spectrum_slope) + inspect.getsource(jpeg_quality)
+    src = "".join(inspect.getsource(f) for f in (image_stats, props._image_statistics, props.colour_stats, props.noise_sigma,
+                                                 props.spectrum_slope, props.jpeg_quality))
     return Features("stats", _sha(src, STAT_NAMES), X, STAT_NAMES)
 
 

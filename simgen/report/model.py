@@ -38,6 +38,16 @@ def graded(name: str, value: float | None, pass_at: float, warn_at: float, highe
     return Check(name, float(value), status, f"pass {op} {pass_at:{fmt}}, warn {op} {warn_at:{fmt}}, else fail", detail)
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: no display needed, the same PNGs on every machine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 @dataclass(frozen=True)
 class Figure:
     """A PNG written under the report folder; ``path`` is relative to it."""

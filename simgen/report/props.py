@@ -22,7 +22,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from ..errors import DatasetError
-from .model import Check, Figure, ReportContext, Section, Side, Table, graded
+from .model import Check, Figure, ReportContext, Section, Side, Table, graded, pyplot
 
 MAX_SIDE = 512
 IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
@@ -103,15 +103,6 @@ def _bar(side: Side, what: str, ctx: ReportContext):
 REAL_C, SYN_C = "#2b6cb0", "#dd6b20"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _panel(ax, panel: dict[str, Any]) -> None:
     """One property: overlaid density histograms (or grouped bars for categories) with its similarity."""
     sim = panel.get("similarity")
@@ -144,7 +135,7 @@ def _panel(ax, panel: dict[str, Any]) -> None:
 
 
 def small_multiples(path: Path, panels: list[dict[str, Any]], cols: int = 4) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, -(-len(panels) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
@@ -164,7 +155,7 @@ def small_multiples(path: Path, panels: list[dict[str, Any]], cols: int = 4) -> 
 
 def heatmaps(path: Path, real: tuple[list, list], syn: tuple[list, list], bins: int = 20) -> str:
     """2D histograms of normalized box centres, real and synthetic side by side on one colour scale."""
-    plt = _pyplot()
+    plt = pyplot()
     hists = [np.histogram2d(cy, cx, bins=bins, range=[[0, 1], [0, 1]])[0] for cx, cy in (real, syn)]
     hists = [h / max(h.sum(), 1) for h in hists]
     vmax = max(float(h.max()) for h in hists) or 1.0
@@ -396,14 +387,45 @@ def _ijg_luma_tables() -> np.ndarray:
     return np.array(tables, np.float64)
 
 
-def file_info(path: Path) -> tuple[str, float | None]:
-    """(format, IJG-equivalent JPEG quality or None): the quality whose standard table is closest."""
-    with Image.open(path) as im:
-        fmt, q = im.format or "?", getattr(im, "quantization", None)
-    if fmt != "JPEG" or not q:
-        return fmt, None
+def jpeg_quality(im: Image.Image) -> float | None:
+    """IJG-equivalent JPEG quality of an opened image: the quality whose standard luma table is closest to
+    the file's; None when it is not a JPEG."""
+    q = getattr(im, "quantization", None)
+    if im.format != "JPEG" or not q:
+        return None
     luma = np.array(list(q[min(q)]), np.float64)
-    return fmt, float(np.argmin(np.abs(_ijg_luma_tables() - luma).mean(axis=1)) + 1)
+    return float(np.argmin(np.abs(_ijg_luma_tables() - luma).mean(axis=1)) + 1)
+
+
+def file_info(path: Path) -> tuple[str, float | None]:
+    """(format, IJG-equivalent JPEG quality or None)."""
+    with Image.open(path) as im:
+        return im.format or "?", jpeg_quality(im)
+
+
+HIST_BINS = 4  # colour histogram for the `stats` feature vector: 4 bins per RGB channel (marginals)
+
+
+def image_statistics(path: Path) -> dict[str, Any]:
+    """Every per-image statistic of one file, measured on the image shrunk to ``MAX_SIDE``: the pixels
+    section and the `stats` feature vector (features.py) both read it, so a report measures each image
+    once. Cached per file version (path, mtime, size)."""
+    st = Path(path).stat()
+    return _image_statistics(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=65536)
+def _image_statistics(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    full = load_bgr(Path(path))
+    small, scale = downscale(full)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    fmt, q = file_info(Path(path))
+    hist = [np.histogram(small[..., c], bins=HIST_BINS, range=(0, 256))[0] / gray.size for c in (2, 1, 0)]  # r, g, b
+    return {**colour_stats(small), "format": fmt, "jpeg_quality": q, "scale": scale, "spectrum_slope": spectrum_slope(gray),
+            "megapixels": full.shape[0] * full.shape[1] / 1e6, "aspect": full.shape[1] / full.shape[0],
+            "size": f"{full.shape[1]}x{full.shape[0]}", "edge_density": float(cv2.Canny(gray, 100, 200).mean() / 255.0),
+            "saturation": float(cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[..., 1].mean() / 255.0),
+            "hist": np.concatenate(hist).tolist()}
 
 
 IMAGE_PROPS = [("brightness", "brightness (L*)", False), ("contrast", "contrast (std L*)", False),
@@ -418,18 +440,15 @@ def pixel_values(side: Side, ctx: ReportContext) -> dict[str, dict[str, list]]:
     """One pass over the images: per-image statistics (resized) and per-object crop statistics."""
     img: dict[str, list] = {k: [] for k, _, _ in IMAGE_PROPS} | {"format": [], "scale": [], "size": []}
     obj: dict[str, list] = {k: [] for k, _, _ in OBJECT_PROPS}
-    per_image, images = boxes_by_image(side), side.images_by_id
+    per_image = boxes_by_image(side)
     for image_id in _bar(side, "pixel stats", ctx):
         path = side.image_path(image_id)
-        full = load_bgr(path)
-        small, s = downscale(full)
-        for k, v in colour_stats(small).items():
-            img[k].append(v)
-        fmt, q = file_info(path)
-        img["format"].append(fmt), img["jpeg_quality"].append(q), img["scale"].append(s)
-        img["spectrum_slope"].append(spectrum_slope(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)))
-        img["megapixels"].append(full.shape[0] * full.shape[1] / 1e6), img["aspect"].append(full.shape[1] / full.shape[0])
-        img["size"].append(f"{full.shape[1]}x{full.shape[0]}")
+        stat = image_statistics(path)
+        for k in img:
+            img[k].append(stat[k])
+        if not per_image[image_id]:
+            continue
+        small, s = downscale(load_bgr(path))
         for _, (x, y, w, h), _ in per_image[image_id]:
             crop = small[int(y * s):int(np.ceil((y + h) * s)), int(x * s):int(np.ceil((x + w) * s))]
             if min(crop.shape[:2]) >= 4:  # smaller crops give no meaningful texture statistics
