@@ -56,6 +56,7 @@ def main() -> None:
                 for rep in range(2):  # bare, end to end, bare again: the machine is shared and noisy
                     for st, v in zip(scenes, views):
                         gen.world.stage(st)
+                        gen.world.frame(v.camera)  # the ground room follows the camera
                         t = time.perf_counter()
                         gen.renderer.raw(gen.world, v.camera, v.light)
                         bare.append(time.perf_counter() - t)

@@ -2,7 +2,8 @@
 pipeline's own redraw rule (a failed draw is redrawn from [seed, i, attempt], at most
 physics.placement_retries times) and counts first-draw failures, redraws and scenes that stay unplaceable.
 
-    python benchmarks/scene_sweep.py [--n 10000] [--seeds 0 1] [--physics 0]
+    python benchmarks/scene_sweep.py [--n 10000] [--seeds 0 1] [--physics 0] [--scenes dice custom] [override ...]
+    python benchmarks/scene_sweep.py scene.cluster.probability=1 scene.tray.wall_bias=1 --n 500 --scenes dice
 
 Placement is pure numpy (about a millisecond a scene), so 10,000 indices per scene take seconds.
 `--physics N` also settles the first N scenes of each sweep in PyBullet and counts physics blow-ups.
@@ -24,6 +25,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--physics", type=int, default=0, help="also settle this many scenes per sweep in PyBullet")
+    ap.add_argument("--scenes", nargs="+", default=None, help="only these scenes (default: every shipped one)")
+    ap.add_argument("overrides", nargs="*", help="config overrides applied to every swept scene, e.g. scene.cluster.probability=1")
     a = ap.parse_args()
 
     from conftest import compose_dict
@@ -39,9 +42,9 @@ def main() -> int:
     bad = 0
     print(f"{'scene':10} {'seed':>4} {'indices':>8} {'first-draw fail':>16} {'redraws':>8} {'max attempts':>12} "
           f"{'unplaceable':>11} {'blow-ups':>8} {'ms/scene':>8}")
-    for scene in group_options("scene"):
+    for scene in a.scenes or group_options("scene"):
         for seed in a.seeds:
-            cfg = render_config(compose_dict("render", [f"scene={scene}", f"seed={seed}", f"n_images={a.n}", "out=/tmp/unused"]))
+            cfg = render_config(compose_dict("render", [f"scene={scene}", f"seed={seed}", f"n_images={a.n}", "out=/tmp/unused", *a.overrides]))
             banks = {k: tuple(sorted(v)) for k, v in texture_banks(cfg).items()}
             redraws, failed, worst, first_fail = Counter(), 0, 0, 0
             t0 = time.perf_counter()

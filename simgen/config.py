@@ -24,6 +24,7 @@ class ObjectGroup:
     texture: str | None  # texture bank name ("bank", or a scene bank such as "dice"), None: own look
     mass: float = 0.1
     scale_bins: int = 8  # scales are snapped to this many levels so render-side meshes are reused
+    weight: float = 1.0  # share of the labelled objects when they are drawn by weight (see SceneSpec.objects_total)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TraySpec:
     wall_height: Dist
     wall_thickness: float = 0.01
     probability: float = 1.0
+    wall_bias: float = 0.0  # chance that a labelled object (or a cluster) is dropped against a wall, thrown towards it
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,29 @@ class CameraSpec:
     K: tuple[float, float, float, float] | None = None  # fixed fx, fy, cx, cy overrides fov
     near: float = 0.05
     far: float = 5.0
+    truncation_probability: float = 0.0  # chance per view that the camera shifts so an object is cut by the frame
+
+
+FACE_ASSETS = ("die", "die_round")  # assets with numbered faces (simgen.assets.DIE_FACES)
+
+
+@dataclass(frozen=True)
+class FaceBalanceSpec:
+    """Dice put down with a chosen face up (the dice label is the top face), thrown gently so most stay on it."""
+
+    probability: float  # chance per die; the others tumble from a random orientation as before
+    weights: tuple[float, ...]  # faces 1..6
+    throw_speed: Dist
+    spin: Dist
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Labelled objects dropped in small handfuls onto each other, so they settle touching."""
+
+    probability: float  # chance per scene
+    size: Dist  # objects per cluster
+    spacing: Dist  # a member starts this many times the sum of its and a neighbour's bounding radii from it
 
 
 @dataclass(frozen=True)
@@ -63,7 +88,10 @@ class SceneSpec:
     spin: Dist = field(default_factory=lambda: dist(0.0))
     ground_rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
     texture_banks: tuple[tuple[str, str], ...] = ()  # (bank name, "module:function") from scenes/
-    ground_size: float = 2.0  # edge of the square ground plane (m); beyond it is background
+    ground_size: float = 2.0  # unused since the ground fills every view (render.floor_for); accepted so old configs load
+    objects_total: Dist | None = None  # labelled objects per scene, categories drawn by weight; None: each group's count
+    face_balance: FaceBalanceSpec | None = None
+    cluster: ClusterSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,15 @@ class LightSpec:
     diffuse: Dist
     specular: Dist
     shadow_probability: float
+    extreme_probability: float = 0.0  # chance per view of a very dark, very bright or strongly specular light
+
+
+@dataclass(frozen=True)
+class OccluderSpec:
+    """Extra distractors dropped right above labelled objects, so they cover them from the camera."""
+
+    probability: float  # chance per scene
+    count: Dist
 
 
 @dataclass(frozen=True)
@@ -87,6 +124,14 @@ class SensorSpec:
     contrast: Dist
     saturation: Dist
     jpeg_quality: Dist
+    # lens effects, each on with its probability (see simgen.sensor); defaults: off
+    vignette_probability: float = 0.0
+    vignette: Dist = field(default_factory=lambda: dist(0.0))  # corner light loss, 0..1
+    defocus_probability: float = 0.0
+    defocus_radius: Dist = field(default_factory=lambda: dist(0.0))  # pixels
+    motion_blur_probability: float = 0.0
+    motion_blur_length: Dist = field(default_factory=lambda: dist(0.0))  # pixels
+    noise_chroma: Dist = field(default_factory=lambda: dist(1.0))  # 1: independent noise per channel, 0: grey noise
 
 
 @dataclass(frozen=True)
@@ -106,6 +151,9 @@ class RandomizationSpec:
     light: LightSpec | None
     sensor: SensorSpec
     distractors: bool
+    occluders: OccluderSpec | None = None
+    ground_kinds: tuple[str, ...] = ("solid", "noise", "checker", "stripes")  # texture kinds of the ground bank
+    ground_saturation: Dist = field(default_factory=lambda: dist([0.0, 0.3]))  # HSV saturation of ground tints
 
 
 @dataclass(frozen=True)
@@ -126,6 +174,10 @@ class LabelSpec:
     min_area_px: int = 16
     depth: str | None = None  # None | "png16" | "npy"
     semantic: bool = False
+    # Box convention of the labels the model will be scored against: `tight` (the mask's extent) or
+    # `square` (the tight box grown to a square about its centre, clipped to the image), for holdouts
+    # whose annotators drew squares around cubes such as dice (`simgen fit` detects it).
+    box: str = "tight"
 
 
 @dataclass(frozen=True)
@@ -163,7 +215,7 @@ def _req(d: dict, key: str, where: str) -> Any:
 # "<field> must be ..., got ...; e.g. <field>=...", raised before anything is written.
 
 SEED_MAX = 2**63 - 1  # numpy's SeedSequence refuses negatives; torch.manual_seed wants < 2**63
-TEXTURE_KINDS = ("solid", "noise", "checker", "stripes")
+TEXTURE_KINDS = ("solid", "noise", "checker", "stripes", "felt", "wood", "paper", "fabric", "concrete", "marble")  # = textures.KINDS
 
 
 def hydra_value(v: Any) -> str:
@@ -330,16 +382,22 @@ class Fields:
         return check_dist(self.d.get(key, default), self.name(key), default, lo, hi, lo_open, hi_open, integer)
 
 
-GROUP_KEYS = ("asset", "category", "count", "scale", "texture", "mass", "scale_bins")
+GROUP_KEYS = ("asset", "category", "count", "scale", "texture", "mass", "scale_bins", "weight")
 SCENE_KEYS = ("name", "labeler", "categories", "texture_banks", "objects", "distractors", "area", "ground_size", "drop_height",
-              "throw_speed", "spin", "tray", "camera", "max_objects", "ground_rgba")
-CAMERA_KEYS = ("distance", "tilt_deg", "azimuth_deg", "roll_deg", "target_jitter", "fov_deg", "K", "near", "far")
-TRAY_KEYS = ("half_extents", "wall_height", "wall_thickness", "probability")
+              "throw_speed", "spin", "tray", "camera", "max_objects", "ground_rgba", "objects_total", "face_balance", "cluster")
+CAMERA_KEYS = ("distance", "tilt_deg", "azimuth_deg", "roll_deg", "target_jitter", "fov_deg", "K", "near", "far", "truncation_probability")
+TRAY_KEYS = ("half_extents", "wall_height", "wall_thickness", "probability", "wall_bias")
+FACE_BALANCE_KEYS = ("probability", "weights", "throw_speed", "spin")
+CLUSTER_KEYS = ("probability", "size", "spacing")
+OCCLUDER_KEYS = ("probability", "count")
 RANDOMIZATION_KEYS = ("colors", "color_value", "color_saturation", "textures", "texture_kinds", "textures_per_kind", "texture_dir",
                       "texture_probability", "bank_seed", "ground", "ground_value", "ground_texture_probability", "distractors",
-                      "light", "sensor")
-LIGHT_KEYS = ("enabled", "elevation_deg", "azimuth_deg", "color_jitter", "ambient", "diffuse", "specular", "shadow_probability")
-SENSOR_KEYS = ("enabled", "noise_std", "blur_probability", "blur_sigma", "brightness", "contrast", "saturation", "jpeg_quality")
+                      "light", "sensor", "occluders", "ground_kinds", "ground_saturation")
+LIGHT_KEYS = ("enabled", "elevation_deg", "azimuth_deg", "color_jitter", "ambient", "diffuse", "specular", "shadow_probability",
+              "extreme_probability")
+SENSOR_KEYS = ("enabled", "noise_std", "blur_probability", "blur_sigma", "brightness", "contrast", "saturation", "jpeg_quality",
+               "noise_chroma", "vignette_probability", "vignette", "defocus_probability", "defocus_radius", "motion_blur_probability",
+               "motion_blur_length")
 TOP_KEYS = ("scene", "renderer", "randomization", "writer", "n_images", "seed", "out", "width", "height", "image_format", "workers",
             "views_per_scene", "overwrite", "progress", "shard", "physics", "labels", "hydra")
 
@@ -350,7 +408,15 @@ def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     category = None if distractor else str(d.get("category") or asset)
     return ObjectGroup(asset=asset, category=category, count=f.dist("count", 1, lo=0, integer=True),  # type: ignore[arg-type]
                        scale=f.dist("scale", 1.0, lo=0, lo_open=True), texture=f.text("texture", None, optional=True, example="bank"),
-                       mass=f.number("mass", 0.1, lo=0, lo_open=True), scale_bins=f.integer("scale_bins", 8, lo=1))
+                       mass=f.number("mass", 0.1, lo=0, lo_open=True), scale_bins=f.integer("scale_bins", 8, lo=1),
+                       weight=_weight(f, distractor))
+
+
+def _weight(f: Fields, distractor: bool) -> float:
+    if distractor and "weight" in f.d:
+        raise ConfigError(f"{f.name('weight')}: weights balance labelled categories only; remove it from the distractor, "
+                          "or move the group under scene.objects.")
+    return f.number("weight", 1.0, lo=0)  # type: ignore[return-value]
 
 
 def _groups(v: Any, where: str, distractor: bool) -> tuple[ObjectGroup, ...]:
@@ -380,7 +446,8 @@ def scene_spec(d: dict) -> SceneSpec:
         tilt_deg=c.dist("tilt_deg", 0.0, lo=-90, hi=90), azimuth_deg=c.dist("azimuth_deg", [0, 360]),
         roll_deg=c.dist("roll_deg", 0.0), target_jitter=c.dist("target_jitter", 0.0, lo=0),
         fov_deg=c.dist("fov_deg", 60.0, lo=0, hi=180, lo_open=True, hi_open=True),
-        K=K, near=c.number("near", 0.05, lo=0, lo_open=True), far=c.number("far", 5.0, lo=0, lo_open=True))  # type: ignore[arg-type]
+        K=K, near=c.number("near", 0.05, lo=0, lo_open=True), far=c.number("far", 5.0, lo=0, lo_open=True),  # type: ignore[arg-type]
+        truncation_probability=c.prob("truncation_probability", 0.0))
     if camera.far <= camera.near:
         raise ConfigError(f"scene.camera needs 0 < near < far, got near={camera.near}, far={camera.far}; e.g. scene.camera.far={camera.near * 40:g}")
     objects = _groups(d.get("objects"), "scene.objects", False)
@@ -391,7 +458,7 @@ def scene_spec(d: dict) -> SceneSpec:
         t = Fields(d["tray"], "scene.tray", TRAY_KEYS, example="{half_extents: [0.12, 0.18]}")
         tray_spec = TraySpec(check_dist(_req(t.d, "half_extents", "scene.tray"), "scene.tray.half_extents", [0.12, 0.18], lo=0, lo_open=True),
                              t.dist("wall_height", 0.03, lo=0, lo_open=True), t.number("wall_thickness", 0.01, lo=0, lo_open=True),  # type: ignore[arg-type]
-                             t.prob("probability", 1.0))
+                             t.prob("probability", 1.0), t.prob("wall_bias", 0.0))
     area = check_numbers(_req(d, "area", where), "scene.area", [0.1, 0.1], 2, lo=0, lo_open=True)
     cats = d.get("categories")
     if cats is not None and (not isinstance(cats, (list, tuple)) or not all(isinstance(x, str) and x for x in cats)):
@@ -408,7 +475,36 @@ def scene_spec(d: dict) -> SceneSpec:
                      ground_rgba=check_numbers(f.get("ground_rgba", (0.8, 0.8, 0.8, 1.0)), "scene.ground_rgba", [0.8, 0.8, 0.8, 1], 4,
                                                lo=0, hi=1),  # type: ignore[arg-type]
                      ground_size=f.number("ground_size", 2.0, lo=0, lo_open=True),  # type: ignore[arg-type]
-                     texture_banks=tuple((str(k), v) for k, v in banks.items()))
+                     texture_banks=tuple((str(k), v) for k, v in banks.items()),
+                     **_targeted(f, objects, f.integer("max_objects", 40, lo=1)))  # type: ignore[arg-type]
+
+
+def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> dict[str, Any]:
+    """The scene's targeted-generation keys (docs/targeted.md): class weights, dice face balance, clusters."""
+    raw = f.get("objects_total")
+    total = None if raw is None else f.dist("objects_total", [4, 8], lo=0, integer=True)
+    if raw is not None and max(_leaves(raw)) > max_objects:  # any form: a range, {randint: ...}, {choice: ...}
+        raise ConfigError(f"scene.objects_total allows {max(_leaves(raw)):g} objects but scene.max_objects is {max_objects}; "
+                          f"lower scene.objects_total or raise scene.max_objects.")
+    if (total is not None or any(g.weight != 1 for g in objects)) and not sum(g.weight for g in objects) > 0:
+        raise ConfigError("every scene.objects.*.weight is 0: give at least one category a weight > 0, e.g. scene.objects.<name>.weight=1")
+    fb = None
+    if f.get("face_balance") is not None:
+        b = Fields(f.get("face_balance"), "scene.face_balance", FACE_BALANCE_KEYS, example="{probability: 1.0}")
+        weights = check_numbers(b.get("weights", [1] * 6), "scene.face_balance.weights", [1, 1, 1, 1, 1, 1], 6, lo=0)
+        if not sum(weights) > 0:
+            raise bad_value("scene.face_balance.weights", "6 weights (faces 1..6), at least one > 0", list(weights), [1, 1, 1, 1, 1, 1])
+        fb = FaceBalanceSpec(probability=b.prob("probability", 0.0), weights=weights,
+                             throw_speed=b.dist("throw_speed", [0.0, 0.05], lo=0), spin=b.dist("spin", [0.0, 1.0], lo=0))
+        if fb.probability > 0 and not any(g.asset in FACE_ASSETS for g in objects):
+            raise ConfigError(f"scene.face_balance needs dice: no scene.objects group has asset {' or '.join(FACE_ASSETS)}; "
+                              "set scene.face_balance.probability=0.")
+    cl = None
+    if f.get("cluster") is not None:
+        c = Fields(f.get("cluster"), "scene.cluster", CLUSTER_KEYS, example="{probability: 0.5}")
+        cl = ClusterSpec(probability=c.prob("probability", 0.0), size=c.dist("size", [2, 4], lo=1, integer=True),
+                         spacing=c.dist("spacing", [0.7, 1.0], lo=0))
+    return {"objects_total": total, "face_balance": fb, "cluster": cl}
 
 
 def randomization_spec(d: dict) -> RandomizationSpec:
@@ -416,26 +512,59 @@ def randomization_spec(d: dict) -> RandomizationSpec:
     lt = Fields(f.get("light"), "randomization.light", LIGHT_KEYS)
     light = None if not lt.flag("enabled", True) else LightSpec(
         elevation_deg=lt.dist("elevation_deg", [35, 90], lo=-90, hi=90), azimuth_deg=lt.dist("azimuth_deg", [0, 360]),
-        color_jitter=lt.prob("color_jitter", 0.15), ambient=lt.dist("ambient", [0.5, 0.8], lo=0),
+        color_jitter=lt.prob("color_jitter", 0.15), ambient=lt.dist("ambient", [0.5, 0.9], lo=0),
         diffuse=lt.dist("diffuse", [0.3, 0.6], lo=0), specular=lt.dist("specular", [0.0, 0.3], lo=0),
-        shadow_probability=lt.prob("shadow_probability", 0.5))
+        shadow_probability=lt.prob("shadow_probability", 0.5), extreme_probability=lt.prob("extreme_probability", 0.0))
     s = Fields(f.get("sensor"), "randomization.sensor", SENSOR_KEYS)
-    sensor = SensorSpec(enabled=s.flag("enabled", True), noise_std=s.dist("noise_std", [0, 4], lo=0),
+    sensor = SensorSpec(enabled=s.flag("enabled", True), noise_std=s.dist("noise_std", [0, 2.5], lo=0),
                         blur_probability=s.prob("blur_probability", 0.3), blur_sigma=s.dist("blur_sigma", [0.3, 1.2], lo=0),
                         brightness=s.dist("brightness", [0.85, 1.15], lo=0), contrast=s.dist("contrast", [0.85, 1.15], lo=0),
-                        saturation=s.dist("saturation", [0.8, 1.2], lo=0), jpeg_quality=s.dist("jpeg_quality", [70, 95], lo=1, hi=100, integer=True))
-    kinds = f.get("texture_kinds")
-    if kinds is not None and (not isinstance(kinds, (list, tuple)) or not kinds or not all(k in TEXTURE_KINDS for k in kinds)):
-        raise bad_value("randomization.texture_kinds", f"a list drawn from {', '.join(TEXTURE_KINDS)}", kinds, list(TEXTURE_KINDS[:2]))
+                        saturation=s.dist("saturation", [0.8, 1.2], lo=0), jpeg_quality=s.dist("jpeg_quality", [70, 95], lo=1, hi=100, integer=True),
+                        noise_chroma=s.dist("noise_chroma", [0.2, 1.0], lo=0, hi=1),
+                        vignette_probability=s.prob("vignette_probability", 0.5), vignette=s.dist("vignette", [0.05, 0.35], lo=0, hi=1),
+                        defocus_probability=s.prob("defocus_probability", 0.15),
+                        defocus_radius=s.dist("defocus_radius", [1.0, 2.5], lo=0, hi=MAX_BLUR_PX),
+                        motion_blur_probability=s.prob("motion_blur_probability", 0.1),
+                        motion_blur_length=s.dist("motion_blur_length", [2.0, 6.0], lo=0, hi=MAX_BLUR_PX))
+    kinds = _kinds(f, "texture_kinds", list(TEXTURE_KINDS[:4]))
     return RandomizationSpec(
         colors=f.flag("colors", True), color_value=f.dist("color_value", [0.2, 1.0], lo=0, hi=1),
         color_saturation=f.dist("color_saturation", [0.0, 1.0], lo=0, hi=1), textures=f.flag("textures", True),
-        texture_kinds=tuple(kinds or TEXTURE_KINDS), textures_per_kind=f.integer("textures_per_kind", 6, lo=1),  # type: ignore[arg-type]
+        texture_kinds=kinds, textures_per_kind=f.integer("textures_per_kind", 6, lo=1),  # type: ignore[arg-type]
         texture_dir=f.text("texture_dir", None, optional=True, example="/data/textures"),
         texture_probability=f.prob("texture_probability", 0.5), bank_seed=f.integer("bank_seed", 0, lo=0, hi=SEED_MAX),  # type: ignore[arg-type]
         ground=f.flag("ground", True), ground_value=f.dist("ground_value", [0.4, 1.0], lo=0, hi=1),
-        ground_texture_probability=f.prob("ground_texture_probability", 0.5),
-        light=light, sensor=sensor, distractors=f.flag("distractors", True))
+        ground_texture_probability=f.prob("ground_texture_probability", 0.8),
+        light=light, sensor=sensor, distractors=f.flag("distractors", True), occluders=_occluders(f.get("occluders")),
+        ground_kinds=_kinds(f, "ground_kinds", list(TEXTURE_KINDS)),
+        ground_saturation=f.dist("ground_saturation", [0.0, 0.2], lo=0, hi=1))
+
+
+MAX_BLUR_PX = 20.0  # defocus radius / motion streak cap: larger kernels cost more than the render and blot out dice
+
+
+def _kinds(f: Fields, key: str, default: list) -> tuple[str, ...]:
+    """A non-empty list of texture kinds (randomization.texture_kinds, randomization.ground_kinds)."""
+    kinds = f.get(key)
+    kinds = default if kinds is None else kinds
+    if not isinstance(kinds, (list, tuple)) or not kinds or not all(isinstance(k, str) and k in TEXTURE_KINDS for k in kinds):
+        raise bad_value(f.name(key), f"a non-empty list drawn from {', '.join(TEXTURE_KINDS)}", kinds, default[:2])
+    return tuple(dict.fromkeys(kinds))  # a kind listed twice would only repeat the same bank entries
+
+
+def occluders_fit(r: RandomizationSpec, scene: SceneSpec) -> RandomizationSpec:
+    """Occluders are drawn from the scene's distractor groups: a scene without any cannot have them."""
+    if r.occluders is not None and r.occluders.probability > 0 and not scene.distractors:
+        raise ConfigError(f"randomization.occluders are drawn from scene.distractors, which scene `{scene.name}` has none of; "
+                          "add a distractor group or set randomization.occluders.probability=0.")
+    return r
+
+
+def _occluders(v: Any) -> OccluderSpec | None:
+    if v is None:
+        return None
+    o = Fields(v, "randomization.occluders", OCCLUDER_KEYS, example="{probability: 0.5, count: [1, 3]}")
+    return OccluderSpec(probability=o.prob("probability", 0.0), count=o.dist("count", [1, 3], lo=0, integer=True))
 
 
 def _named(v: Any, key: str, options: tuple, extra: tuple, default: str) -> tuple[Any, Fields]:
@@ -477,7 +606,8 @@ def render_config(d: dict) -> RenderConfig:
     vps = top.integer("views_per_scene", 1, lo=1)
     lab = Fields(d.get("labels"), "labels", LabelSpec.__dataclass_fields__)
     labels = LabelSpec(min_visible_fraction=lab.prob("min_visible_fraction", 0.1), min_area_px=lab.integer("min_area_px", 16, lo=0),  # type: ignore[arg-type]
-                       depth=lab.choice("depth", None, (None, "png16", "npy")), semantic=lab.flag("semantic", False))
+                       depth=lab.choice("depth", None, (None, "png16", "npy")), semantic=lab.flag("semantic", False),
+                       box=lab.choice("box", "tight", ("tight", "square")))
     ph = Fields(d.get("physics"), "physics", PhysicsSpec.__dataclass_fields__)
     p0 = PhysicsSpec()
     physics = PhysicsSpec(
@@ -494,7 +624,8 @@ def render_config(d: dict) -> RenderConfig:
         raise ConfigError("out is empty; set out=<folder> for the dataset.")
     out = check_str(str(out) if isinstance(out, (str, os.PathLike)) else out, "out", "datasets/dice")
     return RenderConfig(
-        scene=scene_spec(d.get("scene") or {}), randomization=randomization_spec(d.get("randomization") or {}),
+        scene=(scene := scene_spec(d.get("scene") or {})),
+        randomization=occluders_fit(randomization_spec(d.get("randomization") or {}), scene),
         physics=physics, labels=labels, renderer=renderer, n_images=n, seed=seed, out=Path(out),  # type: ignore[arg-type]
         width=w, height=h, image_format=fmt, writer=writer, workers=workers, shard_index=si, shard_count=sc,  # type: ignore[arg-type]
         views_per_scene=vps, overwrite=top.flag("overwrite", False), progress=top.flag("progress", True),  # type: ignore[arg-type]

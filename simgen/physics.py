@@ -6,6 +6,8 @@ cheap collision geometry lives here; the visual pool lives in the render world.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pybullet as p
 from pybullet_utils.bullet_client import BulletClient
@@ -38,6 +40,30 @@ def tray_boxes(tray: TraySample) -> list[tuple[tuple[float, float, float], tuple
     t, h = tray.wall_thickness, tray.wall_height
     return [((t / 2, hy + t, h / 2), (hx + t / 2, 0.0, h / 2), "wall"), ((t / 2, hy + t, h / 2), (-hx - t / 2, 0.0, h / 2), "wall"),
             ((hx, t / 2, h / 2), (0.0, hy + t / 2, h / 2), "wall"), ((hx, t / 2, h / 2), (0.0, -hy - t / 2, h / 2), "wall")]
+
+
+OCCLUDER_MASS = 0.5  # an occluder's mass, as a share of the mass of the object it is set down on
+
+
+def _radius(obj: ObjectSample) -> float:
+    return assets.resolve(obj.asset).radius * obj.scale
+
+
+def _extent_z(obj: ObjectSample, orn) -> tuple[float, float]:
+    """Lowest and highest z of the object's surface points, relative to its link origin, in orientation ``orn``."""
+    from .annotate import quat_to_matrix
+
+    z = (assets.resolve(obj.asset).points * obj.scale) @ quat_to_matrix(orn)[2]
+    return float(z.min()), float(z.max())
+
+
+def _onto(obj: ObjectSample, anchor: np.ndarray, rest: list[tuple[ObjectSample, np.ndarray, tuple]]) -> tuple[float, float, float]:
+    """Start of an occluder: its offset (``obj.position``) from its anchor's settled position, just above the highest
+    settled surface under its footprint (bounding circles overlapping in plan), so it is set down, not dropped."""
+    x, y = anchor[0] + obj.position[0], anchor[1] + obj.position[1]
+    r = _radius(obj)
+    under = [q[2] + _extent_z(o, orn)[1] for o, q, orn in rest if np.hypot(x - q[0], y - q[1]) < r + _radius(o)]
+    return float(x), float(y), float(max(under, default=0.0) - _extent_z(obj, obj.orientation)[0] + obj.position[2])
 
 
 class ClientOwner:
@@ -90,6 +116,29 @@ class PhysicsWorld(ClientOwner):
         return c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=shape, basePosition=obj.position,
                                  baseOrientation=obj.orientation)
 
+    def _add(self, obj: ObjectSample) -> int:
+        c = self.client
+        b = self._create(obj)
+        c.changeDynamics(b, -1, lateralFriction=0.5, restitution=0.3, rollingFriction=2e-3, spinningFriction=2e-3,
+                         linearDamping=0.05, angularDamping=0.2)
+        c.resetBaseVelocity(b, obj.linear_velocity, obj.angular_velocity)
+        return b
+
+    def _settle(self, bodies: list[int], max_steps: int) -> tuple[int, bool]:
+        """Step until every body has been quiet for ``quiet_checks`` checks in a row, or ``max_steps``: (steps, settled)."""
+        c, spec = self.client, self.spec
+        steps, quiet = 0, 0
+        while steps < max_steps:
+            for _ in range(spec.check_every):
+                c.stepSimulation()
+            steps += spec.check_every
+            lin = max((np.linalg.norm(c.getBaseVelocity(b)[0]) for b in bodies), default=0.0)
+            ang = max((np.linalg.norm(c.getBaseVelocity(b)[1]) for b in bodies), default=0.0)
+            quiet = quiet + 1 if lin < spec.linear_threshold and ang < spec.angular_threshold else 0
+            if quiet >= spec.quiet_checks:
+                return steps, True
+        return steps, False
+
     def simulate(self, sample: SceneSample, region: tuple[float, float]) -> tuple[SceneState, list[int]]:
         """Drop, settle, and return the settled scene (objects that left the region are dropped)."""
         c, spec = self.client, self.spec
@@ -102,24 +151,24 @@ class PhysicsWorld(ClientOwner):
             for half, centre, _ in tray_boxes(sample.tray):
                 b = c.createMultiBody(0, c.createCollisionShape(p.GEOM_BOX, halfExtents=half), basePosition=centre)
                 c.changeDynamics(b, -1, lateralFriction=0.6, restitution=0.3)
-        bodies = []
-        for obj in sample.objects:
-            b = self._create(obj)
-            c.changeDynamics(b, -1, lateralFriction=0.5, restitution=0.3, rollingFriction=2e-3, spinningFriction=2e-3,
-                             linearDamping=0.05, angularDamping=0.2)
-            c.resetBaseVelocity(b, obj.linear_velocity, obj.angular_velocity)
-            bodies.append(b)
-        steps, quiet, settled = 0, 0, False
-        while steps < spec.max_steps:
-            for _ in range(spec.check_every):
-                c.stepSimulation()
-            steps += spec.check_every
-            lin = max((np.linalg.norm(c.getBaseVelocity(b)[0]) for b in bodies), default=0.0)
-            ang = max((np.linalg.norm(c.getBaseVelocity(b)[1]) for b in bodies), default=0.0)
-            quiet = quiet + 1 if lin < spec.linear_threshold and ang < spec.angular_threshold else 0
-            if quiet >= spec.quiet_checks:
-                settled = True
-                break
+        # Occluders (``anchor`` set) drop onto their object once everything else has settled: they need its settled pose.
+        # A scene without any simulates exactly as before they existed.
+        bodies: list[int] = [-1] * len(sample.objects)
+        first = [i for i, o in enumerate(sample.objects) if o.anchor is None]
+        for i in first:
+            bodies[i] = self._add(sample.objects[i])
+        steps, settled = self._settle([bodies[i] for i in first], spec.max_steps)
+        later = [i for i, o in enumerate(sample.objects) if o.anchor is not None]
+        if later:
+            rest = {i: (sample.objects[i], *(np.asarray(v) for v in com_to_link(c, bodies[i], *c.getBasePositionAndOrientation(bodies[i]))))
+                    for i in first}
+            for i in later:
+                o = sample.objects[i]
+                bodies[i] = self._add(replace(o, position=_onto(o, rest[o.anchor][1], list(rest.values()))))  # type: ignore[index]
+                # lighter than what it lies on: a 100 g box set on a 4 g die would squirt the die away from under it
+                c.changeDynamics(bodies[i], -1, mass=OCCLUDER_MASS * c.getDynamicsInfo(bodies[o.anchor], -1)[0])  # type: ignore[index]
+            more, calm = self._settle(bodies, max(spec.max_steps - steps, spec.check_every * spec.quiet_checks))
+            steps, settled = steps + more, settled and calm
         placed, dropped, kept_bodies = [], 0, []
         limit_x, limit_y = region[0] * 3 + 0.05, region[1] * 3 + 0.05
         for i, (obj, b) in enumerate(zip(sample.objects, bodies)):

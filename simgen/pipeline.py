@@ -64,17 +64,18 @@ def texture_banks(cfg: RenderConfig) -> dict[str, dict[str, Path]]:
     settings: the up-front scene probe, the generator and the manifest's source list all need them,
     and drawing the procedural banks costs ~0.5 s each time."""
     r = cfg.randomization
-    banks = _texture_banks(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir, cfg.scene.texture_banks)
+    banks = _texture_banks(r.texture_kinds, r.textures_per_kind, r.bank_seed, r.texture_dir, cfg.scene.texture_banks, r.ground_kinds)
     return {name: dict(files) for name, files in banks.items()}  # callers get their own dicts
 
 
 @functools.lru_cache(maxsize=8)
 def _texture_banks(kinds: tuple[str, ...], per_kind: int, bank_seed: int, texture_dir: str | None,
-                   scene_banks: tuple[tuple[str, str], ...]) -> dict[str, dict[str, Path]]:
+                   scene_banks: tuple[tuple[str, str], ...], ground_kinds: tuple[str, ...]) -> dict[str, dict[str, Path]]:
     # Objects are small on screen: 128 px textures (PyBullet keeps a copy per body). The ground fills
-    # the view: a separate, sharper bank of its own.
+    # the view: a separate, sharper bank of its own kinds, periodic because the renderer repeats it at
+    # a fixed physical size (simgen.textures.tile_size).
     banks = {"bank": build_bank(kinds, per_kind, bank_seed, texture_dir).files,
-             "ground": build_bank(kinds, per_kind, bank_seed, texture_dir, size=512, prefix="ground/").files}
+             "ground": build_bank(ground_kinds, per_kind, bank_seed, texture_dir, size=512, prefix="ground/", tileable=True).files}
     for name, ref in scene_banks:
         banks[name] = scene_ref(ref, f"scene.texture_banks.{name}")(bank_seed)
     return banks
@@ -134,7 +135,7 @@ class Generator:
         state, stats = self.scene(i)
         _, view_ss = image_seeds(cfg.seed, i, cfg.views_per_scene)
         rng = np.random.default_rng(view_ss)
-        view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng)
+        view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng, state.objects)  # objects: truncation anchors
         t0 = time.perf_counter()
         self.world.stage(state)
         frame = self.renderer.render(self.world, view.camera, view.light, depth=cfg.labels.depth is not None)

@@ -4,13 +4,17 @@ renderers (TinyRenderer, EGL) are swappable behind :class:`Renderer`.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import math
 import os
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pybullet as p
 
@@ -18,6 +22,7 @@ from . import assets
 from .config import EGL_MAX
 from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
+from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, tile_size
 from .types import Camera, Frame, Light, SceneState
 
 PARK = (1000.0, 1000.0, -1000.0)  # far outside every view frustum
@@ -30,6 +35,107 @@ def projection_matrix(cam: Camera) -> list[float]:
     return list(p.computeProjectionMatrix(left=-n * (cam.cx + 0.5) / cam.fx, right=n * (W - cam.cx - 0.5) / cam.fx,
                                           bottom=-n * (H - cam.cy - 0.5) / cam.fy, top=n * (cam.cy + 0.5) / cam.fy,
                                           nearVal=n, farVal=f))
+
+
+# ----------------------------------------------------------------------------- the ground and backdrop
+# A ground plane cannot fill every view: a tilted camera sees above the horizon, and ground farther
+# than the far plane is clipped, both leaving empty background. So there are two bodies:
+# - the floor: a plane at the origin reaching `far` in every direction, its texture repeated at a
+#   fixed physical size (textures.tile_size) and fixed to the world, so it stays put between views;
+# - the backdrop: a plain box (walls, lid and a floor just below the real one) in the ground's mean
+#   colour, centred under the eye and wholly inside its far plane, so every ray from the eye meets
+#   something before `far`. The walls show only at steep tilts, like a room's wall behind a table.
+BACKDROP_HALF = 0.45  # box half-width as a fraction of `far` ...
+BACKDROP_HEIGHT = 0.5  # ... and lid height: corners sqrt(2 * 0.45^2 + 0.5^2) f = 0.81 f from an eye at the floor
+BACKDROP_SINK = 0.01  # its floor sits this far below the real one (m): hidden where the real floor reaches
+CELL_M = 0.5  # mesh cells: TinyRenderer clips large triangles that reach behind the camera badly
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned, inward-facing box mesh with UVs in texture tiles."""
+
+    half: float  # half-width of the square base (m)
+    height: float  # lid height above the base (m); 0: the base alone (the floor)
+    tile: float  # metres per texture repeat
+    base: bool = True  # False: walls and lid only (where the floor lies under the whole box)
+
+
+def floor_for(cam: Camera, texture: str | None) -> Box:
+    """The floor: half-width `far` rounded up to whole tiles (the UVs then start on a tile edge at
+    the origin, fixing the texture to the world). A function of `far` and the texture only, so one
+    mesh per config and ground look is pooled."""
+    tile = tile_size(texture) if texture else DEFAULT_TILE_M
+    return Box(half=round(math.ceil(cam.far / tile) * tile, 6), height=0.0, tile=tile)
+
+
+def backdrop_for(cam: Camera, floor: Box | None = None) -> Box:
+    """The backdrop for ``cam``'s far plane (plain: its tile is only the UV scale of an untextured mesh).
+    It has a base of its own only where ``floor`` does not lie under all of it (an eye far from the
+    origin): a second full-screen layer under the floor would cost TinyRenderer a third more time."""
+    half = round(BACKDROP_HALF * cam.far, 6)
+    covered = floor is not None and max(abs(cam.eye[0]), abs(cam.eye[1])) + half <= floor.half
+    return Box(half=half, height=round(BACKDROP_HEIGHT * cam.far, 6), tile=DEFAULT_TILE_M, base=not covered)
+
+
+def _face(origin, ea, eb, la: float, lb: float, uv, out: dict) -> None:
+    """Append a rectangle origin + s*ea + t*eb (s in [0, la], t in [0, lb]) split in cells of at most
+    CELL_M, wound counter-clockwise seen from ea x eb (its front side)."""
+    na, nb = max(1, math.ceil(la / CELL_M - 1e-9)), max(1, math.ceil(lb / CELL_M - 1e-9))
+    origin, ea, eb = (np.asarray(x, float) for x in (origin, ea, eb))
+    out["vn"].append(np.cross(ea, eb))
+    n = len(out["vn"])
+    start = len(out["v"])
+    for j in range(nb + 1):
+        for i in range(na + 1):
+            point = origin + ea * la * i / na + eb * lb * j / nb
+            out["v"].append(point)
+            out["vt"].append(uv(point))
+    for j in range(nb):
+        for i in range(na):
+            a = start + j * (na + 1) + i + 1  # OBJ indices are 1-based
+            b, d = a + 1, a + na + 1
+            out["f"] += [(a, b, d + 1, n), (a, d + 1, d, n)]
+
+
+def box_obj(box: Box) -> Path:
+    """The box as an OBJ (cached by content): inward-facing base, and walls and lid when it has a
+    height. UVs count texture tiles from the base's corner, so they are never negative (TinyRenderer
+    and EGL both repeat UVs above 1)."""
+    h, H, t = box.half, box.height, box.tile
+    out: dict = {"v": [], "vt": [], "vn": [], "f": []}
+    plan = lambda q: ((q[0] + h) / t, (q[1] + h) / t)  # noqa: E731 - base and lid
+    along_x = lambda q: ((q[0] + h) / t, q[2] / t)  # noqa: E731
+    along_y = lambda q: ((q[1] + h) / t, q[2] / t)  # noqa: E731
+    X, Y, Z = (1, 0, 0), (0, 1, 0), (0, 0, 1)
+    if box.base:
+        _face((-h, -h, 0), X, Y, 2 * h, 2 * h, plan, out)  # base, facing up
+    if H > 0:
+        _face((-h, -h, H), Y, X, 2 * h, 2 * h, plan, out)  # lid, facing down
+        _face((-h, h, 0), X, Z, 2 * h, H, along_x, out)  # wall at +y, facing -y
+        _face((-h, -h, 0), Z, X, H, 2 * h, along_x, out)  # wall at -y, facing +y
+        _face((h, -h, 0), Z, Y, H, 2 * h, along_y, out)  # wall at +x, facing -x
+        _face((-h, -h, 0), Y, Z, 2 * h, H, along_y, out)  # wall at -x, facing +x
+    lines = ["# simgen ground box"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in out["v"]]
+    lines += [f"vt {u:.6f} {v:.6f}" for u, v in out["vt"]]
+    lines += [f"vn {x:.0f} {y:.0f} {z:.0f}" for x, y, z in out["vn"]]
+    lines += [f"f {a}/{a}/{n} {b}/{b}/{n} {c}/{c}/{n}" for a, b, c, n in out["f"]]
+    data = ("\n".join(lines) + "\n").encode()
+    path = cache_dir() / "meshes" / f"groundbox-{hashlib.sha1(data).hexdigest()[:16]}.obj"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return path
+
+
+def shadow_distance(cam: Camera, backdrop: Box) -> float:
+    """The `lightDistance` to render with. TinyRenderer draws its shadow map from lightDirection *
+    lightDistance towards the origin through the *camera's* projection: from 10 m (the sampled light
+    distance) the scene lies beyond the far plane and no shadow is ever drawn (measured here: none at
+    5 m or more, shadows at 3 m or less). From the camera's own distance the map covers what the camera
+    sees; kept below the lid so the lid never shadows the scene. EGL ignores it (measured)."""
+    return float(min(np.linalg.norm(np.subtract(cam.eye, cam.target)), 0.9 * backdrop.height))
 
 
 def world_to_cam(cam: Camera) -> np.ndarray:
@@ -49,6 +155,10 @@ class RenderWorld(ClientOwner):
         self.lut = np.full(1, -1, np.int32)
         self._tinted: dict[int, tuple] = {}
         self._shapes: dict[tuple, int] = {}
+        self.ground: tuple[str | None, tuple] = (None, (0.8, 0.8, 0.8, 1.0))  # (texture, rgba) of this scene
+        self._grounds: dict[tuple, int] = {}  # (texture, Box) -> body: one per size and look, reused
+        self._ground_bodies: list[int | None] = [None, None]  # floor, backdrop now shown
+        self._means: dict[str, tuple[float, float, float]] = {}
 
     @property
     def n_bodies(self) -> int:
@@ -81,15 +191,12 @@ class RenderWorld(ClientOwner):
                         raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
                 else:
                     b = self._mesh_body(a.path, (scale,) * 3, texture)
-            else:  # ("box", sx, sy, sz, texture) or ("plane", texture)
-                if kind == "plane":
-                    b = self._mesh_body(assets.procedural_obj("plane"), (key[2], key[2], 1.0), key[1])
-                else:
-                    b = self._mesh_body(assets.procedural_obj("box"), key[1:4], key[4])
+            else:  # ("box", sx, sy, sz, texture)
+                b = self._mesh_body(assets.procedural_obj("box"), key[1:4], key[4])
             bodies.append(b)
         return bodies[nth]
 
-    def _place(self, body: int, pos, orn, rgba) -> None:
+    def _pose(self, body: int, pos, orn, rgba) -> None:
         c = self.client
         c.resetBasePositionAndOrientation(body, *link_to_com(c, body, pos, orn))
         rgba = tuple(float(x) for x in rgba)
@@ -97,7 +204,48 @@ class RenderWorld(ClientOwner):
             for link in range(-1, c.getNumJoints(body)):
                 c.changeVisualShape(body, link, rgbaColor=rgba)
             self._tinted[body] = rgba
+
+    def _place(self, body: int, pos, orn, rgba) -> None:
+        self._pose(body, pos, orn, rgba)
         self.active.append(body)
+
+    def frame(self, cam: Camera) -> Box:
+        """Place the floor and, around ``cam``, the backdrop, in this scene's ground look. Returns the backdrop."""
+        texture, rgba = self.ground
+        floor = floor_for(cam, texture)
+        backdrop = backdrop_for(cam, floor)
+        self._show(0, (texture, floor), (0.0, 0.0, -0.0005), rgba)
+        # The backdrop is plain, in the texture's mean colour: like a room's wall behind the table, free of
+        # far-away moire, and one untextured shape for every look (a textured copy per ground texture
+        # would hold another copy of each texture in memory).
+        tint = tuple(float(a * m) for a, m in zip(rgba, (*self._mean_colour(texture), 1.0)))
+        self._show(1, (None, backdrop), (cam.eye[0], cam.eye[1], -0.0005 - BACKDROP_SINK), tint)
+        return backdrop
+
+    def _mean_colour(self, texture: str | None) -> tuple[float, float, float]:
+        """Mean RGB (0..1) of a texture file, read once."""
+        if texture is None:
+            return (1.0, 1.0, 1.0)
+        if texture not in self._means:
+            img = cv2.imread(str(self.textures[texture]), cv2.IMREAD_COLOR)
+            self._means[texture] = tuple(float(c) / 255 for c in cv2.mean(img)[2::-1]) if img is not None else (1.0, 1.0, 1.0)
+        return self._means[texture]
+
+    def _show(self, slot: int, key: tuple, pos: tuple[float, float, float], rgba: tuple) -> None:
+        """Show the ground body ``key`` (created once) in ``slot`` (0 floor, 1 backdrop), parking the one it replaces."""
+        body = self._grounds.get(key)
+        if body is None:
+            body = self._grounds[key] = self._mesh_body(box_obj(key[1]), (1.0, 1.0, 1.0), key[0])
+        shown = self._ground_bodies[slot]
+        if shown not in (None, body):
+            self.client.resetBasePositionAndOrientation(shown, PARK, (0, 0, 0, 1))
+        self._ground_bodies[slot] = body
+        self._pose(body, pos, (0, 0, 0, 1), rgba)
+
+    @property
+    def ground_ids(self) -> tuple[int, ...]:
+        """Body ids of the floor and backdrop now shown."""
+        return tuple(b for b in self._ground_bodies if b is not None)
 
     def stage(self, state: SceneState) -> None:
         """Move pooled bodies into this scene's poses; park the rest; build the body -> instance table."""
@@ -112,8 +260,8 @@ class RenderWorld(ClientOwner):
             return b
 
         tray = state.tray
-        ground = (tray.floor_texture, tray.floor_rgba) if tray is not None else (state.ground_texture, state.ground_rgba)
-        self._place(take(("plane", ground[0], state.ground_size)), (0, 0, -0.0005), (0, 0, 0, 1), ground[1])
+        # Inside a tray the tray's floor is the ground; placed around each camera by frame().
+        self.ground = (tray.floor_texture, tray.floor_rgba) if tray is not None else (state.ground_texture, state.ground_rgba)
         if tray is not None:
             for half, centre, _ in tray_boxes(tray):
                 key = ("box", round(2 * half[0], 4), round(2 * half[1], 4), round(2 * half[2], 4), None)
@@ -145,12 +293,13 @@ class Renderer:
     def attach(self, world: RenderWorld) -> None:
         """Prepare ``world``'s client for this renderer (load plugins, warm up)."""
 
-    def raw(self, world: RenderWorld, cam: Camera, light: Light) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def raw(self, world: RenderWorld, cam: Camera, light: Light, light_distance: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         view = p.computeViewMatrix(cam.eye, cam.target, cam.up)
         # Light arguments are sticky in PyBullet: pass every one of them on every call.
         _, _, rgba, depth, seg = world.client.getCameraImage(
             cam.width, cam.height, viewMatrix=view, projectionMatrix=projection_matrix(cam),
-            lightDirection=list(light.direction), lightColor=list(light.color), lightDistance=light.distance,
+            lightDirection=list(light.direction), lightColor=list(light.color),
+            lightDistance=light.distance if light_distance is None else light_distance,
             shadow=int(light.shadow), lightAmbientCoeff=light.ambient, lightDiffuseCoeff=light.diffuse,
             lightSpecularCoeff=light.specular, renderer=self.pybullet_renderer,
             flags=p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX)
@@ -159,9 +308,10 @@ class Renderer:
 
     def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
         """RGB, metric depth (zeros unless ``depth``) and the instance map of the staged scene."""
-        rgba, dbuf, seg = self.raw(world, cam, light)
+        backdrop = world.frame(cam)
+        rgba, dbuf, seg = self.raw(world, cam, light, shadow_distance(cam, backdrop))
         rgb = np.ascontiguousarray(rgba[..., :3])
-        empty = seg < 0
+        empty = seg < 0  # nothing drawn: only past the backdrop (an eye higher than ~0.8 far)
         rgb[empty] = BACKGROUND
         if depth:
             n, f = cam.near, cam.far

@@ -1,6 +1,15 @@
-"""Sensor effects after rendering (colour jitter, blur, noise). JPEG quality is applied by the writer.
-They change pixels only, never labels. OpenCV on uint8 throughout: this runs on every image."""
+"""Sensor and lens effects after rendering: colour jitter, blur (Gaussian, defocus disc, motion
+streak), vignetting and noise (luminance and chroma). JPEG quality is applied by the writer.
+
+They change pixels only, never labels. OpenCV on uint8 throughout: this runs on every image. The order
+follows the light path: the ISP's colour rendition is folded in first (a linear map, so its place does
+not matter much and it keeps the fused uint8 transform), then the optics (blur, vignetting), then the
+sensor's noise on top.
+"""
 from __future__ import annotations
+
+import functools
+import math
 
 import cv2
 import numpy as np
@@ -8,20 +17,29 @@ import numpy as np
 from .types import Sensor
 
 NOISE_SIZE = 1024
-_noise_field: np.ndarray | None = None
+_noise_fields: dict[bool, np.ndarray] = {}
 
 
-def _noise(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+def _field(grey: bool) -> np.ndarray:
+    """The fixed noise field: independent per channel, or (grey) one channel copied to all three."""
+    if False not in _noise_fields:
+        _noise_fields[False] = np.random.default_rng(np.random.SeedSequence(20261122)).standard_normal(
+            (NOISE_SIZE, NOISE_SIZE, 3), dtype=np.float32)
+    if grey and True not in _noise_fields:
+        _noise_fields[True] = np.ascontiguousarray(np.repeat(_noise_fields[False][..., 2:3], 3, axis=2))
+    return _noise_fields[grey]
+
+
+def _noise(shape: tuple[int, ...], rng: np.random.Generator, grey: bool = False) -> np.ndarray:
     """Unit Gaussian noise of ``shape``: a window at a random offset into a fixed field (drawing a
-    fresh 640x480x3 field costs more than the rest of the sensor model); larger images draw afresh."""
-    global _noise_field
+    fresh 640x480x3 field costs more than the rest of the sensor model); larger images draw afresh.
+    ``grey``: the same value in every channel."""
     h, w, c = shape
     if h > NOISE_SIZE or w > NOISE_SIZE:
-        return rng.standard_normal(shape, dtype=np.float32)
-    if _noise_field is None:
-        _noise_field = np.random.default_rng(np.random.SeedSequence(20261122)).standard_normal((NOISE_SIZE, NOISE_SIZE, c), dtype=np.float32)
+        noise = rng.standard_normal((h, w, 1) if grey else shape, dtype=np.float32)
+        return np.repeat(noise, c, axis=2) if grey else noise
     y, x = int(rng.integers(0, NOISE_SIZE - h + 1)), int(rng.integers(0, NOISE_SIZE - w + 1))
-    return _noise_field[y:y + h, x:x + w]
+    return _field(grey)[y:y + h, x:x + w, :c]
 
 
 # ITU-R 601 luma, the weights cv2.COLOR_RGB2GRAY uses
@@ -42,8 +60,67 @@ def colour_matrix(s: Sensor, channel_means: np.ndarray) -> np.ndarray:
     return M
 
 
+@functools.lru_cache(maxsize=32)
+def disc_kernel(radius: float) -> np.ndarray:
+    """Normalised disc (an out-of-focus lens's point spread), anti-aliased at its rim so that radii
+    between whole pixels blur by in-between amounts."""
+    r = int(math.ceil(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
+    k = np.clip(radius + 0.5 - np.hypot(xx, yy), 0.0, 1.0)
+    return k / k.sum()
+
+
+@functools.lru_cache(maxsize=64)
+def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """Normalised streak of ``length`` pixels at ``angle_deg`` (camera shake during the exposure),
+    drawn anti-aliased at 8x and reduced, so sub-pixel lengths and any angle are smooth."""
+    r = int(math.ceil(length / 2)) + 1
+    n, s = 2 * r + 1, 8
+    big = np.zeros((n * s, n * s), np.float32)
+    c = (n * s - 1) / 2
+    dx, dy = math.cos(math.radians(angle_deg)) * length * s / 2, math.sin(math.radians(angle_deg)) * length * s / 2
+    shift = 4  # cv2.line takes fixed-point coordinates with this many fractional bits
+    p0 = (int(round((c - dx) * 16)), int(round((c - dy) * 16)))
+    p1 = (int(round((c + dx) * 16)), int(round((c + dy) * 16)))
+    cv2.line(big, p0, p1, 1.0, thickness=s, lineType=cv2.LINE_AA, shift=shift)
+    k = cv2.resize(big, (n, n), interpolation=cv2.INTER_AREA)
+    k = k + k[::-1, ::-1]  # a streak through the centre is point-symmetric: this removes the rasteriser's bias,
+    return k / k.sum()  # so the image does not shift under its (unchanged) labels
+
+
+@functools.lru_cache(maxsize=8)
+def _radius2(h: int, w: int) -> np.ndarray:
+    """Squared distance from the image centre, 1 at the corners (float32, HxW)."""
+    yy, xx = np.ogrid[0:h, 0:w]
+    r2 = ((xx - (w - 1) / 2) ** 2 + (yy - (h - 1) / 2) ** 2) / (((w - 1) / 2) ** 2 + ((h - 1) / 2) ** 2)
+    return r2.astype(np.float32)
+
+
+def vignette_gain(h: int, w: int, strength: float) -> np.ndarray:
+    """Per-pixel gain, 1 at the centre and ``1 - strength`` in the corners, falling as r^2 then r^4
+    (the cos^4 falloff of a real lens is ~1 - 2(r/f)^2 + ... near the axis, steeper off it)."""
+    r2 = _radius2(h, w)
+    return 1.0 - strength * (0.6 * r2 + 0.4 * r2 * r2)
+
+
+def _vignette(img: np.ndarray, strength: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    gain = cv2.merge([vignette_gain(h, w, strength)] * img.shape[2])
+    return cv2.multiply(img, gain, dtype=cv2.CV_8U)
+
+
+def _add_noise(img: np.ndarray, s: Sensor, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of sigma ``noise_std`` per channel; a share ``1 - noise_chroma`` of its variance
+    is common to the three channels (grey grain), the rest independent per channel (colour speckle)."""
+    noise = _noise(img.shape, rng)
+    if s.noise_chroma < 1.0:  # weights keep unit variance per channel
+        noise = cv2.addWeighted(noise, math.sqrt(s.noise_chroma), _noise(img.shape, rng, grey=True), math.sqrt(1.0 - s.noise_chroma), 0.0)
+    return cv2.addWeighted(img, 1.0, noise, float(s.noise_std), 0.0, dtype=cv2.CV_8U)
+
+
 def apply_sensor(rgb: np.ndarray, s: Sensor, rng: np.random.Generator) -> np.ndarray:
-    """Colour jitter, blur, then additive Gaussian noise; uint8 in and out (OpenCV rounds and clips)."""
+    """Colour jitter, blurs, vignetting, then additive noise; uint8 in and out (OpenCV rounds and clips).
+    Draws from ``rng`` only for the noise, in a fixed order."""
     if s == Sensor():
         return rgb
     img = rgb
@@ -51,6 +128,12 @@ def apply_sensor(rgb: np.ndarray, s: Sensor, rng: np.random.Generator) -> np.nda
         img = cv2.transform(img, colour_matrix(s, np.array(cv2.mean(img)[:3], np.float32)))
     if s.blur_sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), s.blur_sigma)
+    if s.defocus_radius > 0:
+        img = cv2.filter2D(img, -1, disc_kernel(round(s.defocus_radius, 2)), borderType=cv2.BORDER_REFLECT)
+    if s.motion_length > 0:
+        img = cv2.filter2D(img, -1, motion_kernel(round(s.motion_length, 2), round(s.motion_angle, 1)), borderType=cv2.BORDER_REFLECT)
+    if s.vignette > 0:
+        img = _vignette(img, s.vignette)
     if s.noise_std > 0:
-        img = cv2.addWeighted(img, 1.0, _noise(img.shape, rng), float(s.noise_std), 0.0, dtype=cv2.CV_8U)
+        img = _add_noise(img, s, rng)
     return img if img is not rgb else rgb.copy()

@@ -19,6 +19,9 @@ class ObjectSample:
     texture: str | None = None  # texture-bank key, None keeps the asset's own look
     linear_velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
     angular_velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # An occluder (randomization.occluders): dropped onto object ``anchor`` (an index into SceneSample.objects) once
+    # the others have settled; ``position`` is then its start offset from that object's settled position.
+    anchor: int | None = None
 
     @property
     def labelled(self) -> bool:
@@ -87,6 +90,11 @@ class Sensor:
     contrast: float = 1.0
     saturation: float = 1.0
     jpeg_quality: int = 95
+    vignette: float = 0.0  # light lost in the image corners (0: none, 0.3: corners at 70%)
+    defocus_radius: float = 0.0  # disc (out-of-focus) blur radius, pixels
+    motion_length: float = 0.0  # camera-shake streak length, pixels
+    motion_angle: float = 0.0  # its direction, degrees
+    noise_chroma: float = 1.0  # share of the noise drawn per channel (1) rather than common to all three (0)
 
 
 @dataclass(frozen=True)

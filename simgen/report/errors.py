@@ -441,15 +441,18 @@ def suggestions(t: dict, bins: dict[str, dict], manifest: dict | None) -> list[s
         out.append({
             "loc": "Localization costs the most AP: boxes are found but misplaced; check the label-convention margin (tight "
                    "visible-mask boxes vs the real labels) and box regression / model.input_size.",
-            "cls": "Classification costs the most AP: objects are found but given the wrong class; balance classes and vary the "
-                   "textures that tell them apart (randomization.textures, randomization.texture_probability).",
+            "cls": "Classification costs the most AP: objects are found but given the wrong class; balance classes (scene.objects.<name>"
+                   ".weight, for dice scene.face_balance.probability=1 with scene.face_balance.weights toward the confused faces) and "
+                   "vary the textures that tell them apart (randomization.textures, randomization.texture_probability).",
             "both": "Boxes both misplaced and mislabelled cost the most AP: the detector fires on parts or clusters of objects; "
-                    "look at the false-positive crops and add close-packed scenes (scene.objects.*.count).",
+                    "look at the false-positive crops and add close-packed scenes (scene.cluster.probability, scene.tray.wall_bias, "
+                    "scene.objects.*.count).",
             "dupe": "Duplicates cost the most AP: several boxes per object survive non-maximum suppression; lower the "
                     "detector's NMS IoU threshold or train longer.",
             "bkg": "Background false positives cost the most AP: clutter looks like objects; add distractors (scene.distractors) "
                    "and ground textures (randomization.ground_texture_probability).",
-            "miss": "Missed objects cost the most AP: many real objects get no box at all; see the size and brightness bins below.",
+            "miss": "Missed objects cost the most AP: many real objects get no box at all; see the size and brightness bins below "
+                    "(objects cut by the frame: scene.camera.truncation_probability).",
         }[worst] + f" (dAP50 {t['dap'][worst]:.1f} points)")
     dist, obj = _cfg(manifest, "scene", "camera", "distance"), _cfg(manifest, "scene", "objects")
     scale_key = f"scene.objects.{next(iter(obj))}.scale" if isinstance(obj, dict) and obj else "scene.objects.<name>.scale"
@@ -457,11 +460,14 @@ def suggestions(t: dict, bins: dict[str, dict], manifest: dict | None) -> list[s
         "size": ("small", f"raise the upper end of scene.camera.distance (now {dist}) or lower {scale_key}",
                  "large", f"lower the lower end of scene.camera.distance (now {dist}) or raise {scale_key}"),
         "brightness": ("dark", f"lower randomization.sensor.brightness (now {_cfg(manifest, 'randomization', 'sensor', 'brightness')}) "
-                               f"and randomization.light.ambient (now {_cfg(manifest, 'randomization', 'light', 'ambient')})",
+                               f"and randomization.light.ambient (now {_cfg(manifest, 'randomization', 'light', 'ambient')}), "
+                               f"or add very dark views (randomization.light.extreme_probability)",
                        "bright", f"raise the upper ends of randomization.sensor.brightness and randomization.light.diffuse "
-                                 f"(now {_cfg(manifest, 'randomization', 'light', 'diffuse')})"),
-        "visibility": ("occluded", "render more crowded scenes (scene.objects.*.count) and keep occluded objects "
-                                   "(labels.min_visible_fraction)", "unoccluded", "add plain scenes with few objects"),
+                                 f"(now {_cfg(manifest, 'randomization', 'light', 'diffuse')}), or add very bright and glaring views "
+                                 f"(randomization.light.extreme_probability)"),
+        "visibility": ("occluded", "render more occluded objects (randomization.occluders.probability, scene.cluster.probability, "
+                                   "scene.camera.truncation_probability) and keep them (labels.min_visible_fraction)",
+                       "unoccluded", "add plain scenes with few objects"),
     }
     for name, b in bins.items():
         rec = np.array([np.nan if r is None else r for r in b["recall"]])
