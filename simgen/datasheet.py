@@ -404,6 +404,22 @@ def _ident_rows(role: str, idents: list[dict]) -> list[list]:
              f"`{d.get('manifest_sha256') or '-'}`", d.get("git_commit") or "-"] for d in idents]
 
 
+def _arm_lines(p: dict) -> list[str]:
+    """Composition lines of the `simgen utility` arms that train on a schedule or a subset: phase sizes, synthetic subset."""
+    out = []
+    phases = p.get("phases") or []
+    if len(phases) > 1:
+        out.append("- Training phases (one schedule): " + "; ".join(
+            f"{ph.get('name')}: steps {ph.get('start_step')}-{(ph.get('start_step') or 0) + ph.get('steps', 0) - 1} ({ph.get('steps')} step{'s' * (ph.get('steps') != 1)}, "
+            f"{ph.get('images')} images, sources {json.dumps(ph.get('sources'))})" for ph in phases) + ".")
+    sub = p.get("synthetic_subset")
+    if sub:
+        out.append(f"- Synthetic subset: the first {sub.get('train_images')} images of a permutation drawn from seed {sub.get('seed')} "
+                   f"(hash `{sub.get('train_hash')}`); {sub.get('val_images')} others held out as synthetic validation "
+                   f"(hash `{sub.get('val_hash')}`).")
+    return out
+
+
 def run_datasheet_markdown(p: dict, metrics: dict | None = None) -> str:
     ds = p.get("datasets") or {}
     hold = p.get("holdout") or {}
@@ -420,6 +436,7 @@ def run_datasheet_markdown(p: dict, metrics: dict | None = None) -> str:
                    + _ident_rows("holdout", [hold] if hold else [])), "",
          f"- Requested synthetic fraction: {p.get('synthetic_fraction')}; synthetic share actually seen in training: "
          f"{seen.get('synthetic_share')}" + (f" ({json.dumps({k: v for k, v in seen.items() if k != 'synthetic_share'})})" if len(seen) > 1 else "") + ".",
+         *_arm_lines(p),
          f"- Categories ({len(p.get('categories') or [])}): {', '.join(map(str, p.get('categories') or []))}"
          + (" (class-agnostic)" if p.get("class_agnostic") else "") + (f"; category map {p['category_map']}" if p.get("category_map") else "") + ".", "",
          "## 3. Collection process", "",

@@ -258,7 +258,7 @@ def test_smoke_utility(tmp_path, holdout):
     out = tmp_path / "u"
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["runs"] == report["runs"]
-    assert [r["name"] for r in report["runs"]] == ["TSTR", "mix-0.5", "TRTR"]
+    assert [r["name"] for r in report["runs"]] == ["TSTR", "mix-0.5", "TRTR", "finetune"]  # finetune: on by default with data.real
     for r in report["runs"]:
         assert {"name", "synthetic_fraction", "train_images", "steps", "map", "map50", "per_class"} <= set(r)
         assert r["steps"] == 2 and 0.0 <= r["map"] <= r["map50"] <= 1.0
@@ -266,7 +266,7 @@ def test_smoke_utility(tmp_path, holdout):
         assert all(v is None or 0.0 <= v <= 1.0 for v in r["per_class"].values())
     assert report["runs"][0]["synthetic_share_seen"] == 1.0 and report["runs"][2]["synthetic_share_seen"] == 0.0
     assert (out / "report.md").read_text().count("| TSTR |") == 1
-    assert [e["name"] for e in report["summary"]] == ["TSTR", "mix-0.5", "TRTR"]
+    assert [e["name"] for e in report["summary"]] == ["TSTR", "mix-0.5", "TRTR", "finetune"]
     assert all(e["map_std"] == 0.0 and e["map_mean"] == r["map"] for e, r in zip(report["summary"], report["runs"]))
     assert (out / "map_vs_fraction.png").stat().st_size > 1000
     prov = json.loads((out / "runs/TSTR-s0/provenance.json").read_text())

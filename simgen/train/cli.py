@@ -19,6 +19,6 @@ def train_task(d: dict) -> None:
 
 def utility_task(d: dict) -> None:
     u = utility_config(d)
-    run_utility(u, log=_log)
+    report = run_utility(u, log=_log)
     print((u.job.out / "report.md").read_text())
-    print(f"report: {u.job.out}/report.json, report.md, map_vs_fraction.png")
+    print(f"report: {u.job.out}/report.json, report.md, map_vs_fraction.png" + (", map_vs_size.png" if "sizes" in report else ""))

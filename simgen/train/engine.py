@@ -3,7 +3,8 @@
 Like torchvision's references/detection, the engine is two short functions (:func:`train` and
 :func:`predict`); everything else is plain data. The budget is ``max_steps`` and/or ``max_minutes``:
 the learning-rate schedule follows whichever runs out first, so arms of a comparison that get the
-same budget get the same schedule.
+same budget get the same schedule. A run may be split into :class:`Phase` s (pretrain on synthetic,
+fine-tune on real) that share that schedule, and may keep an EMA of its weights (``trainer.ema``).
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import math
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,12 +41,13 @@ class TrainerConfig:
     min_lr_frac: float = 0.05  # cosine decays to this fraction of lr
     grad_clip: float = 10.0
     num_workers: int = 0
-    threads: int = 2  # torch CPU threads
+    threads: int | str = "auto"  # torch CPU threads: "auto" (the free cores, see threads.py) or a number
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision where the device is CUDA
     checkpoint_minutes: float = 5.0
     progress: bool = True
     eval_batch_size: int = 4
+    ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.999); None: off
 
     def budget(self) -> str:
         parts = [f"{self.max_steps} steps" if self.max_steps else "", f"{self.max_minutes:g} min" if self.max_minutes else ""]
@@ -68,12 +71,24 @@ def trainer_config(d: dict) -> TrainerConfig:
         grayscale_p=f.prob("grayscale_p", t0.grayscale_p), blur_p=f.prob("blur_p", t0.blur_p), lr=f.number("lr", t0.lr, lo=0, lo_open=True),  # type: ignore[arg-type]
         weight_decay=f.number("weight_decay", t0.weight_decay, lo=0), warmup_steps=f.integer("warmup_steps", t0.warmup_steps, lo=0),  # type: ignore[arg-type]
         min_lr_frac=f.prob("min_lr_frac", t0.min_lr_frac), grad_clip=f.number("grad_clip", t0.grad_clip, lo=0),  # type: ignore[arg-type]
-        num_workers=f.integer("num_workers", t0.num_workers, lo=0), threads=f.integer("threads", t0.threads, lo=0), device=device,  # type: ignore[arg-type]
+        num_workers=f.integer("num_workers", t0.num_workers, lo=0), threads=_threads(f), device=device,  # type: ignore[arg-type]
         amp=f.flag("amp", t0.amp), checkpoint_minutes=f.number("checkpoint_minutes", t0.checkpoint_minutes, lo=0),  # type: ignore[arg-type]
-        progress=f.flag("progress", t0.progress), eval_batch_size=f.integer("eval_batch_size", t0.eval_batch_size, lo=1))  # type: ignore[arg-type]
+        progress=f.flag("progress", t0.progress), eval_batch_size=f.integer("eval_batch_size", t0.eval_batch_size, lo=1),  # type: ignore[arg-type]
+        ema=f.number("ema", t0.ema, lo=0, hi=1, lo_open=True, hi_open=True, optional=True, example=0.999))  # type: ignore[arg-type]
     if not cfg.max_steps and not cfg.max_minutes:
         raise ConfigError("trainer needs a budget: set trainer.max_steps and/or trainer.max_minutes.")
     return cfg
+
+
+def _threads(f) -> int | str:
+    v = f.get("threads", "auto")
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        from ..config import bad_value
+
+        raise bad_value("trainer.threads", "auto or an integer >= 1", v, "auto")
+    return v
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,6 +192,25 @@ def _to_device(images, targets, device):
     return images, targets
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of a training run with its own sample stream. It trains until ``until`` of the budget is
+    used (the progress that drives the schedule: steps or minutes, whichever runs out first); then the next
+    phase takes over with the same model, optimizer and learning-rate schedule."""
+
+    name: str
+    loader: Any
+    until: float = 1.0
+
+
+def phase_skips(resume: dict | None, n: int) -> list[int]:
+    """Samples each phase's stream already gave a resumed run: its loader's sampler must skip them."""
+    if resume is None:
+        return [0] * n
+    rec = resume["meta"].get("phases") or [{"images": resume["meta"]["seen"]}]
+    return [int(rec[i]["images"]) if i < len(rec) else 0 for i in range(n)]
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -185,17 +219,36 @@ class TrainResult:
     sources_seen: dict  # {"real": n, "synthetic": n} from the samples' ``source``
     final_loss: float
     device: str
+    phases: list = field(default_factory=list)  # per phase: name, until, start_step, steps, images, sources
+    ema: float | None = None  # the EMA decay when the model holds averaged weights
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _ema_model(model: nn.Module, decay: float):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    # use_buffers: BatchNorm statistics are averaged along with the weights, so the averaged model is
+    # evaluated with statistics that belong to it (otherwise it would need a pass of update_bn).
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _as_phases(loader) -> list[Phase]:
+    if isinstance(loader, (list, tuple)) and loader and all(isinstance(p, Phase) for p in loader):
+        return list(loader)
+    return [Phase("train", loader, 1.0)]
+
+
 def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, input_size: int, max_size: int,
           checkpoint: Path | None = None, meta: dict | None = None, log=None, resume: dict | None = None) -> TrainResult:
-    """Train until the step or time budget runs out. ``loader`` yields ``(images, targets)`` forever.
+    """Train until the step or time budget runs out. ``loader`` yields ``(images, targets)`` forever, or is a
+    list of :class:`Phase` (e.g. pretrain on synthetic, then fine-tune on real) that share one schedule.
 
-    ``resume`` is a checkpoint from :func:`resumable`; the caller's loader must already skip the samples
-    its ``step`` consumed (``MixSampler(skip=...)``), so the run continues the same sample stream."""
+    ``resume`` is a checkpoint from :func:`resumable`; the caller's loaders must already skip the samples it
+    consumed (``MixSampler(skip=...)`` with :func:`phase_skips`), so the run continues the same streams.
+    With ``t.ema`` the model ends holding its exponential moving average: what is evaluated and saved."""
+    phases = _as_phases(loader)
     set_model_sizes(model, input_size, max_size, t.crop, training=True)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -204,9 +257,11 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr)
     use_amp = t.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    # Before any RNG restore: creating a DataLoader iterator draws a base seed from torch's generator.
-    it = iter(loader)
-    step, seen, sources, ema, used_minutes = 0, 0, Counter(), float("nan"), 0.0
+    # Every phase's iterator is made now, before any RNG restore: creating a DataLoader iterator draws a
+    # base seed from torch's generator, so making one mid-run would differ between a resumed run and a whole one.
+    its = [iter(p.loader) for p in phases]
+    records = [{"name": p.name, "until": p.until, "start_step": None, "steps": 0, "images": 0, "sources": {}} for p in phases]
+    step, seen, sources, loss_avg, used_minutes, k = 0, 0, Counter(), float("nan"), 0.0, 0
     if resume is not None:
         rm = resume["meta"]
         model.load_state_dict(resume["model"])
@@ -215,9 +270,13 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
             scaler.load_state_dict(resume["scaler"])
         if "rng" in resume:
             torch.set_rng_state(resume["rng"])  # augmentations draw from torch's global generator
-        step, seen, sources, ema, used_minutes = rm["step"], rm["seen"], Counter(rm["sources"]), rm["ema"], rm["minutes"]
+        step, seen, sources, loss_avg, used_minutes = rm["step"], rm["seen"], Counter(rm["sources"]), rm["loss_avg"], rm["minutes"]
+        records, k = rm.get("phases") or records, rm.get("phase", 0)
         if log:
             log(f"resuming from step {step} ({used_minutes:.1f} min already trained)")
+    ema = _ema_model(model, t.ema) if t.ema else None  # after a resume's load: a fresh average starts from it...
+    if ema is not None and resume is not None and "ema_model" in resume:
+        ema.load_state_dict(resume["ema_model"])  # ...unless the checkpoint holds the average itself
     pbar = None
     if t.progress:
         from tqdm import tqdm
@@ -231,9 +290,19 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
         progress = max(step / t.max_steps if t.max_steps else 0.0, minutes / t.max_minutes if t.max_minutes else 0.0)
         if progress >= 1.0:
             break
-        images, targets = next(it)
-        sources.update(tg.get("source", "unknown") for tg in targets)
+        while k < len(phases) - 1 and progress >= phases[k].until:
+            k += 1
+            if log:
+                log(f"phase {phases[k].name} from step {step} ({minutes:.1f} min)")
+        rec = records[k]
+        if rec["start_step"] is None:
+            rec["start_step"] = step
+        images, targets = next(its[k])
+        batch_sources = [tg.get("source", "unknown") for tg in targets]
+        sources.update(batch_sources)
+        rec["sources"] = dict(Counter(rec["sources"]) + Counter(batch_sources))
         seen += len(images)
+        rec["steps"], rec["images"] = rec["steps"] + 1, rec["images"] + len(images)
         images, targets = _to_device(images, targets, device)
         for g in opt.param_groups:
             g["lr"] = t.lr * _lr_factor(progress, step, t)
@@ -248,26 +317,32 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         scaler.step(opt)
         scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
-        ema = loss.item() if math.isnan(ema) else 0.95 * ema + 0.05 * loss.item()
+        loss_avg = loss.item() if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss.item()
         if pbar is not None:
             pbar.update(1)
-            pbar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", min=f"{minutes:.1f}")
+            pbar.set_postfix(loss=f"{loss_avg:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}", min=f"{minutes:.1f}")
         if checkpoint is not None and t.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * t.checkpoint_minutes:
             # Everything a resumed run needs to continue as if never stopped (see ``resumable``).
-            state = {"partial": True, "step": step, "seen": seen, "sources": dict(sources), "ema": ema,
-                     "minutes": (time.monotonic() - start) / 60}
-            save_checkpoint(checkpoint, model, {**(meta or {}), **state}, opt,
-                            extra={"rng": torch.get_rng_state(), "scaler": scaler.state_dict()})
+            state = {"partial": True, "step": step, "seen": seen, "sources": dict(sources), "loss_avg": loss_avg,
+                     "minutes": (time.monotonic() - start) / 60, "phases": records, "phase": k}
+            extra = {"rng": torch.get_rng_state(), "scaler": scaler.state_dict()}
+            if ema is not None:
+                extra["ema_model"] = ema.state_dict()
+            save_checkpoint(checkpoint, model, {**(meta or {}), **state}, opt, extra=extra)
             last_ckpt = time.monotonic()
     if pbar is not None:
         pbar.close()
     minutes = (time.monotonic() - start) / 60
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())  # evaluate and save the averaged weights
     if checkpoint is not None:
-        save_checkpoint(checkpoint, model, {**(meta or {}), "step": step})
+        save_checkpoint(checkpoint, model, {**(meta or {}), "step": step, "ema": t.ema})
     if log:
-        log(f"trained {step} steps in {minutes:.1f} min on {device} (loss {ema:.3f})")
-    return TrainResult(step, round(minutes, 3), seen, dict(sources), round(ema, 4), str(device))
+        log(f"trained {step} steps in {minutes:.1f} min on {device} (loss {loss_avg:.3f})" + (f", EMA {t.ema:g} weights" if ema else ""))
+    return TrainResult(step, round(minutes, 3), seen, dict(sources), round(loss_avg, 4), str(device), records, t.ema)
 
 
 @torch.no_grad()

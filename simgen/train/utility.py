@@ -4,6 +4,8 @@ Arms (same model, trainer budget and holdout for all; each for every seed):
   TSTR   train on synthetic only (synthetic_fraction 1.0)
   TRTR   train on the real training folder only (0.0), when ``data.real`` is given
   mix-f  real plus synthetic, a synthetic sample drawn with probability f, when ``data.real`` is given
+  finetune  synthetic only for ``utility.finetune_split`` of the budget, then real only (one schedule), with ``data.real``
+  <arm>-nN  the data-size curve: TSTR (and the best mix) on nested subsets of N synthetic images (``utility.synthetic_sizes``)
 The holdout is only ever predicted on; :mod:`simgen.train.guard` refuses training folders that hold
 any holdout image.
 """
@@ -13,7 +15,7 @@ import hashlib
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +24,15 @@ import torch
 from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
-from .engine import (TrainerConfig, eval_transforms, predict, resolve_device, resumable, train, train_transforms,
-                     trainer_config)
+from .engine import (Phase, TrainerConfig, eval_transforms, phase_skips, predict, resolve_device, resumable, train,
+                     train_transforms, trainer_config)
 from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
 from .guard import check_no_leak, dataset_identity, holdout_identity
 from ..datasheet import write_run_datasheet, write_utility_datasheet
 from .mix import MixedDataset, concat, share
 from .models import ModelConfig, build_model, model_config
+from .sizes import SyntheticSplit, gap_warnings, plan_sizes, plot_sizes, size_summary, size_table, split_indices, val_set
+from .threads import apply_threads
 
 AGNOSTIC = "object"
 
@@ -64,6 +68,23 @@ class UtilityConfig:
     seeds: tuple[int, ...] = (0,)
     tstr: bool = True
     trtr: bool = True
+    finetune: bool = True  # pretrain on synthetic, fine-tune on real (only with data.real)
+    finetune_split: float = 0.7  # share of the budget on synthetic before the switch to real
+    synthetic_sizes: tuple[int, ...] = ()  # the data-size curve: numbers of synthetic images (empty: off)
+    synthetic_val: int = 100  # synthetic images held out from every size, to score the size runs on
+    sizes_fraction: float | None = None  # the mix of the size curve; None: the best mix by mean mAP
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What one run trains on; the model, budget and holdout are the job's."""
+
+    name: str
+    fraction: float | None = 1.0  # synthetic share the sampler draws; None: in proportion to the folders' sizes
+    kind: str = "mix"  # how the report groups it: "mix" (TSTR, TRTR, mixes), "finetune", "size"
+    finetune_split: float | None = None  # sequential: synthetic only for this share of the budget, then real only
+    subset: SyntheticSplit | None = None  # a data-size run: train on a nested subset of the synthetic images
+    series: str | None = None  # a data-size run: the arm it shrinks ("TSTR", "mix-0.7")
 
 
 def _is_fraction(f) -> bool:
@@ -122,7 +143,7 @@ def job_config(d: dict) -> Job:
 
 def utility_config(d: dict) -> UtilityConfig:
     job = job_config(d)
-    uf = Fields(d.get("utility"), "utility", ("fractions", "seeds", "tstr", "trtr"))
+    uf = Fields(d.get("utility"), "utility", ("fractions", "seeds", "tstr", "trtr", *NEW_UTILITY_KEYS))
     u = uf.d
     fr = u.get("fractions") or ()
     if not isinstance(fr, (list, tuple)) or not all(_is_fraction(f) for f in fr):
@@ -135,7 +156,27 @@ def utility_config(d: dict) -> UtilityConfig:
     seeds = tuple(seeds)
     if not job.data.synthetic:
         raise ConfigError("simgen utility needs synthetic data: pass data.synthetic=<folder rendered by simgen render>.")
-    return UtilityConfig(job, fr, seeds, uf.flag("tstr", True), uf.flag("trtr", True))
+    return UtilityConfig(job, fr, seeds, uf.flag("tstr", True), uf.flag("trtr", True), **_arm_settings(uf, job))
+
+
+NEW_UTILITY_KEYS = ("finetune", "finetune_split", "synthetic_sizes", "synthetic_val", "sizes_fraction")
+
+
+def _arm_settings(uf: Fields, job: Job) -> dict:
+    """The finetune arm and data-size curve keys of ``utility``, checked against the job they will run in."""
+    u0 = UtilityConfig(job)
+    finetune = uf.flag("finetune", u0.finetune)
+    split = uf.number("finetune_split", u0.finetune_split, lo=0, hi=1, lo_open=True, hi_open=True, example=0.7)
+    if finetune and job.data.real and job.trainer.max_steps == 1:
+        raise ConfigError("the finetune arm needs trainer.max_steps >= 2 (one step per phase); raise it or pass utility.finetune=false.")
+    sizes = uf.get("synthetic_sizes") or ()
+    if not isinstance(sizes, (list, tuple)) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+        raise bad_value("utility.synthetic_sizes", "a list of image counts >= 1 (empty: no data-size curve)", sizes, [250, 500, 1000])
+    sf = None if uf.get("sizes_fraction") is None else uf.number("sizes_fraction", None, lo=0, hi=1, lo_open=True, hi_open=True, example=0.7)
+    if sf is not None and not job.data.real:
+        raise ConfigError("utility.sizes_fraction needs a real training folder: pass data.real=<folder> or utility.sizes_fraction=null.")
+    return {"finetune": finetune, "finetune_split": float(split), "synthetic_sizes": tuple(sizes),
+            "synthetic_val": uf.integer("synthetic_val", u0.synthetic_val, lo=1, example=100), "sizes_fraction": sf}
 
 
 # ---------------------------------------------------------------------------- data
@@ -205,21 +246,85 @@ def _hash(obj) -> str:
 # ---------------------------------------------------------------------------- one run
 
 
+def finetune_until(t: TrainerConfig, split: float) -> float:
+    """Budget fraction at which the finetune arm switches from synthetic to real. On a step budget it is a
+    whole step, at least one on each side; on a minute budget the minutes split likewise."""
+    if not t.max_steps:
+        return split
+    return min(max(1, round(split * t.max_steps)), t.max_steps - 1) / t.max_steps
+
+
+def _loader(ds: MixedDataset, t: TrainerConfig, seed: int, skip: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(ds, batch_size=t.batch_size, sampler=ds.sampler(seed, skip=skip), collate_fn=collate,
+                                       num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+
+
+def _mixed(real, syn, fraction: float) -> MixedDataset:
+    try:
+        return MixedDataset(real, syn, fraction)
+    except ValueError as e:
+        raise ConfigError(f"{e}.") from None
+
+
+def _phases(arm: Arm, real, syn, t: TrainerConfig, seed: int, resume: dict | None) -> tuple[list[Phase], dict, str]:
+    """The training streams of one arm, each skipping what a resumed run already consumed; the images each
+    source offers; a description for the log."""
+    if arm.finetune_split is not None:
+        # One cosine schedule over both phases (same optimizer, the data source switches at the split step),
+        # not a warm restart: at 70% of the budget the cosine is down to ~1/4 of the peak learning rate, the
+        # usual fine-tuning regime, so real data refines the synthetic pretraining instead of a new warmup
+        # undoing it; and the arm spends its budget on the schedule every other arm gets, so they compare fairly.
+        until = finetune_until(t, arm.finetune_split)
+        parts = [_mixed(None, syn, 1.0), _mixed(real, None, 0.0)]
+        skips = phase_skips(resume, 2)
+        steps = f" ({round(until * t.max_steps)} of {t.max_steps} steps)" if t.max_steps else ""
+        return ([Phase("synthetic", _loader(parts[0], t, seed, skips[0]), until), Phase("real", _loader(parts[1], t, seed, skips[1]), 1.0)],
+                {"real": parts[1].n_real, "synthetic": parts[0].n_synthetic}, f"synthetic only for {until:.0%} of the budget{steps}, then real only")
+    mixed = _mixed(real, syn, arm.fraction)
+    return [Phase("train", _loader(mixed, t, seed, phase_skips(resume, 1)[0]), 1.0)], mixed.used_sizes, f"synthetic share {arm.fraction:.2f}"
+
+
+def _score_synthetic_val(model, roots_s, val_idx, cats: list[str], job: Job, device) -> dict:
+    m, t = job.model, job.trainer
+    vs, vgt = val_set(roots_s, val_idx, cats, job.data.name_of, eval_transforms())
+    preds = predict(model, vs, device, input_size=m.input_size, max_size=m.max_size, batch_size=t.eval_batch_size)
+    return coco_evaluate(vgt, coco_results(preds, label_to_category(cats, vgt)))
+
+
+def _subset_identity(roots_s, idx) -> str:
+    names = [f"{r}/{im['file_name']}" for r in roots_s for im in sorted(load_coco(r)["images"], key=lambda im: im["id"])]
+    return _hash(sorted(names[i] for i in np.asarray(idx).tolist()))
+
+
+# Trainer fields that change how a run is shown or scheduled on this machine, not what it learns: a
+# finished run is reused (and a killed one resumed) when only these differ.
+NOT_IDENTITY = ("progress", "checkpoint_minutes", "threads", "num_workers", "eval_batch_size")
+
+
+def run_identity(t: TrainerConfig) -> dict:
+    return {k: v for k, v in asdict(t).items() if k not in NOT_IDENTITY}
+
+
 def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str = "train",
-            holdout_hashes: dict | None = None, log=None) -> dict:
-    """Train one model on ``job.data`` at ``synthetic_fraction`` and score it on the holdout.
+            holdout_hashes: dict | None = None, log=None, arm: Arm | None = None) -> dict:
+    """Train one model on ``job.data`` at ``synthetic_fraction`` (or as ``arm`` says) and score it on the holdout.
 
     Writes ``out/{checkpoint.pt, predictions.json, metrics.json, provenance.json}``; returns the run's
     report entry. A finished run with the same settings is read back instead of retrained.
     """
     log = log or (lambda m: None)
-    data, t, m = job.data, job.trainer, job.model
-    roots_s = data.synthetic if synthetic_fraction != 0.0 else ()
-    roots_r = data.real if synthetic_fraction != 1.0 else ()
+    arm = arm or Arm(name, synthetic_fraction)
+    name, data, t, m = arm.name, job.data, job.trainer, job.model
+    roots_s = data.synthetic if arm.fraction != 0.0 else ()
+    roots_r = data.real if arm.fraction != 1.0 or arm.finetune_split is not None else ()
     hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
     cats = model_categories(data)
-    settings = {"model": asdict(m), "trainer": asdict(t), "data": asdict(data), "fraction": synthetic_fraction, "seed": seed,
-                "categories": cats}
+    settings = {"model": asdict(m), "trainer": run_identity(t), "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
+                "fraction": arm.fraction, "seed": seed, "categories": cats}
+    if arm.finetune_split is not None:
+        settings["finetune_split"] = arm.finetune_split
+    if arm.subset is not None:
+        settings["synthetic_subset"] = asdict(arm.subset)
     key = _hash(settings)
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():
@@ -229,29 +334,25 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
             return prev["entry"]
 
     torch.manual_seed(seed)
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    threads = apply_threads(t.threads, log)  # one line per command: the choice is kept for all its runs
     device = resolve_device(t.device)
     tf = train_transforms(t, m.input_size)
     syn = concat([_train_set(r, cats, data, tf, m.masks) for r in roots_s])
     real = concat([_train_set(r, cats, data, tf, m.masks) for r in roots_r])
-    if synthetic_fraction is None:
+    val_idx = None
+    if arm.subset is not None:
+        train_idx, val_idx = split_indices(len(syn), arm.subset)
+        syn = torch.utils.data.Subset(syn, train_idx.tolist())
+    if arm.fraction is None:
         ns, nr = (len(syn) if syn else 0), (len(real) if real else 0)
-        synthetic_fraction = ns / (ns + nr)
-    try:
-        mixed = MixedDataset(real, syn, synthetic_fraction)
-    except ValueError as e:
-        raise ConfigError(f"{e}.") from None
+        arm = replace(arm, fraction=ns / (ns + nr))
     resume = resumable(out / "checkpoint.pt", key)  # killed mid-training: continue from its checkpoint
-    skip = resume["meta"]["step"] * t.batch_size if resume else 0
-    loader = torch.utils.data.DataLoader(mixed, batch_size=t.batch_size, sampler=mixed.sampler(seed, skip=skip), collate_fn=collate,
-                                         num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+    phases, used, how = _phases(arm, real, syn, t, seed, resume)
     model = build_model(m, len(cats))
     meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key}
-    log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, synthetic share {synthetic_fraction:.2f}, "
-        f"{mixed.used_sizes} images, budget {t.budget()}")
-    res = train(model, loader, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta, log=log,
-                resume=resume)
+    log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, {how}, {used} images, budget {t.budget()}")
+    res = train(model, phases, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta,
+                log=log, resume=resume)
 
     gt = _holdout_doc(data)
     hold = CocoDataset(data.holdout, transforms=eval_transforms(), masks=False, ignore_unknown=True)
@@ -266,20 +367,31 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
     metrics["agnostic"] = {"map": agn["map"], "map50": agn["map50"]}
     write_json(out / "predictions.json", results)
     seen = share(s for s, n in res.sources_seen.items() for _ in range(n))
-    entry = {"name": name, "seed": seed, "synthetic_fraction": round(synthetic_fraction, 4), "synthetic_share_seen": seen["synthetic_share"],
-             "train_images": sum(mixed.used_sizes.values()), "train_images_by_source": mixed.used_sizes, "steps": res.steps,
-             "minutes": res.minutes, "images_seen": res.images_seen, "map": round(metrics["map"], 4), "map50": round(metrics["map50"], 4),
-             "map_agnostic": round(agn["map"], 4), "map50_agnostic": round(agn["map50"], 4),
+    entry = {"name": name, "kind": arm.kind, "seed": seed, "synthetic_fraction": round(arm.fraction, 4),
+             "synthetic_share_seen": seen["synthetic_share"], "train_images": sum(used.values()), "train_images_by_source": used,
+             "steps": res.steps, "minutes": res.minutes, "images_seen": res.images_seen, "map": round(metrics["map"], 4),
+             "map50": round(metrics["map50"], 4), "map_agnostic": round(agn["map"], 4), "map50_agnostic": round(agn["map50"], 4),
              "per_class": {k: (None if v is None else round(v, 4)) for k, v in metrics["per_class"].items()},
              "per_class_ap50": {k: (None if v is None else round(v, 4)) for k, v in metrics["per_class_ap50"].items()}}
+    if len(res.phases) > 1:
+        entry["phases"] = [{k: p[k] for k in ("name", "steps", "images", "sources")} for p in res.phases]
+    subset = None
+    if arm.subset is not None:
+        vm = _score_synthetic_val(model, roots_s, val_idx, cats, job, device)
+        metrics["synthetic_val"] = vm
+        entry.update(series=arm.series, synthetic_size=len(syn), synthetic_val_map=round(vm["map"], 4), synthetic_val_map50=round(vm["map50"], 4))
+        subset = {**asdict(arm.subset), "train_images": len(syn), "val_images": len(val_idx),
+                  "train_hash": _subset_identity(roots_s, train_idx), "val_hash": _subset_identity(roots_s, val_idx)}
     provenance = {
-        "run": name, "seed": seed, "settings_hash": key, "device": res.device, "command": sys.argv,
+        "run": name, "kind": arm.kind, "seed": seed, "settings_hash": key, "device": res.device, "threads": threads.as_dict(),
+        "command": sys.argv,
         "datasets": {"synthetic": [dataset_identity(r) for r in roots_s], "real": [dataset_identity(r) for r in roots_r]},
-        "synthetic_fraction": synthetic_fraction, "sources_seen": seen,
+        "synthetic_fraction": arm.fraction, "sources_seen": seen, "finetune_split": arm.finetune_split, "phases": res.phases,
+        "synthetic_subset": subset,
         "holdout": {**holdout_identity(data.holdout, hh), "images_scored": len(ids)},
         "categories": cats, "category_map": dict(data.category_map), "class_agnostic": data.class_agnostic,
-        "model": asdict(m), "trainer": asdict(t), "train": res.as_dict(), "versions": versions(),
-        "config": job.resolved,
+        "model": asdict(m), "trainer": asdict(t), "train": {k: v for k, v in res.as_dict().items() if k != "phases"},
+        "versions": versions(), "config": job.resolved,
     }
     write_json(out / "provenance.json", json.loads(json.dumps(provenance, default=str)))
     write_run_datasheet(out, provenance, entry)  # DATASHEET.md: datasets + hashes, holdout, guard, model, metrics
@@ -291,40 +403,110 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
 # ---------------------------------------------------------------------------- the protocol
 
 
-def arms(u: UtilityConfig) -> list[tuple[str, float]]:
+def arms(u: UtilityConfig) -> list[Arm]:
     out = []
     if u.tstr:
-        out.append(("TSTR", 1.0))
+        out.append(Arm("TSTR", 1.0))
     if u.job.data.real:
-        out += [(f"mix-{f:g}", f) for f in u.fractions]
+        out += [Arm(f"mix-{f:g}", f) for f in u.fractions]
         if u.trtr:
-            out.append(("TRTR", 0.0))
+            out.append(Arm("TRTR", 0.0))
+        if u.finetune:
+            out.append(Arm("finetune", u.finetune_split, kind="finetune", finetune_split=u.finetune_split))
     return out
+
+
+def best_mix(u: UtilityConfig, summary: list[dict]) -> float | None:
+    """The synthetic fraction of the data-size curve's mix: ``utility.sizes_fraction``, else the mix arm with
+    the highest mean mAP among those run; None without real data or mixes."""
+    if not u.job.data.real:
+        return None
+    if u.sizes_fraction is not None:
+        return u.sizes_fraction
+    mixes = [e for e in summary if e.get("kind", "mix") == "mix" and 0 < e["synthetic_fraction"] < 1 and "map_mean" in e]
+    return max(mixes, key=lambda e: e["map_mean"])["synthetic_fraction"] if mixes else None
+
+
+def size_arms(u: UtilityConfig, fraction: float | None) -> tuple[list[Arm], str | None]:
+    """TSTR, and the mix at ``fraction`` when given, on every planned subset size; and the capping note."""
+    n = sum(len(load_coco(r)["images"]) for r in u.job.data.synthetic)
+    sizes, note = plan_sizes(u.synthetic_sizes, n, u.synthetic_val)
+    series = [("TSTR", 1.0)] + ([(f"mix-{fraction:g}", fraction)] if fraction is not None else [])
+    return [Arm(f"{name}-n{k}", f, kind="size", subset=SyntheticSplit(u.job.seed, u.synthetic_val, k), series=name)
+            for name, f in series for k in sizes], note
+
+
+def run_sizes(u: UtilityConfig, summary: list[dict], hh: dict, log) -> dict:
+    """The data-size curve: every size arm for every seed, then its summary, warnings and plot."""
+    job = u.job
+    fraction = best_mix(u, summary)
+    if job.data.real and fraction is None:
+        log("data-size curve: no mix arm ran (utility.fractions is empty), so only TSTR; set utility.sizes_fraction to add a mix")
+    size_list, note = size_arms(u, fraction)
+    if note:
+        log(note)
+    runs = [run_one(job, job.out / "runs" / f"{a.name}-s{seed}", a.fraction, seed, a.name, hh, log, arm=a) for a in size_list for seed in u.seeds]
+    table = size_summary(runs)
+    warnings = gap_warnings(table)
+    for w in warnings:
+        log(w)
+    plot_sizes(table, job.out / "map_vs_size.png")
+    return {"requested": list(u.synthetic_sizes), "sizes": sorted({a.subset.size for a in size_list}), "note": note,
+            "permutation_seed": job.seed, "synthetic_val": u.synthetic_val, "mix_fraction": fraction,
+            "mix_fraction_from": None if fraction is None else ("utility.sizes_fraction" if u.sizes_fraction is not None else "best mix by mean mAP"),
+            "runs": runs, "summary": table, "warnings": warnings}
 
 
 def run_utility(u: UtilityConfig, log=None) -> dict:
     log = log or (lambda m: None)
     job = u.job
     if not job.data.real and u.fractions:
-        log("no data.real given: running TSTR only (mixes and TRTR need a real training folder)")
+        log("no data.real given: running TSTR only (mixes, TRTR and finetune need a real training folder)")
     hh = check_no_leak([*job.data.synthetic, *job.data.real], job.data.holdout)
     model_categories(job.data)  # fail fast on category mismatch, before any training
+    if u.synthetic_sizes:
+        size_arms(u, None)  # fail fast on a synthetic_val that leaves nothing to train on
     runs = []
-    for name, f in arms(u):
+    for arm in arms(u):
         for seed in u.seeds:
-            runs.append(run_one(job, job.out / "runs" / f"{name}-s{seed}", f, seed, name, hh, log))
+            runs.append(run_one(job, job.out / "runs" / f"{arm.name}-s{seed}", arm.fraction, seed, arm.name, hh, log, arm=arm))
     summary = summarize(runs)
     report = {"runs": runs, "summary": summary, "holdout": str(job.data.holdout.resolve()), "model": job.model.name,
               "budget": job.trainer.budget(), "seeds": list(u.seeds), "class_agnostic": job.data.class_agnostic, "versions": versions()}
+    if u.finetune and job.data.real:
+        report["finetune"] = {"split": u.finetune_split, "switch_at": finetune_until(job.trainer, u.finetune_split),
+                              "schedule": "one cosine schedule over both phases, the data source switches at the split"}
+    if u.synthetic_sizes:
+        report["sizes"] = run_sizes(u, summary, hh, log)
     write_json(job.out / "report.json", report)
+    (job.out / "report.md").write_text(report_markdown(u, report))
+    plot(runs, summary, job.out / "map_vs_fraction.png")
+    write_utility_datasheet(job.out, {**report, "runs": runs + (report.get("sizes") or {}).get("runs", [])})
+    return report
+
+
+def report_markdown(u: UtilityConfig, report: dict) -> str:
+    job, runs, summary = u.job, report["runs"], report["summary"]
     md = markdown_table(runs)
     if len(u.seeds) > 1:  # one row per arm: what to read first when seeds disagree
         md = summary_table(summary) + "\n\nEvery run:\n\n" + md
-    (job.out / "report.md").write_text(f"# Sim-to-real utility on `{job.data.holdout}`\n\nmodel `{job.model.name}` at {job.model.input_size} px, "
-                                       f"budget {job.trainer.budget()} per run, seeds {list(u.seeds)}\n\n{md}\n")
-    plot(runs, summary, job.out / "map_vs_fraction.png")
-    write_utility_datasheet(job.out, report)
-    return report
+    parts = [f"# Sim-to-real utility on `{job.data.holdout}`", "",
+             f"model `{job.model.name}` at {job.model.input_size} px, budget {job.trainer.budget()} per run, seeds {list(u.seeds)}", "", md]
+    if "finetune" in report:
+        ft = report["finetune"]
+        parts += ["", f"`finetune`: synthetic only for the first {ft['switch_at']:.0%} of the budget, then the real training folder "
+                      "for the rest; one cosine schedule and optimizer across both phases."]
+    if "sizes" in report:
+        sz = report["sizes"]
+        parts += ["", "## Data-size curve", "",
+                  f"Nested subsets of the synthetic images (first N of one permutation from seed {sz['permutation_seed']}); "
+                  f"{sz['synthetic_val']} other synthetic images score every size as synthetic validation"
+                  + (f"; the mix is mix-{sz['mix_fraction']:g} ({sz['mix_fraction_from']})" if sz["mix_fraction"] is not None else "")
+                  + ". Plot: `map_vs_size.png`.", ""]
+        parts += [f"Note: {sz['note']}.", ""] if sz["note"] else []
+        parts += [size_table(sz["summary"])]
+        parts += ["", *sz["warnings"]] if sz["warnings"] else []
+    return "\n".join(parts) + "\n"
 
 
 SUMMARY_METRICS = ("map", "map50", "map50_agnostic")
@@ -338,7 +520,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         by_arm.setdefault(r["name"], []).append(r)
     out = []
     for name, rs in by_arm.items():
-        e = {"name": name, "synthetic_fraction": rs[0]["synthetic_fraction"], "seeds": [r["seed"] for r in rs]}
+        e = {"name": name, "kind": rs[0].get("kind", "mix"), "synthetic_fraction": rs[0]["synthetic_fraction"], "seeds": [r["seed"] for r in rs]}
         for k in SUMMARY_METRICS:
             v = np.array([r[k] for r in rs if r.get(k) is not None], dtype=float)
             if len(v):
@@ -373,6 +555,8 @@ def markdown_table(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
+    """AP against the synthetic fraction: the TSTR/mix/TRTR arms as a line, the finetune arm as its own star at
+    its split (it is sequential, not a mix, so it is not joined to the line)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,17 +564,22 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for key, label, marker in (("map", "mAP@[.5:.95]", "o"), ("map50", "AP50", "s")):
-        arms = sorted(summary, key=lambda e: e["synthetic_fraction"])  # one arm per fraction
+        arms = sorted((e for e in summary if e.get("kind", "mix") == "mix"), key=lambda e: e["synthetic_fraction"])
         # One seed per arm: a plain line. Several: each run as a faint dot, the mean with a +-1 std bar.
-        ax.scatter([r["synthetic_fraction"] for r in runs], [r[key] for r in runs], marker=marker, alpha=0.4)
+        mix_runs = [r for r in runs if r.get("kind", "mix") == "mix"]
+        dots = ax.scatter([r["synthetic_fraction"] for r in mix_runs], [r[key] for r in mix_runs], marker=marker, alpha=0.4)
         ax.errorbar([e["synthetic_fraction"] for e in arms], [e[f"{key}_mean"] for e in arms], yerr=[e[f"{key}_std"] for e in arms],
-                    marker=marker, capsize=3, label=label)
+                    marker=marker, capsize=3, label=label, color=dots.get_facecolor()[0][:3])
+        for e in (e for e in summary if e.get("kind") == "finetune"):
+            ax.errorbar([e["synthetic_fraction"]], [e[f"{key}_mean"]], yerr=[e[f"{key}_std"]], marker="*", markersize=12, capsize=3,
+                        linestyle="none", color=dots.get_facecolor()[0][:3], markeredgecolor="black",
+                        label=f"finetune {label} (synthetic then real, split {e['synthetic_fraction']:g})")
     ax.set_xlabel("synthetic fraction of training samples")
     ax.set_ylabel("AP on real holdout")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(0, max(0.05, *(r["map50"] for r in runs)) * 1.15 if runs else 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
