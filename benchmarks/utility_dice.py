@@ -12,6 +12,7 @@ Everything goes under --work (default /tmp/simgen-bench); a finished render or r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -63,6 +64,27 @@ def split_real(src: Path, n_train: int, dst: Path, seed: int = 0) -> tuple[Path,
     return out["train"], out["test"]
 
 
+def targets(summary: list[dict]) -> list[str]:
+    """Issue 12's targets, checked on the report's per-arm mean and std (several seeds)."""
+    arm = {e["name"]: e for e in summary}
+    lines = []
+    trtr, tstr = arm.get("TRTR"), arm.get("TSTR")
+    if trtr and tstr:
+        ok = tstr["map_mean"] >= trtr["map_mean"]
+        lines.append(f"TSTR mAP {tstr['map_mean']:.3f} >= TRTR {trtr['map_mean']:.3f}: {'met' if ok else 'NOT met'}")
+    mixed = [e for e in summary if e["name"] not in ("TSTR", "TRTR")]
+    if trtr and mixed:
+        best = max(mixed, key=lambda e: e["map_mean"])
+        ratio = best["map_mean"] / max(trtr["map_mean"], 1e-9)
+        gap = best["map_mean"] - trtr["map_mean"]
+        ok = ratio >= 1.5 and gap > max(best["map_std"], trtr["map_std"])
+        lines.append(f"best real+synthetic ({best['name']}) mAP {best['map_mean']:.3f} ± {best['map_std']:.3f} = {ratio:.2f}x TRTR "
+                     f"{trtr['map_mean']:.3f} ± {trtr['map_std']:.3f} (target >= 1.5x, gap > both stds): {'met' if ok else 'NOT met'}")
+        a = best.get("map50_agnostic_mean", float("nan"))
+        lines.append(f"best recipe AP50 any class {a:.3f} (target >= 0.9): {'met' if a >= 0.9 else 'NOT met'}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/simgen-bench")
@@ -75,7 +97,11 @@ def main() -> None:
     ap.add_argument("--real", default=None, help="a real *training* folder (never the holdout): adds TRTR and mixes")
     ap.add_argument("--split-real", type=int, default=0, metavar="K",
                     help="no real training folder? train TRTR/mixes on K holdout photos, score all arms on the rest")
+    ap.add_argument("--fit", action="store_true",
+                    help="fit the scene to the real *training* photos first (simgen fit) and render with that overlay")
+    ap.add_argument("--render", default="", help="more simgen render overrides, space-separated, e.g. 'labels.box=square'")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    ap.add_argument("--out", default=None, help="utility output folder (default: named after the data and budget, under --work)")
     ap.add_argument("extra", nargs="*", help="more simgen utility overrides, e.g. model.trunk=tiny")
     a = ap.parse_args()
     if not (Path(a.holdout) / "annotations.json").is_file():
@@ -85,14 +111,26 @@ def main() -> None:
         if a.real:
             sys.exit("give --real or --split-real, not both")
         a.real, a.holdout = (str(p) for p in split_real(Path(a.holdout), a.split_real, work))
-    syn = work / f"dice-{a.images}"
+    render_args = a.render.split()
+    tag = f"dice-{a.images}"
+    if a.fit:
+        if not a.real:
+            sys.exit("--fit needs real training photos: pass --real <folder> or --split-real K (never the scored holdout)")
+        overlay = work / f"fit-{Path(a.real).name}.yaml"
+        if not overlay.is_file():
+            run(["simgen", "fit", f"data.real={a.real}", "scene=dice", f"out={overlay}"])
+        render_args.append(f"overlay={overlay}")
+        tag += "-fit"
+    if a.render:
+        tag += "-" + hashlib.sha256(a.render.encode()).hexdigest()[:8]
+    syn = work / tag
     t0 = time.monotonic()
     if not (syn / "manifest.json").is_file():
         run(["simgen", "render", "scene=dice", f"n_images={a.images}", f"out={syn}", f"workers={a.workers}", "width=640", "height=640",
-             "seed=0", "progress=false"])
+             "seed=0", "progress=false", *render_args])
     t_render = time.monotonic() - t0
     budget = [f"trainer.max_steps={a.steps}", "trainer.max_minutes=null"] if a.steps else [f"trainer.max_minutes={a.minutes}"]
-    out = work / (f"utility-{a.images}-" + (f"{a.steps}steps" if a.steps else f"{a.minutes:g}min") + (f"-split{a.split_real}" if a.split_real else ""))
+    out = Path(a.out) if a.out else work / (f"utility-{syn.name}-" + (f"{a.steps}steps" if a.steps else f"{a.minutes:g}min") + (f"-split{a.split_real}" if a.split_real else ""))
     cmd = ["simgen", "utility", "model=fcos_lite", "trainer=cpu", *budget, f"data.synthetic=[{syn}]",
            f"data.holdout={a.holdout}", f"utility.seeds=[{a.seeds}]", f"out={out}"]
     if a.real:
@@ -103,6 +141,12 @@ def main() -> None:
     for r in report["runs"]:
         print(f"{r['name']:>8} seed {r['seed']} (synthetic {r.get('synthetic_fraction')}): mAP {r['map']:.3f}  AP50 {r['map50']:.3f}  AP50(any class) {r.get('map50_agnostic', float('nan')):.3f}"
               f"  {r['steps']} steps  {r['minutes']:.1f} min")
+    print()
+    for e in report["summary"]:
+        print(f"{e['name']:>8} x{len(e['seeds'])}: mAP {e['map_mean']:.3f} ± {e['map_std']:.3f}  AP50 {e['map50_mean']:.3f} ± {e['map50_std']:.3f}"
+              f"  AP50 any class {e.get('map50_agnostic_mean', float('nan')):.3f} ± {e.get('map50_agnostic_std', float('nan')):.3f}")
+    for line in targets(report["summary"]):
+        print(line)
 
 
 if __name__ == "__main__":

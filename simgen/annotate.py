@@ -31,6 +31,17 @@ def tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
+def square_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:
+    """``box`` grown to a square of its longer side about its centre, then clipped to the image.
+
+    Some annotators draw squares around near-cubic objects (every box of dice-real-50 is square);
+    a detector trained on tight boxes is then scored as a localisation error at high IoU."""
+    x0, y0, x1, y1 = box
+    half = max(x1 - x0, y1 - y0) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return max(0.0, cx - half), max(0.0, cy - half), min(float(width), cx + half), min(float(height), cy + half)
+
+
 def _covered(tris: np.ndarray, W: int, H: int) -> int:
     """Pixels of a W x H canvas whose centres lie in at least one of ``tris`` (T x 3 x 2, canvas units).
     Vectorized over every (triangle, candidate pixel) pair; unlike cv2.fillPoly (even-odd), overlapping
@@ -140,7 +151,10 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec) -> tuple[Instance
         visible = 1.0 if full <= 0 else float(min(1.0, area / full))
         if visible < spec.min_visible_fraction:
             continue
-        out.append(Instance(object_index=i, category=obj.category, bbox_xyxy=tight_box(mask), mask=mask, area=area,
+        box = tight_box(mask)
+        if spec.box == "square":
+            box = square_box(box, frame.camera.width, frame.camera.height)
+        out.append(Instance(object_index=i, category=obj.category, bbox_xyxy=box, mask=mask, area=area,
                             visible_fraction=round(visible, 4), truncated=truncated,
                             pose_R=tuple(tuple(float(x) for x in row) for row in R), pose_t=tuple(float(x) for x in t)))  # type: ignore[arg-type]
     return tuple(out)

@@ -5,9 +5,12 @@
     simgen merge <dir> <dir> ... out=<dir>
     simgen train / simgen utility        sim-to-real trainer and protocol (Hydra apps)
     simgen report data.synthetic=<dir> data.real=<dir> out=<dir>   validation report (report.html, report.json)
+    simgen fit data.real=<dir> scene=<name> out=<file.yaml>      randomization ranges fitted to real photos (an overlay)
+    simgen render overlay=<file.yaml> [key=value ...]            render with a fitted overlay; explicit overrides win
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 from .errors import SimgenError, did_you_mean
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-COMMANDS = ("render", "preview", "merge", "train", "utility", "report")
+COMMANDS = ("render", "preview", "merge", "train", "utility", "report", "fit")
 
 
 USAGE = """usage: simgen <command> [args]   (`simgen <command> --help` for details)
@@ -25,7 +28,8 @@ USAGE = """usage: simgen <command> [args]   (`simgen <command> --help` for detai
   merge     join shard outputs into one        simgen merge datasets/big/shards/* out=datasets/big-merged
   train     train a detector, score on real    simgen train data.synthetic=datasets/dice out=runs/dice
   utility   sim-to-real protocol (TSTR, mixes) simgen utility data.synthetic=datasets/dice out=runs/utility
-  report    synthetic vs real validation       simgen report data.synthetic=datasets/dice data.real=<dir> out=reports/dice"""
+  report    synthetic vs real validation       simgen report data.synthetic=datasets/dice data.real=<dir> out=reports/dice
+  fit       ranges fitted to real photos       simgen fit data.real=<dir> scene=dice out=fits/real.yaml  (then: simgen render overlay=fits/real.yaml)"""
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -79,6 +83,21 @@ def precheck(config_name: str, overrides: list[str]) -> None:
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         fail(f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def composed(config_name: str, overrides: list[str]) -> dict:
+    """The composed config as a plain dict, unresolved; {} when the overrides do not compose (precheck then says why)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_module("simgen.conf", version_base="1.3"):
+            return OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=False)  # type: ignore[return-value]
+    except Exception:  # Hydra raises several types
+        return {}
     finally:
         GlobalHydra.instance().clear()
 
@@ -160,12 +179,20 @@ def hydra_task(cmd: str) -> Callable[[dict], None]:
         from .report.cli import report_task
 
         return report_task
+    if cmd == "fit":
+        from .fit import fit_task
+
+        return fit_task
     from .train import cli as train_cli
 
     return train_cli.train_task if cmd == "train" else train_cli.utility_task
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before anything imports torch: OpenMP reads its wait policy once, when torch loads it, and its default
+    # lets idle workers spin, which collapses training on a shared machine (simgen/train/threads.py). A user's
+    # own OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -180,14 +207,18 @@ def main(argv: list[str] | None = None) -> None:
             return _preview(rest)
         if cmd == "merge":
             return _merge(rest)
+        if cmd == "render":  # overlay=<file> becomes overrides placed first: explicit ones, applied later, win
+            from .fit import expand_overlay
+
+            rest = expand_overlay(rest, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
+                                  lambda groups: composed("render", groups))
+            refuse_code_overrides(rest)
         precheck(cmd, rest)
         sys.argv = [f"simgen {cmd}", *rest]
         return hydra_app(cmd, hydra_task(cmd))()
     except SimgenError as e:
         fail(str(e), e.exit_code)
     except BrokenPipeError:  # e.g. `simgen render --help | head`: the reader left, that is fine
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
 

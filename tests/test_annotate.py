@@ -1,6 +1,6 @@
 import numpy as np
 
-from simgen.annotate import annotate, tight_box
+from simgen.annotate import annotate, square_box, tight_box
 from simgen.config import LabelSpec
 from simgen.types import Camera, Frame, ObjectSample, PlacedObject, SceneState
 
@@ -22,6 +22,18 @@ def test_tight_box_is_half_open_pixels():
     m = np.zeros((10, 10), bool)
     m[2:5, 3:7] = True
     assert tight_box(m) == (3.0, 2.0, 7.0, 5.0)
+
+
+def test_square_boxes_grow_about_the_centre_and_clip_to_the_image():
+    assert square_box((10.0, 20.0, 14.0, 30.0), 64, 48) == (7.0, 20.0, 17.0, 30.0)
+    assert square_box((0.0, 0.0, 4.0, 2.0), 64, 48) == (0.0, 0.0, 4.0, 3.0)  # clipped at the top
+    inst = np.full((48, 64), -1, np.int32)
+    inst[21:27, 29:33] = 0  # 4 wide, 6 tall
+    state = SceneState(objects=(placed(0),), sim_steps=0, settled=True, n_dropped=0)
+    (t,) = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=1))
+    (q,) = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=1, box="square"))
+    assert t.bbox_xyxy == (29.0, 21.0, 33.0, 27.0)
+    assert q.bbox_xyxy == (28.0, 21.0, 34.0, 27.0) and q.area == t.area and (q.mask == t.mask).all()
 
 
 def test_boxes_masks_and_occlusion():

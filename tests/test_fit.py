@@ -1,0 +1,226 @@
+"""`simgen fit` and `simgen render overlay=`: a known-answer fit, the overlay file, and bad input.
+
+The known answer: a small dice set rendered with chosen camera distance, object count, JPEG quality and
+noise (plain grounds and untextured objects, so that 32 images carry little content spread), then fitted
+with a calibration of 24 images per stage. The fit must recover the settings within what 24-32 images
+allow; the numbers it gave when written are in the comments."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simgen.errors import ConfigError
+from .conftest import compose_dict
+
+PLAIN = ["scene=dice", "randomization.ground=false", "randomization.textures=false", "workers=1", "width=320", "height=320"]
+TRUE = {"distance": [0.5, 0.6], "count": [2, 4], "jpeg_quality": [55, 60], "noise_std": [3, 4]}
+
+
+def simgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simgen.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory) -> Path:
+    from simgen.config import render_config
+    from simgen.run import render_dataset
+
+    out = tmp_path_factory.mktemp("fit") / "known"
+    d = compose_dict("render", [*PLAIN, "n_images=32", "seed=7", "progress=false", f"out={out}"])
+    # Set on the composed dict, not as overrides: the defaults' forms (a list, {loguniform: ...}) may change.
+    d["randomization"]["sensor"].update(jpeg_quality=TRUE["jpeg_quality"], noise_std=TRUE["noise_std"])
+    d["scene"]["camera"]["distance"] = TRUE["distance"]
+    d["scene"]["objects"]["die"]["count"] = TRUE["count"]
+    render_dataset(render_config(d), log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(known) -> dict:
+    from simgen.fit import FitOptions, fit
+
+    return fit(known, compose_dict("render", PLAIN), FitOptions(calibration_images=24, progress=False), log=lambda m: None)
+
+
+def test_known_answer_is_recovered(fitted):
+    o = fitted["overlay"]
+    sensor, camera = o["randomization"]["sensor"], o["scene"]["camera"]
+    # JPEG straight from the quantisation tables: [52, 63] for [55, 60] (the +-3 margin)
+    assert abs(sensor["jpeg_quality"][0] - 55) <= 5 and abs(sensor["jpeg_quality"][1] - 60) <= 5
+    # distance (log-uniform): [0.373, 0.758] when written; it must cover the true centre and stay within 2.5x of itself
+    lo, hi = camera["distance"]["loguniform"]
+    assert lo <= 0.55 <= hi and lo < 0.6 and hi > 0.5 and hi / lo < 2.5
+    # count: [2, 6]; contains the true [2, 4] and is not absurdly wider
+    lo, hi = o["scene"]["objects"]["die"]["count"]
+    assert lo <= 2 and hi >= 4 and hi - lo <= 6
+    # noise: [0.0, 3.61]; JPEG at 55-60 hides most of a noise of 3-4, so only a sane band can be asked for
+    lo, hi = sensor["noise_std"]
+    assert lo <= 4 and 2.5 <= hi <= 9
+    # brightness gain: [0.83, 1.14] for a true [0.85, 1.15]
+    lo, hi = sensor["brightness"]
+    assert lo <= 1.0 <= hi and 0.6 <= lo and hi <= 1.5
+    # contrast: [0.48, 0.87] for a true [0.85, 1.15]: std L* is mostly content (dice, tray), see docs/fit.md
+    assert 0.3 <= sensor["contrast"][0] <= sensor["contrast"][1] <= 2.5
+    assert 0.0 <= sensor["blur_probability"] <= 1.0
+    assert "box" not in o.get("labels", {})  # tight boxes on both sides: no square-box convention
+    assert o["scene"]["name"] == "dice" and o["width"] == 320 and o["height"] == 320
+
+
+def test_overlay_file_says_where_each_value_came_from(fitted, tmp_path):
+    from simgen import __version__
+    from simgen.fit import write_overlay
+
+    path = write_overlay(fitted, tmp_path / "sub" / "fit.yaml")
+    text = path.read_text()
+    assert yaml.safe_load(text) == fitted["overlay"]
+    head = [line for line in text.splitlines() if line.startswith("# ")][:4]
+    assert any(str(fitted["meta"]["real"]) in h and "32 images" in h for h in head)
+    assert any(f"simgen {__version__}" in h and fitted["meta"]["created_utc"] in h for h in head)
+    lines = text.splitlines()
+    for key, statistic in (("jpeg_quality:", "quantisation tables"), ("distance:", "object size"), ("count:", "objects per image"),
+                           ("noise_std:", "Immerkaer"), ("brightness:", "mean L*")):
+        i = next(i for i, line in enumerate(lines) if line.strip().startswith(key))
+        comment = []
+        while lines[i - 1].strip().startswith("#"):
+            i -= 1
+            comment.insert(0, lines[i])
+        assert statistic in " ".join(comment), (key, comment)
+    assert "tilt_deg not fitted" in text
+    assert [p.name for p in path.parent.iterdir()] == ["fit.yaml"]  # no temporary file left beside it
+
+
+def test_render_with_overlay_uses_the_fitted_values_and_explicit_overrides_win(fitted, tmp_path):
+    from simgen.fit import write_overlay
+
+    path = write_overlay(fitted, tmp_path / "fit.yaml")
+    out = tmp_path / "ds"
+    r = simgen("render", f"overlay={path}", "n_images=2", "workers=1", "progress=false", f"out={out}",
+               "randomization.sensor.jpeg_quality=[90,95]")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "manifest.json").read_text())["config"]
+    o = fitted["overlay"]
+    assert cfg["scene"]["name"] == "dice"
+    assert cfg["scene"]["camera"]["distance"] == o["scene"]["camera"]["distance"]
+    assert cfg["scene"]["objects"]["die"]["count"] == o["scene"]["objects"]["die"]["count"]
+    assert cfg["randomization"]["sensor"]["noise_std"] == o["randomization"]["sensor"]["noise_std"]
+    assert cfg["randomization"]["sensor"]["brightness"] == o["randomization"]["sensor"]["brightness"]
+    assert [cfg["width"], cfg["height"]] == [320, 320]
+    assert cfg["randomization"]["sensor"]["jpeg_quality"] == [90, 95]  # the command line wins over the overlay
+
+
+def test_overlay_overrides_replace_and_merge(tmp_path):
+    """Values land on the composed config: a list replaces a {loguniform: ...} default, mappings merge, an
+    explicit override placed later wins, and an overlay for another scene is refused."""
+    from simgen.fit import expand_overlay
+
+    f = tmp_path / "o.yaml"
+    f.write_text("scene: {name: dice, camera: {distance: [0.3, 0.4]}}\n"
+                 "randomization: {sensor: {noise_std: {loguniform: [0.5, 2.0]}, jpeg_quality: [60, 65]}}\nlabels: {box: square}\n")
+    from simgen.cli import composed, conf_dir, group_options
+
+    def expand(args):
+        return expand_overlay(args, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
+                              lambda groups: composed("render", groups))
+
+    args = expand([f"overlay={f}", "randomization.sensor.jpeg_quality=[80,85]"])
+    d = compose_dict("render", args)
+    assert d["scene"]["name"] == "dice" and d["scene"]["camera"]["distance"] == [0.3, 0.4]
+    assert d["scene"]["camera"]["fov_deg"] == compose_dict("render")["scene"]["camera"]["fov_deg"]  # merged, not replaced
+    assert d["randomization"]["sensor"]["noise_std"] == {"loguniform": [0.5, 2.0]}
+    assert d["randomization"]["sensor"]["jpeg_quality"] == [80, 85]
+    assert d["labels"]["box"] == "square"
+    with pytest.raises(ConfigError, match="fitted for scene=dice"):
+        expand([f"overlay={f}", "scene=tabletop"])
+    with pytest.raises(ConfigError, match="not found"):
+        expand([f"overlay={tmp_path / 'missing.yaml'}"])
+    (tmp_path / "bad.yaml").write_text("scene: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        expand([f"overlay={tmp_path / 'bad.yaml'}"])
+
+
+def test_square_boxes_are_read_as_the_annotators_convention(tmp_path):
+    """Every real box grown to a square while the same objects' tight boxes are not: labels.box square; the tight
+    set itself: not. Dice ~25 px wide: at ~10 px most tight boxes of a die are square within 1 px anyway."""
+    from simgen.config import render_config
+    from simgen.fit import FitOptions, real_boxes
+    from simgen.report.build import load_side
+    from simgen.run import render_dataset
+
+    tight = tmp_path / "tight"
+    d = compose_dict("render", [*PLAIN, "n_images=8", "progress=false", f"out={tight}"])
+    d["scene"]["camera"]["distance"], d["scene"]["objects"]["die"]["count"] = [0.25, 0.3], [4, 6]
+    render_dataset(render_config(d), log=lambda m: None)
+    doc = json.loads((tight / "annotations.json").read_text())
+    for a in doc["annotations"]:
+        x, y, w, h = a["bbox"]
+        s = max(w, h)
+        a["bbox"] = [x + w / 2 - s / 2, y + h / 2 - s / 2, s, s]
+    square = tmp_path / "square"
+    square.mkdir()
+    shutil.copytree(tight / "images", square / "images")
+    (square / "annotations.json").write_text(json.dumps(doc))
+    opts, calib = FitOptions(progress=False), load_side("calibration", tight)
+    key = real_boxes(load_side("real", square), calib, opts)[1]
+    assert key.value == "square" and "100% of" in key.source, key.source
+    key = real_boxes(load_side("real", tight), calib, opts)[1]
+    assert key.value is None and "not set" in key.source, key.source
+
+
+@pytest.mark.parametrize("args, match", [
+    (["scene=dice"], "data.real is required"),
+    (["data.real={empty}", "scene=dice"], "annotations.json` not found"),
+    (["data.real={known}", "scene=dcie"], "unknown scene `dcie`. Did you mean `dice`?"),
+    (["data.real={known}", "scene=dice", "out={existing}"], "already exists; choose another file or pass overwrite=true"),
+    (["data.real={known}", "scene=dice", "out={tmp}/fit.txt"], "must end in .yaml"),
+    (["data.real={known}", "scene=dice", "fit.margin=3"], "fit.margin must be"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(known, tmp_path, args, match):
+    (tmp_path / "empty").mkdir()
+    existing = tmp_path / "existing.yaml"
+    existing.write_text("keep: me\n")
+    fmt = {"empty": tmp_path / "empty", "known": known, "existing": existing, "tmp": tmp_path}
+    args = [a.format(**fmt) for a in args]
+    if not any(a.startswith("out=") for a in args):
+        args.append(f"out={tmp_path / 'fit.yaml'}")
+    r = simgen("fit", *args, "workers=1", "progress=false")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("simgen: error:") and match in lines[0], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "existing.yaml"]
+    assert existing.read_text() == "keep: me\n"
+
+
+def test_overlay_write_is_atomic(fitted, tmp_path, monkeypatch):
+    """A write that fails at the rename leaves the earlier file whole and no temporary file beside it."""
+    import simgen.fit as fit_mod
+
+    path = tmp_path / "fit.yaml"
+    path.write_text("old: 1\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        fit_mod.write_overlay(fitted, path)
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fit_mod.os, "replace", broken)
+    with pytest.raises(ConfigError, match="No space left"):
+        fit_mod.write_overlay(fitted, path, overwrite=True)
+    assert path.read_text() == "old: 1\n" and [p.name for p in tmp_path.iterdir()] == ["fit.yaml"]
+    monkeypatch.undo()
+    fit_mod.write_overlay(fitted, path, overwrite=True)
+    assert yaml.safe_load(path.read_text()) == fitted["overlay"]
+
+
+def test_fit_is_listed_and_has_help():
+    r = simgen()
+    assert r.returncode == 0 and "\n  fit " in r.stdout and "overlay=" in r.stdout
+    r = simgen("fit", "--help")
+    assert r.returncode == 0 and "simgen fit data.real=<dir> scene=<name> out=<overlay.yaml>" in r.stdout
+    r = simgen("render", "--help")
+    assert r.returncode == 0 and "overlay=" in r.stdout
