@@ -43,17 +43,36 @@ def square_box(box: tuple[float, float, float, float], width: int, height: int) 
 
 
 def _covered(tris: np.ndarray, W: int, H: int) -> int:
-    """Pixels of a W x H canvas whose centres lie in at least one of ``tris`` (T x 3 x 2, canvas units).
-    Vectorized over every (triangle, candidate pixel) pair; unlike cv2.fillPoly (even-odd), overlapping
-    triangles count once."""
+    """Pixels of a W x H canvas whose centres lie in at least one of ``tris`` (T x 3 x 2, canvas units)."""
+    return int(coverage(tris, W, H).sum())
+
+
+MAX_PAIRS = 1 << 21  # (triangle, pixel) pairs tested at once: bounds memory for big meshes close to the camera
+
+
+def coverage(tris: np.ndarray, W: int, H: int) -> np.ndarray:
+    """H x W bool: pixels whose centres lie in at least one of ``tris`` (T x 3 x 2, canvas units: pixel (r, c) covers
+    [c, c+1) x [r, r+1), as the renderer samples them). Vectorized over every (triangle, candidate pixel) pair, in
+    chunks of at most MAX_PAIRS pairs; unlike cv2.fillPoly (even-odd), overlapping triangles count once."""
+    canvas = np.zeros((H, W), bool)
+    if not len(tris):
+        return canvas
     lo = np.clip(np.ceil(tris.min(axis=1) - 0.5), 0, [W, H]).astype(np.int64)
     hi = np.clip(np.floor(tris.max(axis=1) - 0.5), -1, [W - 1, H - 1]).astype(np.int64)
     w, h = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
     n = w * h
     keep = n > 0
     tris, lo, w, n = tris[keep], lo[keep], w[keep], n[keep]
-    if not len(n):
-        return 0
+    start = 0
+    while start < len(n):
+        end = start + max(1, int(np.searchsorted(np.cumsum(n[start:]), MAX_PAIRS, side="right")))
+        _cover(canvas, tris[start:end], lo[start:end], w[start:end], n[start:end])
+        start = end
+    return canvas
+
+
+def _cover(canvas: np.ndarray, tris: np.ndarray, lo: np.ndarray, w: np.ndarray, n: np.ndarray) -> None:
+    """Mark in ``canvas`` the pixels of each triangle's box (corner ``lo``, width ``w``, ``n`` pixels) inside it."""
     tri = np.repeat(np.arange(len(n)), n)
     local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     px = lo[tri, 0] + local % w[tri] + 0.5
@@ -65,9 +84,7 @@ def _covered(tris: np.ndarray, W: int, H: int) -> int:
 
     e0, e1, e2 = edge(a, b), edge(b, c), edge(c, a)
     inside = ((e0 >= 0) & (e1 >= 0) & (e2 >= 0)) | ((e0 <= 0) & (e1 <= 0) & (e2 <= 0))
-    canvas = np.zeros((H, W), bool)
     canvas[(py[inside] - 0.5).astype(np.int64), (px[inside] - 0.5).astype(np.int64)] = True
-    return int(canvas.sum())
 
 
 def silhouette_area(tri: np.ndarray, max_side: int = 64) -> float:
@@ -113,17 +130,60 @@ def silhouette_hull_ratio(asset: assets.Asset, view_dir: np.ndarray) -> float:
     return r
 
 
+NEAR_Z = 1e-4  # metres: points closer to (or behind) the camera plane have no projection
+
+
+def project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (N x 2, OpenCV convention: integers at pixel centres) of object-frame ``points`` (metres)
+    lying in front of the camera; points behind it are dropped."""
+    cam = points @ R.T + t
+    cam = cam[cam[:, 2] > NEAR_Z]
+    f, cxy = np.array([K[0, 0], K[1, 1]]), np.array([K[0, 2], K[1, 2]])
+    return (cam[:, :2] / cam[:, 2:3]) * f + cxy
+
+
+def amodal_box(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Float pixel xyxy of the whole object projected, occluders and image borders ignored (so it may reach beyond the
+    image). Same projection as :func:`amodal_area`: the extremes of the projected surface points are the extremes of
+    the silhouette. Shifted by half a pixel into :func:`tight_box`'s convention (pixel c covers [c, c+1)), so an
+    unoccluded object's amodal box and tight box agree. None when no point is in front of the camera."""
+    uv = project(assets.resolve(obj.sample.asset).points * obj.sample.scale, R, t, K)
+    if not len(uv):
+        return None
+    (x0, y0), (x1, y1) = uv.min(axis=0) + 0.5, uv.max(axis=0) + 0.5
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def amodal_mask(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The whole object's projected silhouette clipped to the image (HxW bool), occluders ignored, sampled at pixel
+    centres as the renderer does (cv2's polygon fill also takes pixels the outline merely touches: a pixel fatter).
+
+    Convex assets: their projected hull, fanned into triangles. Concave ones: every visual triangle, each counted on
+    its own (one cv2.fillPoly call over all triangles would fill even-odd, and the front and back faces of a closed
+    mesh overlap everywhere). Triangles with a corner behind the camera are skipped (an object cut by the camera
+    plane)."""
+    asset = assets.resolve(obj.sample.asset)
+    if asset.convex or not len(asset.triangles):
+        uv = project(asset.points * obj.sample.scale, R, t, K)
+        if len(uv) < 3:
+            return np.zeros((height, width), bool)
+        hull = cv2.convexHull(uv.astype(np.float32))[:, 0, :].astype(np.float64)
+        tris = np.stack([np.repeat(hull[:1], len(hull) - 2, axis=0), hull[1:-1], hull[2:]], axis=1)
+    else:
+        cam = asset.triangles * obj.sample.scale @ R.T + t  # T x 3 x 3, camera frame
+        cam = cam[(cam[:, :, 2] > NEAR_Z).all(axis=1)]
+        tris = project(cam.reshape(-1, 3), np.eye(3), np.zeros(3), K).reshape(-1, 3, 2)
+    return coverage(tris + 0.5, width, height)  # +0.5: pixel-centre coordinates to coverage()'s pixel edges
+
+
 def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple[float, bool]:
     """Area in pixels of the object's projected silhouette, ignoring occluders and image borders, and
     whether it crosses a border. Convex objects (dice, boxes): the exact area of the projected hull.
     Concave ones (mug, duck): the hull's area times the share of it the mesh covers from that view."""
     asset = assets.resolve(obj.sample.asset)
-    f, cxy = np.array([K[0, 0], K[1, 1]]), np.array([K[0, 2], K[1, 2]])
-    cam = asset.points * obj.sample.scale @ R.T + t
-    cam = cam[cam[:, 2] > 1e-4]
-    if len(cam) < 3:
+    uv = project(asset.points * obj.sample.scale, R, t, K)
+    if len(uv) < 3:
         return 0.0, True
-    uv = (cam[:, :2] / cam[:, 2:3]) * f + cxy
     hull = cv2.convexHull(uv.astype(np.float32))
     x0, y0 = hull[:, 0, :].min(axis=0)
     x1, y1 = hull[:, 0, :].max(axis=0)
@@ -154,7 +214,9 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec) -> tuple[Instance
         box = tight_box(mask)
         if spec.box == "square":
             box = square_box(box, frame.camera.width, frame.camera.height)
+        full_mask = amodal_mask(obj, R, t, K, frame.camera.width, frame.camera.height) if spec.amodal_mask else None
         out.append(Instance(object_index=i, category=obj.category, bbox_xyxy=box, mask=mask, area=area,
                             visible_fraction=round(visible, 4), truncated=truncated,
-                            pose_R=tuple(tuple(float(x) for x in row) for row in R), pose_t=tuple(float(x) for x in t)))  # type: ignore[arg-type]
+                            pose_R=tuple(tuple(float(x) for x in row) for row in R), pose_t=tuple(float(x) for x in t),  # type: ignore[arg-type]
+                            bbox_amodal=amodal_box(obj, R, t, K), mask_amodal=full_mask))
     return tuple(out)

@@ -3,6 +3,7 @@
     simgen render [key=value ...]        render a dataset (Hydra app: --help, --cfg job, -m work)
     simgen preview <dataset> [--out F]   contact sheet with boxes, masks and class names
     simgen merge <dir> <dir> ... out=<dir>
+    simgen export <dir> format=yolo out=<dir>   a finished COCO dataset as an Ultralytics YOLO folder
     simgen train / simgen utility        sim-to-real trainer and protocol (Hydra apps)
     simgen report data.synthetic=<dir> data.real=<dir> out=<dir>   validation report (report.html, report.json)
     simgen fit data.real=<dir> scene=<name> out=<file.yaml>      randomization ranges fitted to real photos (an overlay)
@@ -18,7 +19,7 @@ from pathlib import Path
 from .errors import SimgenError, did_you_mean
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-COMMANDS = ("render", "preview", "merge", "train", "utility", "report", "fit")
+COMMANDS = ("render", "preview", "merge", "export", "train", "utility", "report", "fit")
 
 
 USAGE = """usage: simgen <command> [args]   (`simgen <command> --help` for details)
@@ -26,6 +27,7 @@ USAGE = """usage: simgen <command> [args]   (`simgen <command> --help` for detai
   render    render a labelled COCO dataset     simgen render scene=tabletop n_images=500 out=datasets/tt
   preview   contact sheet of a dataset         simgen preview datasets/tt
   merge     join shard outputs into one        simgen merge datasets/big/shards/* out=datasets/big-merged
+  export    COCO dataset as YOLO (Ultralytics) simgen export datasets/dice format=yolo out=datasets/dice-yolo
   train     train a detector, score on real    simgen train data.synthetic=datasets/dice out=runs/dice
   utility   sim-to-real protocol (TSTR, mixes) simgen utility data.synthetic=datasets/dice out=runs/utility
   report    synthetic vs real validation       simgen report data.synthetic=datasets/dice data.real=<dir> out=reports/dice
@@ -131,6 +133,12 @@ def _render(d: dict) -> None:
         from .writers.webdataset import render_webdataset
 
         render_webdataset(cfg, shard_size=int((d.get("writer") or {}).get("shard_size", 1000)), log=lambda m: print(m, file=sys.stderr))
+    elif cfg.writer == "yolo":  # COCO as always, then an Ultralytics view of it in the same folder
+        from .writers.yolo import YoloOptions, render_yolo
+
+        w = d["writer"] if isinstance(d.get("writer"), dict) else {}  # validated by render_config
+        opts = YoloOptions(segments=bool(w.get("segments", False)), val_fraction=float(w.get("val_fraction", 0.0)))
+        render_yolo(cfg, opts, log=lambda m: print(m, file=sys.stderr))
     else:
         render_dataset(cfg, log=lambda m: print(m, file=sys.stderr))
 
@@ -200,13 +208,17 @@ def main(argv: list[str] | None = None) -> None:
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         fail(f"unknown command `{cmd}`." + did_you_mean(cmd, COMMANDS))
-    if cmd not in ("preview", "merge"):  # the Hydra apps
+    if cmd not in ("preview", "merge", "export"):  # the Hydra apps
         refuse_code_overrides(rest)
     try:
         if cmd == "preview":
             return _preview(rest)
         if cmd == "merge":
             return _merge(rest)
+        if cmd == "export":
+            from .export import export_cli
+
+            return export_cli(rest)
         if cmd == "render":  # overlay=<file> becomes overrides placed first: explicit ones, applied later, win
             from .fit import expand_overlay
 

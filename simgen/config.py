@@ -178,6 +178,9 @@ class LabelSpec:
     # `square` (the tight box grown to a square about its centre, clipped to the image), for holdouts
     # whose annotators drew squares around cubes such as dice (`simgen fit` detects it).
     box: str = "tight"
+    # `segmentation_amodal`: the whole object's projected mesh as an RLE mask (occluded parts included, clipped to the
+    # image). Off by default: it costs a rasterization per object, while `bbox_amodal` is always written.
+    amodal_mask: bool = False
 
 
 @dataclass(frozen=True)
@@ -607,7 +610,7 @@ def render_config(d: dict) -> RenderConfig:
     lab = Fields(d.get("labels"), "labels", LabelSpec.__dataclass_fields__)
     labels = LabelSpec(min_visible_fraction=lab.prob("min_visible_fraction", 0.1), min_area_px=lab.integer("min_area_px", 16, lo=0),  # type: ignore[arg-type]
                        depth=lab.choice("depth", None, (None, "png16", "npy")), semantic=lab.flag("semantic", False),
-                       box=lab.choice("box", "tight", ("tight", "square")))
+                       box=lab.choice("box", "tight", ("tight", "square")), amodal_mask=lab.flag("amodal_mask", False))
     ph = Fields(d.get("physics"), "physics", PhysicsSpec.__dataclass_fields__)
     p0 = PhysicsSpec()
     physics = PhysicsSpec(
@@ -617,8 +620,13 @@ def render_config(d: dict) -> RenderConfig:
         check_every=ph.integer("check_every", p0.check_every, lo=1), quiet_checks=ph.integer("quiet_checks", p0.quiet_checks, lo=1),  # type: ignore[arg-type]
         solver_iterations=ph.integer("solver_iterations", p0.solver_iterations, lo=1),  # type: ignore[arg-type]
         placement_retries=ph.integer("placement_retries", p0.placement_retries, lo=0))  # type: ignore[arg-type]
-    writer, wf = _named(d.get("writer", "coco"), "writer", ("coco", "webdataset"), ("shard_size",), "coco")
+    writer, wf = _named(d.get("writer", "coco"), "writer", ("coco", "webdataset", "yolo"), ("shard_size", "segments", "val_fraction"), "coco")
     wf.integer("shard_size", 1000, lo=1)
+    wf.flag("segments", False)
+    wf.number("val_fraction", 0.0, lo=0, hi=1, hi_open=True)
+    if writer == "yolo" and sc > 1:  # YOLO is an export of a finished COCO dataset: shards are merged first
+        raise ConfigError("writer=yolo cannot render shards; render them with writer=coco, `simgen merge` them, then "
+                          "`simgen export <merged> format=yolo out=<dir>`.")
     out = d.get("out")
     if not out:
         raise ConfigError("out is empty; set out=<folder> for the dataset.")

@@ -27,6 +27,8 @@ FIELD_DOCS = {
     "iscrowd": "always 0", "visible_fraction": "visible pixels / unoccluded silhouette inside and outside the image",
     "truncated": "the object's silhouette crosses the image border", "object_index": "index of the object in its scene",
     "pose": "`R`, `t`: object frame in the camera frame (metres)",
+    "bbox_amodal": "`[x, y, w, h]` of the whole object projected (occluded and out-of-frame parts included; may leave the image)",
+    "segmentation_amodal": "the whole object's projected mesh, clipped to the image, COCO RLE (labels.amodal_mask)",
 }
 CONVEX = {"die", "die_round", "box", "can", "sphere"}  # simgen's procedural convex meshes
 COUNTERS = {

@@ -149,6 +149,10 @@ class Instance:
     truncated: bool
     pose_R: tuple[tuple[float, ...], ...]  # 3x3 object->camera rotation
     pose_t: tuple[float, float, float]  # metres, object origin in camera frame
+    # The whole object projected (occluded and out-of-frame parts included): float pixel xyxy, may reach beyond the
+    # image; None only when no point of the object is in front of the camera.
+    bbox_amodal: tuple[float, float, float, float] | None = None
+    mask_amodal: np.ndarray | None = None  # HxW bool, the projected mesh clipped to the image (labels.amodal_mask)
 
 
 @dataclass(frozen=True, eq=False)

@@ -77,8 +77,20 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
                      "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0, "segmentation": rle(inst.mask),
                      "visible_fraction": inst.visible_fraction, "truncated": inst.truncated,
                      "pose": {"R": [[round(x, 9) for x in row] for row in inst.pose_R], "t": [round(x, 9) for x in inst.pose_t]},
-                     "object_index": inst.object_index})
+                     "object_index": inst.object_index, **amodal_entries(inst)})
     return {"image": image, "annotations": anns}
+
+
+def amodal_entries(inst) -> dict:
+    """`bbox_amodal` (xywh of the whole object projected; may reach beyond the image) and, with labels.amodal_mask,
+    `segmentation_amodal` (RLE). Extra keys: pycocotools and torchvision ignore them."""
+    out: dict = {}
+    if inst.bbox_amodal is not None:
+        x0, y0, x1, y1 = (round(v, 3) for v in inst.bbox_amodal)
+        out["bbox_amodal"] = [x0, y0, round(x1 - x0, 3), round(y1 - y0, 3)]
+    if inst.mask_amodal is not None:
+        out["segmentation_amodal"] = rle(inst.mask_amodal)
+    return out
 
 
 def write_record(out: Path, rec: Record, cat_ids: dict[str, int], image_format: str, depth: str | None, semantic: bool) -> dict:
