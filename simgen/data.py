@@ -3,6 +3,7 @@ torchvision ``tv_tensors``, ready for ``torchvision.transforms.v2``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,27 @@ from .errors import DatasetError
 from .train.mix import MixedDataset, MixSampler, share as mix_share  # noqa: F401
 
 
-def safe_path(root: Path, rel: str) -> Path:
+def show(value: object, limit: int = 60) -> str:
+    """A value from a file, fit for a one-line message: repr (escapes newlines and control characters), cut short."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+def printable(path: str | Path) -> str:
+    """A path for a one-line message: control characters (a newline in a file_name) escaped, the rest as is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+
+
+def safe_path(root: Path, rel: object) -> Path:
     """``root/rel``, refusing absolute paths and ``..`` that leave the dataset folder."""
-    p = (root / rel).resolve()
+    if not isinstance(rel, str) or not rel:
+        raise DatasetError(f"file_name {show(rel)} in {root} is not a file name; file names must be relative paths inside the dataset folder.")
+    try:
+        p = (root / rel).resolve()
+    except (ValueError, OSError):  # a NUL byte, a path too long or a symlink loop: no file it could name
+        raise DatasetError(f"file_name {show(rel)} in {root} is not a usable path; fix it or re-render the dataset.") from None
     if Path(rel).is_absolute() or not p.is_relative_to(root.resolve()):
-        raise DatasetError(f"file_name `{rel}` points outside the dataset folder {root}; file names must be relative paths inside it.")
+        raise DatasetError(f"file_name {show(rel)} points outside the dataset folder {root}; file names must be relative paths inside it.")
     return p
 
 
@@ -40,19 +57,81 @@ def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
         raise DatasetError(f"`{path}` is not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt: re-render it or restore it.") from None
     except UnicodeDecodeError:
         raise DatasetError(f"`{path}` is not a text JSON file; the file is corrupt: re-render it or restore it.") from None
+    except RecursionError:
+        raise DatasetError(f"`{path}` nests too deeply to be COCO; the file is corrupt: re-render it or restore it.") from None
+    except OSError as e:
+        raise DatasetError(f"`{path}` cannot be read ({e.strerror}); check its permissions.") from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
         raise DatasetError(f"`{path}` is not COCO: it needs lists `images`, `annotations` and `categories`.")
-    try:
-        img_ids = {im["id"] for im in doc["images"]}
-        cat_ids = {c["id"] for c in doc["categories"]}
-        for a in doc["annotations"]:
-            if a["image_id"] not in img_ids or a["category_id"] not in cat_ids or len(a["bbox"]) != 4:
-                raise DatasetError(f"`{path}`: annotation {a.get('id')} refers to a missing image or category, or has a bad bbox; fix or re-render the file.")
-        for im in doc["images"]:
-            safe_path(root, im["file_name"])
-    except (KeyError, TypeError) as e:
-        raise DatasetError(f"`{path}` is not valid COCO (missing or wrong field {e}); fix or re-render the file.") from None
+    check_coco(doc, root, path)
     return doc
+
+
+MAX_SIDE = 1 << 16  # pixels; beyond this a width or height is damage, and its masks would not fit in memory
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_coco(doc: dict, root: Path, path: Path) -> None:
+    """Every field a reader trusts, checked once, before anything uses it: unique integer ids, images with a
+    usable file_name and size, categories with a name, annotations on a listed image and category whose bbox is
+    four finite numbers. A bad file gets one line naming the first bad entry, never a crash further on."""
+
+    def bad(what: str) -> DatasetError:
+        return DatasetError(f"`{path}`: {what}; fix or re-render the file.")
+
+    for group in ("images", "annotations", "categories"):
+        seen: set[int] = set()
+        for x in doc[group]:
+            if not isinstance(x, dict):
+                raise bad(f"an entry of `{group}` is {show(x)}, not an object")
+            if not _is_int(x.get("id")):
+                raise bad(f"an entry of `{group}` has id {show(x.get('id'))}, not an integer")
+            if x["id"] in seen:
+                raise bad(f"{group} id {x['id']} appears twice (ids must be unique)")
+            seen.add(x["id"])
+    for c in doc["categories"]:
+        if not isinstance(c.get("name"), str):
+            raise bad(f"category {c['id']} has name {show(c.get('name'))}, not a string")
+    for im in doc["images"]:
+        for k in ("width", "height"):
+            if not _is_int(im.get(k)) or not 0 < im[k] <= MAX_SIDE:
+                raise bad(f"image {im['id']} has {k} {show(im.get(k))}; it must be an integer from 1 to {MAX_SIDE}")
+        safe_path(root, im.get("file_name"))
+    img_ids, cat_ids = {im["id"] for im in doc["images"]}, {c["id"] for c in doc["categories"]}
+    for a in doc["annotations"]:
+        if not (_is_int(a.get("image_id")) and a["image_id"] in img_ids and _is_int(a.get("category_id")) and a["category_id"] in cat_ids):
+            raise bad(f"annotation {a['id']} refers to image {show(a.get('image_id'))} and category {show(a.get('category_id'))}, "
+                      "which are not both listed")
+        box = a.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+            raise bad(f"annotation {a['id']} has bbox {show(box)}; it must be 4 finite numbers [x, y, width, height]")
+
+
+def segmentation_mask(a: dict, h: int, w: int, root: Path) -> np.ndarray:
+    """The mask of one annotation (RLE, uncompressed RLE or polygons) at its image's size; zeros without one."""
+    seg = a.get("segmentation")
+    try:
+        if isinstance(seg, dict):
+            rle = seg if isinstance(seg.get("counts"), (str, bytes)) else mask_utils.frPyObjects(seg, h, w)
+            m = mask_utils.decode(rle)
+        elif isinstance(seg, list) and seg:
+            m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+        else:
+            return np.zeros((h, w), np.uint8)
+    except Exception:  # pycocotools raises bare Exception, ValueError, TypeError, OverflowError... for a malformed one
+        raise DatasetError(f"{root}: annotation {a.get('id')} has a segmentation pycocotools cannot decode ({show(seg)}); "
+                           "fix or re-render the file.") from None
+    if m.shape != (h, w):
+        raise DatasetError(f"{root}: annotation {a.get('id')} has a {m.shape[1]}x{m.shape[0]} mask on a {w}x{h} image; "
+                           "fix the segmentation size or the image's width/height.")
+    return m
 
 
 class CocoDataset(torch.utils.data.Dataset):
@@ -105,12 +184,7 @@ class CocoDataset(torch.utils.data.Dataset):
         if self.has_masks:
             ms = np.zeros((len(anns), h, w), np.uint8)
             for k, a in enumerate(anns):
-                seg = a.get("segmentation")
-                if isinstance(seg, dict):
-                    rle = seg if isinstance(seg.get("counts"), (str, bytes)) else mask_utils.frPyObjects(seg, h, w)
-                    ms[k] = mask_utils.decode(rle)
-                elif isinstance(seg, list) and seg:
-                    ms[k] = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+                ms[k] = segmentation_mask(a, h, w, self.root)
             target["masks"] = tv_tensors.Mask(torch.from_numpy(ms))
         return target
 
@@ -120,9 +194,9 @@ class CocoDataset(torch.utils.data.Dataset):
             with Image.open(path) as pil:
                 img = tv_tensors.Image(F.pil_to_tensor(pil.convert("RGB")))
         except FileNotFoundError:
-            raise DatasetError(f"image `{path}` listed in annotations.json is missing; restore it or re-render the dataset.") from None
-        except (UnidentifiedImageError, OSError):
-            raise DatasetError(f"image `{path}` cannot be decoded; the file is corrupt: re-render or remove it.") from None
+            raise DatasetError(f"image `{printable(path)}` listed in annotations.json is missing; restore it or re-render the dataset.") from None
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+            raise DatasetError(f"image `{printable(path)}` cannot be decoded; the file is corrupt: re-render or remove it.") from None
         target = self.target(idx)
         if self.transforms is not None:
             img, target = self.transforms(img, target)

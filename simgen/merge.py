@@ -1,6 +1,11 @@
-"""Join shard outputs of one config into one COCO dataset, equal to a single run with that seed."""
+"""Join shard outputs of one config into one COCO dataset, equal to a single run with that seed.
+
+Like a render, a merge can be killed and rerun: every check runs before anything is written, the output
+folder is marked as simgen's (``.simgen/state.json``) before its first file, so the rerun may write into
+what the killed one left, and ``manifest.json``, written last, says the merge is finished."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -8,12 +13,18 @@ from pathlib import Path
 
 from .data import load_coco, safe_path
 from .errors import DatasetError
-from .run import check_out
+from .run import DISK_FULL, STATE, check_out, disk_full, out_lock, remove_partial_files
 from .writers.coco import atomic_json, flush_all
 from .datasheet import write_dataset_docs
 
+FILE_KEYS = ("file_name", "depth_file", "semantic_file")
+
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists() and os.path.samefile(src, dst):
+        # Linked by an earlier (killed) merge. Linking again would leave the temporary name behind: rename()
+        # between two links to one file does nothing.
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
@@ -23,37 +34,78 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path:
-    if not dirs:
-        raise DatasetError("merge needs at least one dataset folder.")
+def read_shards(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
+    """Manifest and COCO document of every folder, each a finished simgen dataset."""
     manifests, docs = [], []
     for d in dirs:
         m = d / "manifest.json"
         if not m.is_file():
             raise DatasetError(f"{d} has no manifest.json: it is not a finished simgen dataset (rerun its render command to finish it).")
-        manifests.append(json.loads(m.read_text()))
+        try:
+            man = json.loads(m.read_text())
+            _ = man["state"]["config_hash"], man["shard"]["count"], man["config"]["n_images"]  # the keys the checks read
+        except (ValueError, KeyError, TypeError):
+            raise DatasetError(f"{m} is corrupt or not a simgen COCO manifest; rerun that folder's render command with overwrite=true.") from None
+        manifests.append(man)
         docs.append(load_coco(d))
-    hashes = {m["state"]["config_hash"] for m in manifests}
-    if len(hashes) != 1:
+    return manifests, docs
+
+
+def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> None:
+    """Refuse, before anything is written, folders that do not join into the whole dataset of one config."""
+    if len({m["state"]["config_hash"] for m in manifests}) != 1:
         raise DatasetError("the folders were rendered with different configs (or seeds); merge only shards of one render command.")
     if len({json.dumps(doc["categories"]) for doc in docs}) != 1:
         raise DatasetError("the folders have different categories; merge only shards of one render command.")
-    counts = {m["shard"]["count"] for m in manifests}
     ids: dict[int, Path] = {}
     for d, doc in zip(dirs, docs):
         for im in doc["images"]:
             if im["id"] in ids:
                 raise DatasetError(f"image id {im['id']} is in both {ids[im['id']]} and {d}; a shard was given twice.")
             ids[im["id"]] = d
-    check_out(out)  # the render's ownership rule: never write into a non-empty folder that is not a simgen dataset
-    if out.exists() and (out / "manifest.json").exists() and not overwrite:
+    want = manifests[0]["config"]["n_images"]
+    if len(ids) != want:  # a merge that is not the whole dataset would pass for it: refuse it
+        counts = {m["shard"]["count"] for m in manifests}
+        missing = ""
+        if len(counts) == 1:
+            have = {m["shard"].get("index") for m in manifests}
+            missing = " (shard " + ", ".join(str(k) for k in range(max(counts)) if k not in have) + f" of {max(counts)})"
+        raise DatasetError(f"these folders hold {len(ids)} images but the config asks for {want}; a shard is missing{missing}: "
+                           "pass every folder under <out>/shards, rendering any missing shard first.")
+
+
+def prepare(out: Path, dirs: list[Path], overwrite: bool) -> None:
+    """Claim ``out`` before its first file: the marker lets a rerun finish what a killed merge left."""
+    if (out / "manifest.json").exists() and not overwrite:
         raise DatasetError(f"out={out} already holds a dataset; choose another folder or pass overwrite=true.")
     for name in ("manifest.json", "annotations.json"):
         (out / name).unlink(missing_ok=True)
-    images, anns, extra_keys = [], [], ("file_name", "depth_file", "semantic_file")
+    remove_partial_files(out)  # copies cut short by the kill: never valid files
+    atomic_json(out / STATE, {"merging": [str(d) for d in dirs]})
+
+
+def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path:
+    if not dirs:
+        raise DatasetError("merge needs at least one dataset folder.")
+    manifests, docs = read_shards(dirs)
+    check_shards(dirs, manifests, docs)
+    check_out(out)  # the render's ownership rule: never write into a non-empty folder that is not a simgen dataset
+    with out_lock(out):  # two merges (or a render) into one folder at once would interleave
+        prepare(out, dirs, overwrite)
+        try:
+            _write(dirs, manifests, docs, out)
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            raise disk_full(out, e) from None  # one line, exit 1; the rerun links what is already there for free
+    return out
+
+
+def _write(dirs: list[Path], manifests: list[dict], docs: list[dict], out: Path) -> None:
+    images, anns = [], []
     for d, doc in zip(dirs, docs):
         for im in doc["images"]:
-            for k in extra_keys:
+            for k in FILE_KEYS:
                 if k in im:
                     _link_or_copy(safe_path(d, im[k]), safe_path(out, im[k]))
         images += doc["images"]
@@ -64,19 +116,17 @@ def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path
               "categories": first["categories"]}
     flush_all()  # copied images reach the disk before annotations.json says the merge is done
     atomic_json(out / "annotations.json", merged)
-    m0 = manifests[0]
-    total = {}
+    total: dict[str, int] = {}
     for m in manifests:
         for k, v in m["counts_per_category"].items():
             total[k] = total.get(k, 0) + v
-    manifest = {**m0, "n_images": len(images), "n_annotations": len(anns), "counts_per_category": total,
-                "shard": {"index": None, "count": 1}, "merged_from": [str(d) for d in dirs], "shard_counts": sorted(counts),
+    manifest = {**manifests[0], "n_images": len(images), "n_annotations": len(anns), "counts_per_category": total,
+                "shard": {"index": None, "count": 1}, "merged_from": [str(d) for d in dirs],
+                "shard_counts": sorted({m["shard"]["count"] for m in manifests}),
                 "objects_dropped": sum(m["objects_dropped"] for m in manifests),
                 "scene_redraws": sum(m.get("scene_redraws", 0) for m in manifests),
                 "unsettled_scenes": sum(m["unsettled_scenes"] for m in manifests),
-                "annotations_sha256": __import__("hashlib").sha256((out / "annotations.json").read_bytes()).hexdigest()}
-    if sorted(counts) == [len(dirs)] and len(images) != m0["config"]["n_images"]:
-        raise DatasetError(f"merged {len(images)} images but the config asks for {m0['config']['n_images']}; a shard is missing.")
+                "annotations_sha256": hashlib.sha256((out / "annotations.json").read_bytes()).hexdigest()}
     atomic_json(out / "manifest.json", manifest, indent=2)
+    shutil.rmtree(out / STATE.parent, ignore_errors=True)  # finished: manifest.json marks the folder from now on
     write_dataset_docs(out, manifest, merged)  # DATASHEET.md + croissant.json
-    return out

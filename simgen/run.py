@@ -7,6 +7,7 @@ written last: a folder without it is not a finished dataset, and rerunning the s
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing as mp
@@ -91,6 +92,13 @@ def check_out(out: Path, markers: tuple[str | Path, ...] = (STATE, "manifest.jso
         raise ConfigError(f"out={out} is not empty and is not {what}; choose an empty or new folder.")
 
 
+def remove_partial_files(out: Path) -> None:
+    """Delete the temporary files of writes that never finished (a killed run, or a worker killed mid-write):
+    never valid files. Only while holding the lock, with no worker of ours running."""
+    for tmp in out.rglob(".*.tmp") if out.is_dir() else []:
+        tmp.unlink(missing_ok=True)
+
+
 def prepare_out(cfg: RenderConfig) -> bool:
     """Check and prepare the output folder. Returns True when the dataset is already complete."""
     out, h = cfg.out, config_hash(cfg)  # begin() has run check_out(out) before taking the lock
@@ -113,8 +121,7 @@ def prepare_out(cfg: RenderConfig) -> bool:
             raise ConfigError(f"out={out} holds a dataset made with a different config; use a new out= folder, or overwrite=true to replace it.")
         elif (out / "manifest.json").exists():
             return True
-    for tmp in out.rglob(".*.tmp") if out.is_dir() else []:
-        tmp.unlink(missing_ok=True)  # leftovers of a killed run: never valid files
+    remove_partial_files(out)  # leftovers of a killed run
     try:
         (out / ".simgen").mkdir(parents=True, exist_ok=True)
         coco.atomic_json(out / STATE, {"config_hash": h, "n_images": cfg.n_images, "shard": [cfg.shard_index, cfg.shard_count]})
@@ -157,7 +164,14 @@ def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
         mp.set_start_method("spawn", force=True)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_with_parent,
                              initargs=(os.getpid(), initializer, initargs)) as pool:
-        yield pool
+        try:
+            yield pool
+        except BaseException:
+            # An error (a full disk, a scene that cannot be drawn, Ctrl-C) ends the run now: without this the
+            # pool's exit would first run every task still queued (hours of a big render, all failing alike).
+            # It still waits for the tasks already running, so that no worker writes into out once the lock is gone.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _init_with_parent(parent: int, initializer, initargs: tuple) -> None:
@@ -346,7 +360,35 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
             yield None
             return
         categories = list(cfg.scene.categories)
-        yield Job(cfg, categories, {c: k + 1 for k, c in enumerate(categories)}, shard_indices(cfg))
+        try:
+            yield Job(cfg, categories, {c: k + 1 for k, c in enumerate(categories)}, shard_indices(cfg))
+        except OSError as e:  # raised here, in a worker (re-raised by its future) or by a writer's last files
+            if e.errno not in DISK_FULL:
+                raise
+            raise disk_full(cfg.out, e) from None
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(out: Path, e: OSError) -> RenderError:
+    """A full disk is the user's to fix, not a bug: one line with the folder and its free space (exit 1).
+    Every finished image and label part stays (each was written whole, then renamed), and a temporary
+    file cut short is removed by the rerun (prepare_out), so the same command resumes where it stopped."""
+    return RenderError(f"disk full writing to {out} ({free_space(out)}; {e.strerror}); free some space, or "
+                       "move out= to a bigger disk, and rerun the same command: it resumes where it stopped.")
+
+
+def free_space(path: Path) -> str:
+    """Free space on the disk that holds ``path`` (or its nearest existing parent), for a message."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**30:.1f} GiB free there" if free >= 2**30 else f"{free / 2**20:.0f} MiB free there"
 
 
 def render_dataset(cfg: RenderConfig, log=print) -> Path:
@@ -383,6 +425,7 @@ def _render_job(job: Job, log) -> Path:
         stats += _render_parallel(cfg, todo, cat_ids, workers, bar, log)
     bar.close()
     wall = time.perf_counter() - t0
+    remove_partial_files(cfg.out)  # a worker killed mid-write (and replaced by the pool restart) left its temporary file
     parts = coco.load_parts(cfg.out, indices)
     doc = coco.coco_document(parts, categories, {"description": f"simgen {cfg.scene.name}", "version": __version__,
                                                  "seed": cfg.seed, "config_hash": config_hash(cfg)})
@@ -392,8 +435,18 @@ def _render_job(job: Job, log) -> Path:
     write_dataset_docs(cfg.out, doc=doc)  # DATASHEET.md + croissant.json, from manifest.json and the COCO doc
     shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
     n_ann = len(doc["annotations"])
-    log(f"{cfg.out}: {len(parts)} images, {n_ann} annotations" + (f", {len(todo) / wall:.2f} img/s" if todo and wall > 0 else ""))
+    log(summary_line(cfg.out, len(parts), n_ann, already=len(indices) - len(todo), rendered=len(todo), wall=wall))
     return cfg.out
+
+
+def summary_line(out: Path, n_images: int, n_ann: int, already: int, rendered: int, wall: float) -> str:
+    """The closing line. After a resume it says how many images were already on disk and how many this run
+    rendered; the rate is always this run's: the images it rendered over its own time."""
+    rate = f"{rendered / wall:.2f} img/s" if rendered and wall > 0 else ""
+    line = f"{out}: {n_images} images, {n_ann} annotations"
+    if already:
+        return line + f" ({already} already done, {rendered} rendered now" + (f" at {rate}" if rate else "") + ")"
+    return line + (f", {rate}" if rate else "")
 
 
 def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], workers: int, bar, log) -> list[dict]:

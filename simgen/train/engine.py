@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,19 +154,30 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict, optimizer=None, ex
     tmp.replace(path)
 
 
-def resumable(path: Path, settings_hash: str) -> dict | None:
+def resumable(path: Path, settings_hash: str, warn: Callable[[str], None] | None = None) -> dict | None:
     """The periodic checkpoint of an unfinished run with the same settings, or None. A run killed
-    mid-training restarts from it (model, optimizer, step, budget used, RNG) instead of from scratch."""
+    mid-training restarts from it (model, optimizer, step, budget used, RNG) instead of from scratch.
+
+    A file that cannot be read (cut short by a machine crash or a full disk, or not a checkpoint) is not
+    fatal: the run trains from scratch and replaces it, and says so in one line (``warn``, default stderr),
+    since the user expected a resume."""
     if not path.is_file():
         return None
     try:
         obj = load_checkpoint(path)
-    except Exception:  # a damaged or foreign file: train from scratch and overwrite it
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+        (warn or _warn)(f"simgen: warning: checkpoint {path} cannot be read ({type(e).__name__}: it is damaged or not a "
+                        "checkpoint); training this run from scratch, which replaces it.")
         return None
     meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    meta = meta if isinstance(meta, dict) else {}
     if not meta.get("partial") or meta.get("settings_hash") != settings_hash or "optimizer" not in obj:
         return None
     return obj
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
 def load_checkpoint(path: Path, model: nn.Module | None = None, optimizer=None) -> dict:
