@@ -293,8 +293,6 @@ TINY_TRAIN = ["model.trunk=tiny", "model.input_size=64", "model.max_size=64", "m
               "trainer.crop=64", "trainer.batch_size=2", "trainer.max_steps=1"]
 
 
-@pytest.mark.xfail(strict=True, reason="simgen/train/utility.py run_one keys a finished run on the holdout's path, not its "
-                                       "content: an edited holdout reuses stale metrics (fix: add the holdout identity to settings)")
 def test_a_finished_run_is_not_reused_after_its_holdout_changed(tmp_path):
     from simgen.train.utility import job_config, run_one
 

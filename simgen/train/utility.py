@@ -28,6 +28,7 @@ from .engine import (Phase, TrainerConfig, eval_transforms, phase_skips, predict
                      train_transforms, trainer_config)
 from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
 from .guard import check_no_leak, dataset_identity, holdout_identity
+from ..provenance import file_sha256
 from ..datasheet import write_run_datasheet, write_utility_datasheet
 from .mix import MixedDataset, concat, share
 from .models import ModelConfig, build_model, model_config
@@ -320,7 +321,10 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
     hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
     cats = model_categories(data)
     settings = {"model": asdict(m), "trainer": run_identity(t), "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
-                "fraction": arm.fraction, "seed": seed, "categories": cats}
+                "fraction": arm.fraction, "seed": seed, "categories": cats,
+                # the holdout by content (images and labels), not only its path: an edited holdout must not
+                # reuse stale scores
+                "holdout_content": [sorted(hh), file_sha256(data.holdout / "annotations.json")]}
     if arm.finetune_split is not None:
         settings["finetune_split"] = arm.finetune_split
     if arm.subset is not None:
