@@ -6,6 +6,10 @@ the 50 real photos of ``../shared/holdouts/dice-real-50``, print the table.
     python benchmarks/utility_dice.py --real <folder>   # adds TRTR and real+synthetic mixes (same budget each)
     python benchmarks/utility_dice.py --split-real 25 --steps 1000  # no real training set? split the 50
         # real photos: 25 train TRTR and the mixes, the other 25 score every arm (TSTR included)
+    python benchmarks/utility_dice.py --split-real 25 --steps 1000 --seeds 0,1,2 --fit \
+        --render "scene.cluster.probability=0.5" utility.fractions=[0.7]
+        # the loop of docs/sim2real.md: simgen fit on the 25 training photos only, render with the overlay,
+        # then TSTR, TRTR, mix-0.7 and the finetune arm; prints mean ± std per arm and issue 12's targets
 
 Everything goes under --work (default /tmp/simgen-bench); a finished render or run is reused.
 """

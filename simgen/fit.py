@@ -260,7 +260,7 @@ def _narrower(real: Sequence[float], row: np.ndarray, levels: np.ndarray) -> str
     if r >= 0.5 * c:
         return ""
     return (f"; the real set is much narrower (p25-p75 spread {r:.1f} vs {c:.1f} in the renders): the scene's grounds and "
-            "lights set that spread, not the sensor")
+            "lights set that spread, not the sensor, so the range is the median's setting widened by the real relative spread")
 
 
 def _levels(opts: FitOptions) -> np.ndarray:
@@ -526,6 +526,23 @@ def sensor_keys(real_px: dict, calib, cfg, opts: FitOptions) -> list[Key]:
     return keys
 
 
+def gain_range(m: Matched, grid: Sequence[float], real: Sequence[float], row: np.ndarray, levels: np.ndarray,
+               margin: float) -> list[float]:
+    """The range to draw a brightness or contrast gain from.
+
+    A gain drawn at random is blind to the image it scales. When the real middle half is much narrower than
+    the renders' (the scene's grounds and lights set the spread, ``row`` is the renders' statistic at
+    ``levels`` with the gain at 1), spanning the settings matched at every percentile stacks a wide gain on
+    a wide scene: a bright render gets the gain matched for a dark one and washes out (on dice, TSTR found
+    far fewer real dice with it; docs/fit.md). Then only the central shift is the sensor's: the median's
+    setting, widened by the real set's own relative spread (at least 5%)."""
+    if not _narrower(real, row, levels):
+        return _widen(float(m.settings.min()), float(m.settings.max()), margin, floor=grid[0], ceil=grid[-1])
+    mid = m.at(50)
+    half = max(0.05, (_q(real, 75) - _q(real, 25)) / (2 * max(abs(_q(real, 50)), 1e-9)))
+    return _widen(mid * (1 - half), mid * (1 + half), margin, floor=grid[0], ceil=grid[-1])
+
+
 def _sensor_curves(images: list[np.ndarray], real_px: dict, jpeg: int | None, chroma: float, opts: FitOptions, bar) -> list[Key]:
     """Brightness, then contrast at the median gain, then noise, blur and noise again (blur hides noise, noise
     adds Laplacian variance): each curve holds the others at their median fitted setting."""
@@ -544,6 +561,9 @@ def _sensor_curves(images: list[np.ndarray], real_px: dict, jpeg: int | None, ch
         s = m.settings if sel is None else m.settings[sel]
         return _widen(float(s.min()), float(s.max()), opts.margin, floor=grid[0], ceil=grid[-1])  # never beyond what was measured
 
+    def gain_span(m: Matched, grid: Sequence[float], key: str, row: np.ndarray) -> list[float]:
+        return gain_range(m, grid, real_px[key], row, L, opts.margin)
+
     def run(grid, make, key, sel: np.ndarray = np.ones(len(L), bool)) -> tuple[np.ndarray, Matched]:
         r = curve(images, grid, make, key, seed, L, bar)
         return r, match(grid, r[:, sel], real_px[key], L[sel])
@@ -557,10 +577,10 @@ def _sensor_curves(images: list[np.ndarray], real_px: dict, jpeg: int | None, ch
     typical = s.at(50) if soft.mean() >= 0.5 else 0.0  # the blur the median image sees
     rn, n = run(NOISE_GRID, lambda x: Chain(bm, cm, typical, x, jpeg, chroma), "noise_sigma", core)
     keys = [
-        Key((*S, "brightness"), span(b, BRIGHTNESS_GRID), f"real brightness (mean L*): {txt('brightness')}; calibration "
+        Key((*S, "brightness"), gain_span(b, BRIGHTNESS_GRID, "brightness", rb[list(BRIGHTNESS_GRID).index(1.0)]), f"real brightness (mean L*): {txt('brightness')}; calibration "
             f"(fitted effects off): {_levels_text(rb[list(BRIGHTNESS_GRID).index(1.0)], L, opts)} -> gain matching each "
             f"percentile {rng_of(b)}{_reach(b, 'the gain')}{_narrower(real_px['brightness'], rb[list(BRIGHTNESS_GRID).index(1.0)], L)}"),
-        Key((*S, "contrast"), span(c, CONTRAST_GRID), f"real contrast (std L*): {txt('contrast')}; at gain {bm:.2f} -> contrast "
+        Key((*S, "contrast"), gain_span(c, CONTRAST_GRID, "contrast", rc[int(np.argmin(np.abs(np.log(CONTRAST_GRID))))]), f"real contrast (std L*): {txt('contrast')}; at gain {bm:.2f} -> contrast "
             f"factor matching each percentile {rng_of(c)}{_reach(c, 'the contrast factor')}"
             f"{_narrower(real_px['contrast'], rc[int(np.argmin(np.abs(np.log(CONTRAST_GRID))))], L)}"),
         Key((*S, "noise_std"), span(n, NOISE_GRID), f"real noise (Immerkaer sigma): {txt('noise_sigma')}; calibration with no "

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -224,3 +225,18 @@ def test_fit_is_listed_and_has_help():
     assert r.returncode == 0 and "simgen fit data.real=<dir> scene=<name> out=<overlay.yaml>" in r.stdout
     r = simgen("render", "--help")
     assert r.returncode == 0 and "overlay=" in r.stdout
+
+
+def test_a_narrow_real_set_gets_the_median_gain_not_the_span_of_every_percentile():
+    """Renders spread L* 30-95, the real photos 70-72: the matched gains run from 0.75 to 2.3, but a gain drawn
+    blind to the image must only shift the centre (a bright render at 2.3 washes out)."""
+    from simgen.fit import Matched, gain_range
+
+    levels = np.linspace(5, 95, 19)
+    row = np.linspace(30, 95, 19)  # the renders' mean L* at gain 1, per percentile
+    m = Matched(levels, 71.0 / row, 0.0)  # the gain that takes each render percentile to 71
+    narrow = gain_range(m, (0.5, 3.0), list(np.linspace(70, 72, 25)), row, levels, margin=0.1)
+    assert 0.9 < narrow[0] < 71 / 62.5 < narrow[1] < 1.35 and narrow[1] - narrow[0] < 0.4  # about the median gain, 1.14
+    wide_real = list(np.linspace(25, 100, 25))  # as spread as the renders: every percentile's setting counts
+    wide = gain_range(m, (0.5, 3.0), wide_real, row, levels, margin=0.1)
+    assert wide[0] < 0.8 and wide[1] > 2.0
