@@ -16,8 +16,10 @@ from pathlib import Path
 from . import __version__
 from .data import load_coco, safe_path
 from .errors import ConfigError, DatasetError, did_you_mean
+from .merge import link_or_copy
+from .provenance import sha256_file
 from .writers.coco import atomic_json, flush_all
-from .writers.yolo import DATA_YAML, YoloLabels, YoloOptions, data_yaml, remove_stale, sha256_file, write_texts, yolo_labels
+from .writers.yolo import DATA_YAML, YoloLabels, YoloOptions, data_yaml, remove_stale, write_texts, yolo_labels
 
 FORMATS = ("yolo",)
 KEYS = ("format", "out", "overwrite", "segments", "val_fraction")
@@ -116,18 +118,6 @@ def check_target(src: Path, out: Path, overwrite: bool) -> None:
 
 
 # ------------------------------------------------------------------ writing
-def link_or_copy(src: Path, dst: Path) -> bool:
-    """Hard link (same filesystem: no bytes copied, and the export cannot point outside itself); else a copy.
-    True when linked."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-        return True
-    except OSError:  # another filesystem (EXDEV), or links not allowed there
-        shutil.copyfile(src, dst)
-        return False
-
-
 def install(tmp: Path, out: Path) -> None:
     """Rename the finished ``tmp`` to ``out``; a previous export there is moved aside first and deleted after."""
     if out.is_dir() and any(out.iterdir()):

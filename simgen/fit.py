@@ -526,6 +526,13 @@ def sensor_keys(real_px: dict, calib, cfg, opts: FitOptions) -> list[Key]:
     return keys
 
 
+def settings_span(m: Matched, grid: Sequence[float], margin: float, sel: np.ndarray | None = None) -> list[float]:
+    """The range of the settings matched at every level (or those in ``sel``), widened by ``margin`` and kept
+    inside the grid: never beyond what was measured."""
+    s = m.settings if sel is None else m.settings[sel]
+    return _widen(float(s.min()), float(s.max()), margin, floor=grid[0], ceil=grid[-1])
+
+
 def gain_range(m: Matched, grid: Sequence[float], real: Sequence[float], row: np.ndarray, levels: np.ndarray,
                margin: float) -> list[float]:
     """The range to draw a brightness or contrast gain from.
@@ -537,7 +544,7 @@ def gain_range(m: Matched, grid: Sequence[float], real: Sequence[float], row: np
     far fewer real dice with it; docs/fit.md). Then only the central shift is the sensor's: the median's
     setting, widened by the real set's own relative spread (at least 5%)."""
     if not _narrower(real, row, levels):
-        return _widen(float(m.settings.min()), float(m.settings.max()), margin, floor=grid[0], ceil=grid[-1])
+        return settings_span(m, grid, margin)
     mid = m.at(50)
     half = max(0.05, (_q(real, 75) - _q(real, 25)) / (2 * max(abs(_q(real, 50)), 1e-9)))
     return _widen(mid * (1 - half), mid * (1 + half), margin, floor=grid[0], ceil=grid[-1])
@@ -558,8 +565,7 @@ def _sensor_curves(images: list[np.ndarray], real_px: dict, jpeg: int | None, ch
         return f"{lv}: {m.settings.min():.2f} to {m.settings.max():.2f} (median {m.at(50):.2f})"
 
     def span(m: Matched, grid: Sequence[float], sel: np.ndarray | None = None) -> list[float]:
-        s = m.settings if sel is None else m.settings[sel]
-        return _widen(float(s.min()), float(s.max()), opts.margin, floor=grid[0], ceil=grid[-1])  # never beyond what was measured
+        return settings_span(m, grid, opts.margin, sel)
 
     def gain_span(m: Matched, grid: Sequence[float], key: str, row: np.ndarray) -> list[float]:
         return gain_range(m, grid, real_px[key], row, L, opts.margin)

@@ -20,18 +20,23 @@ from .datasheet import write_dataset_docs
 FILE_KEYS = ("file_name", "depth_file", "semantic_file")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """``dst`` as a hard link to ``src`` (same filesystem: no bytes copied, and it cannot point outside its
+    folder as a symlink would), else a copy; written under a temporary name and renamed. True when linked."""
     if dst.exists() and os.path.samefile(src, dst):
-        # Linked by an earlier (killed) merge. Linking again would leave the temporary name behind: rename()
+        # Linked by an earlier (killed) run. Linking again would leave the temporary name behind: rename()
         # between two links to one file does nothing.
-        return
+        return True
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
-        os.link(src, tmp)  # same filesystem: no copy
-    except OSError:
+        os.link(src, tmp)
+        linked = True
+    except OSError:  # another filesystem (EXDEV), or links not allowed there
         shutil.copy2(src, tmp)
+        linked = False
     os.replace(tmp, dst)
+    return linked
 
 
 def read_shards(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -107,7 +112,7 @@ def _write(dirs: list[Path], manifests: list[dict], docs: list[dict], out: Path)
         for im in doc["images"]:
             for k in FILE_KEYS:
                 if k in im:
-                    _link_or_copy(safe_path(d, im[k]), safe_path(out, im[k]))
+                    link_or_copy(safe_path(d, im[k]), safe_path(out, im[k]))
         images += doc["images"]
         anns += doc["annotations"]
     first = docs[0]

@@ -218,7 +218,7 @@ def test_interrupted_merge_is_rerun_to_the_same_result(tmp_path, shards, monkeyp
     """A merge killed half way (some images linked, no annotations.json) is finished by the same command."""
     import simgen.merge as merge
 
-    real_link, calls = merge._link_or_copy, {"n": 0}
+    real_link, calls = merge.link_or_copy, {"n": 0}
 
     def killed_on_the_third(src, dst):
         calls["n"] += 1
@@ -227,11 +227,11 @@ def test_interrupted_merge_is_rerun_to_the_same_result(tmp_path, shards, monkeyp
         real_link(src, dst)
 
     out = tmp_path / "merged"
-    monkeypatch.setattr(merge, "_link_or_copy", killed_on_the_third)
+    monkeypatch.setattr(merge, "link_or_copy", killed_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         merge_datasets(shards, out)
     assert (out / "images").is_dir() and not (out / "annotations.json").exists() and not (out / "manifest.json").exists()
-    monkeypatch.setattr(merge, "_link_or_copy", real_link)
+    monkeypatch.setattr(merge, "link_or_copy", real_link)
     merge_datasets(shards, out)
     reference = merge_datasets(shards, tmp_path / "reference")
     assert (out / "annotations.json").read_bytes() == (reference / "annotations.json").read_bytes()
@@ -250,17 +250,17 @@ def test_disk_full_during_a_merge_is_one_line_and_the_rerun_finishes(tmp_path, s
     import simgen.merge as merge
     from simgen.errors import RenderError
 
-    real_link = merge._link_or_copy
+    real_link = merge.link_or_copy
 
     def full_disk(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
     out = tmp_path / "merged"
-    monkeypatch.setattr(merge, "_link_or_copy", full_disk)
+    monkeypatch.setattr(merge, "link_or_copy", full_disk)
     with pytest.raises(RenderError, match="disk full writing to") as e:
         merge_datasets(shards, out)
     assert e.value.exit_code == 1 and "\n" not in str(e.value) and str(out) in str(e.value)
-    monkeypatch.setattr(merge, "_link_or_copy", real_link)
+    monkeypatch.setattr(merge, "link_or_copy", real_link)
     assert json.loads((merge_datasets(shards, out) / "manifest.json").read_text())["n_images"] == 4
 
 

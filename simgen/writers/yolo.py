@@ -8,7 +8,6 @@ image size; class ids 0-based in category-id order; crowd annotations (``iscrowd
 no such notion. With ``segments``, ``class x1 y1 x2 y2 ...``: the outline of the visible mask."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 from pycocotools import mask as mask_utils
 
 from ..errors import DatasetError
+from ..provenance import sha256_file
 from .coco import atomic_write
 
 LABELS = "labels"
@@ -166,10 +166,6 @@ def write_texts(root: Path, labels: YoloLabels) -> None:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------ in place, after a render
