@@ -299,6 +299,48 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
     return _write_cached(header + "".join(lines), ".obj", f"mesh-{stem}")
 
 
+@functools.lru_cache(maxsize=None)
+def scaled_urdf(path: Path, scale: float) -> Path:
+    """A copy of the URDF at ``path`` with ``scale`` written into it (OBJ meshes baked by
+    :func:`baked_obj`, primitive sizes and origins multiplied) instead of passed as ``globalScaling``.
+
+    Under EGL the plugin caches a URDF's meshes by file name, so a second body of the same URDF at
+    another ``globalScaling`` was drawn at the first one's size (masks ~25% off). A copy per scale,
+    whose meshes are files of their own, is drawn right by both renderers."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+
+    def scaled(text: str, k: float) -> str:
+        return " ".join(f"{float(x) * k:.9g}" for x in text.split())
+
+    for origin in root.iter("origin"):  # visual, collision, inertial and joint frames
+        if origin.get("xyz"):
+            origin.set("xyz", scaled(origin.get("xyz"), scale))
+    for m in root.iter("mesh"):
+        mesh = (path.parent / m.get("filename", "")).resolve()
+        own = np.array([float(x) for x in m.get("scale", "1 1 1").split()]) * scale
+        if mesh.suffix.lower() == ".obj" and mesh.is_file():
+            m.set("filename", str(baked_obj(mesh, None, tuple(float(x) for x in own))))
+            m.attrib.pop("scale", None)
+        else:  # STL/DAE: PyBullet scales these itself; absolute path so the copy finds them
+            m.set("filename", str(mesh))
+            m.set("scale", " ".join(f"{x:.9g}" for x in own))
+    for tex in root.iter("texture"):
+        if tex.get("filename"):
+            tex.set("filename", str((path.parent / tex.get("filename")).resolve()))
+    for box in root.iter("box"):
+        box.set("size", scaled(box.get("size", "1 1 1"), scale))
+    for tag in ("sphere", "cylinder", "capsule"):
+        for g in root.iter(tag):
+            for attr in ("radius", "length"):
+                if g.get(attr):
+                    g.set(attr, f"{float(g.get(attr)) * scale:.9g}")
+    text = ET.tostring(root, encoding="unicode")
+    return _write_cached(text, ".urdf", f"{path.stem}-x{scale:.4g}")
+
+
 def _rpy_matrix(r: float, p: float, y: float) -> np.ndarray:
     cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
     return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],

@@ -186,7 +186,8 @@ class RenderWorld(ClientOwner):
                 a = assets.resolve(name)
                 if a.kind == "urdf":
                     try:
-                        b = self.client.loadURDF(str(a.path), PARK, useFixedBase=True, globalScaling=scale)
+                        # scale written into a copy: EGL draws every globalScaling of one file at the first one's
+                        b = self.client.loadURDF(str(assets.scaled_urdf(a.path, float(scale))), PARK, useFixedBase=True)
                     except p.error:
                         raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
                 else:

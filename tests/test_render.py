@@ -156,3 +156,49 @@ def test_software_gl_threads_shared_between_workers(monkeypatch):
     monkeypatch.delenv("LP_NUM_THREADS")
     share_software_gl(8)  # more workers than cores: at least one thread each
     assert os.environ["LP_NUM_THREADS"] == "1"
+
+
+def test_egl_draws_urdf_assets_at_their_own_scale(tmp_path):
+    """The same URDF at two scales in one process: under EGL the second body used to be drawn at the
+    first one's scale (the plugin caches meshes by file name), so its mask was too big or too small."""
+    egl_or_skip()
+    from simgen.pipeline import Generator
+    from simgen.run import quiet_stdout
+
+    recs = {}
+    for r in ("tiny", "egl"):
+        cfg = small_config(tmp_path, "scene=tabletop", f"renderer={r}", "width=320", "height=240",
+                           "randomization.sensor.enabled=false", "randomization.light.shadow_probability=0",
+                           "scene.objects.lego.count=[0,0]", "scene.objects.can.count=[0,0]", "scene.objects.ball.count=[0,0]",
+                           "scene.objects.duck.count=[2,2]", "scene.objects.duck.scale=[0.6,1.4]",
+                           "scene.objects.teddy.count=[0,0]", "scene.objects.mug.count=[1,1]", "scene.objects.mug.scale=[0.6,1.4]")
+        with quiet_stdout(), Generator(cfg) as g:
+            recs[r] = [g.generate(i) for i in range(4)]
+    n = 0
+    for a, b in zip(recs["tiny"], recs["egl"]):
+        assert [i.category for i in a.instances] == [i.category for i in b.instances]
+        for x, y in zip(a.instances, b.instances):
+            if x.mask.sum() < 50:
+                continue
+            assert 0.85 < y.mask.sum() / x.mask.sum() < 1.15, (x.category, x.mask.sum(), y.mask.sum())
+            n += 1
+    assert n >= 6
+
+
+@pytest.mark.parametrize("name", ["duck", "mug", "lego", "primitives"])
+def test_scaled_urdf_copy_is_the_scaled_geometry(tmp_path, name):
+    """The per-scale URDF copy the render world loads has exactly ``scale`` times the original's geometry."""
+    from pathlib import Path
+
+    from simgen import assets
+
+    if name == "primitives":
+        path = tmp_path / "prim.urdf"
+        path.write_text('<robot name="p"><link name="base"><visual><origin xyz="0.1 0 0.02"/><geometry><box size="0.1 0.2 0.3"/>'
+                        '</geometry></visual><visual><geometry><cylinder radius="0.05" length="0.2"/></geometry></visual></link></robot>')
+    else:
+        path = assets.resolve(name).path
+    pts, _ = assets.urdf_geometry(Path(path))
+    copy = assets.scaled_urdf(Path(path), 1.7)
+    scaled, _ = assets.urdf_geometry(copy)
+    assert np.allclose(np.sort(scaled, axis=0), np.sort(1.7 * pts, axis=0), atol=1e-5)
