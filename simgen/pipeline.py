@@ -85,6 +85,11 @@ class Generator:
     """Owns one physics world, one render world and one renderer; reuse it for many images."""
 
     def __init__(self, cfg: RenderConfig, egl_device: int | None = None) -> None:
+        if cfg.renderer == "auto":  # a run resolved it already (run.resolve_renderer); here: RenderedDataset, fit
+            from .render import choose_renderer
+
+            name, note = choose_renderer(cfg.width, cfg.height, 1, egl_device)
+            cfg = replace(cfg, renderer=name, renderer_note=note)
         self.cfg = cfg
         files = texture_banks(cfg)
         self.banks = {name: tuple(sorted(f)) for name, f in files.items()}
@@ -94,6 +99,7 @@ class Generator:
         self.renderer.attach(self.world)
         self.label = labeler(cfg.scene.labeler)
         self._scene: tuple[int, SceneState, dict] | None = None
+        self._made = 0
 
     def __enter__(self) -> Generator:
         return self
@@ -102,6 +108,9 @@ class Generator:
         self.close()
 
     def close(self) -> None:
+        from .annotate import save_ratio_cache
+
+        save_ratio_cache()  # the next process starts with this one's visibility table
         self.physics.close()
         self.world.close()
 
@@ -144,6 +153,11 @@ class Generator:
         rgb = apply_sensor(frame.rgb, view.sensor, rng)
         t2 = time.perf_counter()
         stats = {**stats, "render_ms": 1e3 * (t1 - t0), "annotate_ms": 1e3 * (t2 - t1)}
+        self._made += 1
+        if self._made % 16 == 0:  # workers are never closed, only ended: keep the visibility table on disk as it grows
+            from .annotate import save_ratio_cache
+
+            save_ratio_cache()
         return Record(index=i, seed=(cfg.seed, i), rgb=rgb, depth=frame.depth if cfg.labels.depth else None,
                       instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,
                       jpeg_quality=view.sensor.jpeg_quality, stats=stats)

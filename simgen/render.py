@@ -404,9 +404,105 @@ def share_software_gl(processes: int) -> None:
         os.environ["LP_NUM_THREADS"] = str(max(1, cores // processes))
 
 
+# ---------------------------------------------------------------------------- renderer=auto
+_SPEED_PROBE = r"""
+import json, os, sys, tempfile, time, importlib.util
+from pathlib import Path
+import numpy as np, cv2, pybullet as p
+from simgen import assets
+from simgen.render import Box, box_obj
+w, h, egl = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+tex = Path(tempfile.mkdtemp()) / "probe.png"
+cv2.imwrite(str(tex), np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+c = p.connect(p.DIRECT)
+floor = assets.baked_obj(box_obj(Box(half=4.0, height=0.0, tile=0.5)), tex, (1.0, 1.0, 1.0))
+p.createMultiBody(0, -1, p.createVisualShape(p.GEOM_MESH, fileName=str(floor), physicsClientId=c), physicsClientId=c)
+die = assets.baked_obj(assets.procedural_obj("die"), tex, (0.04, 0.04, 0.04))
+vs = p.createVisualShape(p.GEOM_MESH, fileName=str(die), physicsClientId=c)
+rng = np.random.default_rng(1)
+for _ in range(16):
+    p.createMultiBody(0, -1, vs, basePosition=[*rng.uniform(-0.2, 0.2, 2), 0.02], physicsClientId=c)
+view = p.computeViewMatrix([0.3, -0.4, 0.6], [0, 0, 0], [0, 0, 1])
+proj = p.computeProjectionMatrixFOV(55, w / h, 0.1, 4.0)
+def frame(r):
+    t = time.perf_counter()
+    p.getCameraImage(w, h, view, proj, lightDirection=[0.3, 0.2, 1], lightDistance=0.8, shadow=1, renderer=r,
+                     flags=p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX, physicsClientId=c)
+    return time.perf_counter() - t
+def speed(r):
+    frame(r); frame(r)  # the first frames upload meshes and textures
+    return 1e3 * float(np.median([frame(r) for _ in range(5)]))
+out = {"tiny_ms": speed(p.ER_TINY_RENDERER)}
+if egl:
+    p.loadPlugin(importlib.util.find_spec("eglRenderer").origin, "_eglRendererPlugin", physicsClientId=c)
+    out["egl_ms"] = speed(p.ER_BULLET_HARDWARE_OPENGL)
+print("SIMGEN_SPEED " + json.dumps(out))
+"""
+
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "lavapipe", "software")
+
+
+def gl_threads(processes: int) -> int:
+    """Raster threads each of ``processes`` rendering processes gets from Mesa (see share_software_gl)."""
+    if os.environ.get("LP_NUM_THREADS", "").isdigit():
+        return int(os.environ["LP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
+def choose_renderer(width: int, height: int, processes: int = 1, device: int | None = None) -> tuple[str, str]:
+    """``renderer=auto``: the fastest renderer that works here, as (name, one-line reason).
+
+    EGL on a GPU; EGL on Mesa's software rasterizer only where a probe (a textured floor, 16 textured cubes, shadows,
+    at the run's size and with the raster threads each worker will have) draws faster than TinyRenderer; else
+    TinyRenderer. The probe's verdict is kept in the cache folder per machine, size and thread count, so repeated
+    runs (and every worker) agree without paying for it again. Labels agree between the two within a pixel."""
+    import contextlib
+    import json
+    import platform
+
+    if width > EGL_MAX[0] or height > EGL_MAX[1]:
+        return "tiny", f"EGL renders at most {EGL_MAX[0]}x{EGL_MAX[1]}"
+    try:
+        vendor = os.environ.get(f"SIMGEN_EGL_OK_{device}") or probe_egl(device)
+    except RendererUnavailable as e:
+        return "tiny", f"EGL unavailable ({str(e).split(';')[0].removeprefix('renderer=egl: ')})"
+    if not any(s in vendor.lower() for s in SOFTWARE_GL):
+        return "egl", f"EGL on {vendor}"
+    threads = gl_threads(processes)
+    key = f"{platform.node()}|{vendor}|{width}x{height}|threads={threads}|pybullet={p.getAPIVersion()}"
+    cache = cache_dir() / "renderer-auto.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    speed = known.get(key)
+    if not isinstance(speed, dict) or not {"tiny_ms", "egl_ms"} <= speed.keys():
+        env = dict(os.environ, LP_NUM_THREADS=str(threads))
+        if device is not None:
+            env["EGL_VISIBLE_DEVICES"] = str(device)
+        try:
+            r = subprocess.run([sys.executable, "-c", _SPEED_PROBE, str(width), str(height), "1"], capture_output=True,
+                               text=True, timeout=300, env=env)
+            line = [ln for ln in r.stdout.splitlines() if ln.startswith("SIMGEN_SPEED ")]
+            speed = json.loads(line[-1].split(" ", 1)[1]) if line else None
+        except subprocess.TimeoutExpired:
+            speed = None
+        if not speed or "egl_ms" not in speed:
+            return "tiny", "the EGL speed probe failed"
+        known[key] = speed
+        with contextlib.suppress(OSError):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(cache, json.dumps(known, indent=1).encode())
+    tiny, egl, gl = speed["tiny_ms"], speed["egl_ms"], vendor.split(" (")[0]
+    if egl < tiny:
+        return "egl", f"EGL on {gl} draws a {width}x{height} probe in {egl:.0f} ms vs TinyRenderer {tiny:.0f} ms"
+    return "tiny", f"TinyRenderer draws a {width}x{height} probe in {tiny:.0f} ms vs EGL on {gl} {egl:.0f} ms"
+
+
 def make_renderer(name: str, device: int | None = None) -> Renderer:
     if name == "tiny":
         return TinyRenderer()
     if name == "egl":
         return EglRenderer(device)
-    raise ConfigError(f"unknown renderer `{name}`; use tiny or egl.")
+    raise ConfigError(f"unknown renderer `{name}`; use auto, tiny or egl.")

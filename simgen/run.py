@@ -124,7 +124,8 @@ def prepare_out(cfg: RenderConfig) -> bool:
     remove_partial_files(out)  # leftovers of a killed run
     try:
         (out / ".simgen").mkdir(parents=True, exist_ok=True)
-        coco.atomic_json(out / STATE, {"config_hash": h, "n_images": cfg.n_images, "shard": [cfg.shard_index, cfg.shard_count]})
+        coco.atomic_json(out / STATE, {"config_hash": h, "n_images": cfg.n_images, "shard": [cfg.shard_index, cfg.shard_count],
+                                        "renderer": cfg.renderer})
     except OSError as e:
         raise ConfigError(f"cannot write to out={out} ({e.strerror}); choose a folder you can write to.") from None
     return False
@@ -211,6 +212,7 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
         from .render import share_software_gl
 
     share_software_gl(workers)
+    mute_stdout()
     with counter.get_lock():
         k = counter.value
         counter.value += 1
@@ -255,6 +257,17 @@ def quiet_stdout(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
         for fd, s in zip(fds, saved):
             os.dup2(s, fd)
             os.close(s)
+        os.close(devnull)
+
+
+def mute_stdout() -> None:
+    """A render worker never has anything to say on stdout (results go back through the pool, problems through
+    stderr), but PyBullet's C code prints there, e.g. the EGL plugin's goodbye when the worker exits: send fd 1
+    to /dev/null for the rest of the worker's life."""
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
         os.close(devnull)
 
 
@@ -355,6 +368,7 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
     cfg = shard_out(cfg)
     check_out(cfg.out)
     with out_lock(cfg.out):
+        cfg = resolve_renderer(cfg, log, previous_renderer(cfg))
         if prepare_out(cfg):
             log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
             yield None
@@ -366,6 +380,35 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
             if e.errno not in DISK_FULL:
                 raise
             raise disk_full(cfg.out, e) from None
+
+
+def previous_renderer(cfg: RenderConfig) -> str | None:
+    """The renderer an interrupted run of this same config chose (its state file), so a resume never mixes two."""
+    try:
+        state = json.loads((cfg.out / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    if cfg.overwrite or state.get("config_hash") != config_hash(cfg):
+        return None
+    return state.get("renderer") if state.get("renderer") in ("tiny", "egl") else None
+
+
+def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None) -> RenderConfig:
+    """``renderer=auto`` -> the renderer this run uses (one line says which and why), decided once in the parent so
+    every worker and shard of the run renders with the same one. The config's identity keeps `auto`."""
+    from dataclasses import replace
+
+    from .render import choose_renderer
+
+    if cfg.renderer != "auto":
+        return cfg
+    if previous is not None:
+        name, note = previous, "as chosen by the interrupted run this one resumes"
+    else:
+        with quiet_stdout((1, 2)):
+            name, note = choose_renderer(cfg.width, cfg.height, cfg.workers, cfg.egl_devices[0] if cfg.egl_devices else None)
+    log(f"renderer=auto: {name} ({note})")
+    return replace(cfg, renderer=name, renderer_note=note)
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -414,13 +457,16 @@ def _render_job(job: Job, log) -> Path:
     workers = min(cfg.workers, max(1, len(todo)))
     if todo and workers == 1:
         devs = egl_devices(cfg)
-        with quiet_stdout():
+        with quiet_stdout((1, 2)):  # the EGL plugin prints which device it took
             gen = Generator(cfg, egl_device=devs[0] if devs else None)
-        with gen:
+        try:
             for i in todo:
                 _, s = _one(gen, cfg, i, cat_ids)
                 stats.append(s)
                 bar.update(1)
+        finally:
+            with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
+                gen.close()
     elif todo:
         stats += _render_parallel(cfg, todo, cat_ids, workers, bar, log)
     bar.close()
@@ -491,6 +537,9 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "seed": cfg.seed, "n_images": len(doc["images"]), "n_annotations": len(doc["annotations"]),
         "shard": {"index": cfg.shard_index, "count": cfg.shard_count}, "views_per_scene": cfg.views_per_scene,
         "renderer": cfg.renderer,
+        "renderer_requested": cfg.resolved.get("renderer", {}).get("name") if isinstance(cfg.resolved.get("renderer"), dict)
+        else cfg.resolved.get("renderer", cfg.renderer),
+        "renderer_choice": cfg.renderer_note,  # why renderer=auto chose it
         "renderer_device": {k[len("SIMGEN_EGL_OK_"):]: v for k, v in os.environ.items() if k.startswith("SIMGEN_EGL_OK_")} or None,
         "categories": [c["name"] for c in doc["categories"]],
         "counts_per_category": {c["name"]: counts.get(c["name"], 0) for c in doc["categories"]},

@@ -32,7 +32,8 @@ def small_config(tmp_path: Path, *overrides: str, name: str = "ds"):
     """A real composed config, shrunk to a few small images."""
     from simgen.config import render_config
 
-    base = [f"out={tmp_path / name}", "n_images=3", "width=128", "height=128", "workers=1", "progress=false"]
+    # TinyRenderer unless a test asks: the default `auto` picks by a speed probe, and pixel-level tests need one renderer
+    base = [f"out={tmp_path / name}", "n_images=3", "width=128", "height=128", "workers=1", "progress=false", "renderer=tiny"]
     return render_config(compose_dict("render", base + list(overrides)))
 
 

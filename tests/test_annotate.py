@@ -114,3 +114,25 @@ def test_visible_fraction_of_a_concave_object_uses_its_silhouette(tmp_path):
     K = np.array([[100000.0, 0, 320], [0, 100000.0, 240], [0, 0, 1]])
     area, truncated = amodal_area(obj, np.diag([1.0, -1.0, -1.0]), np.array([-0.01, 0.01, 10.0]), K, 640, 480)
     assert abs(area - 30000) / 30000 < 0.02 and not truncated
+
+
+def test_visibility_table_is_kept_on_disk_and_read_back(tmp_path, monkeypatch):
+    """Silhouette/hull ratios computed by one process are read back by the next (same values, nothing recomputed)."""
+    import numpy as np
+
+    from simgen import annotate, assets
+
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(annotate, "_RATIO_CACHE", {})
+    monkeypatch.setattr(annotate, "_LOADED", {})
+    monkeypatch.setattr(annotate, "_DIRTY", set())
+    mug = assets.resolve("mug")
+    dirs = annotate.VIEW_BINS[[3, 200, 411]]
+    first = [annotate.silhouette_hull_ratio(mug, d) for d in dirs]
+    annotate.save_ratio_cache()
+    assert len(list((tmp_path / "visibility").glob("*.npy"))) == 1
+    monkeypatch.setattr(annotate, "_RATIO_CACHE", {})
+    monkeypatch.setattr(annotate, "_LOADED", {})
+    monkeypatch.setattr(annotate, "silhouette_area", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert [annotate.silhouette_hull_ratio(mug, d) for d in dirs] == first
+    assert np.isfinite(first).all()

@@ -202,3 +202,50 @@ def test_scaled_urdf_copy_is_the_scaled_geometry(tmp_path, name):
     copy = assets.scaled_urdf(Path(path), 1.7)
     scaled, _ = assets.urdf_geometry(copy)
     assert np.allclose(np.sort(scaled, axis=0), np.sort(1.7 * pts, axis=0), atol=1e-5)
+
+
+def test_renderer_auto_picks_one_says_why_and_keeps_labels(tmp_path):
+    """`renderer=auto` resolves once per run to a working renderer, says which and why (log and manifest), and its
+    labels are those of the chosen renderer asked for by name."""
+    lines = []
+    auto = render_dataset(small_config(tmp_path, "renderer=auto", "width=160", "height=120", name="auto"), log=lines.append)
+    man = json.loads((auto / "manifest.json").read_text())
+    assert man["renderer"] in ("tiny", "egl") and man["renderer_requested"] == "auto" and man["renderer_choice"]
+    assert any(ln.startswith(f"renderer=auto: {man['renderer']} (") for ln in lines)
+    named = render_dataset(small_config(tmp_path, f"renderer={man['renderer']}", "width=160", "height=120", name="named"), log=lambda m: None)
+    a, b = (json.loads((d / "annotations.json").read_text())["annotations"] for d in (auto, named))
+    assert a == b
+
+
+def test_renderer_auto_falls_back_to_tiny(monkeypatch):
+    from simgen import render
+    from simgen.config import EGL_MAX
+
+    assert render.choose_renderer(EGL_MAX[0] + 1, 100)[0] == "tiny"
+
+    def no_egl(device=None, timeout=0):
+        raise RendererUnavailable("renderer=egl: EGL cannot start here (no EGL vendor library or device); install Mesa")
+
+    monkeypatch.setattr(render, "probe_egl", no_egl)
+    monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
+    name, why = render.choose_renderer(320, 240)
+    assert name == "tiny" and why.startswith("EGL unavailable (EGL cannot start here")
+    monkeypatch.setattr(render, "probe_egl", lambda device=None, timeout=0: "NVIDIA H100 PCIe/PCIe/SSE2")
+    assert render.choose_renderer(320, 240) == ("egl", "EGL on NVIDIA H100 PCIe/PCIe/SSE2")
+
+
+def test_resume_keeps_the_renderer_auto_chose(tmp_path):
+    """A resumed run renders with what the interrupted one chose, whatever a new probe would say."""
+    import dataclasses
+
+    from simgen.run import STATE, resolve_renderer
+
+    cfg = small_config(tmp_path, "renderer=auto", "n_images=4")
+    out = cfg.out
+    (out / STATE).parent.mkdir(parents=True)
+    from simgen.run import config_hash, previous_renderer
+
+    (out / STATE).write_text(json.dumps({"config_hash": config_hash(cfg), "renderer": "tiny"}))
+    assert previous_renderer(cfg) == "tiny"
+    assert resolve_renderer(cfg, lambda m: None, previous_renderer(cfg)).renderer == "tiny"
+    assert previous_renderer(dataclasses.replace(cfg, overwrite=True)) is None

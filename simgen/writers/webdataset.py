@@ -30,14 +30,19 @@ def sample_payload(rec, cat_ids: dict[str, int], categories: list[str], image_fo
 
 
 _GEN = None
+TAR_MTIME = float(os.environ.get("SOURCE_DATE_EPOCH", "946684800"))
 
 
 def _init(cfg: RenderConfig) -> None:
     global _GEN
-    from ..pipeline import Generator
+    from ..run import mute_stdout
+
     from ..run import quiet_stdout
 
-    with quiet_stdout((1, 2)):
+    mute_stdout()  # a worker: PyBullet's banners and the EGL plugin's lines must not reach the user's terminal
+    with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
+        from ..pipeline import Generator
+
         _GEN = Generator(cfg)
 
 
@@ -78,7 +83,9 @@ def _write_tars(job, shard_size: int, log) -> Path:
     with worker_pool(max(1, cfg.workers), _init, (cfg,)) as pool:
         for j in todo:
             tmp = cfg.out / f".{names[j]}.{os.getpid()}.tmp"
-            with wds.TarWriter(str(tmp)) as sink:
+            # Fixed member times (SOURCE_DATE_EPOCH, the reproducible-builds convention, else 2000-01-01): identical runs
+            # give byte-identical tars, so shards can be checksummed, deduplicated and compared across machines.
+            with wds.TarWriter(str(tmp), mtime=TAR_MTIME) as sink:
                 chunks = [tars[j][k:k + 8] for k in range(0, len(tars[j]), 8)]
                 for res in pool.map(_payloads, [(cfg, c, cat_ids, categories) for c in chunks]):  # ordered: tar order = index order
                     for sample in res:
@@ -90,7 +97,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
     bar.close()
     wall = time.perf_counter() - t0
     manifest = {"format": "webdataset", "shards": names, "n_images": len(indices), "categories": categories, "seed": cfg.seed,
-                "renderer": cfg.renderer, "images_per_second": round(sum(len(tars[j]) for j in todo) / wall, 3) if todo else None,
+                "renderer": cfg.renderer, "renderer_choice": cfg.renderer_note, "images_per_second": round(sum(len(tars[j]) for j in todo) / wall, 3) if todo else None,
                 "versions": versions(), "git_commit": git_commit(), "state": {"config_hash": config_hash(cfg)}, "config": cfg.resolved,
                 "sources": generation_sources(cfg)}
     coco.atomic_json(cfg.out / "manifest.json", manifest, indent=2)
