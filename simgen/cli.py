@@ -79,14 +79,81 @@ def precheck(config_name: str, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    plain = [a for a in overrides if not a.startswith("hydra")]
     try:
         with initialize_config_module("simgen.conf", version_base="1.3"):
-            compose(config_name, overrides=[a for a in overrides if not a.startswith("hydra")])
+            compose(config_name, overrides=plain)
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
+        fail(unknown_key(config_name, plain, first)
+             or f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
     finally:
         GlobalHydra.instance().clear()
+
+
+def unknown_key(config_name: str, overrides: list[str], first: str) -> str | None:
+    """For Hydra's "Could not override 'a.b'" (a key the config does not have): which keys ``a`` has, and
+    the closest one; None when that cannot be told."""
+    import re
+
+    m = re.match(r"Could not override '([^']+)'", first)
+    if not m:
+        return None
+    key = m.group(1)
+    parent, _, leaf = key.rpartition(".")
+    rest = [a for a in overrides if a.lstrip("+~").partition("=")[0] != key]
+    node: object = composed(config_name, rest)
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not node:
+        return None
+    where = f" in `{parent}`" if parent else ""
+    return (f"bad override `{key}`: there is no key `{leaf}`{where}." + did_you_mean(leaf, [str(k) for k in node if k != "hydra"])
+            + f" (`simgen {config_name} --cfg job` prints the whole config)")
+
+
+HELP_TEMPLATE = """${hydra.help.header}
+== Configuration groups ==
+Compose your configuration from those groups (group=option)
+
+GROUPS
+
+== Config ==
+Override anything in the config (foo.bar=value)
+
+$CONFIG
+
+${hydra.help.footer}"""
+
+
+def command_groups(config_name: str, overrides: list[str]) -> list[str] | None:
+    """The config groups this command's config is composed from (its defaults list, nested ones included:
+    `fit` uses render's), not every folder under conf/; None when the overrides do not compose."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with initialize_config_module("simgen.conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            return sorted(g for g in cfg.hydra.runtime.choices if not g.startswith("hydra/") and (conf_dir() / g).is_dir())
+    except Exception:  # Hydra raises several types; --help then shows Hydra's own text or error
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def help_override(config_name: str, args: list[str]) -> str | None:
+    """For ``--help``: a ``hydra.help.template`` override that lists only this command's groups. Hydra's own
+    ``$APP_CONFIG_GROUPS`` lists every group under conf/, so `simgen render --help` offered model/ and
+    trainer/, and `simgen train --help` scene/ and renderer/. None when the user set a template."""
+    overrides = [a for a in args if not a.startswith("-") and not a.startswith("hydra")]
+    if any(a.lstrip("+~").startswith("hydra.help.template") for a in args):
+        return None
+    groups = command_groups(config_name, overrides)
+    if groups is None:
+        return None
+    lines = "\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups) or "(none: every setting is a key=value override)"
+    return "hydra.help.template='" + HELP_TEMPLATE.replace("GROUPS", lines).replace("'", "") + "'"
 
 
 def composed(config_name: str, overrides: list[str]) -> dict:
@@ -226,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
                                   lambda groups: composed("render", groups))
             refuse_code_overrides(rest)
         precheck(cmd, rest)
+        if any(a in ("--help", "-h") for a in rest):
+            extra = help_override(cmd, rest)
+            rest = [*rest, extra] if extra else rest
         sys.argv = [f"simgen {cmd}", *rest]
         return hydra_app(cmd, hydra_task(cmd))()
     except SimgenError as e:

@@ -22,7 +22,7 @@ class ObjectGroup:
     count: Dist
     scale: Dist
     texture: str | None  # texture bank name ("bank", or a scene bank such as "dice"), None: own look
-    mass: float = 0.1
+    mass: float | None = None  # kg; None: 4 g for dice, 100 g for anything else
     scale_bins: int = 8  # scales are snapped to this many levels so render-side meshes are reused
     weight: float = 1.0  # share of the labelled objects when they are drawn by weight (see SceneSpec.objects_total)
 
@@ -412,7 +412,7 @@ def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     category = None if distractor else str(d.get("category") or asset)
     return ObjectGroup(asset=asset, category=category, count=f.dist("count", 1, lo=0, integer=True),  # type: ignore[arg-type]
                        scale=f.dist("scale", 1.0, lo=0, lo_open=True), texture=f.text("texture", None, optional=True, example="bank"),
-                       mass=f.number("mass", 0.1, lo=0, lo_open=True), scale_bins=f.integer("scale_bins", 8, lo=1),
+                       mass=f.number("mass", None, lo=0, lo_open=True, optional=True, example=0.1), scale_bins=f.integer("scale_bins", 8, lo=1),
                        weight=_weight(f, distractor))
 
 
@@ -471,6 +471,12 @@ def scene_spec(d: dict) -> SceneSpec:
     banks = d.get("texture_banks") or {}
     if not isinstance(banks, dict) or not all(isinstance(v, str) for v in banks.values()):
         raise bad_value("scene.texture_banks", 'a mapping {bank name: "module:function"}', banks, "{dice: dice:textures}")
+    for kind, groups in (("objects", objects), ("distractors", _groups(d.get("distractors"), "scene.distractors", True))):
+        for g in groups:  # a misspelt bank used to draw the object untextured while labels still trusted its look
+            if g.texture is not None and g.texture != "bank" and g.texture not in banks:
+                known = ["bank", *banks]
+                raise ConfigError(f"scene.{kind}: texture `{g.texture}` of `{g.category or g.asset}` is not a texture bank; use one of "
+                                  f"{', '.join(known)} (or null for the asset's own look)." + did_you_mean(g.texture, known))
     return SceneSpec(name=f.text("name", None, example="dice"), objects=objects,  # type: ignore[arg-type]
                      distractors=_groups(d.get("distractors"), "scene.distractors", True), area=area,  # type: ignore[arg-type]
                      drop_height=f.dist("drop_height", [0.05, 0.15], lo=0), camera=camera, tray=tray_spec,

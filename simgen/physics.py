@@ -101,6 +101,8 @@ class PhysicsWorld(ClientOwner):
             except p.error:
                 raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
             c.resetBasePositionAndOrientation(body, *link_to_com(c, body, obj.position, obj.orientation))
+            if obj.mass is not None:  # otherwise the URDF's own inertial mass
+                c.changeDynamics(body, -1, mass=obj.mass)
             return body
         if a.collision == "box":
             shape = c.createCollisionShape(p.GEOM_BOX, halfExtents=list(a.half_extents * s))
@@ -112,7 +114,7 @@ class PhysicsWorld(ClientOwner):
             shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s])
             if shape < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
-        mass = 0.004 if obj.asset in ("die", "die_round") else 0.1
+        mass = obj.mass if obj.mass is not None else 0.004 if obj.asset in ("die", "die_round") else 0.1
         return c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=shape, basePosition=obj.position,
                                  baseOrientation=obj.orientation)
 

@@ -68,11 +68,27 @@ def _pybullet_root() -> Path | None:
         return None
 
 
+# pybullet_data files whose own notices say something other than the wheel's zlib licence (see assets/README.md).
+PYBULLET_EXCEPTIONS = {
+    "duck": "SCEA Shared Source License 1.0 (Copyright 2006 Sony Computer Entertainment Inc., stated in pybullet_data/duck.dae)",
+    "domino/": "zlib (pybullet_data, bullet3); domino/license.txt asks for a citation of PyBullet",
+}
+
+
+def _licence(path: Path, source: str) -> str | None:
+    if source == PYBULLET_DATA and (root := _pybullet_root()) is not None:
+        rel = Path(path).resolve().relative_to(root).as_posix()
+        for prefix, text in PYBULLET_EXCEPTIONS.items():
+            if rel.startswith(prefix):
+                return text
+    return LICENCES.get(source)
+
+
 def _entry(path: Path, kind: str, source: str | None = None) -> dict:
     path = Path(path)
     source = source or _origin(path)
     return {"path": str(path), "sha256": sha256_file(path), "kind": kind, "bytes": path.stat().st_size,
-            "source": source, "licence": LICENCES.get(source)}
+            "source": source, "licence": _licence(path, source)}
 
 
 def obj_dependencies(obj: Path) -> list[tuple[Path, str]]:
@@ -145,9 +161,11 @@ def generation_sources(cfg: RenderConfig) -> list[dict]:
         deps = urdf_dependencies(a.path) if a.kind == "urdf" else obj_dependencies(a.path)
         for p, kind in deps:
             add(p, kind)
-    # The ground plane and tray walls are procedural meshes too.
-    for name in ("plane", "box"):
-        add(assets.procedural_obj(name), "mesh", PROCEDURAL)
+    # The floor, backdrop and tray walls are procedural meshes too (render.box_obj; the walls are the procedural box).
+    from .render import Box, box_obj
+
+    add(box_obj(Box(half=1.0, height=0.0, tile=1.0)), "mesh", PROCEDURAL)
+    add(assets.procedural_obj("box"), "mesh", PROCEDURAL)
     return list(found.values())
 
 

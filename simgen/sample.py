@@ -321,7 +321,7 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
         out.append(ObjectSample(asset=g.asset, category=g.category, scale=scale, position=tuple(float(x) for x in p),  # type: ignore[arg-type]
                                 orientation=orientation, rgba=rgba, texture=texture,
                                 linear_velocity=(float(speed * math.cos(heading)), float(speed * math.sin(heading)), 0.0),
-                                angular_velocity=tuple(float(x) for x in spin)))  # type: ignore[arg-type]
+                                angular_velocity=tuple(float(x) for x in spin), mass=g.mass))  # type: ignore[arg-type]
     return tuple(out) + _occluders(rng, spec, r, banks, out, spec.max_objects - len(out))
 
 
@@ -352,7 +352,7 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
         orientation = quat_axis_angle((0, 0, 1), float(rng.uniform(0, 2 * math.pi)))
         rgba, texture = _look(rng, g, r, banks, a.texturable)
         out.append(ObjectSample(asset=g.asset, category=None, scale=scale, position=(float(dx), float(dy), dz), orientation=orientation,
-                                rgba=rgba, texture=texture, anchor=k))
+                                rgba=rgba, texture=texture, anchor=k, mass=g.mass))
     return tuple(out)
 
 

@@ -22,6 +22,7 @@ class ObjectSample:
     # An occluder (randomization.occluders): dropped onto object ``anchor`` (an index into SceneSample.objects) once
     # the others have settled; ``position`` is then its start offset from that object's settled position.
     anchor: int | None = None
+    mass: float | None = None  # kg (scene.objects.<cat>.mass); None: the physics default for the asset
 
     @property
     def labelled(self) -> bool:

@@ -47,6 +47,7 @@ def simgen(*args, cwd=None):
     (["+nosuchkey=1"], "unknown key `nosuchkey`"),
     (["+physics.timestpe=0.01"], "Did you mean `timestep`"),
     (["+labels.min_visible=0.5"], "Did you mean `min_visible_fraction`"),
+    (["scene.objects.die.texture=dicee"], "texture `dicee` of `die` is not a texture bank; use one of bank, dice"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, args, match):
     out = tmp_path / "ds"
@@ -172,7 +173,7 @@ def test_worker_pool_output_is_clean(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "build time" not in r.stdout + r.stderr
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-    assert len(lines) == 1 and "2 images" in lines[0], lines
+    assert len(lines) == 2 and lines[0].startswith("renderer=auto: ") and "2 images" in lines[1], lines  # simgen's own two
 
 
 def test_merge_refuses_foreign_folders_and_prints_counts(tmp_path):

@@ -20,7 +20,7 @@ def test_every_group_option_composes(group, tmp_path):
 def test_defaults_are_the_dice_scene():
     d = compose_dict("render")
     cfg = render_config(d)
-    assert cfg.scene.name == "dice" and cfg.renderer == "tiny" and cfg.width == cfg.height == 640
+    assert cfg.scene.name == "dice" and cfg.renderer == "auto" and cfg.width == cfg.height == 640
     assert str(cfg.out) == "datasets/dice" and cfg.workers >= 1
     assert cfg.scene.categories == ("one", "two", "three", "four", "five", "six")
 

@@ -50,8 +50,8 @@ def test_pybullet_urdf_sources_carry_licence_and_meshes(tmp_path):
 
     cfg = small_config(tmp_path, "scene=tabletop")
     src = generation_sources(cfg)
-    duck = [s for s in src if s["path"].endswith("duck_vhacd.urdf")]
-    assert duck and duck[0]["kind"] == "urdf" and duck[0]["source"] == "pybullet_data" and "zlib" in duck[0]["licence"]
+    mug = [s for s in src if s["path"].endswith("mug.urdf")]
+    assert mug and mug[0]["kind"] == "urdf" and mug[0]["source"] == "pybullet_data" and "zlib" in mug[0]["licence"]
     assert any(s["path"].endswith("duck.obj") and s["kind"] == "mesh" for s in src)  # mesh referenced by the URDF
 
 
@@ -131,3 +131,17 @@ def test_run_datasheet_unit(tmp_path):
             "categories": ["one"], "model": {"name": "tiny"}, "trainer": {"max_steps": 2}, "versions": {"torch": "x"}}
     text = write_run_datasheet(tmp_path, prov, {"map": 0.1, "map50": 0.2, "per_class": {"one": 0.1}}).read_text()
     assert "d" * 64 in text and "a" * 64 in text and "| map50 | 0.2 |" in text and "| trainer.max_steps | 2 |" in text
+
+
+def test_sources_give_the_duck_its_own_licence(tmp_path):
+    """pybullet_data is zlib except where a file's own notice says otherwise: the duck (SCEA), the domino (citation)."""
+    from simgen.provenance import generation_sources
+
+    from .conftest import small_config
+
+    src = generation_sources(small_config(tmp_path, "scene=tabletop"))
+    duck = [s for s in src if "duck" in s["path"]]
+    assert duck and all(s["licence"].startswith("SCEA Shared Source License") for s in duck)
+    others = [s for s in src if s["source"] == "pybullet_data" and "duck" not in s["path"]]
+    assert others and all(s["licence"].startswith("zlib") for s in others)
+    assert not [s for s in src if s["path"].endswith(".obj") and "plane-" in s["path"]], "the floor is render.box_obj, not the plane"

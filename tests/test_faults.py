@@ -21,7 +21,7 @@ from .conftest import compose_dict, small_config
 from .test_train import noise, write_folder
 
 QUIET = dict(log=lambda m: None)
-TINY_RENDER = ["n_images=3", "width=64", "height=64", "workers=1", "progress=false"]
+TINY_RENDER = ["n_images=3", "width=64", "height=64", "workers=1", "progress=false", "renderer=tiny"]
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:

@@ -121,3 +121,22 @@ def test_randomization_none_switches_everything_off(tmp_path):
     s = sample_scene(cfg.scene, r, BANKS, np.random.default_rng(0))
     assert all(o.category is not None for o in s.objects)  # no distractors
     assert all(o.rgba == (1.0, 1.0, 1.0, 1.0) for o in s.objects)
+
+
+def test_group_mass_reaches_the_physics(tmp_path):
+    """scene.objects.<cat>.mass sets the simulated body's mass; unset, dice keep their 4 g."""
+    import numpy as np
+
+    from simgen.physics import PhysicsWorld
+    from simgen.pipeline import draw_scene, texture_banks
+
+    from .conftest import small_config
+
+    for override, want in (("+scene.objects.die.mass=0.05", 0.05), ("scene.objects.die.count=[3,3]", 0.004)):
+        cfg = small_config(tmp_path, override)
+        banks = {k: tuple(sorted(v)) for k, v in texture_banks(cfg).items()}
+        sample, _, _ = draw_scene(cfg, banks, 0)
+        with PhysicsWorld(cfg.physics) as world:
+            _, bodies = world.simulate(sample, cfg.scene.area)
+            dice = [b for b, o in zip(bodies, sample.objects) if o.asset == "die"]
+            assert dice and all(np.isclose(world.client.getDynamicsInfo(b, -1)[0], want) for b in dice)

@@ -95,7 +95,7 @@ def test_resume_after_kill_minus_9(tmp_path):
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rendered_this_run"] == 24 - done_before + 3  # finished images were not re-rendered, damaged ones were
-    reference = render_dataset(small_config(tmp_path, "n_images=24", "width=96", "height=96", name="ref"), **QUIET)
+    reference = render_dataset(small_config(tmp_path, "n_images=24", "width=96", "height=96", "renderer=auto", name="ref"), **QUIET)
     same_dataset(reference, out)
     assert not list(out.rglob(".*.tmp"))
 

@@ -1,9 +1,11 @@
 """Entry points for ``simgen train`` and ``simgen utility``: they receive the composed config as a
-plain dict (Hydra stays in :mod:`simgen.cli`) and turn it into frozen dataclasses first."""
+plain dict (Hydra stays in :mod:`simgen.cli`) and turn it into frozen dataclasses first. Every config
+error is raised there, before anything is written; a full disk later is one line (:mod:`.files`)."""
 from __future__ import annotations
 
 import sys
 
+from .files import disk_full_guard
 from .utility import job_config, run_one, run_utility, utility_config
 
 
@@ -13,12 +15,14 @@ def _log(msg: str) -> None:
 
 def train_task(d: dict) -> None:
     job = job_config(d)
-    entry = run_one(job, job.out, job.data.synthetic_fraction, job.seed, name="train", log=_log)
+    with disk_full_guard(job.out):  # run_one names its own folder; this catches what happens around it
+        entry = run_one(job, job.out, job.data.synthetic_fraction, job.seed, name="train", log=_log)
     print(f"mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  -> {job.out}/metrics.json, predictions.json, checkpoint.pt")
 
 
 def utility_task(d: dict) -> None:
     u = utility_config(d)
-    report = run_utility(u, log=_log)
+    with disk_full_guard(u.job.out):
+        report = run_utility(u, log=_log)
     print((u.job.out / "report.md").read_text())
     print(f"report: {u.job.out}/report.json, report.md, map_vs_fraction.png" + (", map_vs_size.png" if "sizes" in report else ""))

@@ -93,11 +93,17 @@ def _threads(f) -> int | str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for ``trainer.device``; one that this machine lacks is a one-line ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device={name} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); e.g. trainer.device=cuda:0")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"trainer.device={name} but Apple's MPS is not available here; use trainer.device=auto or cpu.")
     return dev
 
 
@@ -144,14 +150,16 @@ def set_model_sizes(model: nn.Module, input_size: int, max_size: int, crop: int 
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict, optimizer=None, extra: dict | None = None) -> None:
-    """Tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back. Written whole or not
+    at all (:func:`simgen.train.files.atomic_save`): a full disk or a kill mid-write leaves the previous
+    checkpoint in place. Through a Python file object, so a full disk is an ``OSError`` (ENOSPC), not the
+    RuntimeError torch's own file writer raises."""
+    from .files import atomic_save
+
     obj = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta, **(extra or {})}
     if optimizer is not None:
         obj["optimizer"] = optimizer.state_dict()
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_save(path, lambda f: torch.save(obj, f))
 
 
 def resumable(path: Path, settings_hash: str, warn: Callable[[str], None] | None = None) -> dict | None:
@@ -172,6 +180,23 @@ def resumable(path: Path, settings_hash: str, warn: Callable[[str], None] | None
     meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
     meta = meta if isinstance(meta, dict) else {}
     if not meta.get("partial") or meta.get("settings_hash") != settings_hash or "optimizer" not in obj:
+        return None
+    return obj
+
+
+def finished(path: Path, settings_hash: str) -> dict | None:
+    """The final checkpoint of a run with the same settings that finished training (it holds the run's
+    :class:`TrainResult`) but did not get to write its scores (a full disk, a kill), or None. The rerun
+    loads it instead of training again. A checkpoint that cannot be read is None: :func:`resumable` says so."""
+    if not path.is_file():
+        return None
+    try:
+        obj = load_checkpoint(path)
+    except Exception:  # damaged: resumable() warns and the run trains from scratch
+        return None
+    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    meta = meta if isinstance(meta, dict) else {}
+    if meta.get("partial") or meta.get("settings_hash") != settings_hash or not isinstance(meta.get("result"), dict):
         return None
     return obj
 
@@ -350,11 +375,12 @@ def train(model: nn.Module, loader, t: TrainerConfig, device: torch.device, *, i
     minutes = (time.monotonic() - start) / 60
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())  # evaluate and save the averaged weights
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, model, {**(meta or {}), "step": step, "ema": t.ema})
+    result = TrainResult(step, round(minutes, 3), seen, dict(sources), round(loss_avg, 4), str(device), records, t.ema)
+    if checkpoint is not None:  # with the result: a rerun that finds it (scores not written) need not train again
+        save_checkpoint(checkpoint, model, {**(meta or {}), "step": step, "ema": t.ema, "result": result.as_dict()})
     if log:
         log(f"trained {step} steps in {minutes:.1f} min on {device} (loss {loss_avg:.3f})" + (f", EMA {t.ema:g} weights" if ema else ""))
-    return TrainResult(step, round(minutes, 3), seen, dict(sources), round(loss_avg, 4), str(device), records, t.ema)
+    return result
 
 
 @torch.no_grad()

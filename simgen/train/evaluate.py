@@ -108,7 +108,7 @@ def class_agnostic(gt_doc: dict, results: list[dict]) -> tuple[dict, list[dict]]
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    """``obj`` as indented JSON, written whole or not at all (:func:`simgen.train.files.atomic_text`)."""
+    from .files import atomic_text
+
+    atomic_text(path, json.dumps(obj, indent=1))

@@ -43,41 +43,107 @@ class ModelConfig:
         return self.name in MASK_MODELS
 
 
+LITE_MODELS = ("frcnn_lite", "fcos_lite")
+# Keys only the lite models read; the torchvision models take them from torchvision and would ignore them.
+LITE_KEYS = ("trunk", "channels", "anchor_sizes", "aspect_ratios", "rpn_pre_nms", "rpn_post_nms", "box_batch_size")
+FPN_LEVELS = 2  # the lite models' FPN: stride 8 and 16, one anchor-size list per level
+BACKBONES = {"frcnn_lite": "resnet18", "fcos_lite": "resnet18", "fasterrcnn_resnet50_fpn_v2": "resnet50",
+             "maskrcnn_resnet50_fpn_v2": "resnet50", "fasterrcnn_mobilenet_v3_large_fpn": "mobilenet_v3_large"}
+
+
 def _none(v):
     return None if v is None or str(v).lower() in ("none", "null", "") else v
 
 
-def model_config(d: dict) -> ModelConfig:
-    d = dict(d or {})
-    name = d.get("name", "frcnn_lite")
-    if name not in MODELS:
-        from ..errors import did_you_mean
+def _int_list(v, name: str, example, n: int | None = None, lo: int = 1) -> tuple[int, ...]:
+    """A list of integers >= lo (exactly ``n`` of them when given)."""
+    from ..config import bad_value
 
-        raise ConfigError(f"unknown model `{name}`." + did_you_mean(name, MODELS))
-    known = set(ModelConfig.__dataclass_fields__)
-    extra = sorted(set(d) - known)
-    if extra:
-        raise ConfigError(f"model: unknown key(s) {extra}; known: {sorted(known)}.")
-    for k in ("anchor_sizes",):
-        if k in d:
-            d[k] = tuple(tuple(int(x) for x in lvl) for lvl in d[k])
-    for k in ("aspect_ratios",):
-        if k in d:
-            d[k] = tuple(float(x) for x in d[k])
-    for k in ("rpn_pre_nms", "rpn_post_nms"):
-        if k in d:
-            d[k] = tuple(int(x) for x in d[k])
-    d["weights"] = _none(d.get("weights"))
-    d["weights_backbone"] = _none(d.get("weights_backbone"))
-    if d.get("trunk", "resnet18") not in ("resnet18", "tiny"):
-        raise ConfigError(f"model.trunk `{d['trunk']}` unknown; use resnet18 or tiny.")
-    cfg = ModelConfig(**d)
-    if cfg.input_size < 32 or cfg.max_size < cfg.input_size:
-        raise ConfigError(f"model.input_size={cfg.input_size} / max_size={cfg.max_size}: need 32 <= input_size <= max_size.")
-    if cfg.name == "fcos_lite" and cfg.channels % 32:
-        raise ConfigError(f"model.channels={cfg.channels}: FCOS's head uses GroupNorm(32), so use a multiple of 32.")
-    if cfg.weights and cfg.weights != "DEFAULT" and not Path(cfg.weights).is_file():
-        raise ConfigError(f"model.weights `{cfg.weights}` is not a file; pass none, DEFAULT or the path of a checkpoint.")
+    ok = isinstance(v, (list, tuple)) and (len(v) == n if n else len(v) >= 1) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
+    if not ok:
+        count = f"{n} integers" if n else "integers"
+        raise bad_value(name, f"a list of {count} >= {lo}", v, example)
+    return tuple(v)
+
+
+def _weights_names(model: str) -> tuple[str, ...]:
+    """torchvision's names for the backbone's pretrained weights (DEFAULT, IMAGENET1K_V1, ...)."""
+    try:
+        from torchvision.models import get_model_weights
+
+        return tuple(dict.fromkeys(("DEFAULT", *get_model_weights(BACKBONES[model]).__members__)))
+    except Exception:  # an old torchvision without the registry
+        return ("DEFAULT",)
+
+
+def model_config(d: dict) -> ModelConfig:
+    """The ``model`` group, every field checked by type and range: a bad one is one line naming the field
+    and a valid value, raised before anything is built or written."""
+    from ..config import Fields, bad_value, check_choice
+    from ..errors import did_you_mean
+
+    f, m0 = Fields(d, "model", ModelConfig.__dataclass_fields__, example="fcos_lite"), ModelConfig()
+    name = f.get("name", m0.name)
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(f"unknown model `{name}`." + did_you_mean(str(name), MODELS))
+    lite = name in LITE_MODELS
+    trunk = check_choice(f.get("trunk", m0.trunk), "model.trunk", ("resnet18", "tiny"), "tiny")
+    input_size = f.integer("input_size", m0.input_size, lo=32)
+    max_size = f.get("max_size", m0.max_size)
+    if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < input_size:
+        raise bad_value("model.max_size", f"an integer >= model.input_size ({input_size}): the cap on the longer side", max_size,
+                        max(m0.max_size, input_size))
+    channels = f.integer("channels", m0.channels, lo=1, example=64)
+    if name == "fcos_lite" and channels % 32:
+        raise bad_value("model.channels", "a multiple of 32 for fcos_lite (its head uses GroupNorm(32))", channels, 64)
+
+    example_anchors = [list(a) for a in m0.anchor_sizes]
+    anchors = f.get("anchor_sizes", m0.anchor_sizes)
+    if not isinstance(anchors, (list, tuple)) or len(anchors) != FPN_LEVELS or not all(isinstance(a, (list, tuple)) for a in anchors):
+        raise bad_value("model.anchor_sizes", f"a list of {FPN_LEVELS} lists of anchor sizes in pixels, one per FPN level (stride 8, 16)",
+                        anchors, example_anchors)
+    anchors = tuple(_int_list(a, "model.anchor_sizes", example_anchors, lo=2) for a in anchors)
+    if name == "frcnn_lite" and len({len(a) for a in anchors}) > 1:
+        raise bad_value("model.anchor_sizes", "the same number of sizes on every level (the RPN head has one anchor count)",
+                        [list(a) for a in anchors], example_anchors)
+    ratios = f.get("aspect_ratios", m0.aspect_ratios)
+    if not isinstance(ratios, (list, tuple)) or not ratios or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < float("inf") for r in ratios):
+        raise bad_value("model.aspect_ratios", "a list of numbers > 0 (height / width)", ratios, list(m0.aspect_ratios))
+
+    weights = _none(f.get("weights", m0.weights))
+    if weights is not None:
+        if not isinstance(weights, str):
+            raise bad_value("model.weights", "none, DEFAULT or the path of a checkpoint file", weights, "none")
+        if weights == "DEFAULT" and lite:
+            raise ConfigError(f"model.weights=DEFAULT: {name} has no pretrained weights (it learns from scratch); "
+                              "use model.weights=none or the path of a checkpoint, e.g. model.weights=runs/dice/checkpoint.pt")
+        if weights != "DEFAULT" and not Path(weights).is_file():
+            raise ConfigError(f"model.weights `{weights}` is not a file; pass none, DEFAULT or the path of a checkpoint, "
+                              "e.g. model.weights=runs/dice/checkpoint.pt")
+    backbone = _none(f.get("weights_backbone", m0.weights_backbone))
+    if backbone is not None:
+        names = _weights_names(name)
+        if backbone not in names:
+            raise bad_value("model.weights_backbone", f"none or one of {', '.join(names)} (pretrained {BACKBONES[name]})", backbone, "none")
+        if lite and trunk == "tiny":
+            raise ConfigError(f"model.weights_backbone={backbone} needs model.trunk=resnet18: the tiny trunk has no pretrained "
+                              "weights; e.g. model.weights_backbone=none")
+
+    cfg = ModelConfig(
+        name=name, weights=weights, weights_backbone=backbone, input_size=input_size, max_size=max_size, trunk=trunk,
+        channels=channels, anchor_sizes=anchors, aspect_ratios=tuple(float(r) for r in ratios),
+        rpn_pre_nms=_int_list(f.get("rpn_pre_nms", m0.rpn_pre_nms), "model.rpn_pre_nms", list(m0.rpn_pre_nms), n=2),  # type: ignore[arg-type]
+        rpn_post_nms=_int_list(f.get("rpn_post_nms", m0.rpn_post_nms), "model.rpn_post_nms", list(m0.rpn_post_nms), n=2),  # type: ignore[arg-type]
+        box_batch_size=f.integer("box_batch_size", m0.box_batch_size, lo=1),
+        detections=f.integer("detections", m0.detections, lo=1),
+        score_thresh=f.number("score_thresh", m0.score_thresh, lo=0, hi=1, hi_open=True))
+    if not lite:  # set but ignored would look like it took effect: refuse (the defaults, as provenance records them, pass)
+        for k in LITE_KEYS:
+            if getattr(cfg, k) != getattr(m0, k):
+                raise ConfigError(f"model.{k} applies only to {' and '.join(LITE_MODELS)}; {name} takes it from torchvision, "
+                                  f"so remove model.{k} (or pick model=fcos_lite).")
     return cfg
 
 

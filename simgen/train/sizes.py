@@ -171,6 +171,9 @@ def plot_sizes(summary: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    from .files import save_figure
+
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)

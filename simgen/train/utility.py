@@ -24,9 +24,10 @@ import torch
 from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
-from .engine import (Phase, TrainerConfig, eval_transforms, phase_skips, predict, resolve_device, resumable, train,
-                     train_transforms, trainer_config)
+from .engine import (Phase, TrainerConfig, TrainResult, eval_transforms, finished, phase_skips, predict, resolve_device, resumable,
+                     train, train_transforms, trainer_config)
 from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
+from .files import atomic_text, disk_full_guard, save_figure
 from .guard import check_no_leak, dataset_identity, holdout_identity
 from ..provenance import file_sha256
 from ..datasheet import write_run_datasheet, write_utility_datasheet
@@ -108,7 +109,8 @@ def _paths(v, key: str) -> tuple[Path, ...]:
 def data_config(d: dict) -> DataConfig:
     f = Fields(d, "data", (*DataConfig.__dataclass_fields__, "name"), example="dice")
     d = dict(f.d)
-    frac = f.prob("synthetic_fraction", None) if d.get("synthetic_fraction") is not None else None
+    f.text("name", None, optional=True, example="dice")  # a label for people (dice, coco); nothing reads it
+    frac = f.number("synthetic_fraction", None, lo=0, hi=1, optional=True, example=0.5)
     limit = None if d.get("holdout_limit") in (None, 0) else f.integer("holdout_limit", None, lo=0, example=10)
     class_agnostic = f.flag("class_agnostic", False)
     holdout = d.get("holdout")
@@ -118,24 +120,28 @@ def data_config(d: dict) -> DataConfig:
     if not (holdout / "annotations.json").is_file():
         raise DatasetError(f"holdout `{holdout}` has no annotations.json; pass data.holdout=<folder of real images with COCO annotations>.")
     cm = d.get("category_map") or {}
-    if not isinstance(cm, dict):
-        raise ConfigError("data.category_map must be a mapping {training name: holdout name}.")
+    if not isinstance(cm, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in cm.values()):
+        raise bad_value("data.category_map", "a mapping {training name: holdout name}", cm, {"die": "dice"})
     cfg = DataConfig(synthetic=_paths(d.get("synthetic"), "data.synthetic"), real=_paths(d.get("real"), "data.real"), holdout=holdout,
                      category_map=tuple(sorted((str(k), str(v)) for k, v in cm.items())), class_agnostic=class_agnostic,
                      synthetic_fraction=frac, holdout_limit=limit)
     return cfg
 
 
-def job_config(d: dict) -> Job:
-    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "", ("model", "trainer", "data", "out", "seed", "utility"))
+def job_config(d: dict, utility: bool = False) -> Job:
+    """The model, trainer and data groups and the top-level keys (``utility`` too when ``utility``, for
+    :func:`utility_config`), every field checked: a bad one is one line, raised before anything is written."""
+    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "", ("model", "trainer", "data", "out", "seed", *(("utility",) if utility else ())))
     seed = top.integer("seed", 0, lo=0, hi=SEED_MAX)
     for k in ("model", "trainer", "data"):
         if not isinstance(d.get(k), dict):
             raise ConfigError(f"config has no `{k}` group; compose conf/train.yaml (simgen train) or pass {k}=<option>.")
     out = d.get("out")
-    if not out:
-        raise ConfigError("out is not set; pass out=<folder for checkpoints and reports>.")
-    job = Job(model_config(d["model"]), trainer_config(d["trainer"]), data_config(d["data"]), Path(str(out)), seed,  # type: ignore[arg-type]
+    if out is None or isinstance(out, (bool, list, dict)) or not str(out).strip():
+        raise ConfigError("out is not set; pass out=<folder for checkpoints and reports>, e.g. out=runs/dice.")
+    model, trainer = model_config(d["model"]), trainer_config(d["trainer"])
+    resolve_device(trainer.device)  # a device this machine lacks: one line now, not after the first log lines
+    job = Job(model, trainer, data_config(d["data"]), Path(str(out)), seed,  # type: ignore[arg-type]
               resolved={k: v for k, v in d.items() if k != "hydra"})
     if not job.data.synthetic and not job.data.real:
         raise ConfigError("no training data: pass data.synthetic=<folder> (or a list [a,b]) and/or data.real=<folder>.")
@@ -143,21 +149,28 @@ def job_config(d: dict) -> Job:
 
 
 def utility_config(d: dict) -> UtilityConfig:
-    job = job_config(d)
-    uf = Fields(d.get("utility"), "utility", ("fractions", "seeds", "tstr", "trtr", *NEW_UTILITY_KEYS))
+    job = job_config(d, utility=True)
+    uf = Fields(d.get("utility"), "utility", ("fractions", "seeds", "tstr", "trtr", *NEW_UTILITY_KEYS), example="{fractions: [0.5]}")
     u = uf.d
-    fr = u.get("fractions") or ()
-    if not isinstance(fr, (list, tuple)) or not all(_is_fraction(f) for f in fr):
-        raise bad_value("utility.fractions", "a list of synthetic fractions strictly between 0 and 1 (TSTR is 1, TRTR is 0)", fr, [0.3, 0.5, 0.7])
+    fr = () if u.get("fractions") is None else u["fractions"]  # null or []: no mix arms
+    if not isinstance(fr, (list, tuple)) or not all(_is_fraction(f) for f in fr) or len(set(fr)) != len(fr):
+        raise bad_value("utility.fractions", "a list of different synthetic fractions strictly between 0 and 1 (TSTR is 1, TRTR is 0)",
+                        fr, [0.3, 0.5, 0.7])
     fr = tuple(float(f) for f in fr)
-    seeds = u.get("seeds") or (job.seed,)
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds):
-        raise bad_value("utility.seeds", "a list of integers >= 0", u.get("seeds"), [0, 1, 2])
+    seeds = u.get("seeds")
+    seeds = (job.seed,) if seeds is None or (isinstance(seeds, (list, tuple)) and not seeds) else [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (not isinstance(seeds, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise bad_value("utility.seeds", "a list of different integers >= 0 (every arm runs once per seed)", u.get("seeds"), [0, 1, 2])
     seeds = tuple(seeds)
     if not job.data.synthetic:
         raise ConfigError("simgen utility needs synthetic data: pass data.synthetic=<folder rendered by simgen render>.")
-    return UtilityConfig(job, fr, seeds, uf.flag("tstr", True), uf.flag("trtr", True), **_arm_settings(uf, job))
+    cfg = UtilityConfig(job, fr, seeds, uf.flag("tstr", True), uf.flag("trtr", True), **_arm_settings(uf, job))
+    if not arms(cfg) and not cfg.synthetic_sizes:
+        raise ConfigError("no arm to run: " + ("utility.tstr, utility.trtr and utility.finetune are off and utility.fractions is empty"
+                          if job.data.real else "without data.real only TSTR can run, and utility.tstr=false")
+                          + "; e.g. utility.tstr=true")
+    return cfg
 
 
 NEW_UTILITY_KEYS = ("finetune", "finetune_split", "synthetic_sizes", "synthetic_val", "sizes_fraction")
@@ -310,9 +323,16 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
             holdout_hashes: dict | None = None, log=None, arm: Arm | None = None) -> dict:
     """Train one model on ``job.data`` at ``synthetic_fraction`` (or as ``arm`` says) and score it on the holdout.
 
-    Writes ``out/{checkpoint.pt, predictions.json, metrics.json, provenance.json}``; returns the run's
-    report entry. A finished run with the same settings is read back instead of retrained.
+    Writes ``out/{checkpoint.pt, predictions.json, provenance.json, DATASHEET.md, metrics.json}`` (metrics.json
+    last: it marks the run done); returns the run's report entry. A finished run with the same settings is read
+    back instead of retrained. A full disk stops it with one line naming ``out`` (:mod:`simgen.train.files`).
     """
+    with disk_full_guard(out):
+        return _run_one(job, out, synthetic_fraction, seed, name, holdout_hashes, log, arm)
+
+
+def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str, holdout_hashes: dict | None, log,
+             arm: Arm | None) -> dict:
     log = log or (lambda m: None)
     arm = arm or Arm(name, synthetic_fraction)
     name, data, t, m = arm.name, job.data, job.trainer, job.model
@@ -350,13 +370,20 @@ def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, na
     if arm.fraction is None:
         ns, nr = (len(syn) if syn else 0), (len(real) if real else 0)
         arm = replace(arm, fraction=ns / (ns + nr))
-    resume = resumable(out / "checkpoint.pt", key)  # killed mid-training: continue from its checkpoint
+    # Trained before but its scores were never written (a full disk, a kill): score that model, do not train again.
+    done = finished(out / "checkpoint.pt", key)
+    resume = None if done is not None else resumable(out / "checkpoint.pt", key)  # killed mid-training: continue from its checkpoint
     phases, used, how = _phases(arm, real, syn, t, seed, resume)
     model = build_model(m, len(cats))
     meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key}
     log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, {how}, {used} images, budget {t.budget()}")
-    res = train(model, phases, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta,
-                log=log, resume=resume)
+    if done is not None:
+        model.load_state_dict(done["model"])
+        res = TrainResult(**done["meta"]["result"])
+        log(f"{name} (seed {seed}): training finished in an earlier run ({res.steps} steps); scoring {out / 'checkpoint.pt'}")
+    else:
+        res = train(model, phases, t, device, input_size=m.input_size, max_size=m.max_size, checkpoint=out / "checkpoint.pt", meta=meta,
+                    log=log, resume=resume)
 
     gt = _holdout_doc(data)
     hold = CocoDataset(data.holdout, transforms=eval_transforms(), masks=False, ignore_unknown=True)
@@ -464,12 +491,12 @@ def run_sizes(u: UtilityConfig, summary: list[dict], hh: dict, log) -> dict:
 def run_utility(u: UtilityConfig, log=None) -> dict:
     log = log or (lambda m: None)
     job = u.job
-    if not job.data.real and u.fractions:
-        log("no data.real given: running TSTR only (mixes, TRTR and finetune need a real training folder)")
     hh = check_no_leak([*job.data.synthetic, *job.data.real], job.data.holdout)
     model_categories(job.data)  # fail fast on category mismatch, before any training
     if u.synthetic_sizes:
         size_arms(u, None)  # fail fast on a synthetic_val that leaves nothing to train on
+    if not job.data.real and u.fractions:  # after the checks above: an error stays the only line
+        log("no data.real given: running TSTR only (mixes, TRTR and finetune need a real training folder)")
     runs = []
     for arm in arms(u):
         for seed in u.seeds:
@@ -482,10 +509,11 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
                               "schedule": "one cosine schedule over both phases, the data source switches at the split"}
     if u.synthetic_sizes:
         report["sizes"] = run_sizes(u, summary, hh, log)
-    write_json(job.out / "report.json", report)
-    (job.out / "report.md").write_text(report_markdown(u, report))
-    plot(runs, summary, job.out / "map_vs_fraction.png")
-    write_utility_datasheet(job.out, {**report, "runs": runs + (report.get("sizes") or {}).get("runs", [])})
+    with disk_full_guard(job.out):
+        write_json(job.out / "report.json", report)
+        atomic_text(job.out / "report.md", report_markdown(u, report))
+        plot(runs, summary, job.out / "map_vs_fraction.png")
+        write_utility_datasheet(job.out, {**report, "runs": runs + (report.get("sizes") or {}).get("runs", [])})
     return report
 
 
@@ -585,6 +613,7 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)

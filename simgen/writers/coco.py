@@ -57,7 +57,8 @@ def encode_image(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
 
 
 def rle(mask: np.ndarray) -> dict:
-    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    m = mask if mask.flags.f_contiguous else np.asfortranarray(mask)
+    r = mask_utils.encode(m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8, order="F"))
     return {"size": [int(x) for x in r["size"]], "counts": r["counts"].decode("ascii")}
 
 
