@@ -9,3 +9,6 @@ bench:
 	python benchmarks/render_speed.py
 	python benchmarks/scale.py
 	python benchmarks/physics_settle.py
+	python benchmarks/vs_script.py
+	python benchmarks/invariant_sweep.py
+	python benchmarks/gpu_throughput.py --smoke

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -25,11 +26,13 @@ def rss_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=96, help="images per throughput measurement")
+    ap.add_argument("--train-steps", type=int, default=30, help="fcos_lite steps for the keep-up check")
     ap.add_argument("--scenes", type=int, default=5000, help="scenes for the memory measurement")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     a = ap.parse_args()
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: torch threads never spin on a shared machine
     import torch
     from conftest import compose_dict
 
@@ -117,6 +120,46 @@ def main() -> None:
     for w in (0, 1, 2):
         r, r_s = loader_rate(RenderedDataset(replace(disk_cfg, out=tmp / "unused")), w)
         print(f"RenderedDataset, {w} DataLoader workers: {r:7.2f} img/s incl. start-up, {r_s:7.2f} img/s steady ({r_s / disk:.3f}x disk)")
+
+    # Does rendering on the fly keep up with training? Train fcos_lite (the CPU recipe: batch 8, 256 px crops) for
+    # the same number of steps from the files on disk and from RenderedDataset with 2 DataLoader workers, on the same
+    # cores: images/s consumed by training (from disk) next to images/s it gets when the renders feed it.
+    from simgen.train.engine import resolve_device, train, train_transforms, trainer_config
+    from simgen.train.models import build_model, model_config
+    from simgen.train.threads import apply_threads
+
+    steps = a.train_steps
+    mcfg = model_config(compose_dict("train", ["model=fcos_lite"])["model"])
+    tcfg = replace(trainer_config(compose_dict("train", ["trainer=cpu"])["trainer"]), max_steps=steps, max_minutes=None, progress=False,
+                   checkpoint_minutes=1e9)
+    apply_threads(tcfg.threads)
+    tf = train_transforms(tcfg, mcfg.input_size)
+    n_cls = len(disk_cfg.scene.categories)
+
+    def train_rate(ds, workers: int) -> float:
+        torch.manual_seed(0)
+        model = build_model(mcfg, n_cls)
+        dl = torch.utils.data.DataLoader(ds, batch_size=tcfg.batch_size, shuffle=workers == 0, num_workers=workers, collate_fn=collate,
+                                         multiprocessing_context="spawn" if workers else None, persistent_workers=workers > 0)
+        it = iter(dl)
+        first = next(it)  # worker start-up is not training speed
+        t = time.perf_counter()
+        train(model, _chain(first, it, dl), tcfg, resolve_device("cpu"), input_size=mcfg.input_size,
+              max_size=mcfg.max_size)
+        return steps * tcfg.batch_size / (time.perf_counter() - t)
+
+    def _chain(first, it, dl):
+        yield first
+        while True:
+            for b in it:
+                yield b
+            it = iter(dl)
+
+    consumed = train_rate(CocoDataset(disk_cfg.out, transforms=tf), 0)
+    fed = train_rate(RenderedDataset(replace(disk_cfg, out=tmp / "unused2", n_images=10**6), transforms=tf), 2)
+    print(f"\n== training fcos_lite ({steps} steps, batch {tcfg.batch_size}, {tcfg.crop} px crops) on these cores")
+    print(f"from disk: {consumed:6.2f} img/s consumed;  fed by RenderedDataset (2 workers): {fed:6.2f} img/s "
+          f"({fed / consumed:.2f}x; 1.0 = rendering keeps up)")
 
 
 if __name__ == "__main__":
