@@ -533,9 +533,9 @@ def randomization_spec(d: dict) -> RandomizationSpec:
                         noise_chroma=s.dist("noise_chroma", [0.2, 1.0], lo=0, hi=1),
                         vignette_probability=s.prob("vignette_probability", 0.5), vignette=s.dist("vignette", [0.05, 0.35], lo=0, hi=1),
                         defocus_probability=s.prob("defocus_probability", 0.15),
-                        defocus_radius=s.dist("defocus_radius", [1.0, 2.5], lo=0, hi=MAX_BLUR_PX),
+                        defocus_radius=s.dist("defocus_radius", [0.5, 1.5], lo=0, hi=MAX_BLUR_PX),
                         motion_blur_probability=s.prob("motion_blur_probability", 0.1),
-                        motion_blur_length=s.dist("motion_blur_length", [2.0, 6.0], lo=0, hi=MAX_BLUR_PX))
+                        motion_blur_length=s.dist("motion_blur_length", [1.0, 3.0], lo=0, hi=MAX_BLUR_PX))
     kinds = _kinds(f, "texture_kinds", list(TEXTURE_KINDS[:4]))
     return RandomizationSpec(
         colors=f.flag("colors", True), color_value=f.dist("color_value", [0.2, 1.0], lo=0, hi=1),
