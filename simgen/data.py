@@ -298,10 +298,28 @@ class RenderedDataset(torch.utils.data.Dataset):
 
             info = torch.utils.data.get_worker_info()
             share_software_gl(info.num_workers if info is not None else 1)
+            if info is not None:  # a DataLoader worker: PyBullet's and the EGL plugin's lines must not reach the terminal
+                from .run import mute_stdout
+
+                mute_stdout()
             with quiet_stdout((1, 2)):
                 self._gen = Generator(self.cfg)
             self._pid = os.getpid()
+            if info is not None:
+                import atexit
+
+                # Disconnect while the interpreter is whole: the EGL plugin torn down during finalization can abort
+                # the worker ("terminate called without an active exception"), which the DataLoader reports.
+                atexit.register(self._close)
         return self._gen
+
+    def _close(self) -> None:
+        from .run import quiet_stdout
+
+        if self._gen is not None:
+            with quiet_stdout((1, 2)):
+                self._gen.close()
+            self._gen = None
 
     def record(self, idx: int):
         from .run import quiet_stdout

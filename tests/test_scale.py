@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +198,32 @@ def test_slurm_launcher_config_composes():
     with initialize_config_module("simgen.conf", version_base="1.3"):
         cfg = compose("render", overrides=["hydra/launcher=simgen_slurm"], return_hydra_config=True)
     assert "SlurmLauncher" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.cpus_per_task == 8
+
+
+def test_rendered_dataset_workers_are_quiet_and_exit_cleanly(tmp_path):
+    """DataLoader workers rendering with EGL print nothing of PyBullet's (no plugin goodbye)."""
+    from simgen.errors import RendererUnavailable
+    from simgen.render import probe_egl
+
+    try:
+        probe_egl()
+    except RendererUnavailable as e:
+        pytest.skip(f"EGL cannot load here: {e}")
+    script = tmp_path / "loader.py"
+    script.write_text(f"""
+import sys, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from tests.conftest import small_config
+from pathlib import Path
+from simgen.data import RenderedDataset, collate
+if __name__ == "__main__":
+    cfg = small_config(Path({str(tmp_path)!r}), "renderer=egl", "n_images=6", "width=96", "height=96")
+    dl = torch.utils.data.DataLoader(RenderedDataset(cfg), batch_size=2, num_workers=2, collate_fn=collate, multiprocessing_context="spawn")
+    print("images", sum(len(b[0]) for b in dl))
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "images 6", r.stdout
+    # Workers' stdout is muted (no plugin goodbye). Known, not fixed: under heavy load a worker can still abort in
+    # the EGL/llvmpipe teardown after its last batch ("terminate called ..."), which the DataLoader only reports.
+    assert "Destroy EGL" not in r.stdout + r.stderr, r.stdout + r.stderr
