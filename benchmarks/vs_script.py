@@ -107,7 +107,7 @@ def export_jobs(scene: str, n: int, width: int, height: int, seed: int) -> list[
 
     from simgen import assets
     from simgen.config import render_config
-    from simgen.physics import tray_boxes
+    from simgen.physics import body_mass, tray_boxes
     from simgen.pipeline import draw_scene, image_seeds, texture_banks
     from simgen.render import projection_matrix
     from simgen.sample import sample_view
@@ -133,7 +133,7 @@ def export_jobs(scene: str, n: int, width: int, height: int, seed: int) -> list[
                 "urdf": str(a.path) if urdf else None, "scale": o.scale, "collision": a.collision,
                 "half_extents": [float(x) for x in a.half_extents] if not urdf else None,
                 "mesh": None if urdf else str(assets.baked_obj(a.path, flat[o.texture] if o.texture else None, (o.scale,) * 3)),
-                "mass": 0.004 if o.asset in ("die", "die_round") else 0.1,
+                "mass": body_mass(o),
                 "position": list(o.position), "orientation": list(o.orientation), "rgba": list(o.rgba),
                 "linear_velocity": list(o.linear_velocity), "angular_velocity": list(o.angular_velocity), "category": o.category})
         tray, walls = sample.tray, []

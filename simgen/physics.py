@@ -42,6 +42,11 @@ def tray_boxes(tray: TraySample) -> list[tuple[tuple[float, float, float], tuple
             ((hx, t / 2, h / 2), (0.0, hy + t / 2, h / 2), "wall"), ((hx, t / 2, h / 2), (0.0, -hy - t / 2, h / 2), "wall")]
 
 
+def body_mass(obj: ObjectSample) -> float:
+    """Mass (kg) of a non-URDF body: ``scene.objects.<cat>.mass`` when set, else 4 g for a die and 100 g for anything else."""
+    return obj.mass if obj.mass is not None else 0.004 if obj.asset in ("die", "die_round") else 0.1
+
+
 OCCLUDER_MASS = 0.5  # an occluder's mass, as a share of the mass of the object it is set down on
 
 
@@ -114,8 +119,7 @@ class PhysicsWorld(ClientOwner):
             shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s])
             if shape < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
-        mass = obj.mass if obj.mass is not None else 0.004 if obj.asset in ("die", "die_round") else 0.1
-        return c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=shape, basePosition=obj.position,
+        return c.createMultiBody(baseMass=body_mass(obj), baseCollisionShapeIndex=shape, basePosition=obj.position,
                                  baseOrientation=obj.orientation)
 
     def _add(self, obj: ObjectSample) -> int:

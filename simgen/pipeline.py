@@ -85,11 +85,10 @@ class Generator:
     """Owns one physics world, one render world and one renderer; reuse it for many images."""
 
     def __init__(self, cfg: RenderConfig, egl_device: int | None = None) -> None:
-        if cfg.renderer == "auto":  # a run resolved it already (run.resolve_renderer); here: RenderedDataset, fit
-            from .render import choose_renderer
+        if cfg.renderer == "auto":  # a run resolved it already; here: RenderedDataset and other direct users
+            from .run import resolve_renderer
 
-            name, note = choose_renderer(cfg.width, cfg.height, 1, egl_device)
-            cfg = replace(cfg, renderer=name, renderer_note=note)
+            cfg = resolve_renderer(cfg, log=lambda m: None, processes=1, device=egl_device)
         self.cfg = cfg
         files = texture_banks(cfg)
         self.banks = {name: tuple(sorted(f)) for name, f in files.items()}

@@ -276,7 +276,8 @@ class RenderWorld(ClientOwner):
                 instance_of[b] = i
         for b in previous - set(self.active):
             c.resetBasePositionAndOrientation(b, PARK, (0, 0, 0, 1))
-        top = max([*self.pool_ids(), 0]) + 1
+        # One slot per body id plus a last -1 slot that every id past the table (and "nothing drawn") is clipped to.
+        top = max([*self.pool_ids(), 0]) + 2
         self.lut = np.full(top, -1, np.int32)
         for b, i in instance_of.items():
             self.lut[b] = i
@@ -320,9 +321,9 @@ class Renderer:
             z[empty] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
         else:
             z = np.zeros(dbuf.shape, np.float32)
-        # Body id -> instance through the table, with one extra -1 slot for every id past it; "nothing drawn" (-1)
-        # becomes 0xFFFFFF under the mask, past the table too.
-        lut = np.append(world.lut, np.int32(-1)).astype(np.int32)
+        # Body id -> instance through the table; "nothing drawn" (-1) becomes 0xFFFFFF under the mask and, like any id
+        # past the table, lands in its last slot, which is always -1.
+        lut = world.lut
         instance = lut[np.minimum(seg & 0xFFFFFF, len(lut) - 1)]
         return Frame(rgb=rgb, depth=z, instance=instance, camera=cam, world_to_cam=world_to_cam(cam))
 
@@ -401,8 +402,7 @@ def share_software_gl(processes: int) -> None:
     1.8x with one thread each). Give each process its share of the cores unless the user set LP_NUM_THREADS.
     Call before the EGL plugin loads; GPU drivers ignore the variable."""
     if processes > 1 and "LP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        os.environ["LP_NUM_THREADS"] = str(max(1, cores // processes))
+        os.environ["LP_NUM_THREADS"] = str(gl_threads(processes))
 
 
 # ---------------------------------------------------------------------------- renderer=auto

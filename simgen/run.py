@@ -393,9 +393,11 @@ def previous_renderer(cfg: RenderConfig) -> str | None:
     return state.get("renderer") if state.get("renderer") in ("tiny", "egl") else None
 
 
-def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None) -> RenderConfig:
+def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, processes: int | None = None,
+                     device: int | None = None) -> RenderConfig:
     """``renderer=auto`` -> the renderer this run uses (one line says which and why), decided once in the parent so
-    every worker and shard of the run renders with the same one. The config's identity keeps `auto`."""
+    every worker and shard of the run renders with the same one. The config's identity keeps `auto`. ``processes``
+    (default ``cfg.workers``) and ``device`` (default the first of ``renderer.devices``) shape the speed probe."""
     from dataclasses import replace
 
     from .render import choose_renderer
@@ -406,7 +408,9 @@ def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None) 
         name, note = previous, "as chosen by the interrupted run this one resumes"
     else:
         with quiet_stdout((1, 2)):
-            name, note = choose_renderer(cfg.width, cfg.height, cfg.workers, cfg.egl_devices[0] if cfg.egl_devices else None)
+            if device is None and cfg.egl_devices:
+                device = cfg.egl_devices[0]
+            name, note = choose_renderer(cfg.width, cfg.height, processes or cfg.workers, device)
     log(f"renderer=auto: {name} ({note})")
     return replace(cfg, renderer=name, renderer_note=note)
 

@@ -35,9 +35,7 @@ TAR_MTIME = float(os.environ.get("SOURCE_DATE_EPOCH", "946684800"))
 
 def _init(cfg: RenderConfig) -> None:
     global _GEN
-    from ..run import mute_stdout
-
-    from ..run import quiet_stdout
+    from ..run import mute_stdout, quiet_stdout
 
     mute_stdout()  # a worker: PyBullet's banners and the EGL plugin's lines must not reach the user's terminal
     with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
