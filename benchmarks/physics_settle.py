@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 VARIANTS = {
     "baseline (defaults)": {},
+    "sleep_after=0 (no sleeping)": {"sleep_after": 0},
     "solver_iterations=10": {"solver_iterations": 10},
     "quiet_checks=2": {"quiet_checks": 2},
     "timestep=1/180": {"timestep": 1 / 180},
@@ -42,7 +43,8 @@ def main() -> None:
     with quiet_stdout():
         gen = Generator(cfg)
     rows = {k: [0.0, 0, 0] for k in VARIANTS}  # seconds, steps, unsettled
-    for _ in range(a.repeats):
+    poses: dict[str, list] = {k: [] for k in VARIANTS}  # first repeat's settled poses, to price the label change
+    for rep in range(a.repeats):
         for name, change in VARIANTS.items():
             gen.physics.spec = replace(cfg.physics, **change)
             t = time.perf_counter()
@@ -51,14 +53,34 @@ def main() -> None:
                 state, _ = gen.scene(i)
                 rows[name][1] += state.sim_steps
                 rows[name][2] += not state.settled
+                if rep == 0:
+                    poses[name].append([(o.position, o.orientation) for o in state.objects])
             rows[name][0] += time.perf_counter() - t
     gen.close()
     n = a.scenes * a.repeats
     base = rows["baseline (defaults)"][0]
     print(f"\n{a.scene}: {a.scenes} scenes x {a.repeats} repeats, sample + settle per scene, one process")
-    print(f"{'variant':24} {'ms/scene':>9} {'steps/scene':>12} {'unsettled':>10} {'time vs baseline':>17}")
+    print(f"{'variant':28} {'ms/scene':>9} {'steps/scene':>12} {'unsettled':>10} {'time vs baseline':>17} "
+          f"{'moved vs baseline: p90 / max mm, max deg':>42}")
     for name, (sec, steps, uns) in rows.items():
-        print(f"{name:24} {1e3 * sec / n:9.1f} {steps / n:12.1f} {uns:10d} {sec / base:17.2f}")
+        print(f"{name:28} {1e3 * sec / n:9.1f} {steps / n:12.1f} {uns:10d} {sec / base:17.2f} {_moved(poses['baseline (defaults)'], poses[name]):>42}")
+
+
+def _moved(base: list, other: list) -> str:
+    """How far the same objects came to rest from where the baseline put them (scenes whose object count changed
+    are counted apart: an object left the region in one of them)."""
+    import numpy as np
+    d, ang, changed = [], [], 0
+    for a, b in zip(base, other):
+        if len(a) != len(b):
+            changed += 1
+            continue
+        for (pa, qa), (pb, qb) in zip(a, b):
+            d.append(float(np.linalg.norm(np.subtract(pa, pb))))
+            ang.append(float(np.degrees(2 * np.arccos(min(1.0, abs(float(np.dot(qa, qb))))))))
+    if not d:
+        return "-"
+    return f"{1e3 * np.percentile(d, 90):.2f} / {1e3 * max(d):.1f} mm, {max(ang):.1f} deg" + (f", {changed} scenes differ" if changed else "")
 
 
 if __name__ == "__main__":

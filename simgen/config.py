@@ -165,6 +165,10 @@ class PhysicsSpec:
     check_every: int = 8
     quiet_checks: int = 3
     solver_iterations: int = 20  # Bullet's default 50 costs 2x per step; resting dice do not need it
+    # Put a body to sleep once it has been calm for this many checks in a row (0: never). Bullet then skips it
+    # (no integration, no contact solve with the floor or other sleepers) until something active touches it and
+    # wakes it. Bullet's own sleeping waits 2 s, longer than most settles. benchmarks/physics_settle.py.
+    sleep_after: int = 2
     placement_retries: int = 20  # redraws of an unplaceable or exploded scene, each from [seed, i, attempt]
 
 
@@ -626,6 +630,7 @@ def render_config(d: dict) -> RenderConfig:
         angular_threshold=ph.number("angular_threshold", p0.angular_threshold, lo=0, lo_open=True),  # type: ignore[arg-type]
         check_every=ph.integer("check_every", p0.check_every, lo=1), quiet_checks=ph.integer("quiet_checks", p0.quiet_checks, lo=1),  # type: ignore[arg-type]
         solver_iterations=ph.integer("solver_iterations", p0.solver_iterations, lo=1),  # type: ignore[arg-type]
+        sleep_after=ph.integer("sleep_after", p0.sleep_after, lo=0),  # type: ignore[arg-type]
         placement_retries=ph.integer("placement_retries", p0.placement_retries, lo=0))  # type: ignore[arg-type]
     writer, wf = _named(d.get("writer", "coco"), "writer", ("coco", "webdataset", "yolo"), ("shard_size", "segments", "val_fraction"), "coco")
     wf.integer("shard_size", 1000, lo=1)

@@ -102,7 +102,8 @@ class PhysicsWorld(ClientOwner):
         s = obj.scale
         if a.collision == "urdf":
             try:
-                body = c.loadURDF(str(a.path), obj.position, obj.orientation, globalScaling=s)
+                # No visual shapes: this client never draws, and parsing them was most of a duck's load (3.9 -> 0.7 ms)
+                body = c.loadURDF(str(a.path), obj.position, obj.orientation, globalScaling=s, flags=p.URDF_IGNORE_VISUAL_SHAPES)
             except p.error:
                 raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
             c.resetBasePositionAndOrientation(body, *link_to_com(c, body, obj.position, obj.orientation))
@@ -131,19 +132,31 @@ class PhysicsWorld(ClientOwner):
         return b
 
     def _settle(self, bodies: list[int], max_steps: int) -> tuple[int, bool]:
-        """Step until every body has been quiet for ``quiet_checks`` checks in a row, or ``max_steps``: (steps, settled)."""
+        """Step until every body has been quiet for ``quiet_checks`` checks in a row, or ``max_steps``: (steps, settled).
+
+        A body calm for ``sleep_after`` checks in a row is put to sleep, so the tail of a settle pays only for the
+        bodies still moving; one that is hit wakes up (Bullet's islands), and a sleeper reads as calm."""
         c, spec = self.client, self.spec
         steps, quiet = 0, 0
+        calm_for = np.zeros(len(bodies), int)
+        asleep = np.zeros(len(bodies), bool)
         while steps < max_steps:
             for _ in range(spec.check_every):
                 c.stepSimulation()
             steps += spec.check_every
             # one getBaseVelocity per body (both vectors), squared norms: the same test, a third of the calls
             v = np.array([c.getBaseVelocity(b) for b in bodies], float).reshape(-1, 6) if bodies else np.zeros((0, 6))
-            lin = float(np.max(np.einsum("ij,ij->i", v[:, :3], v[:, :3]), initial=0.0))
-            ang = float(np.max(np.einsum("ij,ij->i", v[:, 3:], v[:, 3:]), initial=0.0))
-            calm = lin < spec.linear_threshold ** 2 and ang < spec.angular_threshold ** 2
-            quiet = quiet + 1 if calm else 0
+            calm_each = ((np.einsum("ij,ij->i", v[:, :3], v[:, :3]) < spec.linear_threshold ** 2)
+                         & (np.einsum("ij,ij->i", v[:, 3:], v[:, 3:]) < spec.angular_threshold ** 2))
+            calm_for = np.where(calm_each, calm_for + 1, 0)
+            if spec.sleep_after:
+                for k in np.flatnonzero((calm_for >= spec.sleep_after) & ~asleep):
+                    # multibodies ignore SLEEP unless sleeping is enabled first
+                    c.changeDynamics(bodies[k], -1, activationState=p.ACTIVATION_STATE_ENABLE_SLEEPING)
+                    c.changeDynamics(bodies[k], -1, activationState=p.ACTIVATION_STATE_SLEEP)
+                    asleep[k] = True
+                asleep &= calm_each  # woken and moving again: may be put to sleep again once calm
+            quiet = quiet + 1 if bool(calm_each.all()) else 0
             if quiet >= spec.quiet_checks:
                 return steps, True
         return steps, False

@@ -1,0 +1,78 @@
+"""Settled scenes are what the labels claim: at rest, not interpenetrating, and the settle speed-ups
+(sleeping calm bodies, collision-only URDF loads) move nothing that a label reads."""
+from dataclasses import replace
+
+import numpy as np
+import pybullet as p
+import pytest
+
+from simgen.physics import PhysicsWorld
+from simgen.pipeline import draw_scene, texture_banks
+from simgen.scenes.dice import top_face
+
+from .conftest import small_config
+
+SCENES = {"dice": [], "tabletop": [], "dice-tray": ["scene.tray.probability=1.0", "scene.objects.die.count=[6,10]"]}
+
+
+def _settled(cfg, i: int, spec=None):
+    """Scene i's sample, settled by a fresh world; returns (sample, state, world, bodies); the caller closes the world."""
+    banks = {k: tuple(sorted(v)) for k, v in texture_banks(cfg).items()}
+    sample, _, _ = draw_scene(cfg, banks, i)
+    world = PhysicsWorld(spec or cfg.physics)
+    state, bodies = world.simulate(sample, cfg.scene.area)
+    return sample, state, world, bodies
+
+
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_settled_scenes_are_at_rest_and_do_not_interpenetrate(tmp_path, scene):
+    """Wake every body, step another 0.25 s with sleeping off: nothing moves (a sleeper left in mid-air or on a
+    slope would), and no two bodies, nor a body and the floor or tray, overlap by more than Bullet's contact slop."""
+    name = scene.split("-")[0]
+    cfg = small_config(tmp_path, f"scene={name}", *SCENES[scene])
+    for i in range(6):
+        _, state, world, bodies = _settled(cfg, i)
+        c = world.client
+        try:
+            assert state.settled and bodies
+            before = [c.getBasePositionAndOrientation(b) for b in bodies]
+            deepest = min((pt[8] for pt in c.getContactPoints()), default=0.0)
+            assert deepest > -2e-3, f"{scene} scene {i}: bodies overlap by {-deepest * 1e3:.1f} mm"
+            for b in bodies:
+                c.changeDynamics(b, -1, activationState=p.ACTIVATION_STATE_DISABLE_SLEEPING)
+                c.changeDynamics(b, -1, activationState=p.ACTIVATION_STATE_WAKE_UP)
+            for _ in range(60):
+                c.stepSimulation()
+            for b, (pos0, orn0) in zip(bodies, before):
+                pos1, orn1 = c.getBasePositionAndOrientation(b)
+                moved = float(np.linalg.norm(np.subtract(pos1, pos0)))
+                turned = float(np.degrees(2 * np.arccos(min(1.0, abs(float(np.dot(orn0, orn1)))))))
+                assert moved < 3e-3 and turned < 3.0, f"{scene} scene {i}: body {b} was not at rest ({moved * 1e3:.1f} mm, {turned:.1f} deg)"
+        finally:
+            world.close()
+
+
+@pytest.mark.parametrize("scene", ["dice", "tabletop"])
+def test_sleeping_calm_bodies_changes_no_label(tmp_path, scene):
+    """physics.sleep_after (default 2) against no sleeping on the same samples: the same objects stay in the
+    scene, dice show the same top face, and poses agree within a few millimetres (median well below one)."""
+    cfg = small_config(tmp_path, f"scene={scene}")
+    assert cfg.physics.sleep_after == 2
+    moved = []
+    for i in range(8):
+        _, fast, w1, _ = _settled(cfg, i)
+        _, slow, w2, _ = _settled(cfg, i, replace(cfg.physics, sleep_after=0))
+        w1.close(), w2.close()
+        assert [o.index for o in fast.objects] == [o.index for o in slow.objects]
+        for a, b in zip(fast.objects, slow.objects):
+            moved.append(float(np.linalg.norm(np.subtract(a.position, b.position))))
+            if a.sample.asset == "die":
+                assert top_face(a.orientation) == top_face(b.orientation)
+    assert np.median(moved) < 1e-3 and max(moved) < 2e-2, (np.median(moved), max(moved))
+
+
+def test_sleep_after_is_validated(tmp_path):
+    from simgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sleep_after"):
+        small_config(tmp_path, "physics.sleep_after=-1")
