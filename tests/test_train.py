@@ -105,6 +105,25 @@ def test_wrong_labels_and_no_predictions_score_zero():
     assert empty["map"] == 0.0 and empty["per_class"] == {"two": 0.0, "one": 0.0}
 
 
+def test_any_class_score_counts_a_box_doubted_between_classes_once():
+    """A per-class NMS leaves one object boxed once per class it doubts between; "AP50 any class" asks whether
+    the object is found, so the collapsed detections go through class-agnostic NMS first. Objects boxed once
+    with the wrong class are found; a box on nothing still costs precision."""
+    from simgen.train.evaluate import class_agnostic
+
+    doc, cats = gt_doc(), ["one", "two"]
+    right = coco_results(preds_from_gt(doc, cats), label_to_category(cats, doc))
+    right[-1] = {**right[-1], "score": 0.3}  # one object found with little confidence
+    doubted = right + [{**r, "category_id": 3 if r["category_id"] == 7 else 7, "score": 0.6} for r in right]
+    assert coco_evaluate(*class_agnostic(doc, doubted))["map50"] == pytest.approx(1.0)
+    # without the NMS every second box is a false positive ranked above lower-scored true ones
+    assert coco_evaluate(*class_agnostic(doc, doubted, iou=None))["map50"] < coco_evaluate(*class_agnostic(doc, doubted))["map50"]
+    wrong = coco_results(preds_from_gt(doc, cats), label_to_category(["two", "one"], doc))
+    assert coco_evaluate(doc, wrong)["map"] == 0.0 and coco_evaluate(*class_agnostic(doc, wrong))["map50"] == pytest.approx(1.0)
+    on_nothing = [{**right[0], "bbox": [200.0, 200.0, 10.0, 10.0], "score": 1.0, "image_id": right[0]["image_id"]}]
+    assert coco_evaluate(*class_agnostic(doc, right + on_nothing))["map50"] < 1.0
+
+
 # ---------------------------------------------------------------------------- categories and data config
 
 

@@ -262,7 +262,7 @@ def load_predictions(run_dir: Path, prov: dict, ctx: ReportContext) -> tuple[dic
                            f"lacks: the run was evaluated on another holdout; pass that holdout as the real side.")
     n = int((prov.get("holdout") or {}).get("images_scored") or len(ids))  # holdout_limit scored the first n images by id
     if prov.get("class_agnostic"):
-        return (*class_agnostic(gt, res), ids[:n])
+        return (*class_agnostic(gt, res, iou=None), ids[:n])  # one class already: its own NMS ran
     theirs = Path(str((prov.get("holdout") or {}).get("path", ""))) / "annotations.json"
     if theirs.is_file():  # predictions carry the run's holdout ids: translate them through the names
         names = {c["id"]: c["name"] for c in json.loads(theirs.read_text())["categories"]}
