@@ -86,6 +86,7 @@ BAD = [
     ("train", ["trainer.crop=0"], "trainer.crop must be an integer >= 32 or null"),
     ("train", ["trainer.scale_jitter=[2,1]"], "trainer.scale_jitter must be [low, high] with low <= high"),
     ("train", ["trainer.ema=1"], "trainer.ema must be a number in (0, 1) or null"),
+    ("train", ["trainer.mosaic=1.5"], "trainer.mosaic must be a number in [0, 1]"),
     ("train", ["trainer.hflip=maybe"], "trainer.hflip must be true or false"),
     ("train", ["trainer.device=gpu"], "trainer.device must be auto, cpu, cuda or cuda:N"),
     ("train", [CUDA_99], "trainer.device=cuda:99 but"),

@@ -49,6 +49,7 @@ class TrainerConfig:
     progress: bool = True
     eval_batch_size: int = 4
     ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.999); None: off
+    mosaic: float = 0.0  # probability that a training item is a 2x2 mosaic of four images of its set (see Mosaic)
 
     def budget(self) -> str:
         parts = [f"{self.max_steps} steps" if self.max_steps else "", f"{self.max_minutes:g} min" if self.max_minutes else ""]
@@ -75,7 +76,8 @@ def trainer_config(d: dict) -> TrainerConfig:
         num_workers=f.integer("num_workers", t0.num_workers, lo=0), threads=_threads(f), device=device,  # type: ignore[arg-type]
         amp=f.flag("amp", t0.amp), checkpoint_minutes=f.number("checkpoint_minutes", t0.checkpoint_minutes, lo=0),  # type: ignore[arg-type]
         progress=f.flag("progress", t0.progress), eval_batch_size=f.integer("eval_batch_size", t0.eval_batch_size, lo=1),  # type: ignore[arg-type]
-        ema=f.number("ema", t0.ema, lo=0, hi=1, lo_open=True, hi_open=True, optional=True, example=0.999))  # type: ignore[arg-type]
+        ema=f.number("ema", t0.ema, lo=0, hi=1, lo_open=True, hi_open=True, optional=True, example=0.999),  # type: ignore[arg-type]
+        mosaic=f.prob("mosaic", t0.mosaic))  # type: ignore[arg-type]
     if not cfg.max_steps and not cfg.max_minutes:
         raise ConfigError("trainer needs a budget: set trainer.max_steps and/or trainer.max_minutes.")
     return cfg
@@ -129,6 +131,69 @@ def train_transforms(t: TrainerConfig, input_size: int) -> v2.Compose:
         ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=t.blur_p))
     ops += [v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes(min_size=3)]
     return v2.Compose(ops)
+
+
+class Mosaic(torch.utils.data.Dataset):
+    """Mosaic augmentation (YOLOv4, Bochkovskiy et al. 2020), scale-preserving.
+
+    With probability ``p`` an item is built from four images of the same set (``base[idx]`` and three drawn at
+    random): each resized to the first one's size and tiled 2x2 on a canvas twice that size, then a window of
+    the first image's size is cut at a random centre in the middle half of the canvas. Objects keep their pixel
+    size (a mosaic that shrank them would shift the scale the simulator was fitted to); each crop shows up to four
+    scenes, grounds and lightings, and objects cut by the window's edges. A box keeps its label when at least
+    ``min_kept`` of its area stays inside; smaller remnants are dropped. Then ``transforms`` as for any item.
+    Draws come from torch's global generator, like the other augmentations (so a resumed run continues them).
+    Mosaic items are drawn within ``base`` only: wrap each source separately so that mixes keep their shares.
+    """
+
+    def __init__(self, base, transforms, p: float, min_kept: float = 0.25) -> None:
+        self.base, self.transforms, self.p, self.min_kept = base, transforms, p, min_kept
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, idx: int):
+        img, target = self.base[idx]
+        if self.p > 0 and len(self.base) > 1 and float(torch.rand(())) < self.p:
+            others = [int(j) for j in torch.randint(len(self.base), (3,))]
+            img, target = self._mosaic([(img, target)] + [self.base[j] for j in others])
+        return self.transforms(img, target) if self.transforms is not None else (img, target)
+
+    def _mosaic(self, items: list) -> tuple:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as F
+
+        h, w = items[0][0].shape[-2:]
+        canvas = torch.full((3, 2 * h, 2 * w), 114, dtype=items[0][0].dtype)
+        has_masks = all("masks" in t for _, t in items)
+        boxes, labels, masks = [], [], []
+        for k, (im, t) in enumerate(items):
+            b = t["boxes"]
+            if im.shape[-2:] != (h, w):
+                im, b = F.resize(im, [h, w], antialias=True), F.resize(b, [h, w])
+                if has_masks:
+                    t = {**t, "masks": F.resize(t["masks"], [h, w])}
+            oy, ox = (k // 2) * h, (k % 2) * w
+            canvas[:, oy:oy + h, ox:ox + w] = im
+            boxes.append(b.as_subclass(torch.Tensor) + torch.tensor([ox, oy, ox, oy], dtype=torch.float32))
+            labels.append(t["labels"])
+            if has_masks:
+                m = torch.zeros((len(b), 2 * h, 2 * w), dtype=torch.uint8)
+                m[:, oy:oy + h, ox:ox + w] = t["masks"]
+                masks.append(m)
+        cx = int(torch.randint(w // 2, w + w // 2 + 1, ()))
+        cy = int(torch.randint(h // 2, h + h // 2 + 1, ()))
+        x0, y0 = cx - w // 2, cy - h // 2
+        box = torch.cat(boxes) - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+        clipped = torch.stack([box[:, 0].clamp(0, w), box[:, 1].clamp(0, h), box[:, 2].clamp(0, w), box[:, 3].clamp(0, h)], 1)
+        kept_area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+        keep = kept_area >= self.min_kept * area.clamp(min=1e-6)
+        out = {**items[0][1], "boxes": tv_tensors.BoundingBoxes(clipped[keep], format="XYXY", canvas_size=(h, w)),
+               "labels": torch.cat(labels)[keep]}
+        if has_masks:
+            out["masks"] = tv_tensors.Mask(torch.cat(masks)[keep][:, y0:y0 + h, x0:x0 + w])
+        return tv_tensors.Image(canvas[:, y0:y0 + h, x0:x0 + w]), out
 
 
 def eval_transforms() -> v2.Compose:

@@ -24,8 +24,8 @@ import torch
 from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
-from .engine import (Phase, TrainerConfig, TrainResult, eval_transforms, finished, phase_skips, predict, resolve_device, resumable,
-                     train, train_transforms, trainer_config)
+from .engine import (Mosaic, Phase, TrainerConfig, TrainResult, eval_transforms, finished, phase_skips, predict, resolve_device,
+                     resumable, train, train_transforms, trainer_config)
 from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
 from .files import atomic_text, disk_full_guard, save_figure
 from .guard import check_no_leak, dataset_identity, holdout_identity
@@ -241,6 +241,28 @@ def _holdout_doc(data: DataConfig) -> dict:
     return doc
 
 
+def _scored_ids(hold: CocoDataset, data: DataConfig) -> list[int]:
+    ids = [im["id"] for im in hold.images]
+    return ids[: data.holdout_limit] if data.holdout_limit else ids
+
+
+def _agnostic(gt: dict, results: list[dict], ids: list[int], data: DataConfig) -> dict:
+    """COCO scores with classes collapsed (after class-agnostic NMS unless the model has one class already)."""
+    return coco_evaluate(*class_agnostic(gt, results, iou=None if data.class_agnostic else 0.5), image_ids=ids)
+
+
+def _rescored(entry: dict, out: Path, data: DataConfig) -> dict:
+    """A finished run's entry with its derived "any class" scores recomputed from its saved predictions: how they
+    are computed may have changed since it was trained (cheap: no model is run), while the run itself stays."""
+    pred_file = out / "predictions.json"
+    if not pred_file.is_file():
+        return entry
+    gt = _holdout_doc(data)
+    ids = _scored_ids(CocoDataset(data.holdout, masks=False, ignore_unknown=True), data)
+    agn = _agnostic(gt, json.loads(pred_file.read_text()), ids, data)
+    return {**entry, "map_agnostic": round(agn["map"], 4), "map50_agnostic": round(agn["map50"], 4)}
+
+
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -316,7 +338,10 @@ NOT_IDENTITY = ("progress", "checkpoint_minutes", "threads", "num_workers", "eva
 
 
 def run_identity(t: TrainerConfig) -> dict:
-    return {k: v for k, v in asdict(t).items() if k not in NOT_IDENTITY}
+    d = {k: v for k, v in asdict(t).items() if k not in NOT_IDENTITY}
+    if not d.get("mosaic"):  # off: runs keep the identity they had before the setting existed (no retraining)
+        d.pop("mosaic", None)
+    return d
 
 
 def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str = "train",
@@ -355,18 +380,23 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
         prev = json.loads(metrics_file.read_text())
         if prev.get("settings_hash") == key:
             log(f"{name} (seed {seed}): already done, reading {metrics_file}")
-            return prev["entry"]
+            return _rescored(prev["entry"], out, data)
 
     torch.manual_seed(seed)
     threads = apply_threads(t.threads, log)  # one line per command: the choice is kept for all its runs
     device = resolve_device(t.device)
     tf = train_transforms(t, m.input_size)
-    syn = concat([_train_set(r, cats, data, tf, m.masks) for r in roots_s])
-    real = concat([_train_set(r, cats, data, tf, m.masks) for r in roots_r])
+    # With mosaic on, the sets are read untransformed and each source (after any subset) is wrapped on its own:
+    # a mosaic draws its other three images from the same source, so a mix keeps its real/synthetic share.
+    item_tf = None if t.mosaic else tf
+    syn = concat([_train_set(r, cats, data, item_tf, m.masks) for r in roots_s])
+    real = concat([_train_set(r, cats, data, item_tf, m.masks) for r in roots_r])
     val_idx = None
     if arm.subset is not None:
         train_idx, val_idx = split_indices(len(syn), arm.subset)
         syn = torch.utils.data.Subset(syn, train_idx.tolist())
+    if t.mosaic:
+        syn, real = (Mosaic(d, tf, t.mosaic) if d else d for d in (syn, real))
     if arm.fraction is None:
         ns, nr = (len(syn) if syn else 0), (len(real) if real else 0)
         arm = replace(arm, fraction=ns / (ns + nr))
@@ -387,14 +417,13 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
 
     gt = _holdout_doc(data)
     hold = CocoDataset(data.holdout, transforms=eval_transforms(), masks=False, ignore_unknown=True)
-    ids = [im["id"] for im in hold.images]
+    ids = _scored_ids(hold, data)
     if data.holdout_limit:
         hold = torch.utils.data.Subset(hold, range(min(data.holdout_limit, len(hold))))
-        ids = ids[: data.holdout_limit]
     preds = predict(model, hold, device, input_size=m.input_size, max_size=m.max_size, batch_size=t.eval_batch_size)
     results = coco_results(preds, label_to_category(cats, gt))
     metrics = coco_evaluate(gt, results, image_ids=ids)
-    agn = coco_evaluate(*class_agnostic(gt, results), image_ids=ids)  # diagnostic: are the objects found at all?
+    agn = _agnostic(gt, results, ids, data)  # diagnostic: are the objects found at all?
     metrics["agnostic"] = {"map": agn["map"], "map50": agn["map50"]}
     write_json(out / "predictions.json", results)
     seen = share(s for s, n in res.sources_seen.items() for _ in range(n))
