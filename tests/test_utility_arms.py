@@ -288,3 +288,26 @@ def test_run_identity_ignores_display_settings_and_unused_folders(tmp_path, fold
     assert metrics.stat().st_mtime_ns == before  # read back, not retrained
     run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base, "trainer.lr=0.0005"))))
     assert metrics.stat().st_mtime_ns != before
+
+
+# ---------------------------------------------------------------------------- mosaic
+
+
+def test_mosaic_trains_each_source_on_its_own_mosaics(tmp_path, folders, monkeypatch):
+    """trainer.mosaic reaches the training sets: every item of the mix is built by Mosaic from its own source
+    (synthetic items from the synthetic folder only), and the run trains its budget."""
+    seen: list[tuple[int, str]] = []
+    real_getitem = engine.Mosaic.__getitem__
+
+    def spy(self, idx):
+        seen.append((len(self.base), self.transforms.__class__.__name__))
+        return real_getitem(self, idx)
+
+    monkeypatch.setattr(engine.Mosaic, "__getitem__", spy)
+    d = compose_dict("utility", overrides(folders, tmp_path / "u", "trainer.max_steps=3", "trainer.mosaic=1.0", "utility.tstr=false",
+                                          "utility.trtr=false", "utility.fractions=[0.5]", "utility.finetune=false"))
+    [r] = run_utility(utility_config(d))["runs"]
+    assert r["steps"] == 3 and seen
+    assert {n for n, _ in seen} == {8, 3} and {k for _, k in seen} == {"Compose"}  # both sources, each its own, then the transforms
+    prov = json.loads((tmp_path / "u/runs/mix-0.5-s0/provenance.json").read_text())
+    assert prov["trainer"]["mosaic"] == 1.0
