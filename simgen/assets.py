@@ -271,19 +271,26 @@ def _own_material(mesh: Path) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=64)
+def _obj_lines(mesh: Path) -> tuple[tuple[str, tuple[float, float, float] | None], ...]:
+    """An OBJ's lines without its material statements, each vertex line with its parsed coordinates: parsed once
+    per process, since every new object scale bakes another copy (~1 ms of parsing per copy of the duck)."""
+    out = []
+    for ln in open(mesh, errors="replace"):
+        if ln.startswith(("mtllib", "usemtl")):
+            continue
+        xyz = tuple(float(t) for t in ln.split()[1:4]) if ln.startswith("v ") else None
+        out.append((ln, xyz))
+    return tuple(out)  # type: ignore[return-value]
+
+
 @functools.lru_cache(maxsize=None)
 def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float]) -> Path:
     """A copy of ``mesh`` with ``scale`` baked into its vertices and, if given, ``texture`` as its only
     material (PyBullet reads the first map_Kd). Baking matters: under EGL two visual shapes made from
     the same file with different meshScale are drawn at the first one's scale."""
-    lines, sx, sy, sz = [], *scale
-    for ln in open(mesh, errors="replace"):
-        if ln.startswith(("mtllib", "usemtl")):
-            continue
-        if ln.startswith("v "):
-            x, y, z = (float(t) for t in ln.split()[1:4])
-            ln = f"v {x * sx:.7g} {y * sy:.7g} {z * sz:.7g}\n"
-        lines.append(ln)
+    sx, sy, sz = scale
+    lines = [ln if xyz is None else f"v {xyz[0] * sx:.7g} {xyz[1] * sy:.7g} {xyz[2] * sz:.7g}\n" for ln, xyz in _obj_lines(mesh)]
     stem = hashlib.sha1(f"{mesh}|{texture}|{scale}".encode()).hexdigest()[:16]
     if texture is not None:
         # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
@@ -300,17 +307,22 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
 
 
 @functools.lru_cache(maxsize=None)
-def scaled_urdf(path: Path, scale: float) -> Path:
+def scaled_urdf(path: Path, scale: float, visual_only: bool = False) -> Path:
     """A copy of the URDF at ``path`` with ``scale`` written into it (OBJ meshes baked by
     :func:`baked_obj`, primitive sizes and origins multiplied) instead of passed as ``globalScaling``.
 
     Under EGL the plugin caches a URDF's meshes by file name, so a second body of the same URDF at
     another ``globalScaling`` was drawn at the first one's size (masks ~25% off). A copy per scale,
-    whose meshes are files of their own, is drawn right by both renderers."""
+    whose meshes are files of their own, is drawn right by both renderers. ``visual_only``: without its
+    ``<collision>`` elements, for a client that only draws (no collision mesh baked, no hull computed)."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+    if visual_only:
+        for link in root.iter("link"):
+            for col in link.findall("collision"):
+                link.remove(col)
 
     def scaled(text: str, k: float) -> str:
         return " ".join(f"{float(x) * k:.9g}" for x in text.split())
@@ -338,7 +350,7 @@ def scaled_urdf(path: Path, scale: float) -> Path:
                 if g.get(attr):
                     g.set(attr, f"{float(g.get(attr)) * scale:.9g}")
     text = ET.tostring(root, encoding="unicode")
-    return _write_cached(text, ".urdf", f"{path.stem}-x{scale:.4g}")
+    return _write_cached(text, ".urdf", f"{path.stem}-x{scale:.4g}{'-visual' if visual_only else ''}")
 
 
 def _rpy_matrix(r: float, p: float, y: float) -> np.ndarray:

@@ -159,6 +159,7 @@ class RenderWorld(ClientOwner):
         self._grounds: dict[tuple, int] = {}  # (texture, Box) -> body: one per size and look, reused
         self._ground_bodies: list[int | None] = [None, None]  # floor, backdrop now shown
         self._means: dict[str, tuple[float, float, float]] = {}
+        self._staged: SceneState | None = None
 
     @property
     def n_bodies(self) -> int:
@@ -187,7 +188,8 @@ class RenderWorld(ClientOwner):
                 if a.kind == "urdf":
                     try:
                         # scale written into a copy: EGL draws every globalScaling of one file at the first one's
-                        b = self.client.loadURDF(str(assets.scaled_urdf(a.path, float(scale))), PARK, useFixedBase=True)
+                        # ... and without collision shapes: this client only draws (no collision mesh baked, no hulls)
+                        b = self.client.loadURDF(str(assets.scaled_urdf(a.path, float(scale), visual_only=True)), PARK, useFixedBase=True)
                     except p.error:
                         raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
                 else:
@@ -249,7 +251,10 @@ class RenderWorld(ClientOwner):
         return tuple(b for b in self._ground_bodies if b is not None)
 
     def stage(self, state: SceneState) -> None:
-        """Move pooled bodies into this scene's poses; park the rest; build the body -> instance table."""
+        """Move pooled bodies into this scene's poses; park the rest; build the body -> instance table.
+        The next view of the scene staged last finds it staged already (views_per_scene)."""
+        if state is self._staged:
+            return
         c = self.client
         previous = set(self.active)
         self.active = []
@@ -281,6 +286,7 @@ class RenderWorld(ClientOwner):
         self.lut = np.full(top, -1, np.int32)
         for b, i in instance_of.items():
             self.lut[b] = i
+        self._staged = state
 
     def pool_ids(self) -> list[int]:
         return [b for v in self.pool.values() for b in v]

@@ -202,6 +202,9 @@ def test_scaled_urdf_copy_is_the_scaled_geometry(tmp_path, name):
     copy = assets.scaled_urdf(Path(path), 1.7)
     scaled, _ = assets.urdf_geometry(copy)
     assert np.allclose(np.sort(scaled, axis=0), np.sort(1.7 * pts, axis=0), atol=1e-5)
+    # the render world's copy: the same visual geometry, no collision elements (nothing to bake or hull)
+    drawn = assets.scaled_urdf(Path(path), 1.7, visual_only=True)
+    assert np.array_equal(assets.urdf_geometry(drawn)[0], scaled) and "<collision" not in drawn.read_text()
 
 
 def test_renderer_auto_picks_one_says_why_and_keeps_labels(tmp_path):
