@@ -494,7 +494,7 @@ def _fig(ctx: ReportContext, name: str) -> tuple[Path, str]:
 def error_section(ctx: ReportContext) -> Section | None:
     """Per-class AP, TIDE breakdown, confusion, failure crops and recall by object size/brightness against the
     synthetic distribution, with suggestions; None when no run was given."""
-    from ..train.evaluate import class_agnostic, coco_evaluate
+    from ..train.evaluate import any_class_scores, coco_evaluate
 
     if ctx.run is None:
         return None
@@ -504,7 +504,7 @@ def error_section(ctx: ReportContext) -> Section | None:
     checks = [holdout_check(prov, ctx)]
     gt_doc, res, ids = load_predictions(run_dir, prov, ctx)
     metrics = coco_evaluate(gt_doc, res, image_ids=ids)
-    agn = coco_evaluate(*class_agnostic(gt_doc, res), image_ids=ids)
+    agn = any_class_scores(gt_doc, res, ids, bool(prov.get("class_agnostic")))
     cats = sorted(gt_doc["categories"], key=lambda c: c["id"])
     cat_ids, names = [c["id"] for c in cats], [c["name"] for c in cats]
     gt_anns = [a for a in gt_doc["annotations"] if a["image_id"] in set(ids) and not a.get("iscrowd", 0)]

@@ -124,6 +124,12 @@ def class_agnostic(gt_doc: dict, results: list[dict], iou: float | None = 0.5) -
     return gt, [{**results[k], "category_id": 1} for k in keep]
 
 
+def any_class_scores(gt_doc: dict, results: list[dict], image_ids: list[int] | None = None, one_class_model: bool = False) -> dict:
+    """COCO scores with classes collapsed ("AP50, any class"): after class-agnostic NMS, unless the model has one
+    class already (``one_class_model``: its own NMS ran). The one rule for `simgen utility` and the report."""
+    return coco_evaluate(*class_agnostic(gt_doc, results, iou=None if one_class_model else 0.5), image_ids=image_ids)
+
+
 def write_json(path: Path, obj) -> None:
     """``obj`` as indented JSON, written whole or not at all (:func:`simgen.train.files.atomic_text`)."""
     from .files import atomic_text

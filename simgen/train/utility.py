@@ -26,7 +26,7 @@ from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
 from .engine import (Mosaic, Phase, TrainerConfig, TrainResult, eval_transforms, finished, phase_skips, predict, resolve_device,
                      resumable, train, train_transforms, trainer_config)
-from .evaluate import class_agnostic, coco_evaluate, coco_results, label_to_category, write_json
+from .evaluate import any_class_scores, coco_evaluate, coco_results, label_to_category, write_json
 from .files import atomic_text, disk_full_guard, save_figure
 from .guard import check_no_leak, dataset_identity, holdout_identity
 from ..provenance import file_sha256
@@ -246,11 +246,6 @@ def _scored_ids(hold: CocoDataset, data: DataConfig) -> list[int]:
     return ids[: data.holdout_limit] if data.holdout_limit else ids
 
 
-def _agnostic(gt: dict, results: list[dict], ids: list[int], data: DataConfig) -> dict:
-    """COCO scores with classes collapsed (after class-agnostic NMS unless the model has one class already)."""
-    return coco_evaluate(*class_agnostic(gt, results, iou=None if data.class_agnostic else 0.5), image_ids=ids)
-
-
 def _rescored(entry: dict, out: Path, data: DataConfig) -> dict:
     """A finished run's entry with its derived "any class" scores recomputed from its saved predictions: how they
     are computed may have changed since it was trained (cheap: no model is run), while the run itself stays."""
@@ -259,7 +254,7 @@ def _rescored(entry: dict, out: Path, data: DataConfig) -> dict:
         return entry
     gt = _holdout_doc(data)
     ids = _scored_ids(CocoDataset(data.holdout, masks=False, ignore_unknown=True), data)
-    agn = _agnostic(gt, json.loads(pred_file.read_text()), ids, data)
+    agn = any_class_scores(gt, json.loads(pred_file.read_text()), ids, data.class_agnostic)
     return {**entry, "map_agnostic": round(agn["map"], 4), "map50_agnostic": round(agn["map50"], 4)}
 
 
@@ -423,7 +418,7 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     preds = predict(model, hold, device, input_size=m.input_size, max_size=m.max_size, batch_size=t.eval_batch_size)
     results = coco_results(preds, label_to_category(cats, gt))
     metrics = coco_evaluate(gt, results, image_ids=ids)
-    agn = _agnostic(gt, results, ids, data)  # diagnostic: are the objects found at all?
+    agn = any_class_scores(gt, results, ids, data.class_agnostic)  # diagnostic: are the objects found at all?
     metrics["agnostic"] = {"map": agn["map"], "map50": agn["map50"]}
     write_json(out / "predictions.json", results)
     seen = share(s for s, n in res.sources_seen.items() for _ in range(n))
