@@ -190,26 +190,37 @@ def test_guard_refuses_holdout_images(tmp_path):
 # ---------------------------------------------------------------------------- models and checkpoints
 
 
-def tiny_model(trunk: str = "tiny", name: str = "frcnn_lite"):
-    return build_model(ModelConfig(name=name, trunk=trunk, input_size=64, max_size=64, channels=32), num_classes=3)
+def tiny_model(trunk: str = "tiny", name: str = "frcnn_lite", classifier: str = "none"):
+    return build_model(ModelConfig(name=name, trunk=trunk, input_size=64, max_size=64, channels=32, classifier=classifier), num_classes=3)
 
 
-@pytest.mark.parametrize("name", ["frcnn_lite", "fcos_lite"])
-def test_checkpoint_round_trip(tmp_path, name):
+def test_fcos_head_convs_sets_the_tower_depth():
+    """model.head_convs is the depth of both FCOS towers (2 by default, torchvision's own FCOS uses 4)."""
+    from torch import nn
+
+    for n in (2, 4):
+        model = build_model(ModelConfig(name="fcos_lite", trunk="tiny", input_size=64, max_size=64, channels=32, head_convs=n), 3)
+        for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
+            assert sum(isinstance(m, nn.Conv2d) for m in tower) == n
+
+
+@pytest.mark.parametrize("name,classifier", [("frcnn_lite", "none"), ("fcos_lite", "none"), ("fcos_lite", "crop")])
+def test_checkpoint_round_trip(tmp_path, name, classifier):
     torch.manual_seed(0)
-    model = tiny_model(name=name).eval()
+    model = tiny_model(name=name, classifier=classifier).eval()
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, model, {"categories": ["a", "b", "c"], "step": 3})
     obj = torch.load(path, weights_only=True)
     assert obj["meta"]["categories"] == ["a", "b", "c"]
     torch.manual_seed(1)
-    again = tiny_model(name=name).eval()
+    again = tiny_model(name=name, classifier=classifier).eval()
     load_checkpoint(path, again)
     x = [torch.rand(3, 64, 64)]
     with torch.no_grad():
         a, b = model(x)[0], again(x)[0]
     assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
-    cfg = model_config({"name": name, "trunk": "tiny", "input_size": 64, "max_size": 64, "channels": 32, "weights": str(path)})
+    cfg = model_config({"name": name, "trunk": "tiny", "input_size": 64, "max_size": 64, "channels": 32, "weights": str(path),
+                        "classifier": classifier})
     loaded = build_model(cfg, num_classes=3)  # model.weights=<path> loads it too
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="do not fit this model"):

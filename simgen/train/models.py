@@ -9,7 +9,7 @@ download them).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +30,9 @@ class ModelConfig:
     max_size: int = 693  # longer side cap
     trunk: str = "resnet18"  # lite models: resnet18 | tiny
     channels: int = 64  # FPN channels of the lite models
+    head_convs: int = 2  # fcos_lite: conv layers in each head tower (classification, box) before its output
+    classifier: str = "none"  # none | crop: a class-agnostic detector + a CNN that reads each object from a crop (cropcls.py)
+    classifier_crop: int = 32  # side of that crop in pixels, taken at the model's scale
     anchor_sizes: tuple[tuple[int, ...], ...] = ((16, 24), (32, 48))  # per FPN level (stride 8, 16)
     aspect_ratios: tuple[float, ...] = (0.8, 1.0, 1.25)
     rpn_pre_nms: tuple[int, int] = (600, 300)  # train, test
@@ -133,12 +136,18 @@ def model_config(d: dict) -> ModelConfig:
 
     cfg = ModelConfig(
         name=name, weights=weights, weights_backbone=backbone, input_size=input_size, max_size=max_size, trunk=trunk,
-        channels=channels, anchor_sizes=anchors, aspect_ratios=tuple(float(r) for r in ratios),
+        channels=channels, head_convs=f.integer("head_convs", m0.head_convs, lo=1, example=2),
+        classifier=check_choice(f.get("classifier", m0.classifier), "model.classifier", ("none", "crop"), "crop"),
+        classifier_crop=f.integer("classifier_crop", m0.classifier_crop, lo=8, example=32), anchor_sizes=anchors, aspect_ratios=tuple(float(r) for r in ratios),
         rpn_pre_nms=_int_list(f.get("rpn_pre_nms", m0.rpn_pre_nms), "model.rpn_pre_nms", list(m0.rpn_pre_nms), n=2),  # type: ignore[arg-type]
         rpn_post_nms=_int_list(f.get("rpn_post_nms", m0.rpn_post_nms), "model.rpn_post_nms", list(m0.rpn_post_nms), n=2),  # type: ignore[arg-type]
         box_batch_size=f.integer("box_batch_size", m0.box_batch_size, lo=1),
         detections=f.integer("detections", m0.detections, lo=1),
         score_thresh=f.number("score_thresh", m0.score_thresh, lo=0, hi=1, hi_open=True))
+    if cfg.classifier == "crop" and cfg.masks:
+        raise ConfigError(f"model.classifier=crop reads boxes only; {name} also predicts masks: use model.classifier=none with it.")
+    if name != "fcos_lite" and cfg.head_convs != m0.head_convs:
+        raise ConfigError(f"model.head_convs applies only to fcos_lite ({name} has other heads): remove it or pick model=fcos_lite.")
     if not lite:  # set but ignored would look like it took effect: refuse (the defaults, as provenance records them, pass)
         for k in LITE_KEYS:
             if getattr(cfg, k) != getattr(m0, k):
@@ -213,7 +222,19 @@ def _download(fn, what: str, key: str):
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """A torchvision detector for ``num_classes`` foreground classes (labels 1..num_classes)."""
+    """A torchvision detector for ``num_classes`` foreground classes (labels 1..num_classes); with
+    ``classifier=crop``, a one-class detector whose boxes a crop classifier names (:mod:`.cropcls`)."""
+    if cfg.classifier == "crop":
+        from .cropcls import TwoStage
+
+        model = TwoStage(_build_detector(replace(cfg, weights="DEFAULT" if cfg.weights == "DEFAULT" else None), 1), num_classes, crop=cfg.classifier_crop)
+        if cfg.weights and cfg.weights != "DEFAULT":
+            load_weights(model, Path(cfg.weights))
+        return model
+    return _build_detector(cfg, num_classes)
+
+
+def _build_detector(cfg: ModelConfig, num_classes: int) -> nn.Module:
     from torchvision.models import detection as D
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
@@ -225,7 +246,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
             from torchvision.models.detection.fcos import FCOSHead
 
             anchors = AnchorGenerator(tuple((s[0] // 2,) for s in cfg.anchor_sizes), ((1.0,),) * len(cfg.anchor_sizes))
-            model = D.FCOS(backbone, nc, anchor_generator=anchors, head=FCOSHead(cfg.channels, 1, nc, num_convs=2),
+            model = D.FCOS(backbone, nc, anchor_generator=anchors, head=FCOSHead(cfg.channels, 1, nc, num_convs=cfg.head_convs),
                            score_thresh=cfg.score_thresh, detections_per_img=cfg.detections, topk_candidates=300, **sizes)
         else:
             from torchvision.ops import MultiScaleRoIAlign

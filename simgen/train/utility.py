@@ -339,6 +339,14 @@ def run_identity(t: TrainerConfig) -> dict:
     return d
 
 
+def model_identity(m: ModelConfig) -> dict:
+    d = asdict(m)
+    for k in ("head_convs", "classifier", "classifier_crop"):  # at their defaults: runs keep the identity they had before these existed
+        if d.get(k) == getattr(ModelConfig, k):
+            d.pop(k)
+    return d
+
+
 def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str = "train",
             holdout_hashes: dict | None = None, log=None, arm: Arm | None = None) -> dict:
     """Train one model on ``job.data`` at ``synthetic_fraction`` (or as ``arm`` says) and score it on the holdout.
@@ -360,7 +368,7 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     roots_r = data.real if arm.fraction != 1.0 or arm.finetune_split is not None else ()
     hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
     cats = model_categories(data)
-    settings = {"model": asdict(m), "trainer": run_identity(t), "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
+    settings = {"model": model_identity(m), "trainer": run_identity(t), "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
                 "fraction": arm.fraction, "seed": seed, "categories": cats,
                 # the holdout by content (images and labels), not only its path: an edited holdout must not
                 # reuse stale scores
