@@ -182,6 +182,9 @@ class LabelSpec:
     # `square` (the tight box grown to a square about its centre, clipped to the image), for holdouts
     # whose annotators drew squares around cubes such as dice (`simgen fit` detects it).
     box: str = "tight"
+    # Pixels added to each side of every box (after `square`), clipped to the image: the padding annotators leave
+    # around objects (`simgen fit` measures it on the real photos). Masks and areas stay exact.
+    box_pad_px: float = 0.0
     # `segmentation_amodal`: the whole object's projected mesh as an RLE mask (occluded parts included, clipped to the
     # image). Off by default: it costs a rasterization per object, while `bbox_amodal` is always written.
     amodal_mask: bool = False
@@ -621,7 +624,8 @@ def render_config(d: dict) -> RenderConfig:
     lab = Fields(d.get("labels"), "labels", LabelSpec.__dataclass_fields__)
     labels = LabelSpec(min_visible_fraction=lab.prob("min_visible_fraction", 0.1), min_area_px=lab.integer("min_area_px", 16, lo=0),  # type: ignore[arg-type]
                        depth=lab.choice("depth", None, (None, "png16", "npy")), semantic=lab.flag("semantic", False),
-                       box=lab.choice("box", "tight", ("tight", "square")), amodal_mask=lab.flag("amodal_mask", False))
+                       box=lab.choice("box", "tight", ("tight", "square")), amodal_mask=lab.flag("amodal_mask", False),
+                       box_pad_px=lab.number("box_pad_px", 0.0, lo=0, hi=64, example=3.0))
     ph = Fields(d.get("physics"), "physics", PhysicsSpec.__dataclass_fields__)
     p0 = PhysicsSpec()
     physics = PhysicsSpec(

@@ -16,7 +16,9 @@ the fitted framing:
   (``simgen.sensor.apply_sensor``, then the writer's JPEG at the real quality) over a grid of each
   setting; the setting whose response matches each real percentile (p25-p75) spans the range;
 - JPEG quality: straight from the real files' quantisation tables;
-- box convention: square real boxes while the calibration's tight boxes are not -> ``labels.box: square``.
+- box convention: square real boxes while the calibration's tight boxes are not -> ``labels.box: square``;
+  real boxes sitting further outside the objects' edges than tight ones (the report's box-edge margins) ->
+  ``labels.box_pad_px``, the annotators' padding.
 
 Ranges cover the real percentiles ``quantiles`` (default 5th-95th) widened by ``margin``: the aim is
 coverage of the real set, not a copy of it. Plain Python: the CLI (Hydra) hands in a composed dict.
@@ -50,6 +52,7 @@ SQUARE_SHARE = 0.9        # real boxes that must be square to call it the annota
 CALIB_SQUARE_MAX = 0.5    # ...while at most this share of the calibration's tight boxes is square
 CORE = (25.0, 75.0)       # real percentiles the sensor effects are matched on (see _sensor_curves)
 BLUR_MIN = 0.15           # Gaussian sigma (px) below which a blur makes no visible difference
+PAD_MIN_PX = 0.5          # measured padding below this is not written (the edge measure's own spread)
 MIN_MARGIN_BOXES = 20     # box-edge margins measured on fewer boxes are too noisy to correct sizes with
 BRIGHTNESS_GRID = tuple(round(float(x), 6) for x in np.geomspace(0.4, 2.5, 13))  # 1.0 is the 7th point
 CONTRAST_GRID = BRIGHTNESS_GRID
@@ -66,6 +69,7 @@ class FitOptions:
     margin: float = 0.1  # share of each value added on each side of a range
     seed: int = 0
     progress: bool = True
+    run: Path | None = None  # a run trained on synthetic only: box padding measured by the boxes it draws on the real photos
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,8 @@ def calibration_config(render: dict, size: tuple[int, int], opts: FitOptions, ou
              overwrite=False, progress=opts.progress, shard={"index": 0, "count": 1}, writer="coco")
     sensor = d.setdefault("randomization", {}).setdefault("sensor", {})
     sensor.update(NEUTRAL)
+    # Tight, unpadded boxes: the box convention and padding are measured against them (box_key, pad_key).
+    d.setdefault("labels", {}).update(box="tight", box_pad_px=0.0)
     return render_config(d)
 
 
@@ -318,13 +324,14 @@ def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Call
     counts, for the pixel statistics, which depend on the framing (a camera twice as far sees more ground and
     more aliased texture), and for the share of placed objects that end up labelled there."""
     real = load_real(real_dir)
+    trained = synthetic_only_checkpoint(opts.run) if opts.run is not None else None  # refused before any render
     size = _calibration_size(render, real)
     with tempfile.TemporaryDirectory(prefix="simgen-fit-") as tmp:
         cfg = calibration_config(render, size, opts, Path(tmp) / "geometry")  # validated before any work
         log(f"fit: measuring {len(real.image_ids)} real images in {real_dir}")
         real_px = pixel_stats(real, opts.progress)
         calib = calibrate(cfg, "1/3, as configured: object size and count", log)
-        real_labels, box, loose = real_boxes(real, calib, opts)
+        real_labels, box, loose = real_boxes(real, calib, opts)  # box: the convention and padding keys
         sizes = size_keys(real_labels, calib, cfg, loose, opts)
         framed = with_keys(render, [*sizes, *count_keys(real_labels, calib, cfg, render, opts)])
         cfg = calibration_config(framed, size, opts, Path(tmp) / "refine")
@@ -341,7 +348,9 @@ def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Call
                 *sizes, *count_keys(real_labels, calib, cfg, framed, opts),
                 Key(("width",), cfg.width, f"the size the sensor settings were calibrated at (noise and blur look different at "
                     f"another size; real images are mostly {Counter(real_px['size']).most_common(1)[0][0]})"),
-                Key(("height",), cfg.height, ""), *sensor_keys(real_px, calib, cfg, opts), box]
+                Key(("height",), cfg.height, ""), *sensor_keys(real_px, calib, cfg, opts), *box]
+        if trained is not None:  # the detector's measure replaces the edge measure (kept in the comment)
+            keys = [k for k in keys if k.path != ("labels", "box_pad_px")] + [run_pad_key(trained, real_dir, box[1], opts.progress, log)]
     notes = ["not fitted: colours, textures, grounds and lights (the scene's own ranges are kept; the sensor gain below "
              "carries any overall brightness difference), saturation."]
     meta = {"real": str(real_dir), "n_images": len(real.image_ids), "n_boxes": len(real.doc["annotations"]),
@@ -383,13 +392,37 @@ def _version() -> str:
     return __version__
 
 
-def real_boxes(real, calib, opts: FitOptions) -> tuple[Labels, Key, float | None]:
-    """The real label statistics with box looseness removed, the box-convention key, and the looseness (px)."""
+def real_boxes(real, calib, opts: FitOptions) -> tuple[Labels, list[Key], float | None]:
+    """The real label statistics with box looseness removed, the box-convention and padding keys, and the looseness (px)."""
     cal = label_stats(calib)
     square = label_stats(real).square_share >= SQUARE_SHARE and cal.square_share <= CALIB_SQUARE_MAX
     loose = box_looseness(real, calib, opts.progress)
     labels = label_stats(real, shrink_px=max(0.0, loose) if loose is not None else 0.0)
-    return labels, box_key(labels, cal, square), loose
+    return labels, [box_key(labels, cal, square), pad_key(loose, square_growth(calib) if square else 0.0)], loose
+
+
+def square_growth(calib) -> float:
+    """Mean px per box side that growing the calibration's tight boxes to squares adds: (longer - shorter) / 4
+    (half the difference on each of the two shorter sides, averaged over four sides)."""
+    from .report.props import boxes_by_image
+
+    g = [(max(w, h) - min(w, h)) / 4 for boxes in boxes_by_image(calib).values() for _, (_, _, w, h), _ in boxes]
+    return float(np.mean(g)) if g else 0.0
+
+
+def pad_key(loose: float | None, square: float) -> Key:
+    """``labels.box_pad_px`` from the measured looseness: how far the real boxes' sides sit outside the objects'
+    edges beyond where tight boxes sit (the report's box-edge margins), less what squaring them adds already."""
+    k = ("labels", "box_pad_px")
+    if loose is None:
+        return Key(k, None, f"labels.box_pad_px not set: fewer than {MIN_MARGIN_BOXES} boxes with measurable edges on a side")
+    pad = round(loose - square, 1)
+    if pad < PAD_MIN_PX:
+        return Key(k, None, f"labels.box_pad_px not set: real boxes sit {loose:.1f} px further outside their objects than tight boxes"
+                   + (f", {square:.1f} of it from squaring" if square else "") + f"; under {PAD_MIN_PX:g} px is within the measure's noise")
+    return Key(k, pad, f"real boxes sit {loose:.1f} px further outside their objects' edges than tight boxes (trimmed mean of the "
+               "report's box-edge margins)" + (f", {square:.1f} of it from squaring" if square else "")
+               + ": a detector trained on tighter boxes draws them smaller than the annotators did")
 
 
 def size_keys(real: Labels, calib, cfg, loose: float | None, opts: FitOptions) -> list[Key]:
@@ -490,6 +523,82 @@ def count_keys(real: Labels, calib, cfg, render: dict, opts: FitOptions) -> list
         keys.append(Key(("scene", "objects", n, "count"), [math.floor(lo * p), max(1, math.ceil(hi * p))],
                         text + (f"; {how}: {p:.0%}" if how else "")))
     return keys
+
+
+def synthetic_only_checkpoint(run: Path) -> Path:
+    """The folder of a `simgen train` run, or the first arm of a `simgen utility` run, that saw no real image."""
+    import json
+
+    run = Path(run)
+    folders = [run] if (run / "checkpoint.pt").is_file() else sorted(p.parent for p in run.glob("**/checkpoint.pt"))
+    for f in folders:
+        try:
+            seen = json.loads((f / "provenance.json").read_text()).get("sources_seen") or {}
+        except (OSError, ValueError):
+            continue
+        if seen.get("real", 1) == 0 and seen.get("synthetic", 0) > 0:
+            return f
+    raise ConfigError(f"fit.run `{run}` holds no run trained on synthetic images only (checkpoint.pt with provenance.json): pass the "
+                      "output folder of `simgen train` without data.real, or of `simgen utility` with its TSTR arm.")
+
+
+def box_pads(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, min_score: float = 0.3, min_iou: float = 0.5) -> list[float]:
+    """Per matched pair (each real box with its best-overlapping prediction of score >= min_score, IoU >= min_iou):
+    how many px per side the real box is larger, ((w + h) real - (w + h) predicted) / 4. Boxes xyxy."""
+    import torch
+    from torchvision.ops import box_iou
+
+    pred = pred[scores >= min_score]
+    if len(gt) == 0 or len(pred) == 0:
+        return []
+    iou, j = box_iou(torch.as_tensor(gt, dtype=torch.float32), torch.as_tensor(pred, dtype=torch.float32)).max(1)
+    side = lambda b: (b[:, 2] - b[:, 0]) + (b[:, 3] - b[:, 1])  # noqa: E731
+    d = (side(np.asarray(gt, np.float64)) - side(np.asarray(pred, np.float64)[j.numpy()])) / 4
+    return [float(x) for x in d[iou.numpy() >= min_iou]]
+
+
+def run_pad_key(folder: Path, real_dir: Path, edge: Key, progress: bool, log: Callable[[str], None]) -> Key:
+    """``labels.box_pad_px`` measured by a detector trained on synthetic labels: on the real photos, the median of how
+    much larger the annotators' boxes are than the boxes it draws (which match the synthetic labels it learnt), added
+    to the padding its training data already had. The edge measure (``pad_key``) compares box sides with image edges;
+    this one asks the question that matters for training, what box a model learns to draw for a real object."""
+    import json
+
+    import torch
+
+    from .data import CocoDataset
+    from .train.engine import eval_transforms, load_checkpoint, predict
+    from .train.models import build_model, model_config
+
+    prov = json.loads((folder / "provenance.json").read_text())
+    base = 0.0
+    for d in prov.get("datasets", {}).get("synthetic", []):
+        try:
+            base = float(json.loads((Path(d["path"]) / "manifest.json").read_text())["config"]["labels"].get("box_pad_px", 0.0))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    cfg = model_config({**prov["model"], "weights": None, "weights_backbone": None})
+    model = build_model(cfg, len(prov["categories"]))
+    load_checkpoint(folder / "checkpoint.pt", model)
+    log(f"fit: box padding from {folder}: its boxes on {real_dir}")
+    ds = CocoDataset(real_dir, transforms=eval_transforms(), masks=False, ignore_unknown=True)
+    with torch.inference_mode():
+        preds = predict(model, ds, torch.device("cpu"), input_size=cfg.input_size, max_size=cfg.max_size)
+    pads: list[float] = []
+    for i in range(len(ds)):
+        _, t = ds[i]
+        p = preds[int(t["image_id"])]
+        pads += box_pads(np.asarray(t["boxes"], np.float64).reshape(-1, 4), p["boxes"].numpy(), p["scores"].numpy())
+    k = ("labels", "box_pad_px")
+    edge_txt = f"; the edge measure said {edge.value} px" if edge.value is not None else ""
+    if len(pads) < MIN_MARGIN_BOXES:
+        return Key(k, None, f"labels.box_pad_px not set: only {len(pads)} real boxes matched a box of {folder} (IoU >= 0.5){edge_txt}")
+    med = float(np.median(pads))
+    pad = round(max(0.0, base + med), 1)
+    return Key(k, pad if pad >= PAD_MIN_PX else None,
+               f"the detector in {folder}, trained on synthetic boxes padded {base:g} px, draws real objects {med:.1f} px per side "
+               f"smaller than the annotators (median of {len(pads)} matched boxes, IQR {np.percentile(pads, 25):.1f} to "
+               f"{np.percentile(pads, 75):.1f}){edge_txt}")
 
 
 def box_key(real: Labels, cal: Labels, square: bool) -> Key:
@@ -827,14 +936,24 @@ def _split_flags(args: list[str]) -> tuple[list[str], list[str]]:
 def fit_options(d: dict) -> FitOptions:
     from .config import SEED_MAX, Fields
 
-    f = Fields(d.get("fit"), "fit", ("calibration_images", "quantiles", "margin", "seed"))
+    f = Fields(d.get("fit"), "fit", ("calibration_images", "quantiles", "margin", "seed", "run"))
     q = f.get("quantiles", [5, 95])
     if not (isinstance(q, (list, tuple)) and len(q) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in q)
             and 0 <= q[0] < q[1] <= 100):
         raise ConfigError(f"fit.quantiles must be two percentiles 0 <= low < high <= 100, got {q!r}; e.g. fit.quantiles=[5,95]")
     return FitOptions(calibration_images=f.integer("calibration_images", 48, lo=8, hi=10000),  # type: ignore[arg-type]
                       quantiles=(float(q[0]), float(q[1])), margin=f.number("margin", 0.1, lo=0, hi=1),  # type: ignore[arg-type]
-                      seed=f.integer("seed", 0, lo=0, hi=SEED_MAX), progress=bool(d.get("progress", True)))  # type: ignore[arg-type]
+                      seed=f.integer("seed", 0, lo=0, hi=SEED_MAX), progress=bool(d.get("progress", True)),  # type: ignore[arg-type]
+                      run=_run_dir(f.get("run", None)))
+
+
+def _run_dir(v) -> Path | None:
+    if v is None or str(v).lower() in ("none", "null", ""):
+        return None
+    if not Path(str(v)).is_dir():
+        raise ConfigError(f"fit.run `{v}` is not a folder; pass the output folder of a `simgen train` or `simgen utility` run "
+                          "trained on synthetic images only, or fit.run=null")
+    return Path(str(v))
 
 
 def fit_task(d: dict) -> None:

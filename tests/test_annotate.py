@@ -1,6 +1,6 @@
 import numpy as np
 
-from simgen.annotate import annotate, square_box, tight_box
+from simgen.annotate import annotate, pad_box, square_box, tight_box
 from simgen.config import LabelSpec
 from simgen.types import Camera, Frame, ObjectSample, PlacedObject, SceneState
 
@@ -34,6 +34,16 @@ def test_square_boxes_grow_about_the_centre_and_clip_to_the_image():
     (q,) = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=1, box="square"))
     assert t.bbox_xyxy == (29.0, 21.0, 33.0, 27.0)
     assert q.bbox_xyxy == (28.0, 21.0, 34.0, 27.0) and q.area == t.area and (q.mask == t.mask).all()
+
+
+def test_box_padding_grows_every_side_after_square_and_clips_to_the_image():
+    assert pad_box((10.0, 20.0, 14.0, 30.0), 3.0, 64, 48) == (7.0, 17.0, 17.0, 33.0)
+    assert pad_box((1.0, 2.0, 62.0, 47.0), 3.0, 64, 48) == (0.0, 0.0, 64.0, 48.0)
+    inst = np.full((48, 64), -1, np.int32)
+    inst[21:27, 29:33] = 0  # 4 wide, 6 tall
+    state = SceneState(objects=(placed(0),), sim_steps=0, settled=True, n_dropped=0)
+    (p,) = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=1, box="square", box_pad_px=2.5))
+    assert p.bbox_xyxy == (25.5, 18.5, 36.5, 29.5) and p.area == 24  # square 6 x 6, then 2.5 px a side; the mask stays exact
 
 
 def test_boxes_masks_and_occlusion():

@@ -145,9 +145,10 @@ def test_overlay_overrides_replace_and_merge(tmp_path):
         expand([f"overlay={tmp_path / 'bad.yaml'}"])
 
 
-def test_square_boxes_are_read_as_the_annotators_convention(tmp_path):
-    """Every real box grown to a square while the same objects' tight boxes are not: labels.box square; the tight
-    set itself: not. Dice ~25 px wide: at ~10 px most tight boxes of a die are square within 1 px anyway."""
+def test_square_and_padded_boxes_are_read_as_the_annotators_convention(tmp_path):
+    """Every real box grown to a square while the same objects' tight boxes are not: labels.box square, and no
+    padding (squaring is not padding); the same squares grown by 3 px a side: labels.box_pad_px ~3; the tight set
+    itself: neither. Dice ~25 px wide: at ~10 px most tight boxes of a die are square within 1 px anyway."""
     from simgen.config import render_config
     from simgen.fit import FitOptions, real_boxes
     from simgen.report.build import load_side
@@ -157,20 +158,28 @@ def test_square_boxes_are_read_as_the_annotators_convention(tmp_path):
     d = compose_dict("render", [*PLAIN, "n_images=8", "progress=false", f"out={tight}"])
     d["scene"]["camera"]["distance"], d["scene"]["objects"]["die"]["count"] = [0.25, 0.3], [4, 6]
     render_dataset(render_config(d), log=lambda m: None)
-    doc = json.loads((tight / "annotations.json").read_text())
-    for a in doc["annotations"]:
-        x, y, w, h = a["bbox"]
-        s = max(w, h)
-        a["bbox"] = [x + w / 2 - s / 2, y + h / 2 - s / 2, s, s]
-    square = tmp_path / "square"
-    square.mkdir()
-    shutil.copytree(tight / "images", square / "images")
-    (square / "annotations.json").write_text(json.dumps(doc))
+
+    def boxed(name: str, pad: float) -> Path:
+        doc = json.loads((tight / "annotations.json").read_text())
+        for a in doc["annotations"]:
+            x, y, w, h = a["bbox"]
+            s = max(w, h) + 2 * pad
+            a["bbox"] = [x + w / 2 - s / 2, y + h / 2 - s / 2, s, s]
+        out = tmp_path / name
+        out.mkdir()
+        shutil.copytree(tight / "images", out / "images")
+        (out / "annotations.json").write_text(json.dumps(doc))
+        return out
+
     opts, calib = FitOptions(progress=False), load_side("calibration", tight)
-    key = real_boxes(load_side("real", square), calib, opts)[1]
-    assert key.value == "square" and "100% of" in key.source, key.source
-    key = real_boxes(load_side("real", tight), calib, opts)[1]
-    assert key.value is None and "not set" in key.source, key.source
+    box, pad = real_boxes(load_side("real", boxed("square", 0.0)), calib, opts)[1]
+    assert box.value == "square" and "100% of" in box.source, box.source
+    assert pad.value is None or abs(pad.value) < 1.0, pad.source
+    box, pad = real_boxes(load_side("real", boxed("padded", 3.0)), calib, opts)[1]
+    assert box.value == "square" and pad.value is not None and 2.0 <= pad.value <= 4.0, pad.source
+    box, pad = real_boxes(load_side("real", tight), calib, opts)[1]
+    assert box.value is None and "not set" in box.source, box.source
+    assert pad.value is None and "not set" in pad.source, pad.source
 
 
 @pytest.mark.parametrize("args, match", [
@@ -240,3 +249,70 @@ def test_a_narrow_real_set_gets_the_median_gain_not_the_span_of_every_percentile
     wide_real = list(np.linspace(25, 100, 25))  # as spread as the renders: every percentile's setting counts
     wide = gain_range(m, (0.5, 3.0), wide_real, row, levels, margin=0.1)
     assert wide[0] < 0.8 and wide[1] > 2.0
+
+
+def test_box_pads_match_each_real_box_with_the_model_box_over_it():
+    """fit.run's measure: per real box, its best-overlapping confident prediction; half the side difference."""
+    from simgen.fit import box_pads
+
+    gt = np.array([[10.0, 10, 50, 50], [100, 100, 130, 130], [200, 200, 220, 220]])
+    pred = np.array([[12.0, 12, 48, 48],     # 2 px a side inside the first
+                     [101, 101, 129, 129],   # 1 px inside the second
+                     [300, 300, 320, 320]])  # on nothing: the third real box has no match
+    assert box_pads(gt, pred, np.array([0.9, 0.9, 0.9])) == [2.0, 1.0]
+    assert box_pads(gt, pred, np.array([0.9, 0.1, 0.9])) == [2.0]  # unconfident predictions are not matched
+    assert box_pads(gt, pred[:0], np.array([])) == []
+
+
+def test_fit_run_must_have_trained_on_synthetic_only(tmp_path):
+    from simgen.fit import fit_options, synthetic_only_checkpoint
+
+    def arm(name: str, real: int) -> None:
+        (tmp_path / "u" / "runs" / name).mkdir(parents=True)
+        (tmp_path / "u" / "runs" / name / "checkpoint.pt").write_bytes(b"x")
+        (tmp_path / "u" / "runs" / name / "provenance.json").write_text(json.dumps({"sources_seen": {"real": real, "synthetic": 80}}))
+
+    arm("TRTR-s0", 80)
+    with pytest.raises(ConfigError, match="no run trained on synthetic images only"):
+        synthetic_only_checkpoint(tmp_path / "u")
+    arm("TSTR-s0", 0)
+    assert synthetic_only_checkpoint(tmp_path / "u").name == "TSTR-s0"
+    with pytest.raises(ConfigError, match="fit.run `.*` is not a folder"):
+        fit_options({"fit": {"run": str(tmp_path / "missing")}})
+    assert fit_options({"fit": {"run": str(tmp_path / "u")}}).run == tmp_path / "u"
+
+
+def test_fit_run_pad_adds_what_the_detector_misses_to_its_training_padding(tmp_path, holdout, monkeypatch):
+    """Known answer: a 'detector' whose boxes are the real boxes 2 px a side smaller, trained on data padded 0.5 px:
+    the annotators pad 2.5 px."""
+    import torch
+
+    import simgen.train.engine as engine
+    from simgen.fit import Key, run_pad_key
+    from simgen.train.engine import save_checkpoint
+    from simgen.train.models import ModelConfig, build_model
+
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    (syn / "manifest.json").write_text(json.dumps({"config": {"labels": {"box": "square", "box_pad_px": 0.5}}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    m = ModelConfig(name="fcos_lite", trunk="tiny", input_size=64, max_size=64, channels=32)
+    save_checkpoint(run / "checkpoint.pt", build_model(m, 6), {"categories": ["one", "two", "three", "four", "five", "six"]})
+    (run / "provenance.json").write_text(json.dumps({
+        "sources_seen": {"real": 0, "synthetic": 16}, "categories": ["one", "two", "three", "four", "five", "six"],
+        "datasets": {"synthetic": [{"path": str(syn)}]},
+        "model": {"name": "fcos_lite", "trunk": "tiny", "input_size": 64, "max_size": 64, "channels": 32}}))
+
+    def shrunk(model, dataset, device, **kw):
+        out = {}
+        for i in range(len(dataset)):
+            _, t = dataset[i]
+            b = torch.as_tensor(t["boxes"]).float() + torch.tensor([2.0, 2.0, -2.0, -2.0])
+            out[int(t["image_id"])] = {"boxes": b, "scores": torch.ones(len(b)), "labels": torch.ones(len(b), dtype=torch.int64)}
+        return out
+
+    monkeypatch.setattr(engine, "predict", shrunk)
+    key = run_pad_key(run, holdout, Key(("labels", "box_pad_px"), 1.3, ""), False, lambda m: None)
+    assert key.path == ("labels", "box_pad_px") and key.value == 2.5, key.source
+    assert "padded 0.5 px" in key.source and "the edge measure said 1.3 px" in key.source
