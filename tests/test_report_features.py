@@ -230,3 +230,18 @@ def test_detector_and_weights_extractors(tmp_path, sets):
     torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     w = weights(paths, tmp_path / "r18.pth", size=64)
     assert w.X.shape == (2, 512) and w.name == "weights/resnet18"
+
+
+def test_box_tightness_check_points_looser_real_boxes_at_the_padding_setting():
+    from simgen.report.props import _margin_check
+
+    def boxes(m: float, n: int = 30) -> list[dict]:
+        return [{"left": m, "right": m, "top": m, "bottom": m} for _ in range(n)]
+
+    check, data = _margin_check(boxes(3.0), boxes(0.4), 1.5)  # annotators 3 px outside, renders tight
+    assert check.status == "warn" and "labels.box_pad_px" in check.detail and "2.6 px looser" in check.detail
+    assert data["real_trimmed_mean_px"] == 3.0
+    check, _ = _margin_check(boxes(0.4), boxes(3.0), 1.5)  # the synthetic boxes are the loose ones: no padding advice
+    assert check.status == "warn" and "labels.box_pad_px" not in check.detail
+    check, _ = _margin_check(boxes(1.0), boxes(0.4), 1.5)
+    assert check.status == "pass" and "same convention" in check.detail

@@ -270,8 +270,15 @@ def _margin_check(real: list[dict], syn: list[dict], warn_px: float) -> tuple[Ch
         return Check(MARGIN_CHECK, None, "info", "", "no measurable box edges on one side"), data
     diff = s - r
     status = "pass" if abs(diff) <= warn_px else "warn"
-    detail = (f"trimmed-mean signed box-to-edge margin real {r:+.2f} px, synthetic {s:+.2f} px (positive = loose box); "
-              + ("same convention." if status == "pass" else "a systematic offset like this costs AP at high IoU: match the box convention (tight vs padded, amodal vs visible)."))
+    if status == "pass":
+        advice = "same convention."
+    elif diff < 0:  # the real boxes are the looser ones: annotators' padding, which the renderer can draw
+        advice = (f"real boxes sit {-diff:.1f} px looser: a detector trained on these draws real objects too small, which costs AP at "
+                  "high IoU; render with labels.box_pad_px (simgen fit writes it; with fit.run=<a run trained on synthetic only> "
+                  "from the boxes that detector draws on the real photos, docs/fit.md).")
+    else:
+        advice = "a systematic offset like this costs AP at high IoU: match the box convention (tight vs padded, amodal vs visible)."
+    detail = f"trimmed-mean signed box-to-edge margin real {r:+.2f} px, synthetic {s:+.2f} px (positive = loose box); " + advice
     return Check(MARGIN_CHECK, abs(diff), status, f"pass <= {warn_px:g} px, else warn", detail), data
 
 
