@@ -350,7 +350,7 @@ def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Call
                     f"another size; real images are mostly {Counter(real_px['size']).most_common(1)[0][0]})"),
                 Key(("height",), cfg.height, ""), *sensor_keys(real_px, calib, cfg, opts), *box]
         if trained is not None:  # the detector's measure replaces the edge measure (kept in the comment)
-            keys = [k for k in keys if k.path != ("labels", "box_pad_px")] + [run_pad_key(trained, real_dir, box[1], opts.progress, log)]
+            keys = [k for k in keys if k.path != ("labels", "box_pad_px")] + [run_pad_key(trained, real_dir, box[1], log)]
     notes = ["not fitted: colours, textures, grounds and lights (the scene's own ranges are kept; the sensor gain below "
              "carries any overall brightness difference), saturation."]
     meta = {"real": str(real_dir), "n_images": len(real.image_ids), "n_boxes": len(real.doc["annotations"]),
@@ -557,7 +557,7 @@ def box_pads(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, min_score: fl
     return [float(x) for x in d[iou.numpy() >= min_iou]]
 
 
-def run_pad_key(folder: Path, real_dir: Path, edge: Key, progress: bool, log: Callable[[str], None]) -> Key:
+def run_pad_key(folder: Path, real_dir: Path, edge: Key, log: Callable[[str], None]) -> Key:
     """``labels.box_pad_px`` measured by a detector trained on synthetic labels: on the real photos, the median of how
     much larger the annotators' boxes are than the boxes it draws (which match the synthetic labels it learnt), added
     to the padding its training data already had. The edge measure (``pad_key``) compares box sides with image edges;
@@ -567,19 +567,16 @@ def run_pad_key(folder: Path, real_dir: Path, edge: Key, progress: bool, log: Ca
     import torch
 
     from .data import CocoDataset
-    from .train.engine import eval_transforms, load_checkpoint, predict
-    from .train.models import build_model, model_config
+    from .train.engine import eval_transforms, predict
+    from .train.models import model_from_run
 
-    prov = json.loads((folder / "provenance.json").read_text())
+    model, cfg, prov = model_from_run(folder)
     base = 0.0
     for d in prov.get("datasets", {}).get("synthetic", []):
         try:
             base = float(json.loads((Path(d["path"]) / "manifest.json").read_text())["config"]["labels"].get("box_pad_px", 0.0))
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    cfg = model_config({**prov["model"], "weights": None, "weights_backbone": None})
-    model = build_model(cfg, len(prov["categories"]))
-    load_checkpoint(folder / "checkpoint.pt", model)
     log(f"fit: box padding from {folder}: its boxes on {real_dir}")
     ds = CocoDataset(real_dir, transforms=eval_transforms(), masks=False, ignore_unknown=True)
     with torch.inference_mode():

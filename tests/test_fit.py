@@ -313,6 +313,6 @@ def test_fit_run_pad_adds_what_the_detector_misses_to_its_training_padding(tmp_p
         return out
 
     monkeypatch.setattr(engine, "predict", shrunk)
-    key = run_pad_key(run, holdout, Key(("labels", "box_pad_px"), 1.3, ""), False, lambda m: None)
+    key = run_pad_key(run, holdout, Key(("labels", "box_pad_px"), 1.3, ""), lambda m: None)
     assert key.path == ("labels", "box_pad_px") and key.value == 2.5, key.source
     assert "padded 0.5 px" in key.source and "the edge measure said 1.3 px" in key.source

@@ -188,14 +188,10 @@ def detector(paths: Sequence[Path], run: Path, progress: bool = False) -> tuple[
     """Pooled FPN features (each level global-average-pooled, concatenated) of a trained simgen detector."""
     import torch
 
-    from ..train.engine import load_checkpoint
-    from ..train.models import build_model, model_config
+    from ..train.models import model_from_run
 
     folder, why = best_checkpoint(run)
-    prov = json.loads((folder / "provenance.json").read_text())
-    cfg = model_config({**prov["model"], "weights": None, "weights_backbone": None})
-    model = build_model(cfg, len(prov["categories"]))
-    load_checkpoint(folder / "checkpoint.pt", model)
+    model, _, prov = model_from_run(folder)
     model.eval()
     rows = []
     with one_thread(), torch.inference_mode():

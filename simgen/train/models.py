@@ -272,6 +272,19 @@ def _build_detector(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def model_from_run(folder: Path) -> tuple[nn.Module, ModelConfig, dict]:
+    """The trained model of a run folder (checkpoint.pt + provenance.json), its config and its provenance."""
+    import json
+
+    from .engine import load_checkpoint
+
+    prov = json.loads((Path(folder) / "provenance.json").read_text())
+    cfg = model_config({**prov["model"], "weights": None, "weights_backbone": None})
+    model = build_model(cfg, len(prov["categories"]))
+    load_checkpoint(Path(folder) / "checkpoint.pt", model)
+    return model, cfg, prov
+
+
 def _replace_heads(model: nn.Module, nc: int) -> None:
     """COCO-pretrained heads -> our number of classes (the standard fine-tuning recipe)."""
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
