@@ -12,3 +12,4 @@ bench:
 	python benchmarks/vs_script.py
 	python benchmarks/invariant_sweep.py
 	python benchmarks/gpu_throughput.py --smoke
+	python benchmarks/egl_frame.py
