@@ -38,21 +38,21 @@ def top_face_label(obj: PlacedObject) -> str | None:
     return NAMES[top_face(obj.orientation)]
 
 
-def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 64) -> np.ndarray:
-    """3x2 atlas: face value v in column (v-1)%3, row (v-1)//3 (see simgen.assets._cube)."""
+def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 64, second: np.ndarray | None = None) -> np.ndarray:
+    """3x2 atlas: face value v in column (v-1)%3, row (v-1)//3 (see simgen.assets._cube). With ``second``, each face is
+    a swirl of ``body`` and ``second`` (marbled plastic, as many real dice are), a new swirl per face."""
     img = np.zeros((2 * cell, 3 * cell, 3), np.float32)
     yy, xx = (np.mgrid[0:cell, 0:cell] + 0.5) / cell
     # Darken towards the face border: reads as the rounded edge of a real die under top light.
     edge = np.minimum.reduce([xx, 1 - xx, yy, 1 - yy])
     shade = 0.72 + 0.28 * np.clip(edge / 0.12, 0, 1) ** 0.6
-    marble = rng.random() < 0.2
     pip_r = rng.uniform(0.075, 0.1)
     for v, spots in PIPS.items():
         col, row = (v - 1) % 3, (v - 1) // 3
         face = np.broadcast_to(body, (cell, cell, 3)).astype(np.float32).copy()
-        if marble:
-            noise = cv2.resize(rng.random((6, 6)).astype(np.float32), (cell, cell), interpolation=cv2.INTER_CUBIC)
-            face *= (0.75 + 0.5 * np.clip(noise, 0, 1))[..., None]
+        if second is not None:
+            t = swirl(rng, cell)[..., None]
+            face = face * (1 - t) + np.asarray(second, np.float32) * t
         face *= shade[..., None]
         for u, w in spots:
             d = np.hypot(xx - u, yy - (1 - w))
@@ -62,23 +62,58 @@ def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def textures(seed: int, n: int = 32) -> dict[str, Path]:
-    """A fixed bank of die looks: body colour (often saturated, sometimes white/black/marbled) and pips
-    (white on dark bodies, black on light ones, now and then another colour)."""
+def swirl(rng: np.random.Generator, cell: int) -> np.ndarray:
+    """Share of the second colour (0..1) over one face: two octaves of smooth noise, domain-warped into the streaks of
+    marbled resin, through a soft threshold (sharp veins to broad clouds, mostly one colour to half and half)."""
+    def smooth(k: int) -> np.ndarray:
+        return cv2.resize(rng.random((k, k)).astype(np.float32), (cell, cell), interpolation=cv2.INTER_CUBIC)
+
+    base = smooth(int(rng.integers(3, 6))) + 0.5 * smooth(int(rng.integers(7, 12)))
+    warp = rng.uniform(0.1, 0.35) * cell
+    grid = np.mgrid[0:cell, 0:cell].astype(np.float32)
+    mx = grid[1] + (smooth(4) - 0.5) * 2 * warp
+    my = grid[0] + (smooth(4) - 0.5) * 2 * warp
+    f = cv2.remap(base, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    f = (f - f.min()) / max(float(f.max() - f.min()), 1e-6)
+    return 1.0 / (1.0 + np.exp(-(f - rng.uniform(0.35, 0.65)) * rng.uniform(6, 25)))
+
+
+# Pip paints other than white and black, as dice sets come: red (the commonest), gold, blue, green.
+PIP_PAINTS = [(0.85, 0.1, 0.1), (0.9, 0.7, 0.15), (0.15, 0.35, 0.85), (0.1, 0.6, 0.25)]
+
+
+def luma(rgb: np.ndarray) -> float:
+    return float(np.dot(rgb, (0.299, 0.587, 0.114)))
+
+
+def textures(seed: int, n: int = 48) -> dict[str, Path]:
+    """A fixed bank of die looks: body colour (often saturated, sometimes white/black), a third of them marbled (a swirl
+    of the body colour with black, white or another hue), and pips white on dark bodies, black on light ones, or
+    (a third of the time) painted red, gold, blue or green where that still stands out from the body."""
     out = {}
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
         kind = rng.random()
         if kind < 0.15:
             body = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.85, 1.0)))
-        elif kind < 0.25:
-            body = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.05, 0.25)))
+        elif kind < 0.3:
+            body = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.03, 0.25)))
         else:
             body = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.35, 1.0)))
-        light = body.mean() > 0.55
-        if rng.random() < 0.15:
-            pip = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.5, 1.0)))
-        else:
-            pip = np.array([0.05, 0.05, 0.05]) if light else np.array([0.97, 0.97, 0.97])
-        out[f"dice/{i}"] = save_png(atlas(body * 255, pip * 255, rng), stem="dice")
+        second = None
+        if rng.random() < 0.35:
+            k = rng.random()
+            if k < 0.4:
+                second = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.03, 0.2)))
+            elif k < 0.7:
+                second = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.8, 1.0)))
+            else:
+                second = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0)))
+        tone = luma(body) if second is None else 0.5 * (luma(body) + luma(second))
+        pip = np.array([0.05, 0.05, 0.05]) if tone > 0.55 else np.array([0.97, 0.97, 0.97])
+        if rng.random() < 0.35:
+            paint = np.array(PIP_PAINTS[int(rng.integers(len(PIP_PAINTS)))]) * rng.uniform(0.8, 1.1)
+            if abs(luma(paint) - tone) > 0.2 or np.abs(paint - body).max() > 0.5:
+                pip = np.clip(paint, 0, 1)
+        out[f"dice/{i}"] = save_png(atlas(body * 255, pip * 255, rng, second=None if second is None else second * 255), stem="dice")
     return out

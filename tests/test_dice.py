@@ -66,3 +66,39 @@ def test_rendered_top_face_shows_the_labelled_pips(tmp_path, value, mesh):
     crop = frame.rgb[ys.min() + 3:ys.max() - 2, xs.min() + 3:xs.max() - 2]
     assert obj.category == NAMES[value]
     assert count_pips(crop) == value
+
+
+def test_dice_bank_covers_marbled_bodies_and_painted_pips_that_stand_out():
+    """The bank's looks: about a third marbled (two colours swirled), some pips painted (not white or black), and
+    the pips legible: each differs clearly from the body right around it, on nearly every face of every look."""
+    import cv2
+
+    from simgen.scenes.dice import PIPS, textures
+
+    bank = textures(0)
+    assert len(bank) == 48
+    marbled = painted = 0
+    contrast = []
+    for path in bank.values():
+        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float32)
+        cell = img.shape[0] // 2
+        yy, xx = (np.mgrid[0:cell, 0:cell] + 0.5) / cell
+        body_spread = []
+        pip_colours = []
+        for v, spots in PIPS.items():
+            face = img[(v - 1) // 3 * cell:((v - 1) // 3 + 1) * cell, (v - 1) % 3 * cell:((v - 1) % 3 + 1) * cell]
+            centre = (np.abs(xx - 0.5) < 0.3) & (np.abs(yy - 0.5) < 0.3)
+            away = np.ones_like(centre)
+            for u, w in spots:
+                d = np.hypot(xx - u, yy - (1 - w))
+                away &= d > 0.13
+                inner, ring = face[d < 0.05], face[(d > 0.12) & (d < 0.16)]
+                pip_colours.append(inner.mean(0))
+                contrast.append(np.abs(inner.mean(0) - np.median(ring, 0)).max())
+            body_spread.append(face[centre & away].std(0).max())
+        marbled += float(np.median(body_spread)) > 25
+        pip = np.mean(pip_colours, 0)
+        painted += float(pip.max() - pip.min()) > 60  # a hue, not white, grey or black
+    assert 0.2 * len(bank) <= marbled <= 0.5 * len(bank), marbled
+    assert painted >= 0.1 * len(bank), painted
+    assert np.mean(np.array(contrast) > 40) > 0.9, np.mean(np.array(contrast) > 40)
