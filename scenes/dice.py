@@ -86,6 +86,17 @@ def luma(rgb: np.ndarray) -> float:
     return float(np.dot(rgb, (0.299, 0.587, 0.114)))
 
 
+def colour(rng: np.random.Generator, greys: list[tuple[float, tuple[float, float]]], saturation: tuple[float, float],
+           value: tuple[float, float]) -> np.ndarray:
+    """An RGB colour (0..1): grey of the value range of the first ``(cumulative share, value range)`` the draw falls
+    under, else a random hue with saturation and value in these ranges."""
+    k = rng.random()
+    for cut, (lo, hi) in greys:
+        if k < cut:
+            return np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(lo, hi)))
+    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*saturation), rng.uniform(*value)))
+
+
 def textures(seed: int, n: int = 48) -> dict[str, Path]:
     """A fixed bank of die looks: body colour (often saturated, sometimes white/black), a third of them marbled (a swirl
     of the body colour with black, white or another hue), and pips white on dark bodies, black on light ones, or
@@ -93,22 +104,9 @@ def textures(seed: int, n: int = 48) -> dict[str, Path]:
     out = {}
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
-        kind = rng.random()
-        if kind < 0.15:
-            body = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.85, 1.0)))
-        elif kind < 0.3:
-            body = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.03, 0.25)))
-        else:
-            body = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.35, 1.0)))
-        second = None
-        if rng.random() < 0.35:
-            k = rng.random()
-            if k < 0.4:
-                second = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.03, 0.2)))
-            elif k < 0.7:
-                second = np.array(colorsys.hsv_to_rgb(0, 0, rng.uniform(0.8, 1.0)))
-            else:
-                second = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0)))
+        body = colour(rng, [(0.15, (0.85, 1.0)), (0.3, (0.03, 0.25))], (0.5, 1.0), (0.35, 1.0))
+        # marbled: swirled with black (40%), white (30%) or another hue
+        second = colour(rng, [(0.4, (0.03, 0.2)), (0.7, (0.8, 1.0))], (0.4, 1.0), (0.3, 1.0)) if rng.random() < 0.35 else None
         tone = luma(body) if second is None else 0.5 * (luma(body) + luma(second))
         pip = np.array([0.05, 0.05, 0.05]) if tone > 0.55 else np.array([0.97, 0.97, 0.97])
         if rng.random() < 0.35:
