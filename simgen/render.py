@@ -301,7 +301,9 @@ class Renderer:
     def attach(self, world: RenderWorld) -> None:
         """Prepare ``world``'s client for this renderer (load plugins, warm up)."""
 
-    def raw(self, world: RenderWorld, cam: Camera, light: Light, light_distance: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def raw(self, world: RenderWorld, cam: Camera, light: Light, light_distance: float | None = None,
+            flags: int = p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """PyBullet's frame: RGBA, depth buffer and segmentation (``flags``: benchmarks/egl_frame.py prices the others)."""
         view = p.computeViewMatrix(cam.eye, cam.target, cam.up)
         # Light arguments are sticky in PyBullet: pass every one of them on every call.
         _, _, rgba, depth, seg = world.client.getCameraImage(
@@ -310,7 +312,7 @@ class Renderer:
             lightDistance=light.distance if light_distance is None else light_distance,
             shadow=int(light.shadow), lightAmbientCoeff=light.ambient, lightDiffuseCoeff=light.diffuse,
             lightSpecularCoeff=light.specular, renderer=self.pybullet_renderer,
-            flags=p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX)
+            flags=flags)
         return (np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4), np.asarray(depth, np.float32).reshape(cam.height, cam.width),
                 np.asarray(seg, np.int32).reshape(cam.height, cam.width))
 
