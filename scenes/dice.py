@@ -10,6 +10,7 @@ import numpy as np
 
 from simgen.annotate import quat_to_matrix
 from simgen.assets import DIE_FACES
+from simgen.sensor import LUMA
 from simgen.textures import save_png
 from simgen.types import PlacedObject
 
@@ -83,7 +84,7 @@ PIP_PAINTS = [(0.85, 0.1, 0.1), (0.9, 0.7, 0.15), (0.15, 0.35, 0.85), (0.1, 0.6,
 
 
 def luma(rgb: np.ndarray) -> float:
-    return float(np.dot(rgb, (0.299, 0.587, 0.114)))
+    return float(np.dot(rgb, LUMA))
 
 
 def colour(rng: np.random.Generator, greys: list[tuple[float, tuple[float, float]]], saturation: tuple[float, float],
