@@ -3,6 +3,7 @@ number of pips on the face that points up once the die has settled."""
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -39,9 +40,27 @@ def top_face_label(obj: PlacedObject) -> str | None:
     return NAMES[top_face(obj.orientation)]
 
 
-def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 64, second: np.ndarray | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Finish:
+    """What a die's plastic adds to its painted colours (all off by default).
+
+    - ``fade``: a second colour the body fades into across each face (two-tone "gradient" dice);
+    - ``ghost``: opacity of the pips of the opposite face seen through translucent plastic, mirrored and blurred;
+    - ``glint``: chance per face of a specular glint: a soft white streak, baked in (TinyRenderer's specular term
+      lights a flat face evenly, so it cannot draw the small highlights of glossy plastic).
+    """
+
+    fade: np.ndarray | None = None
+    ghost: float = 0.0
+    glint: float = 0.0
+
+
+def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 64, second: np.ndarray | None = None,
+          finish: Finish = Finish(), finish_rng: np.random.Generator | None = None) -> np.ndarray:
     """3x2 atlas: face value v in column (v-1)%3, row (v-1)//3 (see simgen.assets._cube). With ``second``, each face is
-    a swirl of ``body`` and ``second`` (marbled plastic, as many real dice are), a new swirl per face."""
+    a swirl of ``body`` and ``second`` (marbled plastic, as many real dice are), a new swirl per face. ``finish`` draws
+    from ``finish_rng`` only, so a look without one is the same whatever the finishes of the others."""
+    frng = finish_rng if finish_rng is not None else np.random.default_rng(0)
     img = np.zeros((2 * cell, 3 * cell, 3), np.float32)
     yy, xx = (np.mgrid[0:cell, 0:cell] + 0.5) / cell
     # Darken towards the face border: reads as the rounded edge of a real die under top light.
@@ -54,13 +73,39 @@ def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int
         if second is not None:
             t = swirl(rng, cell)[..., None]
             face = face * (1 - t) + np.asarray(second, np.float32) * t
+        if finish.fade is not None:  # a linear fade at a random angle, body at one side, the fade colour at the other
+            angle, steep = frng.uniform(0, 2 * np.pi), frng.uniform(1.0, 2.0)
+            t = np.clip(((xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle)) * steep + 0.5, 0, 1)[..., None]
+            face = face * (1 - t) + np.asarray(finish.fade, np.float32) * t
         face *= shade[..., None]
+        if finish.ghost > 0:  # the far face's pips through the plastic: mirrored, blurred, faint
+            for u, w in PIPS[7 - v]:
+                d = np.hypot(xx - (1 - u), yy - (1 - w))
+                a = finish.ghost * np.clip((1.3 * pip_r - d) * cell / 4, 0, 1)[..., None]
+                face = face * (1 - a) + pip * a
         for u, w in spots:
             d = np.hypot(xx - u, yy - (1 - w))
             a = np.clip((pip_r - d) * cell / 1.5, 0, 1)[..., None]  # anti-aliased pip
             face = face * (1 - a) + pip * a
+        if frng.random() < finish.glint:
+            face = glint(face, frng)
         img[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = face
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def glint(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A soft white streak where a light source reflects off glossy plastic: an ellipse, often near an edge (where a
+    rounded die turns its surface towards the light), blurred, at part opacity."""
+    cell = face.shape[0]
+    mask = np.zeros((cell, cell), np.float32)
+    centre = rng.uniform(0.1, 0.9, 2) * cell
+    if rng.random() < 0.6:  # along an edge
+        side = int(rng.integers(4))
+        centre[side % 2] = (0.08 if side < 2 else 0.92) * cell
+    axes = (max(1, int(rng.uniform(0.06, 0.2) * cell)), max(1, int(rng.uniform(0.02, 0.06) * cell)))
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.02 * cell))[..., None] * rng.uniform(0.45, 0.9)
+    return face * (1 - mask) + 255.0 * mask
 
 
 def swirl(rng: np.random.Generator, cell: int) -> np.ndarray:
@@ -101,7 +146,8 @@ def colour(rng: np.random.Generator, greys: list[tuple[float, tuple[float, float
 def textures(seed: int, n: int = 48) -> dict[str, Path]:
     """A fixed bank of die looks: body colour (often saturated, sometimes white/black), a third of them marbled (a swirl
     of the body colour with black, white or another hue), and pips white on dark bodies, black on light ones, or
-    (a third of the time) painted red, gold, blue or green where that still stands out from the body."""
+    (a third of the time) painted red, gold, blue or green where that still stands out from the body. Finishes on top:
+    about 12% fade into a second hue, 15% are translucent (the far face's pips show through), a third have glints."""
     out = {}
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
@@ -114,5 +160,18 @@ def textures(seed: int, n: int = 48) -> dict[str, Path]:
             paint = np.array(PIP_PAINTS[int(rng.integers(len(PIP_PAINTS)))]) * rng.uniform(0.8, 1.1)
             if abs(luma(paint) - tone) > 0.2 or np.abs(paint - body).max() > 0.5:
                 pip = np.clip(paint, 0, 1)
-        out[f"dice/{i}"] = save_png(atlas(body * 255, pip * 255, rng, second=None if second is None else second * 255), stem="dice")
+        # Finishes draw from their own stream, so the colours above stay what they were before finishes existed.
+        frng = np.random.default_rng(np.random.SeedSequence([seed, 8, i]))
+        fade = None
+        if frng.random() < 0.12:  # a fade colour the pips still stand out from
+            for _ in range(8):
+                fade = colour(frng, [], (0.6, 1.0), (0.3, 1.0))
+                if abs(luma(fade) - luma(pip)) > 0.3:
+                    break
+            fade = fade * 255
+        # translucent: tinted clear plastic, never a pale opaque-looking body (ghost pips on white read as extra pips)
+        ghost = float(frng.uniform(0.15, 0.35)) if frng.random() < 0.15 and tone < 0.7 else 0.0
+        shine = float(frng.uniform(0.3, 0.7)) if frng.random() < 0.35 else 0.0
+        out[f"dice/{i}"] = save_png(atlas(body * 255, pip * 255, rng, second=None if second is None else second * 255,
+                                          finish=Finish(fade, ghost, shine), finish_rng=frng), stem="dice")
     return out

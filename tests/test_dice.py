@@ -102,3 +102,39 @@ def test_dice_bank_covers_marbled_bodies_and_painted_pips_that_stand_out():
     assert 0.2 * len(bank) <= marbled <= 0.5 * len(bank), marbled
     assert painted >= 0.1 * len(bank), painted
     assert np.mean(np.array(contrast) > 40) > 0.9, np.mean(np.array(contrast) > 40)
+
+
+def test_die_finishes_fade_show_far_pips_faintly_and_glint():
+    """Each finish does what it says on a plain blue die with white pips: a fade changes the body towards its colour;
+    translucent plastic shows the far face's pips (mirrored) fainter than the face's own; a glint brightens a patch."""
+    from simgen.scenes.dice import PIPS, Finish, atlas
+
+    body, pip, cell = np.array([40.0, 60, 200]), np.array([245.0, 245, 245]), 64
+
+    def draw(finish: Finish) -> np.ndarray:
+        return atlas(body, pip, np.random.default_rng(1), cell=cell, finish=finish,
+                     finish_rng=np.random.default_rng(2)).astype(np.float32)
+
+    plain = draw(Finish())
+    assert np.array_equal(plain, draw(Finish(glint=0.0, ghost=0.0)))  # off means off
+    faded = draw(Finish(fade=np.array([250.0, 200, 20])))
+    assert np.abs(faded - plain).max(axis=2).mean() > 30  # a large part of each face changed colour
+
+    ghosted = draw(Finish(ghost=0.3))
+    yy, xx = (np.mgrid[0:cell, 0:cell] + 0.5) / cell
+    face1 = (slice(0, cell), slice(0, cell))  # the face with one pip: the six of the far face show through
+    own = np.hypot(xx - 0.5, yy - 0.5) < 0.05
+    far = np.zeros_like(own)
+    for u, w in PIPS[6]:
+        far |= np.hypot(xx - (1 - u), yy - (1 - w)) < 0.04
+    lift_own = (ghosted[face1][own] - body * 0.2).mean()  # the own pip: near white
+    lift_far = (ghosted[face1][far] - plain[face1][far]).mean(axis=1).mean()
+    assert 15 < lift_far < 0.5 * (plain[face1][own].mean() - plain[face1][far].mean()) and lift_own > 0
+
+    glinted = draw(Finish(glint=1.0))
+    diff = glinted - plain
+    brighter = (diff.mean(axis=2) > 40) & (diff.min(axis=2) >= 0)  # towards white in every channel
+    for v in range(1, 7):  # every face got one, small
+        r, c = (v - 1) // 3, (v - 1) % 3
+        share = brighter[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell].mean()
+        assert 0.002 < share < 0.2, (v, share)
