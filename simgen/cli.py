@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
-from .errors import SimgenError, did_you_mean
+from .errors import ConfigError, SimgenError, did_you_mean
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 COMMANDS = ("render", "preview", "merge", "export", "train", "utility", "report", "fit")
@@ -64,12 +65,13 @@ def refuse_code_overrides(overrides: list[str]) -> None:
                  "choose a launcher with hydra/launcher=<name> and tune it with +hydra.launcher.<key>=<value>.")
 
 
-def precheck(config_name: str, overrides: list[str]) -> None:
-    """Compose once before Hydra's app does, to turn composition errors into one line each."""
+def precheck(config_name: str, overrides: list[str]) -> Any:
+    """Compose once before Hydra's app does, to turn composition errors into one line each. Returns the composed
+    config (an OmegaConf DictConfig), or None where Hydra's own flags (help, --cfg, multirun) leave it to Hydra."""
     if any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith(("--cfg", "-c", "--shell-completion")) for a in overrides):
-        return
+        return None
     if any(a in ("-m", "--multirun") for a in overrides):
-        return
+        return None
     for a in overrides:
         key, sep, value = a.lstrip("+~").partition("=")
         if sep and "/" not in key and (conf_dir() / key).is_dir() and "," not in value:
@@ -82,7 +84,7 @@ def precheck(config_name: str, overrides: list[str]) -> None:
     plain = [a for a in overrides if not a.startswith("hydra")]
     try:
         with initialize_config_module("simgen.conf", version_base="1.3"):
-            compose(config_name, overrides=plain)
+            return compose(config_name, overrides=plain)
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         fail(unknown_key(config_name, plain, first)
@@ -177,14 +179,33 @@ def hydra_app(config_name: str, task: Callable[[dict], None]) -> Callable[[], No
 
     @hydra.main(config_path="pkg://simgen.conf", config_name=config_name, version_base="1.3")
     def app(cfg: DictConfig) -> None:
-        try:
-            task(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-        except SimgenError as e:
-            fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted; rerun the same command to resume.", 130)
+        run_task(task, cfg)
 
     return app
+
+
+def run_task(task: Callable[[dict], None], cfg: Any) -> None:
+    """Run a command's task on its composed config, with simgen's errors as one line each."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        try:
+            d = OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"bad config: {str(e).strip().splitlines()[0]} (check the interpolation it names)") from None
+        task(d)  # type: ignore[arg-type]
+    except SimgenError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume.", 130)
+
+
+def needs_hydra_app(overrides: list[str]) -> bool:
+    """Whether a command line needs Hydra's app (a multirun, a launcher or any hydra.* setting, Hydra's flags) rather
+    than the config precheck already composed. Hydra's app composes the config twice more (once to learn the mode,
+    once to run: ~0.5 s of a run's start-up) and, with our configs, writes nothing and changes no directory."""
+    return any(a.startswith("-") or a.lstrip("+~").startswith("hydra") for a in overrides)
 
 
 def _render(d: dict) -> None:
@@ -287,16 +308,23 @@ def main(argv: list[str] | None = None) -> None:
 
             return export_cli(rest)
         if cmd == "render":  # overlay=<file> becomes overrides placed first: explicit ones, applied later, win
+            if not any(a.lstrip("+").startswith(("renderer=tiny", "-", "hydra")) for a in rest):
+                # renderer=auto and egl load EGL in a probe process first: start it now, beside composing the config
+                from .eglprobe import start_probe
+
+                start_probe()
             from .fit import expand_overlay
 
             rest = expand_overlay(rest, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
                                   lambda groups: composed("render", groups))
             refuse_code_overrides(rest)
-        precheck(cmd, rest)
+        cfg = precheck(cmd, rest)
         if any(a in ("--help", "-h") for a in rest):
             extra = help_override(cmd, rest)
             rest = [*rest, extra] if extra else rest
         sys.argv = [f"simgen {cmd}", *rest]
+        if cfg is not None and not needs_hydra_app(rest):
+            return run_task(hydra_task(cmd), cfg)
         return hydra_app(cmd, hydra_task(cmd))()
     except SimgenError as e:
         fail(str(e), e.exit_code)

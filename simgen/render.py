@@ -20,6 +20,7 @@ import pybullet as p
 
 from . import assets
 from .config import EGL_MAX
+from .eglprobe import probe_egl
 from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
 from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, tile_size
@@ -339,36 +340,6 @@ class Renderer:
 class TinyRenderer(Renderer):
     name = "tiny"
     pybullet_renderer = p.ER_TINY_RENDERER
-
-
-_PROBE = r"""
-import importlib.util, pybullet as p
-c = p.connect(p.DIRECT)
-p.loadPlugin(importlib.util.find_spec("eglRenderer").origin, "_eglRendererPlugin", physicsClientId=c)
-p.getCameraImage(32, 32, renderer=p.ER_BULLET_HARDWARE_OPENGL, physicsClientId=c)
-print("SIMGEN_EGL_OK")
-"""
-
-
-def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
-    """Load EGL in a throwaway process (a failing plugin calls exit(1) and would kill us).
-    Returns the vendor line it printed (e.g. 'Mesa/X.org' for llvmpipe); raises RendererUnavailable."""
-    if importlib.util.find_spec("eglRenderer") is None:
-        raise RendererUnavailable("renderer=egl: PyBullet's eglRenderer plugin is not installed; reinstall pybullet==3.2.7 or use renderer=tiny.")
-    env = dict(os.environ)
-    if device is not None:
-        env["EGL_VISIBLE_DEVICES"] = str(device)
-    try:
-        r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise RendererUnavailable("renderer=egl: the EGL probe hung; check the GPU driver or use renderer=tiny.") from None
-    if "SIMGEN_EGL_OK" not in r.stdout:
-        raise RendererUnavailable("renderer=egl: EGL cannot start here (no EGL vendor library or device); install Mesa's libegl1 "
-                                  "or the NVIDIA driver, or use renderer=tiny.")
-    vendor = [ln.split("=", 1)[1].strip() for ln in r.stdout.splitlines() if ln.strip().startswith("GL_RENDERER=")]
-    name = vendor[0] if vendor else "unknown"
-    os.environ[f"SIMGEN_EGL_OK_{device}"] = name
-    return name
 
 
 class EglRenderer(Renderer):

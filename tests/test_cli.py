@@ -197,3 +197,25 @@ def test_merge_refuses_foreign_folders_and_prints_counts(tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((merged / "manifest.json").read_text())
     assert r.stdout.strip() == f"{merged}: 2 images, {m['n_annotations']} annotations from 1 shard"
+
+
+def test_run_without_hydra_app_writes_what_hydra_app_writes(tmp_path):
+    """A plain run skips Hydra's app (which composes the config twice more) and runs on the config the precheck
+    composed; a hydra.* setting takes the app's path. Both write the same labels, and an interpolation that cannot
+    resolve is one line either way."""
+    from simgen.cli import needs_hydra_app
+
+    assert not needs_hydra_app(["n_images=2", "scene=dice"])
+    assert needs_hydra_app(["-m", "seed=0,1"]) and needs_hydra_app(["hydra/launcher=joblib"])
+    assert needs_hydra_app(["hydra.job.name=x"]) and needs_hydra_app(["--cfg", "job"])
+    args = ["n_images=2", "width=64", "height=64", "workers=1", "renderer=tiny", "progress=false"]
+    direct, app = tmp_path / "direct", tmp_path / "app"
+    assert simgen("render", f"out={direct}", *args).returncode == 0
+    r = simgen("render", f"out={app}", *args, "hydra.job.name=labels")
+    assert r.returncode == 0, r.stderr
+    doc = [json.loads((d / "annotations.json").read_text()) for d in (direct, app)]
+    assert doc[0]["annotations"] and doc[0]["annotations"] == doc[1]["annotations"]
+    assert [im["file_name"] for im in doc[0]["images"]] == [im["file_name"] for im in doc[1]["images"]]
+    r = simgen("render", f"out={tmp_path / 'bad'}", *args, "out=${nope}")
+    assert r.returncode != 0 and "Interpolation key 'nope' not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

@@ -252,3 +252,24 @@ def test_resume_keeps_the_renderer_auto_chose(tmp_path):
     assert previous_renderer(cfg) == "tiny"
     assert resolve_renderer(cfg, lambda m: None, previous_renderer(cfg)).renderer == "tiny"
     assert previous_renderer(dataclasses.replace(cfg, overwrite=True)) is None
+
+
+def test_egl_probe_started_early_is_collected_once_and_stopped_if_unused(monkeypatch):
+    """The CLI starts the EGL probe before composing the config; probe_egl then collects that process instead of
+    starting another, and a probe nobody collects is killed at exit (no stray process)."""
+    from simgen import eglprobe
+
+    egl_or_skip()
+    monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
+    eglprobe.start_probe()
+    proc = eglprobe._started[None]
+    eglprobe.start_probe()  # a second start while one runs: the same process
+    assert eglprobe._started[None] is proc
+    assert eglprobe.probe_egl() and proc.returncode == 0 and None not in eglprobe._started
+    eglprobe.start_probe()  # the answer is known now (in the environment): nothing to start
+    assert None not in eglprobe._started
+    monkeypatch.delenv("SIMGEN_EGL_OK_None")
+    eglprobe.start_probe()
+    proc = eglprobe._started[None]
+    eglprobe._stop(None)  # what atexit does with a probe never collected
+    assert proc.returncode is not None and None not in eglprobe._started
