@@ -221,19 +221,44 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
         _GEN = Generator(cfg, egl_device=device)
 
 
-def _work(args: tuple[RenderConfig, list[int], dict[str, int]]) -> list[tuple[dict, dict]]:
+def _work(args: tuple[RenderConfig, list[int], dict[str, int]]) -> list[dict]:
     cfg, indices, cat_ids = args
-    return [_one(_GEN, cfg, i, cat_ids) for i in indices]
+    return list(render_each(_GEN, cfg, indices, cat_ids))
 
 
-def _one(gen, cfg: RenderConfig, i: int, cat_ids: dict[str, int]) -> tuple[dict, dict]:
-    t0 = time.perf_counter()
-    with quiet_stdout():
-        rec = gen.generate(i)
-    t1 = time.perf_counter()
-    part = coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
-    stats = {**rec.stats, "write_ms": 1e3 * (time.perf_counter() - t1), "total_ms": 1e3 * (time.perf_counter() - t0)}
-    return part, stats
+def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, int]) -> Iterator[dict]:
+    """Generate and write ``indices`` in order, yielding each image's timings once its files are on disk.
+
+    Writing (image encoding, checksums, the label part) runs on a thread one image behind generation: OpenCV's
+    encoders, hashlib and file writes release the GIL, so that work overlaps the next scene's physics and render
+    where a core is free. The files are the same bytes as written inline; an error in a write is raised here, and a
+    kill loses at most the one image in flight, which a rerun renders again (its label part is written last)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(rec, gen_ms: float) -> dict:
+        t = time.perf_counter()
+        coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
+        write_ms = 1e3 * (time.perf_counter() - t)
+        return {**rec.stats, "write_ms": write_ms, "total_ms": gen_ms + write_ms}  # work per image, not wall time
+
+    with ThreadPoolExecutor(1, thread_name_prefix="simgen-write") as writer:
+        pending = None
+        try:
+            for i in indices:
+                t0 = time.perf_counter()
+                with quiet_stdout():
+                    rec = gen.generate(i)
+                gen_ms = 1e3 * (time.perf_counter() - t0)
+                if pending is not None:
+                    yield pending.result()
+                pending = writer.submit(write, rec, gen_ms)
+            if pending is not None:
+                yield pending.result()
+                pending = None
+        finally:
+            if pending is not None:  # stopped early (an error, Ctrl-C): let the write in flight finish whole
+                with contextlib.suppress(Exception):
+                    pending.result()
 
 
 @contextlib.contextmanager
@@ -464,8 +489,7 @@ def _render_job(job: Job, log) -> Path:
         with quiet_stdout((1, 2)):  # the EGL plugin prints which device it took
             gen = Generator(cfg, egl_device=devs[0] if devs else None)
         try:
-            for i in todo:
-                _, s = _one(gen, cfg, i, cat_ids)
+            for s in render_each(gen, cfg, todo, cat_ids):
                 stats.append(s)
                 bar.update(1)
         finally:
@@ -514,7 +538,7 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
             with worker_pool(workers, _init_worker, (cfg, egl_devices(cfg), counter, workers)) as pool:
                 for fut in as_completed([pool.submit(_work, t) for t in tasks]):
                     res = fut.result()
-                    stats += [s for _, s in res]
+                    stats += res
                     bar.update(len(res))
             return stats
         except BrokenProcessPool:
