@@ -273,3 +273,30 @@ def test_egl_probe_started_early_is_collected_once_and_stopped_if_unused(monkeyp
     proc = eglprobe._started[None]
     eglprobe._stop(None)  # what atexit does with a probe never collected
     assert proc.returncode is not None and None not in eglprobe._started
+
+
+def test_writer_thread_writes_the_same_bytes_and_raises_its_errors(tmp_path, monkeypatch):
+    """Writing one image behind generation on a thread (where a core is free) writes byte for byte what writing inline
+    does, in order; an error while writing reaches the caller instead of vanishing with the thread."""
+    from simgen import run
+    from simgen.pipeline import Generator
+
+    outs = {}
+    for overlap in (False, True):
+        cfg = small_config(tmp_path, "n_images=4", name=f"o{overlap}")
+        cfg.out.mkdir(parents=True)
+        with Generator(cfg) as gen:
+            stats = list(run.render_each(gen, cfg, [0, 1, 2, 3], {c: k + 1 for k, c in enumerate(cfg.scene.categories)}, overlap=overlap))
+        assert len(stats) == 4 and all(s["write_ms"] > 0 for s in stats)
+        outs[overlap] = {p.relative_to(cfg.out).as_posix(): p.read_bytes() for p in sorted(cfg.out.rglob("*")) if p.is_file()}
+    assert outs[False].keys() == outs[True].keys() and len(outs[True]) == 8  # 4 images + 4 label parts
+    assert outs[False] == outs[True]
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run.coco, "write_record", full)
+    cfg = small_config(tmp_path, name="full")
+    cfg.out.mkdir(parents=True)
+    with Generator(cfg) as gen, pytest.raises(OSError, match="No space"):
+        list(run.render_each(gen, cfg, [0, 1], {c: k + 1 for k, c in enumerate(cfg.scene.categories)}, overlap=True))
