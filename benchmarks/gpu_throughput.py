@@ -10,7 +10,7 @@ Issue 13's target: >= 1,000 images/s at 640x480 with full labels on one H100 wit
 `simgen render` (start-up included, so use --n large enough that it is amortised); its manifest gives images/s and the
 per-image CPU time of each stage, from which the script prints what every CPU worker must deliver for the target;
 the sustained rate (image files' write times, 10th to 90th percentile) leaves out start-up and the closing merge.
-Measured on one H100 (docs/throughput.md): 406 img/s sustained on dice, 280 on tabletop.
+Measured (docs/throughput.md): one H100, 406 img/s sustained on dice, 280 on tabletop; one H200, 397 on dice, 369 on tabletop (warm).
 """
 from __future__ import annotations
 
