@@ -313,11 +313,12 @@ def main(argv: list[str] | None = None) -> None:
                 from .eglprobe import start_probe
 
                 start_probe()
-            from .fit import expand_overlay
+            if any(a.lstrip("+").startswith("overlay=") for a in rest):  # simgen.fit costs ~0.15 s to import: only then
+                from .fit import expand_overlay
 
-            rest = expand_overlay(rest, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
-                                  lambda groups: composed("render", groups))
-            refuse_code_overrides(rest)
+                rest = expand_overlay(rest, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
+                                      lambda groups: composed("render", groups))
+                refuse_code_overrides(rest)
         cfg = precheck(cmd, rest)
         if any(a in ("--help", "-h") for a in rest):
             extra = help_override(cmd, rest)
