@@ -56,17 +56,23 @@ class Finish:
 
 
 def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int = 64, second: np.ndarray | None = None,
-          finish: Finish = Finish(), finish_rng: np.random.Generator | None = None) -> np.ndarray:
+          finish: Finish = Finish(), finish_rng: np.random.Generator | None = None, spread: float = 1.0,
+          pip_scale: float = 1.0) -> np.ndarray:
     """3x2 atlas: face value v in column (v-1)%3, row (v-1)//3 (see simgen.assets._cube). With ``second``, each face is
     a swirl of ``body`` and ``second`` (marbled plastic, as many real dice are), a new swirl per face. ``finish`` draws
-    from ``finish_rng`` only, so a look without one is the same whatever the finishes of the others."""
+    from ``finish_rng`` only, so a look without one is the same whatever the finishes of the others. ``spread`` moves
+    the pips towards (< 1) or away from (> 1) the face centre and ``pip_scale`` sizes them, as dice makers differ; the
+    radius is capped so that neighbouring pips never touch."""
     frng = finish_rng if finish_rng is not None else np.random.default_rng(0)
     img = np.zeros((2 * cell, 3 * cell, 3), np.float32)
     yy, xx = (np.mgrid[0:cell, 0:cell] + 0.5) / cell
     # Darken towards the face border: reads as the rounded edge of a real die under top light.
     edge = np.minimum.reduce([xx, 1 - xx, yy, 1 - yy])
     shade = 0.72 + 0.28 * np.clip(edge / 0.12, 0, 1) ** 0.6
-    pip_r = rng.uniform(0.075, 0.1)
+    pip_r = min(rng.uniform(0.075, 0.1) * pip_scale, 0.1 * spread)  # 6's pips are 0.25 * spread apart: >= 2.5 radii
+
+    def at(u: float, w: float) -> tuple[float, float]:
+        return 0.5 + (u - 0.5) * spread, 0.5 + (w - 0.5) * spread
     for v, spots in PIPS.items():
         col, row = (v - 1) % 3, (v - 1) // 3
         face = np.broadcast_to(body, (cell, cell, 3)).astype(np.float32).copy()
@@ -79,11 +85,11 @@ def atlas(body: np.ndarray, pip: np.ndarray, rng: np.random.Generator, cell: int
             face = face * (1 - t) + np.asarray(finish.fade, np.float32) * t
         face *= shade[..., None]
         if finish.ghost > 0:  # the far face's pips through the plastic: mirrored, blurred, faint
-            for u, w in PIPS[7 - v]:
+            for u, w in (at(u, w) for u, w in PIPS[7 - v]):
                 d = np.hypot(xx - (1 - u), yy - (1 - w))
                 a = finish.ghost * np.clip((1.3 * pip_r - d) * cell / 4, 0, 1)[..., None]
                 face = face * (1 - a) + pip * a
-        for u, w in spots:
+        for u, w in (at(u, w) for u, w in spots):
             d = np.hypot(xx - u, yy - (1 - w))
             a = np.clip((pip_r - d) * cell / 1.5, 0, 1)[..., None]  # anti-aliased pip
             face = face * (1 - a) + pip * a
@@ -147,7 +153,8 @@ def textures(seed: int, n: int = 48) -> dict[str, Path]:
     """A fixed bank of die looks: body colour (often saturated, sometimes white/black), a third of them marbled (a swirl
     of the body colour with black, white or another hue), and pips white on dark bodies, black on light ones, or
     (a third of the time) painted red, gold, blue or green where that still stands out from the body. Finishes on top:
-    about 12% fade into a second hue, 15% are translucent (the far face's pips show through), a third have glints."""
+    about 12% fade into a second hue, 15% are translucent (the far face's pips show through), a third have glints; every
+    look has its own pip size and spacing."""
     out = {}
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
@@ -172,6 +179,7 @@ def textures(seed: int, n: int = 48) -> dict[str, Path]:
         # translucent: tinted clear plastic, never a pale opaque-looking body (ghost pips on white read as extra pips)
         ghost = float(frng.uniform(0.15, 0.35)) if frng.random() < 0.15 and tone < 0.7 else 0.0
         shine = float(frng.uniform(0.3, 0.7)) if frng.random() < 0.35 else 0.0
+        spread, pip_scale = float(frng.uniform(0.88, 1.12)), float(frng.uniform(0.85, 1.2))  # pip layouts of other makers
         out[f"dice/{i}"] = save_png(atlas(body * 255, pip * 255, rng, second=None if second is None else second * 255,
-                                          finish=Finish(fade, ghost, shine), finish_rng=frng), stem="dice")
+                                          finish=Finish(fade, ghost, shine), finish_rng=frng, spread=spread, pip_scale=pip_scale), stem="dice")
     return out

@@ -138,3 +138,25 @@ def test_die_finishes_fade_show_far_pips_faintly_and_glint():
         r, c = (v - 1) // 3, (v - 1) % 3
         share = brighter[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell].mean()
         assert 0.002 < share < 0.2, (v, share)
+
+
+@pytest.mark.parametrize("spread,pip_scale", [(0.88, 1.2), (1.12, 1.2), (0.88, 0.85), (1.0, 1.0)])
+def test_pip_layouts_keep_every_pip_separate_and_inside_its_face(spread, pip_scale):
+    """Pip size and spacing vary per look (dice makers differ); at the bank's extremes every face still shows exactly
+    its number of separate pips, none reaching the face's shaded border."""
+    import cv2
+
+    from simgen.scenes.dice import atlas
+
+    cell = 128
+    img = atlas(np.array([250.0, 250, 250]), np.array([0.0, 0, 0]), np.random.default_rng(3), cell=cell, spread=spread,
+                pip_scale=pip_scale)
+    for v in range(1, 7):
+        r, c = (v - 1) // 3, (v - 1) % 3
+        face = img[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell].min(axis=2)
+        dark = (face < 100).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(dark)
+        assert n - 1 == v, (v, n - 1)
+        x, y, w, h = stats[1:, 0], stats[1:, 1], stats[1:, 2], stats[1:, 3]
+        margin = 0.1 * cell
+        assert (x > margin).all() and (y > margin).all() and (x + w < cell - margin).all() and (y + h < cell - margin).all()
