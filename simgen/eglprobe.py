@@ -24,11 +24,11 @@ print("SIMGEN_EGL_OK")
 _started: dict[int | None, subprocess.Popen] = {}
 
 
-def _env(device: int | None) -> dict[str, str]:
+def _spawn(device: int | None) -> subprocess.Popen:
     env = dict(os.environ)
     if device is not None:
         env["EGL_VISIBLE_DEVICES"] = str(device)
-    return env
+    return subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def start_probe(device: int | None = None) -> None:
@@ -36,8 +36,7 @@ def start_probe(device: int | None = None) -> None:
     plugin is missing, the answer is already known, or a probe is running. A probe never collected is stopped at exit."""
     if device in _started or f"SIMGEN_EGL_OK_{device}" in os.environ or importlib.util.find_spec("eglRenderer") is None:
         return
-    _started[device] = subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=_env(device))
+    _started[device] = _spawn(device)
     atexit.register(_stop, device)
 
 
@@ -54,8 +53,7 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
     Returns the vendor line it printed (e.g. 'Mesa/X.org' for llvmpipe); raises RendererUnavailable."""
     if importlib.util.find_spec("eglRenderer") is None:
         raise RendererUnavailable("renderer=egl: PyBullet's eglRenderer plugin is not installed; reinstall pybullet==3.2.7 or use renderer=tiny.")
-    proc = _started.pop(device, None) or subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE,
-                                                          stderr=subprocess.PIPE, text=True, env=_env(device))
+    proc = _started.pop(device, None) or _spawn(device)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -424,10 +424,11 @@ SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "lavapipe", "software")
 
 def gl_threads(processes: int) -> int:
     """Raster threads each of ``processes`` rendering processes gets from Mesa (see share_software_gl)."""
+    from .train.threads import usable_cores  # no torch: the affinity mask, capped by a cgroup quota
+
     if os.environ.get("LP_NUM_THREADS", "").isdigit():
         return int(os.environ["LP_NUM_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, processes))
+    return max(1, usable_cores() // max(1, processes))
 
 
 def choose_renderer(width: int, height: int, processes: int = 1, device: int | None = None) -> tuple[str, str]:

@@ -228,8 +228,9 @@ def _work(args: tuple[RenderConfig, list[int], dict[str, int]]) -> list[dict]:
 
 def spare_core(processes: int) -> bool:
     """Whether ``processes`` rendering processes leave a core free for each one's writer thread."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return processes < cores
+    from .train.threads import usable_cores  # no torch: the affinity mask, capped by a cgroup quota
+
+    return processes < usable_cores()
 
 
 def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, int], overlap: bool = True) -> Iterator[dict]:
@@ -243,25 +244,25 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
     again (its label part is written last)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def generate(i: int) -> tuple:
+        t0 = time.perf_counter()
+        with quiet_stdout():
+            rec = gen.generate(i)
+        return rec, 1e3 * (time.perf_counter() - t0)
+
     if not overlap:
         for i in indices:
-            t0 = time.perf_counter()
-            with quiet_stdout():
-                rec = gen.generate(i)
-            yield _write(cfg, rec, cat_ids, 1e3 * (time.perf_counter() - t0))
+            yield _write(cfg, *generate(i), cat_ids)
         return
 
     with ThreadPoolExecutor(1, thread_name_prefix="simgen-write") as writer:
         pending = None
         try:
             for i in indices:
-                t0 = time.perf_counter()
-                with quiet_stdout():
-                    rec = gen.generate(i)
-                gen_ms = 1e3 * (time.perf_counter() - t0)
+                rec, gen_ms = generate(i)
                 if pending is not None:
                     yield pending.result()
-                pending = writer.submit(_write, cfg, rec, cat_ids, gen_ms)
+                pending = writer.submit(_write, cfg, rec, gen_ms, cat_ids)
             if pending is not None:
                 yield pending.result()
                 pending = None
@@ -271,7 +272,7 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
                     pending.result()
 
 
-def _write(cfg: RenderConfig, rec, cat_ids: dict[str, int], gen_ms: float) -> dict:
+def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int]) -> dict:
     """Write one record's files and label part; returns its timings (write_ms on the thread that wrote it)."""
     t = time.perf_counter()
     coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)

@@ -146,6 +146,7 @@ def test_software_gl_threads_shared_between_workers(monkeypatch):
 
     monkeypatch.delenv("LP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr("simgen.train.threads._cgroup_quota", lambda: None)  # 4 usable cores, whatever this machine's quota
     share_software_gl(1)  # one process: llvmpipe's own default is right
     assert "LP_NUM_THREADS" not in os.environ
     share_software_gl(2)
