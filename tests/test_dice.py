@@ -127,9 +127,9 @@ def test_die_finishes_fade_show_far_pips_faintly_and_glint():
     far = np.zeros_like(own)
     for u, w in PIPS[6]:
         far |= np.hypot(xx - (1 - u), yy - (1 - w)) < 0.04
-    lift_own = (ghosted[face1][own] - body * 0.2).mean()  # the own pip: near white
     lift_far = (ghosted[face1][far] - plain[face1][far]).mean(axis=1).mean()
-    assert 15 < lift_far < 0.5 * (plain[face1][own].mean() - plain[face1][far].mean()) and lift_own > 0
+    assert 15 < lift_far < 0.5 * (plain[face1][own].mean() - plain[face1][far].mean())
+    assert np.abs(ghosted[face1][own] - plain[face1][own]).max() <= 2  # the face's own pip (the six has none there) as it was
 
     glinted = draw(Finish(glint=1.0))
     diff = glinted - plain
