@@ -87,7 +87,8 @@ class SceneSpec:
     throw_speed: Dist = field(default_factory=lambda: dist(0.0))
     spin: Dist = field(default_factory=lambda: dist(0.0))
     ground_rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
-    texture_banks: tuple[tuple[str, str], ...] = ()  # (bank name, "module:function") from scenes/
+    # (bank name, "module:function" from scenes/, how many looks to draw or None for the function's default)
+    texture_banks: tuple[tuple[str, str, int | None], ...] = ()
     ground_size: float = 2.0  # unused since the ground fills every view (render.floor_for); accepted so old configs load
     objects_total: Dist | None = None  # labelled objects per scene, categories drawn by weight; None: each group's count
     face_balance: FaceBalanceSpec | None = None
@@ -476,8 +477,9 @@ def scene_spec(d: dict) -> SceneSpec:
         raise bad_value("scene.categories", "a list of category names or null", cats, ["one", "two"])
     categories = tuple(cats or dict.fromkeys(g.category for g in objects))
     banks = d.get("texture_banks") or {}
-    if not isinstance(banks, dict) or not all(isinstance(v, str) for v in banks.values()):
+    if not isinstance(banks, dict):
         raise bad_value("scene.texture_banks", 'a mapping {bank name: "module:function"}', banks, "{dice: dice:textures}")
+    bank_refs = tuple(_bank_ref(str(k), v) for k, v in banks.items())
     for kind, groups in (("objects", objects), ("distractors", _groups(d.get("distractors"), "scene.distractors", True))):
         for g in groups:  # a misspelt bank used to draw the object untextured while labels still trusted its look
             if g.texture is not None and g.texture != "bank" and g.texture not in banks:
@@ -492,8 +494,20 @@ def scene_spec(d: dict) -> SceneSpec:
                      ground_rgba=check_numbers(f.get("ground_rgba", (0.8, 0.8, 0.8, 1.0)), "scene.ground_rgba", [0.8, 0.8, 0.8, 1], 4,
                                                lo=0, hi=1),  # type: ignore[arg-type]
                      ground_size=f.number("ground_size", 2.0, lo=0, lo_open=True),  # type: ignore[arg-type]
-                     texture_banks=tuple((str(k), v) for k, v in banks.items()),
+                     texture_banks=bank_refs,
                      **_targeted(f, objects, f.integer("max_objects", 40, lo=1)))  # type: ignore[arg-type]
+
+
+def _bank_ref(name: str, v: Any) -> tuple[str, str, int | None]:
+    """One scene texture bank: ``"module:function"``, or ``{ref: "module:function", count: N}`` to draw N looks (a
+    larger bank covers more of the real objects' looks; the function takes ``n``)."""
+    where = f"scene.texture_banks.{name}"
+    if isinstance(v, str):
+        return name, v, None
+    if isinstance(v, dict):
+        f = Fields(v, where, ("ref", "count"))
+        return name, f.text("ref", None, example="dice:textures"), f.integer("count", None, lo=1, optional=True, example=192)
+    raise bad_value(where, '"module:function" or {ref: "module:function", count: <looks>}', v, '{ref: "dice:textures", count: 192}')
 
 
 def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> dict[str, Any]:

@@ -70,14 +70,15 @@ def texture_banks(cfg: RenderConfig) -> dict[str, dict[str, Path]]:
 
 @functools.lru_cache(maxsize=8)
 def _texture_banks(kinds: tuple[str, ...], per_kind: int, bank_seed: int, texture_dir: str | None,
-                   scene_banks: tuple[tuple[str, str], ...], ground_kinds: tuple[str, ...]) -> dict[str, dict[str, Path]]:
+                   scene_banks: tuple[tuple[str, str, int | None], ...], ground_kinds: tuple[str, ...]) -> dict[str, dict[str, Path]]:
     # Objects are small on screen: 128 px textures (PyBullet keeps a copy per body). The ground fills
     # the view: a separate, sharper bank of its own kinds, periodic because the renderer repeats it at
     # a fixed physical size (simgen.textures.tile_size).
     banks = {"bank": build_bank(kinds, per_kind, bank_seed, texture_dir).files,
              "ground": build_bank(ground_kinds, per_kind, bank_seed, texture_dir, size=512, prefix="ground/", tileable=True).files}
-    for name, ref in scene_banks:
-        banks[name] = scene_ref(ref, f"scene.texture_banks.{name}")(bank_seed)
+    for name, ref, count in scene_banks:
+        fn = scene_ref(ref, f"scene.texture_banks.{name}")
+        banks[name] = fn(bank_seed) if count is None else fn(bank_seed, n=count)
     return banks
 
 

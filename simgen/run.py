@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -364,8 +365,11 @@ def validate(cfg: RenderConfig) -> None:
     for g in (*cfg.scene.objects, *cfg.scene.distractors):
         assets.resolve(g.asset)
     labeler(cfg.scene.labeler)
-    for name, ref in cfg.scene.texture_banks:
-        scene_ref(ref, f"scene.texture_banks.{name}")
+    for name, ref, count in cfg.scene.texture_banks:
+        fn = scene_ref(ref, f"scene.texture_banks.{name}")
+        if count is not None and "n" not in inspect.signature(fn).parameters:
+            raise ConfigError(f"scene.texture_banks.{name}.count: `{ref}` draws a fixed bank (it takes no `n`); drop count, "
+                              f"or give the function an `n` argument for the number of looks.")
     probe_scene(cfg)
     if cfg.renderer == "egl":
         devs = egl_devices(cfg)

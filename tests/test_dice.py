@@ -160,3 +160,30 @@ def test_pip_layouts_keep_every_pip_separate_and_inside_its_face(spread, pip_sca
         x, y, w, h = stats[1:, 0], stats[1:, 1], stats[1:, 2], stats[1:, 3]
         margin = 0.1 * cell
         assert (x > margin).all() and (y > margin).all() and (x + w < cell - margin).all() and (y + h < cell - margin).all()
+
+
+def test_bank_size_is_a_config_key_and_a_larger_bank_keeps_the_smaller_ones_looks(tmp_path):
+    """`scene.texture_banks.dice.count` sets how many looks the bank draws; look i is the same whatever the count
+    (each has its own random stream), so a larger bank only adds looks. A count on a bank that cannot take one is
+    refused up front."""
+    import hashlib
+
+    from simgen.config import render_config
+    from simgen.errors import ConfigError
+    from simgen.pipeline import texture_banks
+    from simgen.run import validate
+
+    from .conftest import compose_dict
+
+    def bank(count: int) -> dict[str, str]:
+        cfg = render_config(compose_dict("render", [f"out={tmp_path}", f"scene.texture_banks.dice.count={count}"]))
+        assert cfg.scene.texture_banks == (("dice", "dice:textures", count),)
+        return {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in texture_banks(cfg)["dice"].items()}
+
+    small, large = bank(5), bank(12)
+    assert len(small) == 5 and len(large) == 12
+    assert all(large[k] == h for k, h in small.items())
+    cfg = render_config(compose_dict("render", [f"out={tmp_path}", "scene=tabletop", "+scene.texture_banks.x.ref=dice:luma",
+                                                "+scene.texture_banks.x.count=3"]))
+    with pytest.raises(ConfigError, match="takes no `n`"):
+        validate(cfg)
