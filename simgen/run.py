@@ -134,6 +134,7 @@ def prepare_out(cfg: RenderConfig) -> bool:
 
 # ------------------------------------------------------------------ workers
 _GEN = None
+_OVERLAP = False  # per worker process, set by _init_worker: whether writing runs on a thread beside generation
 
 
 STDLIB_START_METHODS = ("fork", "spawn", "forkserver")
@@ -207,7 +208,7 @@ def out_lock(out: Path) -> Iterator[None]:
 
 
 def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, workers: int) -> None:
-    global _GEN
+    global _GEN, _OVERLAP
     with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
         from .pipeline import Generator
         from .render import share_software_gl
@@ -220,11 +221,13 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
     device = devices[k % len(devices)] if devices else None
     with quiet_stdout((1, 2)):
         _GEN = Generator(cfg, egl_device=device)
+    # the pool's own size, not cfg.workers: a run with fewer images left than workers starts fewer processes
+    _OVERLAP = spare_core(workers)
 
 
 def _work(args: tuple[RenderConfig, list[int], dict[str, int]]) -> list[dict]:
     cfg, indices, cat_ids = args
-    return list(render_each(_GEN, cfg, indices, cat_ids, overlap=spare_core(cfg.workers)))
+    return list(render_each(_GEN, cfg, indices, cat_ids, overlap=_OVERLAP))
 
 
 def spare_core(processes: int) -> bool:
@@ -253,7 +256,7 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
 
     if not overlap:
         for i in indices:
-            yield _write(cfg, *generate(i), cat_ids)
+            yield {**_write(cfg, *generate(i), cat_ids), "writer_thread": False}
         return
 
     with ThreadPoolExecutor(1, thread_name_prefix="simgen-write") as writer:
@@ -262,10 +265,10 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
             for i in indices:
                 rec, gen_ms = generate(i)
                 if pending is not None:
-                    yield pending.result()
+                    yield {**pending.result(), "writer_thread": True}
                 pending = writer.submit(_write, cfg, rec, gen_ms, cat_ids)
             if pending is not None:
-                yield pending.result()
+                yield {**pending.result(), "writer_thread": True}
                 pending = None
         finally:
             if pending is not None:  # stopped early (an error, Ctrl-C): let the write in flight finish whole
@@ -600,6 +603,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "scene_redraw_reasons": dict(Counter(r for s in scenes for r in s.get("redraw_reasons", ()))),
         "unsettled_scenes": int(sum(1 for s in scenes if s.get("settled") is False)),
         "timings_ms": {k: mean(k) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")},
+        # share of this run's images written on a thread beside generation (only where a core was free for it)
+        "writer_thread_share": mean("writer_thread"),
         "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
         "rendered_this_run": len(stats), "workers": cfg.workers,
         "annotations_sha256": hashlib.sha256((cfg.out / "annotations.json").read_bytes()).hexdigest(),

@@ -288,7 +288,7 @@ def test_writer_thread_writes_the_same_bytes_and_raises_its_errors(tmp_path, mon
         cfg.out.mkdir(parents=True)
         with Generator(cfg) as gen:
             stats = list(run.render_each(gen, cfg, [0, 1, 2, 3], {c: k + 1 for k, c in enumerate(cfg.scene.categories)}, overlap=overlap))
-        assert len(stats) == 4 and all(s["write_ms"] > 0 for s in stats)
+        assert len(stats) == 4 and all(s["write_ms"] > 0 and s["writer_thread"] is overlap for s in stats)
         outs[overlap] = {p.relative_to(cfg.out).as_posix(): p.read_bytes() for p in sorted(cfg.out.rglob("*")) if p.is_file()}
     assert outs[False].keys() == outs[True].keys() and len(outs[True]) == 8  # 4 images + 4 label parts
     assert outs[False] == outs[True]
