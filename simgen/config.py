@@ -629,7 +629,9 @@ def render_config(d: dict) -> RenderConfig:
         raise ConfigError(f"shard.index must be in [0, shard.count), got index={si}, count={sc}; e.g. shard.index={sc - 1}")
     workers = d.get("workers", "auto")
     if workers is None or workers == "auto":
-        workers = len(os.sched_getaffinity(0))
+        from .train.threads import usable_cores  # no torch: the affinity mask, capped by a container's CPU quota
+
+        workers = usable_cores()
     elif workers == 0 and not isinstance(workers, bool):
         raise bad_value("workers", "an integer >= 1 or auto (0 is not `all cores`: use workers=auto for that)", workers, "auto")
     elif not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:

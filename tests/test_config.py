@@ -40,3 +40,16 @@ def test_launcher_configs_compose():
     with initialize_config_module("simgen.conf", version_base="1.3"):
         cfg = compose("render", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
     assert "joblib" in cfg.hydra.launcher._target_.lower()
+
+
+def test_workers_auto_counts_the_cores_a_container_grants(monkeypatch, tmp_path):
+    """workers=auto is every core this process may use: the affinity mask, capped by a cgroup CPU quota (a container
+    granted 2.5 CPUs on a 16-core host gets 3 workers, not 16 processes fighting over 2.5 CPUs)."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr("simgen.train.threads._cgroup_quota", lambda: None)
+    assert render_config(compose_dict("render", [f"out={tmp_path}", "workers=auto"])).workers == 16
+    monkeypatch.setattr("simgen.train.threads._cgroup_quota", lambda: 2.5)
+    assert render_config(compose_dict("render", [f"out={tmp_path}", "workers=auto"])).workers == 3
+    assert render_config(compose_dict("render", [f"out={tmp_path}", "workers=5"])).workers == 5
