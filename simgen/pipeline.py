@@ -7,6 +7,9 @@ scene, so neither worker count nor shard split nor rendering order changes any l
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +25,7 @@ from .render import RenderWorld, make_renderer
 from .sample import sample_scene, sample_view
 from .scenes_api import labeler, scene_ref
 from .sensor import apply_sensor
-from .textures import build_bank
+from .textures import atomic_write_bytes, build_bank, cache_dir, generator_tag
 from .types import Record, SceneSample, SceneState
 
 
@@ -77,9 +80,35 @@ def _texture_banks(kinds: tuple[str, ...], per_kind: int, bank_seed: int, textur
     banks = {"bank": build_bank(kinds, per_kind, bank_seed, texture_dir).files,
              "ground": build_bank(ground_kinds, per_kind, bank_seed, texture_dir, size=512, prefix="ground/", tileable=True).files}
     for name, ref, count in scene_banks:
-        fn = scene_ref(ref, f"scene.texture_banks.{name}")
-        banks[name] = fn(bank_seed) if count is None else fn(bank_seed, n=count)
+        banks[name] = scene_bank(scene_ref(ref, f"scene.texture_banks.{name}"), bank_seed, count)
     return banks
+
+
+def scene_bank(fn: Callable, seed: int, count: int | None) -> dict[str, Path]:
+    """A scene's procedural texture bank, drawn once per cache: the dice bank's 192 looks take ~0.5-1 s to draw, paid
+    by every process of every run (the run's own, each render worker, each DataLoader worker) until cached. An index
+    file named by the function, its module's source, the texture module's source, seed and count lists the
+    content-addressed PNGs; it is used only while every file it names is there, and redrawn when either source
+    changes (a bank function must be a pure function of its arguments, as the scene API asks)."""
+    try:
+        source = hashlib.sha1(Path(inspect.getsourcefile(fn) or "").read_bytes()).hexdigest()[:12]
+    except (OSError, TypeError):  # no source to hash (built in, a notebook): draw it every time
+        source = None
+    index = None
+    if source is not None:
+        tag = f"{fn.__module__}:{fn.__qualname__}|{source}|{generator_tag()}|{seed}|{count}"
+        index = cache_dir() / "textures" / f"scene-bank-{hashlib.sha1(tag.encode()).hexdigest()[:16]}.json"
+        if index.is_file():
+            try:
+                files = {k: index.parent / v for k, v in json.loads(index.read_text()).items()}
+                if all(f.is_file() for f in files.values()):
+                    return files
+            except (ValueError, AttributeError, TypeError):  # a torn or foreign index: draw again below
+                pass
+    files = {k: Path(v) for k, v in (fn(seed) if count is None else fn(seed, n=count)).items()}
+    if index is not None and all(f.parent == index.parent for f in files.values()):  # only files of this cache
+        atomic_write_bytes(index, json.dumps({k: f.name for k, f in files.items()}).encode())
+    return files
 
 
 class Generator:

@@ -187,3 +187,31 @@ def test_bank_size_is_a_config_key_and_a_larger_bank_keeps_the_smaller_ones_look
                                                 "+scene.texture_banks.x.count=3"]))
     with pytest.raises(ConfigError, match="takes no `n`"):
         validate(cfg)
+
+
+def test_scene_bank_is_drawn_once_per_cache_and_redrawn_when_a_file_is_gone(tmp_path, monkeypatch):
+    """Every process of a run needs the bank; after the first draw the others read an index instead of drawing the
+    192 looks again. The index is used only while each file it names exists, and a torn index is drawn again."""
+    from simgen.pipeline import scene_bank
+    from simgen.scenes import dice
+
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    calls = []
+
+    def bank(seed: int, n: int = 4):
+        calls.append(n)
+        return dice.textures(seed, n=n)
+
+    bank.__module__, bank.__qualname__ = dice.__name__, "textures_for_test"  # hashed with scenes/dice.py's source
+    first = scene_bank(bank, 0, 3)
+    assert len(first) == 3 and calls == [3]
+    assert scene_bank(bank, 0, 3) == first and calls == [3]  # from the index, nothing drawn
+    assert len(scene_bank(bank, 0, 5)) == 5 and calls == [3, 5]  # another count is another bank
+    next(iter(first.values())).unlink()  # a cache cleaned by hand: draw again
+    assert scene_bank(bank, 0, 3) == first and calls == [3, 5, 3]
+    indexes = sorted(tmp_path.glob("textures/scene-bank-*.json"))
+    assert len(indexes) == 2
+    for f in indexes:
+        f.write_text("{torn")
+    assert scene_bank(bank, 0, 3) == first and calls == [3, 5, 3, 3]
+    assert sum(f.read_text().startswith('{"') for f in indexes) == 1  # the count-3 index, rewritten whole
