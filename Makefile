@@ -13,3 +13,4 @@ bench:
 	python benchmarks/invariant_sweep.py
 	python benchmarks/gpu_throughput.py --smoke
 	python benchmarks/egl_frame.py
+	python benchmarks/dice_bank.py

@@ -149,7 +149,7 @@ def colour(rng: np.random.Generator, greys: list[tuple[float, tuple[float, float
     return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*saturation), rng.uniform(*value)))
 
 
-def textures(seed: int, n: int = 48) -> dict[str, Path]:
+def textures(seed: int, n: int = 192) -> dict[str, Path]:
     """A fixed bank of die looks: body colour (often saturated, sometimes white/black), a third of them marbled (a swirl
     of the body colour with black, white or another hue), and pips white on dark bodies, black on light ones, or
     (a third of the time) painted red, gold, blue or green where that still stands out from the body. Finishes on top:

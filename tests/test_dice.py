@@ -76,7 +76,7 @@ def test_dice_bank_covers_marbled_bodies_and_painted_pips_that_stand_out():
     from simgen.scenes.dice import PIPS, textures
 
     bank = textures(0)
-    assert len(bank) == 48
+    assert len(bank) == 192
     marbled = painted = 0
     contrast = []
     for path in bank.values():

@@ -1,0 +1,71 @@
+"""What the dice bank's size costs: images/s and peak memory of `simgen render` on dice with N looks, side by side.
+
+    python benchmarks/dice_bank.py [--looks 48,192] [--n 200] [--repeats 2] [--renderer tiny] [--workers 1]
+
+A larger bank covers more real looks (docs/sim2real.md, sixth round), but the render side pools one body per
+(die scale bin, look), so a run meets more first uses (a body created, its texture loaded) and holds more bodies.
+Each repeat renders the same --n images (same seed) once per bank size, interleaved (this machine is shared and
+noisy), in a fresh process each, and reports whole-run images/s (start-up included), the manifest's per-image
+render time, and the peak RSS of the run's processes. Ratios are against the first --looks value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run(looks: int, n: int, renderer: str, workers: int, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "simgen", "render", f"n_images={n}", "seed=0", f"renderer={renderer}", f"workers={workers}",
+           f"scene.texture_banks.dice.count={looks}", "progress=false", f"out={out}"]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)  # rusage of this run (and its workers, once they are reaped)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"simgen render failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    m = json.loads((out / "manifest.json").read_text())
+    return {"img_s": n / wall, "render_ms": m["timings_ms"]["render_ms"], "rss_mb": usage.ru_maxrss / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--looks", default="48,192", help="bank sizes to compare, the first is the baseline")
+    ap.add_argument("--n", type=int, default=200, help="images per run")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--renderer", default="tiny", help="tiny, egl or auto")
+    ap.add_argument("--workers", type=int, default=1)
+    a = ap.parse_args()
+    looks = [int(x) for x in a.looks.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="simgen-bank-"))
+    results: dict[int, list[dict]] = {k: [] for k in looks}
+    try:
+        for r in range(a.repeats):
+            for k in looks:
+                res = run(k, a.n, a.renderer, a.workers, work / f"bank{k}")
+                results[k].append(res)
+                print(f"repeat {r + 1}: {k} looks: {res['img_s']:.2f} img/s, render {res['render_ms']:.1f} ms/img, "
+                      f"peak RSS {res['rss_mb']:.0f} MB", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = looks[0]
+    print(f"\ndice, {a.n} images, renderer={a.renderer}, workers={a.workers}, median of {a.repeats}:")
+    print("| looks | img/s | vs first | render ms/img | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in results.items()}
+    for k in looks:
+        print(f"| {k} | {med[k]['img_s']:.2f} | {med[k]['img_s'] / med[base]['img_s']:.2f}x | {med[k]['render_ms']:.1f} | "
+              f"{med[k]['rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
