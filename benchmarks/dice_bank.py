@@ -7,6 +7,9 @@ A larger bank covers more real looks (docs/sim2real.md, sixth round), but the re
 Each repeat renders the same --n images (same seed) once per bank size, interleaved (this machine is shared and
 noisy), in a fresh process each, and reports whole-run images/s (start-up included), the manifest's per-image
 render time, and the peak RSS of the run's processes. Ratios are against the first --looks value.
+
+With --scenes N (> 0), each bank size also runs the memory loop of benchmarks/scale.py in a fresh process: one
+generator, 64x64 TinyRenderer images so that scenes dominate, RSS and pooled bodies after 100, 500, 1000 ... N scenes.
 """
 from __future__ import annotations
 
@@ -37,13 +40,44 @@ def run(looks: int, n: int, renderer: str, workers: int, out: Path) -> dict:
     return {"img_s": n / wall, "render_ms": m["timings_ms"]["render_ms"], "rss_mb": usage.ru_maxrss / 1024}
 
 
+def memory(looks: int, scenes: int) -> None:
+    """One generator over ``scenes`` scenes; prints RSS and pooled bodies at a few marks (run in its own process)."""
+    from simgen.config import render_config
+    from simgen.pipeline import Generator
+    from simgen.run import quiet_stdout
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.conftest import compose_dict
+
+    def rss_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    cfg = render_config(compose_dict("render", [f"out={tempfile.mkdtemp(prefix='simgen-bank-mem-')}", "workers=1", "width=64",
+                                                "height=64", "renderer=tiny", "progress=false",
+                                                f"scene.texture_banks.dice.count={looks}"]))
+    marks = {}
+    with quiet_stdout():
+        gen = Generator(cfg)
+        for i in range(scenes):
+            gen.generate(i)
+            if i + 1 in (100, 500, 1000, 2000, 5000, scenes):
+                marks[i + 1] = (rss_mb(), gen.world.n_bodies)
+        gen.close()
+    print(f"{looks} looks: " + ", ".join(f"after {k}: {m:.0f} MB, {b} bodies" for k, (m, b) in marks.items()) +
+          f"; growth 100 -> {scenes}: {marks[scenes][0] - marks[100][0]:.1f} MB", flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory-child":
+        memory(int(sys.argv[2]), int(sys.argv[3]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--looks", default="48,192", help="bank sizes to compare, the first is the baseline")
     ap.add_argument("--n", type=int, default=200, help="images per run")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--renderer", default="tiny", help="tiny, egl or auto")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--scenes", type=int, default=0, help="also the memory loop over this many scenes (0: skip)")
     a = ap.parse_args()
     looks = [int(x) for x in a.looks.split(",")]
     work = Path(tempfile.mkdtemp(prefix="simgen-bank-"))
@@ -65,6 +99,10 @@ def main() -> None:
     for k in looks:
         print(f"| {k} | {med[k]['img_s']:.2f} | {med[k]['img_s'] / med[base]['img_s']:.2f}x | {med[k]['render_ms']:.1f} | "
               f"{med[k]['rss_mb']:.0f} |")
+    if a.scenes > 0:
+        print(f"\nmemory of one generator over {a.scenes} scenes (tiny, 64x64):")
+        for k in looks:
+            subprocess.run([sys.executable, __file__, "--memory-child", str(k), str(a.scenes)], check=True)
 
 
 if __name__ == "__main__":
