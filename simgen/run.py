@@ -256,7 +256,7 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
 
     if not overlap:
         for i in indices:
-            yield {**_write(cfg, *generate(i), cat_ids), "writer_thread": False}
+            yield _write(cfg, *generate(i), cat_ids, on_thread=False)
         return
 
     with ThreadPoolExecutor(1, thread_name_prefix="simgen-write") as writer:
@@ -265,10 +265,10 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
             for i in indices:
                 rec, gen_ms = generate(i)
                 if pending is not None:
-                    yield {**pending.result(), "writer_thread": True}
-                pending = writer.submit(_write, cfg, rec, gen_ms, cat_ids)
+                    yield pending.result()
+                pending = writer.submit(_write, cfg, rec, gen_ms, cat_ids, on_thread=True)
             if pending is not None:
-                yield {**pending.result(), "writer_thread": True}
+                yield pending.result()
                 pending = None
         finally:
             if pending is not None:  # stopped early (an error, Ctrl-C): let the write in flight finish whole
@@ -276,12 +276,14 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
                     pending.result()
 
 
-def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int]) -> dict:
-    """Write one record's files and label part; returns its timings (write_ms on the thread that wrote it)."""
+def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int], on_thread: bool) -> dict:
+    """Write one record's files and label part; returns its timings (write_ms on the thread that wrote it) and
+    whether that was the writer thread (the manifest's writer_thread_share)."""
     t = time.perf_counter()
     coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
     write_ms = 1e3 * (time.perf_counter() - t)
-    return {**rec.stats, "write_ms": write_ms, "total_ms": gen_ms + write_ms}  # work per image, not wall time
+    return {**rec.stats, "write_ms": write_ms, "total_ms": gen_ms + write_ms,  # work per image, not wall time
+            "writer_thread": on_thread}
 
 
 @contextlib.contextmanager
