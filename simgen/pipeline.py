@@ -25,7 +25,7 @@ from .render import RenderWorld, make_renderer
 from .sample import sample_scene, sample_view
 from .scenes_api import labeler, scene_ref
 from .sensor import apply_sensor
-from .textures import atomic_write_bytes, build_bank, cache_dir, generator_tag
+from .textures import atomic_write_bytes, build_bank, cache_dir, generator_tag, source_tag
 from .types import Record, SceneSample, SceneState
 
 
@@ -91,7 +91,7 @@ def scene_bank(fn: Callable, seed: int, count: int | None) -> dict[str, Path]:
     content-addressed PNGs; it is used only while every file it names is there, and redrawn when either source
     changes (a bank function must be a pure function of its arguments, as the scene API asks)."""
     try:
-        source = hashlib.sha1(Path(inspect.getsourcefile(fn) or "").read_bytes()).hexdigest()[:12]
+        source = source_tag(inspect.getsourcefile(fn) or "")
     except (OSError, TypeError):  # no source to hash (built in, a notebook): draw it every time
         source = None
     index = None

@@ -316,10 +316,15 @@ def texture_seed(seed: int, kind: str, i: int, size: int, tileable: bool = False
     return np.random.SeedSequence(key + [1] if tileable and kind in GRAPHIC_KINDS else key)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
+def source_tag(path: str) -> str:
+    """Hash of a source file: a cached texture is reused only while the code that drew it is unchanged."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def generator_tag() -> str:
-    """Hash of this module's source: a cached texture is reused only while the code that drew it is unchanged."""
-    return hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+    """:func:`source_tag` of this module, which draws the bank textures."""
+    return source_tag(__file__)
 
 
 def bank_texture(kind: str, seed: int, i: int, size: int, tileable: bool) -> Path:
