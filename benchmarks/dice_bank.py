@@ -41,28 +41,17 @@ def run(looks: int, n: int, renderer: str, workers: int, out: Path) -> dict:
 
 
 def memory(looks: int, scenes: int) -> None:
-    """One generator over ``scenes`` scenes; prints RSS and pooled bodies at a few marks (run in its own process)."""
+    """scale.py's memory loop on dice with ``looks`` looks; prints RSS and pooled bodies at a few marks (run in its own
+    process, so that each bank size starts from the same state)."""
+    from scale import memory_marks  # puts tests/ on the path, for conftest
+
+    from conftest import compose_dict
     from simgen.config import render_config
-    from simgen.pipeline import Generator
-    from simgen.run import quiet_stdout
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import compose_dict
-
-    def rss_mb() -> float:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     cfg = render_config(compose_dict("render", [f"out={tempfile.mkdtemp(prefix='simgen-bank-mem-')}", "workers=1", "width=64",
                                                 "height=64", "renderer=tiny", "progress=false",
                                                 f"scene.texture_banks.dice.count={looks}"]))
-    marks = {}
-    with quiet_stdout():
-        gen = Generator(cfg)
-        for i in range(scenes):
-            gen.generate(i)
-            if i + 1 in (100, 500, 1000, 2000, 5000, scenes):
-                marks[i + 1] = (rss_mb(), gen.world.n_bodies)
-        gen.close()
+    marks, _ = memory_marks(cfg, scenes, at=(100, 500, 1000, 2000, 5000))
     print(f"{looks} looks: " + ", ".join(f"after {k}: {m:.0f} MB, {b} bodies" for k, (m, b) in marks.items()) +
           f"; growth 100 -> {scenes}: {marks[scenes][0] - marks[100][0]:.1f} MB", flush=True)
 

@@ -23,6 +23,25 @@ def rss_mb() -> float:
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 
 
+def memory_marks(cfg, scenes: int, at: tuple[int, ...] = (100, 1000)) -> tuple[dict[int, tuple[float, int]], float]:
+    """One generator over ``scenes`` scenes: {scenes so far: (RSS MB, pooled bodies)} after each of ``at`` and after
+    the last, and the loop's seconds (the generator's start-up left out). Also used by dice_bank.py."""
+    from simgen.pipeline import Generator
+    from simgen.run import quiet_stdout
+
+    marks = {}
+    with quiet_stdout():
+        gen = Generator(cfg)
+        t = time.perf_counter()
+        for i in range(scenes):
+            gen.generate(i)
+            if i + 1 in (*at, scenes):
+                marks[i + 1] = (rss_mb(), gen.world.n_bodies)
+        seconds = time.perf_counter() - t
+        gen.close()
+    return marks, seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=96, help="images per throughput measurement")
@@ -84,20 +103,12 @@ def main() -> None:
     print(f"\n== memory of one worker (tiny, 64x64 images so that scenes dominate, {a.scenes} scenes)")
     c = cfg("workers=1", "width=64", "height=64", name="mem")
     base = rss_mb()  # this process before the generator: Python, torch, numpy already imported
-    with quiet_stdout():
-        gen = Generator(c)
-        marks = {}
-        t = time.perf_counter()
-        for i in range(a.scenes):
-            gen.generate(i)
-            if i + 1 in (100, 1000, a.scenes):
-                marks[i + 1] = (rss_mb(), gen.world.n_bodies)
-        gen.close()
+    marks, seconds = memory_marks(c, a.scenes)
     print(f"before this generator: RSS {base:7.1f} MB (imports and the renders above)")
     for k, (m, b) in marks.items():
         print(f"after {k:5d} scenes: RSS {m:7.1f} MB, pooled bodies {b}")
     print(f"growth 100 -> {a.scenes}: {marks[a.scenes][0] - marks[100][0]:.1f} MB (target <= 50 MB); "
-          f"{a.scenes / (time.perf_counter() - t):.1f} scenes/s")
+          f"{a.scenes / seconds:.1f} scenes/s")
 
     print(f"\n== RenderedDataset vs disk ({a.n} images, batch 4)")
     disk_cfg = cfg("workers=2", "image_format=png", name="disk")
