@@ -33,6 +33,7 @@ class ModelConfig:
     head_convs: int = 2  # fcos_lite: conv layers in each head tower (classification, box) before its output
     classifier: str = "none"  # none | crop: a class-agnostic detector + a CNN that reads each object from a crop (cropcls.py)
     classifier_crop: int = 32  # side of that crop in pixels, taken at the model's scale
+    refine: int = 0  # classifier=crop: times a crop CNN moves each detected box's edges before it is named (0: off; cropcls.py)
     anchor_sizes: tuple[tuple[int, ...], ...] = ((16, 24), (32, 48))  # per FPN level (stride 8, 16)
     aspect_ratios: tuple[float, ...] = (0.8, 1.0, 1.25)
     rpn_pre_nms: tuple[int, int] = (600, 300)  # train, test
@@ -138,12 +139,16 @@ def model_config(d: dict) -> ModelConfig:
         name=name, weights=weights, weights_backbone=backbone, input_size=input_size, max_size=max_size, trunk=trunk,
         channels=channels, head_convs=f.integer("head_convs", m0.head_convs, lo=1, example=2),
         classifier=check_choice(f.get("classifier", m0.classifier), "model.classifier", ("none", "crop"), "crop"),
-        classifier_crop=f.integer("classifier_crop", m0.classifier_crop, lo=8, example=32), anchor_sizes=anchors, aspect_ratios=tuple(float(r) for r in ratios),
+        classifier_crop=f.integer("classifier_crop", m0.classifier_crop, lo=8, example=32),
+        refine=f.integer("refine", m0.refine, lo=0, hi=5, example=1), anchor_sizes=anchors, aspect_ratios=tuple(float(r) for r in ratios),
         rpn_pre_nms=_int_list(f.get("rpn_pre_nms", m0.rpn_pre_nms), "model.rpn_pre_nms", list(m0.rpn_pre_nms), n=2),  # type: ignore[arg-type]
         rpn_post_nms=_int_list(f.get("rpn_post_nms", m0.rpn_post_nms), "model.rpn_post_nms", list(m0.rpn_post_nms), n=2),  # type: ignore[arg-type]
         box_batch_size=f.integer("box_batch_size", m0.box_batch_size, lo=1),
         detections=f.integer("detections", m0.detections, lo=1),
         score_thresh=f.number("score_thresh", m0.score_thresh, lo=0, hi=1, hi_open=True))
+    if cfg.refine and cfg.classifier != "crop":
+        raise ConfigError(f"model.refine={cfg.refine} moves the boxes of the crop classifier's detector: add model.classifier=crop, "
+                          "or set model.refine=0.")
     if cfg.classifier == "crop" and cfg.masks:
         raise ConfigError(f"model.classifier=crop reads boxes only; {name} also predicts masks: use model.classifier=none with it.")
     if name != "fcos_lite" and cfg.head_convs != m0.head_convs:
@@ -227,7 +232,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if cfg.classifier == "crop":
         from .cropcls import TwoStage
 
-        model = TwoStage(_build_detector(replace(cfg, weights="DEFAULT" if cfg.weights == "DEFAULT" else None), 1), num_classes, crop=cfg.classifier_crop)
+        model = TwoStage(_build_detector(replace(cfg, weights="DEFAULT" if cfg.weights == "DEFAULT" else None), 1), num_classes, crop=cfg.classifier_crop,
+                         refine=cfg.refine)
         if cfg.weights and cfg.weights != "DEFAULT":
             load_weights(model, Path(cfg.weights))
         return model

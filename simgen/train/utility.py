@@ -341,7 +341,7 @@ def run_identity(t: TrainerConfig) -> dict:
 
 def model_identity(m: ModelConfig) -> dict:
     d = asdict(m)
-    for k in ("head_convs", "classifier", "classifier_crop"):  # at their defaults: runs keep the identity they had before these existed
+    for k in ("head_convs", "classifier", "classifier_crop", "refine"):  # at their defaults: runs keep the identity they had before these existed
         if d.get(k) == getattr(ModelConfig, k):
             d.pop(k)
     return d
