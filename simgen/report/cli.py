@@ -61,6 +61,14 @@ def report_context(d: dict[str, Any]):
     run = Path(r["run"]) if r.get("run") else None
     if run is not None and not run.is_dir():
         raise ConfigError(f"report.run `{run}` is not a folder; pass a `simgen train` or `simgen utility` output folder.")
+    if r.get("compare") is not None:  # other runs on the same holdout: the box-precision part compares the analysed run with them
+        comp = [r["compare"]] if isinstance(r["compare"], str) else list(r["compare"])
+        if run is None:
+            raise ConfigError("report.compare needs report.run (the run it is compared with); add report.run=<run folder>.")
+        for c in comp:
+            if not Path(str(c)).is_dir():
+                raise ConfigError(f"report.compare `{c}` is not a folder; pass `simgen train` or `simgen utility` output folders.")
+        r["compare"] = [str(c) for c in comp]
     weights = Path(r["weights"]) if r.get("weights") else None
     features = r.get("features") or ["stats"]
     features = [features] if isinstance(features, str) else list(features)

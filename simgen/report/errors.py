@@ -531,6 +531,13 @@ def error_section(ctx: ReportContext) -> Section | None:
         figures.append(Figure(rel, "Real recall at the best-F1 threshold per quantile bin of the real objects (bars), with the "
                                    "share of real and synthetic objects in each bin (lines)."))
     sugg = suggestions(t, bins, ctx.synthetic.manifest)
+    precision = _box_precision(ctx, gt_doc, ids, gt, dt, run_dir, arms, thr)
+    ceiling = precision.get("ceiling", {}).get("map")
+    if ceiling is not None and ceiling < 0.9:
+        sugg.append(f"The holdout's own boxes wander by about {precision['label_sigma_px']:.1f} px per edge (estimated from "
+                    f"{len(precision['pairs'])} other run(s)): a detector with every box exactly on its object would score about "
+                    f"{ceiling:.2f} mAP@[.5:.95] here, so compare recipes on AP50 and AP75 too, and read a gain in mAP against that "
+                    f"ceiling rather than 1.0.")
 
     opt = ctx.options
     checks.append(graded("AP50, any class", agn["map50"], float(opt.get("errors_agnostic_pass", 0.9)),
@@ -554,6 +561,24 @@ def error_section(ctx: ReportContext) -> Section | None:
                     tuple((TYPES[k], t["counts"][k], t["dap"][k]) for k in TYPES)
                     + (("all false positives", int(sum(v for k, v in t["counts"].items() if k != "miss")), t["false_positive_dap"]),
                        ("all false negatives", int(len(gt) - (t["gt_det"] >= 0).sum()), t["false_negative_dap"])))]
+    if "now" in precision:
+        rows = [("this run, as scored", _r(metrics["map"]), _r(metrics["map50"]), _r(metrics.get("map75")),
+                 "its detections as they are"),
+                ("every object found and named, boxes as now", _r(precision["now"]["map"]), _r(precision["now"]["map50"]),
+                 _r(precision["now"]["map75"]), f"each label moved by one of this run's {precision['matched']} matched edge residuals "
+                 f"(spread {100 * precision['sigma']:.1f}% of the side, median |error| {precision['median_abs_px']:.1f} px)")]
+        if "ceiling" in precision:
+            rows.append(("boxes exactly on the objects (the labels' ceiling)", _r(precision["ceiling"]["map"]), _r(precision["ceiling"]["map50"]),
+                         _r(precision["ceiling"]["map75"]), f"labels off by their estimated noise, {100 * precision['label_sigma']:.1f}% of the "
+                         f"side (~{precision['label_sigma_px']:.1f} px at the median object), from {len(precision['pairs'])} other run(s)"))
+        tables.append(Table("Box precision: what localisation costs, and what the holdout's labels allow (pycocotools, simulated)",
+                            ("detector", "mAP@[.5:.95]", "AP50", "AP75", "how"), tuple(rows)))
+        checks.append(Check("box edges vs labels", precision["sigma"], "info", "robust spread of (detected - labelled) edges, share of the side",
+                            f"{precision['median_abs_px']:.1f} px median |error| at a median object side of {precision['median_side_px']:.0f} px"))
+        if "label_sigma" in precision:
+            checks.append(Check("label box noise (estimated)", precision["label_sigma"], "info",
+                                "var(A - label) + var(B - label) - var(A - B) = 2 var(label noise), over other runs on these objects",
+                                f"~{precision['label_sigma_px']:.1f} px per edge; mAP ceiling {precision['ceiling']['map']:.3f}"))
     if len(arms) > 1:
         tables.append(Table("Per-arm AP (the best run is analysed)", ("arm", "seed", "synthetic fraction", "mAP", "AP50", "AP50 any class"),
                             tuple((a["name"], a.get("seed"), a.get("synthetic_fraction"), a.get("map"), a.get("map50"),
@@ -565,8 +590,36 @@ def error_section(ctx: ReportContext) -> Section | None:
                                               "false_positive_dap50": t["false_positive_dap"], "false_negative_dap50": t["false_negative_dap"]},
             "operating_threshold": thr, "best_f1": f1, "recall_at_threshold": float(found.mean()) if len(gt) else None,
             "confusion": {"rows": [*names, "background"], "columns": [*names, "missed"], "counts": conf.tolist(), "duplicates": dupes},
-            "bins": bins, "suggestions": sugg, "notes": notes}
+            "bins": bins, "suggestions": sugg, "notes": notes, "box_precision": precision}
     return Section("errors", "Error analysis on the real holdout", summary, tuple(checks), tuple(figures), tuple(tables), data)
+
+
+def _box_precision(ctx: ReportContext, gt_doc: dict, ids: list[int], gt: Boxes, dt: Boxes, run_dir: Path, arms: list[dict],
+                   thr: float) -> dict[str, Any]:
+    """:func:`simgen.report.boxnoise.box_precision` of the analysed run against the other arms of its folder and the
+    folders of ``report.compare`` (each scored on this holdout; others are skipped with a note)."""
+    from .boxnoise import box_precision
+
+    dirs = [Path(a["dir"]) for a in arms if a["dir"] != str(run_dir)]
+    for c in ctx.options.get("compare") or []:
+        dirs += [Path(a["dir"]) for a in find_run(Path(c))[1]]
+    others, skipped = {}, []
+    for d in dict.fromkeys(dirs):  # in order, once each
+        prov_file = d / "provenance.json"
+        prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
+        if holdout_check(prov, ctx).status == "fail":
+            skipped.append(f"{d}: scored on another holdout")
+            continue
+        try:
+            _, res, _ = load_predictions(d, prov, ctx)
+        except DatasetError as e:
+            skipped.append(f"{d}: {e}")
+            continue
+        others[str(d)] = make_boxes(res, set(ids), False)
+    out = box_precision(gt_doc, ids, gt, dt, others, min_score=thr, seed=ctx.seed)
+    if skipped:
+        out["skipped"] = skipped
+    return out
 
 
 def _r(v: float | None) -> float | None:
