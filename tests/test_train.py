@@ -299,6 +299,8 @@ def test_smoke_utility(tmp_path, holdout):
     assert [e["name"] for e in report["summary"]] == ["TSTR", "mix-0.5", "TRTR", "finetune"]
     assert all(e["map_std"] == 0.0 and e["map_mean"] == r["map"] for e, r in zip(report["summary"], report["runs"]))
     assert (out / "map_vs_fraction.png").stat().st_size > 1000
+    bp = report["box_precision"]  # the best run's boxes against the other three's (2 steps: few or no matches)
+    assert bp["run"] in {f"{r['name']}-s0" for r in report["runs"]} and bp["objects"] > 0 and "matched" in bp
     prov = json.loads((out / "runs/TSTR-s0/provenance.json").read_text())
     assert prov["datasets"]["synthetic"][0]["manifest_annotations_sha256"]
     assert prov["datasets"]["real"] == [] and prov["holdout"]["images_scored"] == 3 and prov["versions"]["torch"]

@@ -129,3 +129,26 @@ def box_precision(gt_doc: dict, ids: list[int], gt: Boxes, dt: Boxes, others: di
         out["label_sigma_px"] = s_l * side_px
         out["ceiling"] = simulate(gt_doc, ids, lambda rng, n: rng.normal(0.0, s_l, (n, 4)), trials, seed)
     return out
+
+
+def across_runs(gt_doc: dict, ids: list[int], results: dict[str, list[dict]], best: str, min_score: float = 0.3,
+                trials: int = 5, seed: int = 0) -> dict[str, Any]:
+    """:func:`box_precision` of run ``best`` against every other run in ``results`` (name -> COCO results on the
+    same holdout): what `simgen utility` reports after its arms, at a fixed score floor."""
+    from .errors import make_boxes
+
+    keep = set(ids)
+    gt = make_boxes(gt_doc["annotations"], keep, True)
+    others = {k: make_boxes(v, keep, False) for k, v in results.items() if k != best}
+    return {"run": best, **box_precision(gt_doc, ids, gt, make_boxes(results[best], keep, False), others, min_score, trials, seed)}
+
+
+def ceiling_line(bp: dict[str, Any]) -> str | None:
+    """One sentence for a report, or None when there is no ceiling to state."""
+    if "ceiling" not in bp:
+        return None
+    return (f"Box labels: the holdout's own boxes wander by about {bp['label_sigma_px']:.1f} px per edge "
+            f"({100 * bp['label_sigma']:.1f}% of the side, estimated from {bp['run']} against {len(bp['pairs'])} other run(s)); "
+            f"a detector whose every box sat exactly on its object would score about {bp['ceiling']['map']:.2f} mAP@[.5:.95] "
+            f"(AP75 {bp['ceiling']['map75']:.2f}) here, and one that found and named every object with {bp['run']}'s boxes "
+            f"{bp['now']['map']:.2f}. Read mAP against that ceiling, not 1.0 (docs/report.md, box precision).")

@@ -541,12 +541,32 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
                               "schedule": "one cosine schedule over both phases, the data source switches at the split"}
     if u.synthetic_sizes:
         report["sizes"] = run_sizes(u, summary, hh, log)
+    bp = box_labels(job, runs)
+    if bp is not None:
+        report["box_precision"] = bp
     with disk_full_guard(job.out):
         write_json(job.out / "report.json", report)
         atomic_text(job.out / "report.md", report_markdown(u, report))
         plot(runs, summary, job.out / "map_vs_fraction.png")
         write_utility_datasheet(job.out, {**report, "runs": runs + (report.get("sizes") or {}).get("runs", [])})
     return report
+
+
+def box_labels(job: Job, runs: list[dict]) -> dict | None:
+    """How precise the holdout's box labels are, from the best run's boxes against every other run's
+    (:mod:`simgen.report.boxnoise`); None with fewer than two runs. Masks and classes play no part."""
+    from ..report.boxnoise import across_runs
+
+    results = {}
+    for r in runs:
+        f = job.out / "runs" / f"{r['name']}-s{r['seed']}" / "predictions.json"
+        if f.is_file():
+            results[f"{r['name']}-s{r['seed']}"] = json.loads(f.read_text())
+    if len(results) < 2:
+        return None
+    best = max(runs, key=lambda r: r.get("map") or 0.0)
+    hold = CocoDataset(job.data.holdout, transforms=None, masks=False, ignore_unknown=True)
+    return across_runs(_holdout_doc(job.data), _scored_ids(hold, job.data), results, f"{best['name']}-s{best['seed']}")
 
 
 def report_markdown(u: UtilityConfig, report: dict) -> str:
@@ -560,6 +580,11 @@ def report_markdown(u: UtilityConfig, report: dict) -> str:
         ft = report["finetune"]
         parts += ["", f"`finetune`: synthetic only for the first {ft['switch_at']:.0%} of the budget, then the real training folder "
                       "for the rest; one cosine schedule and optimizer across both phases."]
+    from ..report.boxnoise import ceiling_line
+
+    line = ceiling_line(report["box_precision"]) if "box_precision" in report else None
+    if line:
+        parts += ["", line]
     if "sizes" in report:
         sz = report["sizes"]
         parts += ["", "## Data-size curve", "",
