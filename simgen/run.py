@@ -283,7 +283,7 @@ def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int], on_th
     coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
     write_ms = 1e3 * (time.perf_counter() - t)
     return {**rec.stats, "write_ms": write_ms, "total_ms": gen_ms + write_ms,  # work per image, not wall time
-            "writer_thread": on_thread}
+            "writer_thread": on_thread, "pid": os.getpid()}
 
 
 @contextlib.contextmanager
@@ -608,7 +608,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         # share of this run's images written on a thread beside generation (only where a core was free for it)
         "writer_thread_share": mean("writer_thread"),
         "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
-        "rendered_this_run": len(stats), "workers": cfg.workers,
+        # workers as configured; processes: how many rendered this run (fewer where fewer images were left)
+        "rendered_this_run": len(stats), "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),
         "annotations_sha256": hashlib.sha256((cfg.out / "annotations.json").read_bytes()).hexdigest(),
         "versions": versions(), "git_commit": git_commit(), "command": sys.argv,
         "sources": generation_sources(cfg),  # every texture/mesh file read, with sha256 and licence

@@ -37,6 +37,9 @@ def single(tmp_path_factory):
 def test_two_workers_equal_one(tmp_path, single):
     two = render_dataset(small_config(tmp_path, "n_images=6", "workers=2"), **QUIET)
     same_dataset(single, two)
+    manifest = json.loads((two / "manifest.json").read_text())  # configured workers, and the processes that rendered
+    assert manifest["workers"] == 2 and manifest["processes"] in (1, 2)
+    assert json.loads((single / "manifest.json").read_text())["processes"] == 1
 
 
 def test_shards_merge_to_the_single_run(tmp_path, single):
