@@ -167,3 +167,14 @@ def test_box_refiner_config_and_old_checkpoints():
     # refine=0 builds no refiner: checkpoints from before it existed still load
     plain = build_model(ModelConfig(name="fcos_lite", trunk="tiny", input_size=96, max_size=96, channels=32, classifier="crop"), 2)
     assert plain.refiner is None and not any(k.startswith("refiner.") for k in plain.state_dict())
+
+
+def test_refined_boxes_stay_inside_the_image_and_never_invert():
+    """Whatever offsets the refiner outputs (here huge ones), a box stays a box inside its image."""
+    model = build_model(ModelConfig(name="fcos_lite", trunk="tiny", input_size=96, max_size=96, channels=32, classifier="crop", refine=1), 2)
+    torch.nn.init.constant_(model.refiner.fc[-1].bias, 0.0)
+    model.refiner.fc[-1].bias.data = torch.tensor([50.0, 50.0, -50.0, -50.0])  # left/top far right/down, right/bottom far left/up
+    model.eval()
+    with torch.no_grad():
+        [b] = model.refine_boxes([torch.rand(3, 96, 96)], [torch.tensor([[10.0, 10, 40, 40], [0, 0, 96, 96]])])
+    assert (b[:, 2:] > b[:, :2]).all() and b.min() >= 0 and b[:, 2].max() <= 96 and b[:, 3].max() <= 96

@@ -176,7 +176,9 @@ class TwoStage(nn.Module):
                 nb = apply_offsets(b, d[k0:k0 + n])
                 k0 += n
                 h, w = im.shape[-2:]
-                nb = torch.stack([nb[:, 0].clamp(0, w), nb[:, 1].clamp(0, h), nb[:, 2].clamp(0, w), nb[:, 3].clamp(0, h)], 1)
+                x1, y1 = nb[:, 0].clamp(0, w - 1), nb[:, 1].clamp(0, h - 1)
+                # never inverted or empty, whatever the offsets: NMS and IoU need x2 > x1
+                nb = torch.stack([x1, y1, torch.maximum(nb[:, 2].clamp(0, w), x1 + 1), torch.maximum(nb[:, 3].clamp(0, h), y1 + 1)], 1)
                 moved.append(nb)
             boxes = moved
         return [b / s for b, (_, s) in zip(boxes, scaled)]
