@@ -86,6 +86,15 @@ def _scale(transform, h: int, w: int) -> float:
     return min(float(transform.min_size[-1]) / lo, float(transform.max_size) / hi)
 
 
+def rescaled(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """``image`` (C, H, W) resized by ``scale``, antialiased: how the detector's transform sees it."""
+    if abs(scale - 1.0) <= 1e-3:
+        return image
+    h, w = image.shape[-2:]
+    return F.interpolate(image[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+                         antialias=True, align_corners=False)[0]
+
+
 def crops(image: torch.Tensor, boxes: torch.Tensor, size: int, scale: float, context: float) -> torch.Tensor:
     """``size`` x ``size`` crops of ``boxes`` (xyxy, image pixels), each widened by ``context`` of its side,
     sampled from the image resized by ``scale`` (the model's scale: crops look the same in training, where
@@ -93,9 +102,7 @@ def crops(image: torch.Tensor, boxes: torch.Tensor, size: int, scale: float, con
     if len(boxes) == 0:
         return image.new_zeros((0, 3, size, size))
     if abs(scale - 1.0) > 1e-3:
-        h, w = image.shape[-2:]
-        image = F.interpolate(image[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
-                              antialias=True, align_corners=False)[0]
+        image = rescaled(image, scale)
         boxes = boxes * scale
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0) * (0.5 + context)
@@ -151,15 +158,8 @@ class TwoStage(nn.Module):
 
     def _at_model_scale(self, images):
         """Each image resized once to the model's scale, and that scale: inference crops it several times."""
-        out = []
-        for im in images:
-            h, w = im.shape[-2:]
-            s = _scale(self.detector.transform, h, w)
-            if abs(s - 1.0) > 1e-3:
-                im = F.interpolate(im[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
-                                   antialias=True, align_corners=False)[0]
-            out.append((im, s))
-        return out
+        scales = [_scale(self.detector.transform, *im.shape[-2:]) for im in images]
+        return [(rescaled(im, s), s) for im, s in zip(images, scales)]
 
     def refine_boxes(self, images, boxes_per_image) -> list[torch.Tensor]:
         """Boxes (image pixels) moved ``self.refine`` times by the refiner, kept inside their image."""
