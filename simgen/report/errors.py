@@ -531,13 +531,12 @@ def error_section(ctx: ReportContext) -> Section | None:
         figures.append(Figure(rel, "Real recall at the best-F1 threshold per quantile bin of the real objects (bars), with the "
                                    "share of real and synthetic objects in each bin (lines)."))
     sugg = suggestions(t, bins, ctx.synthetic.manifest)
+    from .boxnoise import ceiling_line
+
     precision = _box_precision(ctx, gt_doc, ids, gt, dt, run_dir, arms, thr)
     ceiling = precision.get("ceiling", {}).get("map")
     if ceiling is not None and ceiling < 0.9:
-        sugg.append(f"The holdout's own boxes wander by about {precision['label_sigma_px']:.1f} px per edge (estimated from "
-                    f"{len(precision['pairs'])} other run(s)): a detector with every box exactly on its object would score about "
-                    f"{ceiling:.2f} mAP@[.5:.95] here, so compare recipes on AP50 and AP75 too, and read a gain in mAP against that "
-                    f"ceiling rather than 1.0.")
+        sugg.append(f"{ceiling_line(precision)} Compare recipes on AP50 and AP75 too.")
 
     opt = ctx.options
     checks.append(graded("AP50, any class", agn["map50"], float(opt.get("errors_agnostic_pass", 0.9)),
@@ -616,7 +615,7 @@ def _box_precision(ctx: ReportContext, gt_doc: dict, ids: list[int], gt: Boxes, 
             skipped.append(f"{d}: {e}")
             continue
         others[str(d)] = make_boxes(res, set(ids), False)
-    out = box_precision(gt_doc, ids, gt, dt, others, min_score=thr, seed=ctx.seed)
+    out = {"run": run_dir.name, **box_precision(gt_doc, ids, gt, dt, others, min_score=thr, seed=ctx.seed)}
     if skipped:
         out["skipped"] = skipped
     return out
