@@ -2,7 +2,7 @@
 
 mAP@[.5:.95] scores box edges to within a few percent of an object's side at its strictest thresholds. On small
 objects drawn by hand, the labels' own edges wander by about that much, and then no detector can reach a high
-mAP whatever it learns. Measured on dice-real-50 (2026-11-26): the detectors' edges sit a median 1.7-2.1 px from
+mAP whatever it learns. Measured on dice-real-50 (2026-11-26): the detectors' edges sit a median 1.6-2.1 px from
 the hand-drawn ones (dice of ~40 px), while two detectors trained on different data (one never saw a real photo)
 agree with each other to within 0.6-1.3 px; a contact sheet shows the labels off the dice, not the detections.
 
