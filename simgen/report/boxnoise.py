@@ -28,31 +28,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import Boxes, iou
+from .errors import Boxes, match
 
 MATCH_IOU = 0.5
 MAD_SIGMA = 1.4826  # MAD -> standard deviation of a normal distribution
 
 
 def match_gt(gt: Boxes, dt: Boxes, min_score: float, thr: float = MATCH_IOU) -> np.ndarray:
-    """For each ground-truth box, the index of the detection matched to it (class-agnostic, one-to-one, greedy by
-    IoU among detections scored >= ``min_score``), or -1."""
-    out = np.full(len(gt), -1, np.int64)
+    """For each ground-truth box, the index of the detection matched to it, or -1: pycocotools' greedy matching
+    (:func:`simgen.report.errors.match`), class-agnostic, among detections scored >= ``min_score``."""
     keep = np.flatnonzero(dt.score >= min_score)
-    for im in np.unique(gt.image):
-        g = np.flatnonzero(gt.image == im)
-        d = keep[dt.image[keep] == im]
-        if not len(d):
-            continue
-        m = iou(gt.box[g], dt.box[d])
-        pairs = np.argwhere(m >= thr)
-        used_g, used_d = set(), set()
-        for i, j in pairs[np.argsort(-m[pairs[:, 0], pairs[:, 1]], kind="stable")]:
-            if i not in used_g and j not in used_d:
-                used_g.add(i)
-                used_d.add(j)
-                out[g[i]] = d[j]
-    return out
+    sub = Boxes(dt.image[keep], dt.cls[keep], dt.box[keep], dt.score[keep])
+    _, gt_det, _ = match(gt, sub, thr, by_class=False, max_dets=len(sub))
+    return np.where(gt_det >= 0, keep[np.maximum(gt_det, 0)], -1)
 
 
 def relative_edges(gt_box: np.ndarray, box: np.ndarray) -> np.ndarray:
