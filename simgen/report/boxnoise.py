@@ -38,6 +38,8 @@ def match_gt(gt: Boxes, dt: Boxes, min_score: float, thr: float = MATCH_IOU) -> 
     """For each ground-truth box, the index of the detection matched to it, or -1: pycocotools' greedy matching
     (:func:`simgen.report.errors.match`), class-agnostic, among detections scored >= ``min_score``."""
     keep = np.flatnonzero(dt.score >= min_score)
+    if not len(keep):
+        return np.full(len(gt), -1, np.int64)
     sub = Boxes(dt.image[keep], dt.cls[keep], dt.box[keep], dt.score[keep])
     _, gt_det, _ = match(gt, sub, thr, by_class=False, max_dets=len(sub))
     return np.where(gt_det >= 0, keep[np.maximum(gt_det, 0)], -1)
