@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AssetError, did_you_mean
-from .textures import atomic_write_bytes, cache_dir
+from .textures import atomic_write_bytes, cache_dir, render_texture
 
 # name -> path inside pybullet_data
 PYBULLET_MODELS = {
@@ -265,7 +265,7 @@ def _own_material(mesh: Path) -> str:
     out = []
     for ln in open(mesh.parent / names[0], errors="replace"):
         if ln.strip().startswith("map_Kd"):
-            tex = (mesh.parent / ln.split(None, 1)[1].strip()).resolve()
+            tex = render_texture((mesh.parent / ln.split(None, 1)[1].strip()).resolve())
             ln = f"map_Kd {os.path.relpath(tex, cache_dir() / 'meshes')}\n"
         out.append(ln)
     return "".join(out)
@@ -294,7 +294,7 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
     stem = hashlib.sha1(f"{mesh}|{texture}|{scale}".encode()).hexdigest()[:16]
     if texture is not None:
         # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
-        rel = os.path.relpath(texture, cache_dir() / "meshes")
+        rel = os.path.relpath(render_texture(texture), cache_dir() / "meshes")
         material = f"newmtl m\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {rel}\n"
     else:
         material = _own_material(mesh)
@@ -341,7 +341,7 @@ def scaled_urdf(path: Path, scale: float, visual_only: bool = False) -> Path:
             m.set("scale", " ".join(f"{x:.9g}" for x in own))
     for tex in root.iter("texture"):
         if tex.get("filename"):
-            tex.set("filename", str((path.parent / tex.get("filename")).resolve()))
+            tex.set("filename", str(render_texture((path.parent / tex.get("filename")).resolve())))
     for box in root.iter("box"):
         box.set("size", scaled(box.get("size", "1 1 1"), scale))
     for tag in ("sphere", "cylinder", "capsule"):

@@ -4,6 +4,7 @@ renderers (TinyRenderer, EGL) are swappable behind :class:`Renderer`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -23,7 +24,7 @@ from .config import EGL_MAX
 from .eglprobe import probe_egl
 from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
-from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, tile_size
+from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, render_texture, tile_size
 from .types import Camera, Frame, Light, SceneState
 
 PARK = (1000.0, 1000.0, -1000.0)  # far outside every view frustum
@@ -99,6 +100,7 @@ def _face(origin, ea, eb, la: float, lb: float, uv, out: dict) -> None:
             out["f"] += [(a, b, d + 1, n), (a, d + 1, d, n)]
 
 
+@functools.lru_cache(maxsize=None)  # a floor of 8 m is ~300 vertices built in Python: ~3 ms each new ground look
 def box_obj(box: Box) -> Path:
     """The box as an OBJ (cached by content): inward-facing base, and walls and lid when it has a
     height. UVs count texture tiles from the base's corner, so they are never negative (TinyRenderer
@@ -231,7 +233,7 @@ class RenderWorld(ClientOwner):
         if texture is None:
             return (1.0, 1.0, 1.0)
         if texture not in self._means:
-            img = cv2.imread(str(self.textures[texture]), cv2.IMREAD_COLOR)
+            img = cv2.imread(str(render_texture(self.textures[texture])), cv2.IMREAD_COLOR)  # the BMP copy: same pixels, no inflate
             self._means[texture] = tuple(float(c) / 255 for c in cv2.mean(img)[2::-1]) if img is not None else (1.0, 1.0, 1.0)
         return self._means[texture]
 
