@@ -207,6 +207,9 @@ class RenderConfig:
     image_format: str = "jpg"
     writer: str = "coco"
     workers: int = 1
+    # settle the next scenes in a process beside each render process: true | false | "auto" (where there are two cores
+    # per render process). Same labels either way (simgen.feeder)
+    physics_process: bool | str = "auto"
     shard_index: int = 0
     shard_count: int = 1
     views_per_scene: int = 1
@@ -411,7 +414,7 @@ SENSOR_KEYS = ("enabled", "noise_std", "blur_probability", "blur_sigma", "bright
                "noise_chroma", "vignette_probability", "vignette", "defocus_probability", "defocus_radius", "motion_blur_probability",
                "motion_blur_length")
 TOP_KEYS = ("scene", "renderer", "randomization", "writer", "n_images", "seed", "out", "width", "height", "image_format", "workers",
-            "views_per_scene", "overwrite", "progress", "shard", "physics", "labels", "hydra")
+            "physics_process", "views_per_scene", "overwrite", "progress", "shard", "physics", "labels", "hydra")
 
 
 def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
@@ -636,6 +639,9 @@ def render_config(d: dict) -> RenderConfig:
         raise bad_value("workers", "an integer >= 1 or auto (0 is not `all cores`: use workers=auto for that)", workers, "auto")
     elif not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise bad_value("workers", "an integer >= 1 or auto (all usable cores)", workers, "auto")
+    physics_process = d.get("physics_process", "auto")
+    if physics_process != "auto":
+        physics_process = check_bool(physics_process, "physics_process", "auto")
     vps = top.integer("views_per_scene", 1, lo=1)
     lab = Fields(d.get("labels"), "labels", LabelSpec.__dataclass_fields__)
     labels = LabelSpec(min_visible_fraction=lab.prob("min_visible_fraction", 0.1), min_area_px=lab.integer("min_area_px", 16, lo=0),  # type: ignore[arg-type]
@@ -668,5 +674,6 @@ def render_config(d: dict) -> RenderConfig:
         randomization=occluders_fit(randomization_spec(d.get("randomization") or {}), scene),
         physics=physics, labels=labels, renderer=renderer, n_images=n, seed=seed, out=Path(out),  # type: ignore[arg-type]
         width=w, height=h, image_format=fmt, writer=writer, workers=workers, shard_index=si, shard_count=sc,  # type: ignore[arg-type]
+        physics_process=physics_process,
         views_per_scene=vps, overwrite=top.flag("overwrite", False), progress=top.flag("progress", True),  # type: ignore[arg-type]
         egl_devices=None if egl is None else tuple(egl), resolved=d)

@@ -111,10 +111,30 @@ def scene_bank(fn: Callable, seed: int, count: int | None) -> dict[str, Path]:
     return files
 
 
+def settled_scene(cfg: RenderConfig, banks: dict[str, tuple[str, ...]], physics: PhysicsWorld, first: int) -> tuple[SceneState, dict]:
+    """The settled scene whose first image is ``first`` and its timings: what the generator runs in-process, and a
+    :class:`simgen.feeder.PhysicsFeeder` in its own process (so both give the same scene)."""
+    t0 = time.perf_counter()
+    sim_ms = [0.0]
+
+    def settle(sample: SceneSample) -> SceneState:
+        t = time.perf_counter()
+        state = physics.simulate(sample, cfg.scene.area)[0]
+        sim_ms[0] += 1e3 * (time.perf_counter() - t)
+        return state
+
+    _, state, redraws = draw_scene(cfg, banks, first, settle)
+    assert state is not None
+    total = 1e3 * (time.perf_counter() - t0)
+    return state, {"sample_ms": total - sim_ms[0], "simulate_ms": sim_ms[0], "sim_steps": state.sim_steps,
+                   "settled": state.settled, "dropped": state.n_dropped, "redraws": len(redraws), "redraw_reasons": redraws,
+                   "physics_process": False}  # True where a feeder settled it
+
+
 class Generator:
     """Owns one physics world, one render world and one renderer; reuse it for many images."""
 
-    def __init__(self, cfg: RenderConfig, egl_device: int | None = None) -> None:
+    def __init__(self, cfg: RenderConfig, egl_device: int | None = None, physics_process: bool = False) -> None:
         if cfg.renderer == "auto":  # a run resolved it already; here: RenderedDataset and other direct users
             from .run import resolve_renderer
 
@@ -123,6 +143,12 @@ class Generator:
         files = texture_banks(cfg)
         self.banks = {name: tuple(sorted(f)) for name, f in files.items()}
         self.physics = PhysicsWorld(cfg.physics)
+        # started before the renderer attaches, so the feeder's start-up (imports) overlaps this process's own
+        self.feeder = None
+        if physics_process:
+            from .feeder import PhysicsFeeder
+
+            self.feeder = PhysicsFeeder(cfg, self.banks)
         self.world = RenderWorld({k: v for f in files.values() for k, v in f.items()})
         self.renderer = make_renderer(cfg.renderer, egl_device)
         self.renderer.attach(self.world)
@@ -140,8 +166,18 @@ class Generator:
         from .annotate import save_ratio_cache
 
         save_ratio_cache()  # the next process starts with this one's visibility table
+        if self.feeder is not None:
+            self.feeder.close()
         self.physics.close()
         self.world.close()
+
+    def plan(self, indices: list[int]) -> None:
+        """The image indices about to be generated, in order: a feeder settles their scenes ahead. Until the feeder has
+        handed over a scene, the first is left to this process, which would otherwise wait for the feeder's start-up."""
+        if self.feeder is not None:
+            k = self.cfg.views_per_scene
+            firsts = [f for f in dict.fromkeys(i - i % k for i in indices) if self._scene is None or f != self._scene[0]]
+            self.feeder.schedule(firsts if self.feeder.ready else firsts[1:])
 
     def scene(self, i: int) -> tuple[SceneState, dict]:
         """The settled scene of image i (cached while consecutive views share it)."""
@@ -149,22 +185,10 @@ class Generator:
         first = i - i % k
         if self._scene is not None and self._scene[0] == first:
             return self._scene[1], {**self._scene[2], "sample_ms": 0.0, "simulate_ms": 0.0}
-        t0 = time.perf_counter()
-        sim_ms = [0.0]
-
-        def settle(sample: SceneSample) -> SceneState:
-            t = time.perf_counter()
-            state = self.physics.simulate(sample, self.cfg.scene.area)[0]
-            sim_ms[0] += 1e3 * (time.perf_counter() - t)
-            return state
-
-        _, state, redraws = draw_scene(self.cfg, self.banks, first, settle)
-        assert state is not None
+        got = self.feeder.take(first) if self.feeder is not None else None
+        state, stats = got if got is not None else settled_scene(self.cfg, self.banks, self.physics, first)
         state = replace(state, objects=tuple(replace(o, category=self.label(o)) for o in state.objects),
                         ground_size=self.cfg.scene.ground_size)
-        total = 1e3 * (time.perf_counter() - t0)
-        stats = {"sample_ms": total - sim_ms[0], "simulate_ms": sim_ms[0], "sim_steps": state.sim_steps,
-                 "settled": state.settled, "dropped": state.n_dropped, "redraws": len(redraws), "redraw_reasons": redraws}
         self._scene = (first, state, stats)
         return state, stats
 

@@ -34,7 +34,7 @@ from .provenance import generation_sources
 
 STATE = Path(".simgen") / "state.json"
 LOCK = ".simgen.lock"  # held by the running render (see out_lock); not part of the dataset
-NON_CONTENT_KEYS = ("workers", "progress", "overwrite", "out", "hydra", "shard")
+NON_CONTENT_KEYS = ("workers", "physics_process", "progress", "overwrite", "out", "hydra", "shard")
 
 
 def config_hash(cfg: RenderConfig) -> str:
@@ -207,7 +207,7 @@ def out_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, workers: int) -> None:
+def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, workers: int, physics_process: bool) -> None:
     global _GEN, _OVERLAP
     with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
         from .pipeline import Generator
@@ -220,7 +220,7 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
         counter.value += 1
     device = devices[k % len(devices)] if devices else None
     with quiet_stdout((1, 2)):
-        _GEN = Generator(cfg, egl_device=device)
+        _GEN = Generator(cfg, egl_device=device, physics_process=physics_process)
     # the pool's own size, not cfg.workers: a run with fewer images left than workers starts fewer processes
     _OVERLAP = spare_core(workers)
 
@@ -228,6 +228,11 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
 def _work(args: tuple[RenderConfig, list[int], dict[str, int]]) -> list[dict]:
     cfg, indices, cat_ids = args
     return list(render_each(_GEN, cfg, indices, cat_ids, overlap=_OVERLAP))
+
+
+def scene_count(indices: list[int], views_per_scene: int) -> int:
+    """Distinct scenes among image ``indices`` (consecutive views share one)."""
+    return len({i - i % views_per_scene for i in indices})
 
 
 def spare_core(processes: int) -> bool:
@@ -254,6 +259,7 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
             rec = gen.generate(i)
         return rec, 1e3 * (time.perf_counter() - t0)
 
+    gen.plan(indices)  # a physics feeder, where the generator has one, settles these scenes ahead
     if not overlap:
         for i in indices:
             yield _write(cfg, *generate(i), cat_ids, on_thread=False)
@@ -502,6 +508,7 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
 def _render_job(job: Job, log) -> Path:
     from tqdm import tqdm
 
+    from .feeder import wanted as feeder_wanted
     from .pipeline import Generator
 
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
@@ -515,7 +522,8 @@ def _render_job(job: Job, log) -> Path:
     if todo and workers == 1:
         devs = egl_devices(cfg)
         with quiet_stdout((1, 2)):  # the EGL plugin prints which device it took
-            gen = Generator(cfg, egl_device=devs[0] if devs else None)
+            gen = Generator(cfg, egl_device=devs[0] if devs else None,
+                            physics_process=feeder_wanted(cfg.physics_process, 1, scene_count(todo, cfg.views_per_scene)))
         try:
             for s in render_each(gen, cfg, todo, cat_ids, overlap=spare_core(1)):
                 stats.append(s)
@@ -557,13 +565,16 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+    from .feeder import wanted as feeder_wanted
+
     stats: list[dict] = []
     left = todo
     for restart in range(POOL_RESTARTS + 1):
         counter = mp.get_context("spawn").Value("i", 0)
         tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, max(1, 8 // cfg.views_per_scene))]
         try:
-            with worker_pool(workers, _init_worker, (cfg, egl_devices(cfg), counter, workers)) as pool:
+            feeders = feeder_wanted(cfg.physics_process, workers, scene_count(left, cfg.views_per_scene))
+            with worker_pool(workers, _init_worker, (cfg, egl_devices(cfg), counter, workers, feeders)) as pool:
                 for fut in as_completed([pool.submit(_work, t) for t in tasks]):
                     res = fut.result()
                     stats += res
@@ -607,6 +618,9 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "timings_ms": {k: mean(k) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")},
         # share of this run's images written on a thread beside generation (only where a core was free for it)
         "writer_thread_share": mean("writer_thread"),
+        # share of this run's scenes settled by a physics process beside the renderer (physics_process; simgen.feeder):
+        # their sample_ms and simulate_ms were spent there, overlapping the render
+        "physics_process_share": mean("physics_process"),
         "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
         # workers as configured; processes: how many rendered this run (fewer where fewer images were left)
         "rendered_this_run": len(stats), "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),

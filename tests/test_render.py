@@ -301,3 +301,53 @@ def test_writer_thread_writes_the_same_bytes_and_raises_its_errors(tmp_path, mon
     cfg.out.mkdir(parents=True)
     with Generator(cfg) as gen, pytest.raises(OSError, match="No space"):
         list(run.render_each(gen, cfg, [0, 1], {c: k + 1 for k, c in enumerate(cfg.scene.categories)}, overlap=True))
+
+
+def test_physics_feeder_settles_the_same_scenes_ahead(tmp_path):
+    """A physics process beside the renderer (physics_process) hands over the very scenes the generator settles
+    itself: the same records, image for image, with the scenes it settled marked in the stats."""
+    from simgen.pipeline import Generator
+
+    cfg = small_config(tmp_path, "n_images=6", "views_per_scene=2", "width=96", "height=96")
+    with Generator(cfg) as gen:
+        plain = [gen.generate(i) for i in range(6)]
+    with Generator(cfg, physics_process=True) as gen:
+        gen.plan(list(range(6)))  # scenes 0, 2, 4: the first is left to this process
+        assert sorted(gen.feeder.futures) == [2, 4]
+        for fut in list(gen.feeder.futures.values()):
+            fut.result(timeout=120)  # let the feeder start and settle them, so this test does not race its start-up
+        fed = [gen.generate(i) for i in range(6)]
+    assert [r.stats["physics_process"] for r in fed] == [False, False, True, True, True, True]
+    assert all(not r.stats["physics_process"] for r in plain)
+    for a, b in zip(plain, fed):
+        assert a.index == b.index and np.array_equal(a.rgb, b.rgb)
+        key = lambda r: [(x.category, x.bbox_xyxy, x.area, x.pose_R, x.pose_t, x.mask.tobytes()) for x in r.instances]  # noqa: E731
+        assert a.instances and key(a) == key(b)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_physics_process_run_writes_the_same_dataset_and_ends(tmp_path, workers):
+    """physics_process=true writes what false writes (labels and pixels), records its share in the manifest, and the
+    run ends: a render worker's feeder is stopped before multiprocessing joins the worker's children at exit."""
+    runs = {}
+    for flag in ("false", "true"):
+        cfg = small_config(tmp_path, "n_images=8", "width=96", "height=96", f"workers={workers}", f"physics_process={flag}",
+                           "image_format=png", name=f"{flag}{workers}")
+        render_dataset(cfg, log=lambda m: None)
+        doc = json.loads((cfg.out / "annotations.json").read_text())
+        runs[flag] = (doc["annotations"], {p.name: p.read_bytes() for p in sorted((cfg.out / "images").iterdir())},
+                      json.loads((cfg.out / "manifest.json").read_text()))
+    assert runs["false"][0] == runs["true"][0] and runs["false"][1] == runs["true"][1]
+    assert runs["false"][2]["physics_process_share"] == 0.0
+    assert 0.0 <= runs["true"][2]["physics_process_share"] <= 1.0
+    assert runs["false"][2]["state"] == runs["true"][2]["state"]  # not part of the config's identity: resumes either way
+
+
+def test_physics_process_auto_needs_free_cores_and_enough_scenes(monkeypatch):
+    from simgen import feeder
+    from simgen.train import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert feeder.wanted("auto", 1, 100) and not feeder.wanted("auto", 2, 100)  # a core per feeder, or none
+    assert not feeder.wanted("auto", 1, feeder.MIN_SCENES - 1)  # too short a run for its start-up to pay
+    assert feeder.wanted(True, 2, 1) and not feeder.wanted(False, 1, 100)

@@ -1,0 +1,127 @@
+"""Physics in a process of its own: settle the next scenes while this process renders the current one.
+
+PyBullet holds the GIL through every ``stepSimulation`` and every frame, so a thread cannot overlap the two; a
+process can. A feeder is one ``spawn`` process with its own physics world: it runs :func:`simgen.pipeline.settled_scene`,
+the very function the generator runs in-process, on the scenes planned next, so the labels are the same bytes
+with or without it (a scene is a function of its index alone: the physics world is reset for every scene).
+
+It pays only where a core is free for it: on the 2-core development machine, ``workers=1``, tabletop 640x480,
+generation went from ~120 to ~87 ms an image (``benchmarks/vs_script.py`` has the end-to-end numbers). With every
+core already rendering, it would only take time from the renderers, so ``physics_process=auto`` starts one per
+render process only where there are at least two cores per render process.
+
+Failure is never worse than no feeder: a scene the feeder has not got ready while it is still starting, or
+that it failed on (an error, a dead process), is settled here instead, by the same function, so errors read
+exactly as they do without it.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from multiprocessing import util
+import os
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from .config import RenderConfig
+from .types import SceneState
+
+AHEAD = 2  # scenes settled ahead: one to hand over while the next settles
+
+_STATE: tuple | None = None  # in the feeder process: (cfg, banks, PhysicsWorld)
+
+
+def _init(cfg: RenderConfig, banks: dict[str, tuple[str, ...]]) -> None:
+    global _STATE
+    from .run import mute_stdout, quiet_stdout
+
+    with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
+        from .physics import PhysicsWorld
+    mute_stdout()
+    _STATE = (cfg, banks, PhysicsWorld(cfg.physics))
+
+
+def _settle(first: int) -> tuple[SceneState, dict]:
+    from .pipeline import settled_scene
+
+    assert _STATE is not None, "feeder process not initialised"
+    cfg, banks, world = _STATE
+    state, stats = settled_scene(cfg, banks, world, first)
+    return state, {**stats, "physics_process": True}
+
+
+MIN_SCENES = 32  # per render process, for `auto`: a feeder costs ~1 s of a core to start and saves ~35 ms a scene
+
+
+def wanted(setting: bool | str, processes: int, scenes: int) -> bool:
+    """Whether each of ``processes`` render processes, sharing ``scenes`` scenes, gets a feeder: ``physics_process``
+    true or false as set; ``auto``: only where the machine has two cores per render process (the feeder's core would
+    otherwise be taken from a renderer) and each has at least MIN_SCENES scenes to render (so the start-up pays)."""
+    if setting != "auto":
+        return bool(setting)
+    from .train.threads import usable_cores  # no torch: the affinity mask, capped by a cgroup quota
+
+    return usable_cores() >= 2 * processes and scenes >= MIN_SCENES * processes
+
+
+class PhysicsFeeder:
+    """Settles planned scenes ``AHEAD`` of the one being rendered, in one ``spawn`` process that dies with this one."""
+
+    def __init__(self, cfg: RenderConfig, banks: dict[str, tuple[str, ...]]) -> None:
+        from .run import STDLIB_START_METHODS, _init_with_parent
+
+        if mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
+            mp.set_start_method("spawn", force=True)  # inside a launcher's loky worker (see run.worker_pool)
+        self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            1, mp_context=mp.get_context("spawn"), initializer=_init_with_parent, initargs=(os.getpid(), _init, (cfg, banks)))
+        # A render worker is ended, not closed (the pool's sentinel), and on its way out multiprocessing joins every child
+        # it has, while the executor's own shutdown no longer works there (its manager thread is gone): stop the feeder
+        # first (finalizers with a priority run before that join), or both wait forever. It holds nothing worth keeping.
+        self._finalizer = util.Finalize(self, _stop, args=(self.pool,), exitpriority=10)
+        self.plan: deque[int] = deque()
+        self.futures: dict[int, Future] = {}
+        self.ready = False  # the process has handed over a scene: from then on waiting for it beats settling here
+
+    def schedule(self, firsts: Iterable[int]) -> None:
+        """The scenes (their first image indices) the generator will ask for, in order."""
+        self.plan = deque(f for f in firsts if f not in self.futures)
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while self.pool is not None and self.plan and len(self.futures) < AHEAD:
+            first = self.plan.popleft()
+            try:
+                self.futures[first] = self.pool.submit(_settle, first)
+            except RuntimeError:  # the pool broke (its process died): settle here from now on
+                self.close()
+
+    def take(self, first: int) -> tuple[SceneState, dict] | None:
+        """The settled scene ``first`` if the feeder has it (or is ready and settling it); None: settle it here."""
+        fut = self.futures.pop(first, None)
+        if fut is None or (not self.ready and not fut.done()):  # not planned, or the process is still starting
+            self._top_up()
+            return None
+        try:
+            got = fut.result()
+        except Exception:  # a scene error, or a dead feeder: settling here raises the same error, or just works
+            got = None
+            if self.pool is not None and getattr(self.pool, "_broken", False):
+                self.close()
+        else:
+            self.ready = True
+        self._top_up()
+        return got
+
+    def close(self) -> None:
+        pool, self.pool = self.pool, None
+        self.futures.clear()
+        self.plan.clear()
+        if pool is not None:
+            self._finalizer.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # the executor keeps no public handle on them
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
