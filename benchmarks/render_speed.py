@@ -1,7 +1,8 @@
 """Render speed, side by side in one run: PyBullet's bare getCameraImage on pre-settled scenes vs
 simgen end to end on the same scenes: without physics (the same pre-settled scenes: staging, render, labels,
-sensor model, JPEG + COCO files), with physics, and with 4 views per settled scene, for each renderer.
-One process each, so the ratio is what simgen's own work costs.
+sensor model, JPEG + COCO files), with physics, and with 4 views per settled scene, for each renderer; the last
+two again with a physics process settling the next scenes beside the renderer (physics_process=true).
+One rendering process each, so the ratio is what simgen's own work costs.
 
     python benchmarks/render_speed.py [--n 30] [--width 640] [--height 480]
 """
@@ -91,6 +92,15 @@ def main() -> None:
                         # physics amortized over 4 camera/light draws of each settled scene (its scenes
                         # are a subset of the ones above, so the render pool is warm)
                         e2e4 = end_to_end(4)
+                        # the same two with a physics process settling the next scenes beside this one (physics_process;
+                        # `auto` starts one for workers=1 on 2+ cores), made ready first so its start-up is not timed
+                        from simgen.feeder import PhysicsFeeder
+
+                        gen.feeder = PhysicsFeeder(cfg, gen.banks)
+                        gen.feeder.hello.result()
+                        e2e_pp, e2e4_pp = end_to_end(1), end_to_end(4)
+                        gen.feeder.close()
+                        gen.feeder = None
                 gen.close()
             bare_rate = len(bare) / sum(bare)
             e2e_rate = a.n / e2e
@@ -99,13 +109,14 @@ def main() -> None:
             render_dataset(replace(cfg, out=Path(tmp) / "cli"), log=lambda m: None)
             cli_rate = a.n / (time.perf_counter() - t)
             rows.append((r, bare_rate, a.n / pre, a.n / pre / bare_rate, e2e_rate, e2e_rate / bare_rate, a.n / e2e4,
-                         a.n / e2e4 / bare_rate, cli_rate, a.n / inline / bare_rate))
+                         a.n / e2e4 / bare_rate, cli_rate, a.n / inline / bare_rate, a.n / e2e_pp / bare_rate, a.n / e2e4_pp / bare_rate))
     print(f"\n{a.scene}, {a.width}x{a.height}, {a.n} images, 1 process (img/s, and ratio to the bare renderer call); "
           f"writing {'on a thread (a core is free)' if spare_core(1) else 'inline (no free core)'}")
     print(f"{'renderer':8} {'bare':>7} {'pre-settled':>12} {'ratio':>6} {'with physics':>13} {'ratio':>6} {'4 views/scene':>14} "
-          f"{'ratio':>6} {'render_dataset incl. start-up':>30} {'pre-settled, writing inline: ratio':>35}")
-    for r, b, p_, qp, e, q, e4, q4, c, qi in rows:
-        print(f"{r:8} {b:7.2f} {p_:12.2f} {qp:6.2f} {e:13.2f} {q:6.2f} {e4:14.2f} {q4:6.2f} {c:30.2f} {qi:35.2f}")
+          f"{'ratio':>6} {'render_dataset incl. start-up':>30} {'pre-settled, writing inline: ratio':>35} "
+          f"{'physics process: ratio, 1 view':>31} {'4 views':>8}")
+    for r, b, p_, qp, e, q, e4, q4, c, qi, qpp, q4pp in rows:
+        print(f"{r:8} {b:7.2f} {p_:12.2f} {qp:6.2f} {e:13.2f} {q:6.2f} {e4:14.2f} {q4:6.2f} {c:30.2f} {qi:35.2f} {qpp:31.2f} {q4pp:8.2f}")
     print("targets (issue 13): pre-settled end to end >= 0.8x the bare call; 4 views/scene (physics amortised) >= 0.95x")
 
 

@@ -10,9 +10,10 @@ generation went from ~120 to ~87 ms an image (``benchmarks/vs_script.py`` has th
 core already rendering, it would only take time from the renderers, so ``physics_process=auto`` starts one per
 render process only where there are at least two cores per render process.
 
-Failure is never worse than no feeder: a scene the feeder has not got ready while it is still starting, or
-that it failed on (an error, a dead process), is settled here instead, by the same function, so errors read
-exactly as they do without it.
+Failure is never worse than no feeder: the scenes asked for while it is still starting, and any it failed on (an
+error, a dead process), are settled here instead, by the same function, so errors read exactly as they do without
+it. Like ``workers`` > 1, it starts a ``spawn`` process, which imports the caller's main module: a script that
+calls :func:`simgen.run.render_dataset` needs the usual ``if __name__ == "__main__":`` guard.
 """
 from __future__ import annotations
 
@@ -64,8 +65,15 @@ def wanted(setting: bool | str, processes: int, scenes: int) -> bool:
     return usable_cores() >= 2 * processes and scenes >= MIN_SCENES * processes
 
 
+def _hello() -> int:
+    return os.getpid()
+
+
 class PhysicsFeeder:
-    """Settles planned scenes ``AHEAD`` of the one being rendered, in one ``spawn`` process that dies with this one."""
+    """Settles planned scenes ``AHEAD`` of the one being rendered, in one ``spawn`` process that dies with this one.
+
+    Until that process has started (imports and its physics world: ~1 s, longer under load) nothing is queued for
+    it: the scenes of that time are settled here, and no settle is spent twice."""
 
     def __init__(self, cfg: RenderConfig, banks: dict[str, tuple[str, ...]]) -> None:
         from .run import STDLIB_START_METHODS, _init_with_parent
@@ -78,9 +86,18 @@ class PhysicsFeeder:
         # it has, while the executor's own shutdown no longer works there (its manager thread is gone): stop the feeder
         # first (finalizers with a priority run before that join), or both wait forever. It holds nothing worth keeping.
         self._finalizer = util.Finalize(self, _stop, args=(self.pool,), exitpriority=10)
+        self.hello = self.pool.submit(_hello)  # done once the process is up and initialised
         self.plan: deque[int] = deque()
         self.futures: dict[int, Future] = {}
-        self.ready = False  # the process has handed over a scene: from then on waiting for it beats settling here
+        self.ready = False
+
+    def _is_ready(self) -> bool:
+        if not self.ready and self.pool is not None and self.hello.done():
+            if self.hello.exception() is not None:  # it could not start: settle everything here
+                self.close()
+            else:
+                self.ready = True
+        return self.ready
 
     def schedule(self, firsts: Iterable[int]) -> None:
         """The scenes (their first image indices) the generator will ask for, in order."""
@@ -88,7 +105,7 @@ class PhysicsFeeder:
         self._top_up()
 
     def _top_up(self) -> None:
-        while self.pool is not None and self.plan and len(self.futures) < AHEAD:
+        while self.pool is not None and self.plan and len(self.futures) < AHEAD and self._is_ready():
             first = self.plan.popleft()
             try:
                 self.futures[first] = self.pool.submit(_settle, first)
@@ -96,19 +113,17 @@ class PhysicsFeeder:
                 self.close()
 
     def take(self, first: int) -> tuple[SceneState, dict] | None:
-        """The settled scene ``first`` if the feeder has it (or is ready and settling it); None: settle it here."""
+        """The settled scene ``first`` from the feeder (waiting for it if it is settling it); None: settle it here."""
+        if first in self.plan:  # asked for now: never queue it later
+            self.plan.remove(first)
         fut = self.futures.pop(first, None)
-        if fut is None or (not self.ready and not fut.done()):  # not planned, or the process is still starting
-            self._top_up()
-            return None
-        try:
-            got = fut.result()
-        except Exception:  # a scene error, or a dead feeder: settling here raises the same error, or just works
-            got = None
-            if self.pool is not None and getattr(self.pool, "_broken", False):
-                self.close()
-        else:
-            self.ready = True
+        got = None
+        if fut is not None:
+            try:
+                got = fut.result()
+            except Exception:  # a scene error, or a dead feeder: settling here raises the same error, or just works
+                if getattr(self.pool, "_broken", False):
+                    self.close()
         self._top_up()
         return got
 

@@ -172,12 +172,10 @@ class Generator:
         self.world.close()
 
     def plan(self, indices: list[int]) -> None:
-        """The image indices about to be generated, in order: a feeder settles their scenes ahead. Until the feeder has
-        handed over a scene, the first is left to this process, which would otherwise wait for the feeder's start-up."""
+        """The image indices about to be generated, in order: a feeder settles their scenes ahead."""
         if self.feeder is not None:
             k = self.cfg.views_per_scene
-            firsts = [f for f in dict.fromkeys(i - i % k for i in indices) if self._scene is None or f != self._scene[0]]
-            self.feeder.schedule(firsts if self.feeder.ready else firsts[1:])
+            self.feeder.schedule(f for f in dict.fromkeys(i - i % k for i in indices) if self._scene is None or f != self._scene[0])
 
     def scene(self, i: int) -> tuple[SceneState, dict]:
         """The settled scene of image i (cached while consecutive views share it)."""

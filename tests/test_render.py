@@ -312,12 +312,11 @@ def test_physics_feeder_settles_the_same_scenes_ahead(tmp_path):
     with Generator(cfg) as gen:
         plain = [gen.generate(i) for i in range(6)]
     with Generator(cfg, physics_process=True) as gen:
-        gen.plan(list(range(6)))  # scenes 0, 2, 4: the first is left to this process
-        assert sorted(gen.feeder.futures) == [2, 4]
-        for fut in list(gen.feeder.futures.values()):
-            fut.result(timeout=120)  # let the feeder start and settle them, so this test does not race its start-up
+        gen.feeder.hello.result(timeout=120)  # let it start, so that this test does not race its start-up
+        gen.plan(list(range(6)))  # scenes 0, 2, 4
+        assert sorted(gen.feeder.futures) == [0, 2]  # two ahead
         fed = [gen.generate(i) for i in range(6)]
-    assert [r.stats["physics_process"] for r in fed] == [False, False, True, True, True, True]
+    assert [r.stats["physics_process"] for r in fed] == [True] * 6
     assert all(not r.stats["physics_process"] for r in plain)
     for a, b in zip(plain, fed):
         assert a.index == b.index and np.array_equal(a.rgb, b.rgb)
@@ -351,3 +350,31 @@ def test_physics_process_auto_needs_free_cores_and_enough_scenes(monkeypatch):
     assert feeder.wanted("auto", 1, 100) and not feeder.wanted("auto", 2, 100)  # a core per feeder, or none
     assert not feeder.wanted("auto", 1, feeder.MIN_SCENES - 1)  # too short a run for its start-up to pay
     assert feeder.wanted(True, 2, 1) and not feeder.wanted(False, 1, 100)
+
+
+def test_physics_feeder_failures_fall_back_to_settling_here(tmp_path):
+    """A scene the feeder failed on is settled here (so its error reads as without a feeder), and a feeder that dies
+    (killed, out of memory) costs nothing but its help: every scene is then settled here, with the same result."""
+    import signal
+    from concurrent.futures import Future
+
+    from simgen.errors import PlacementError
+    from simgen.pipeline import Generator
+
+    cfg = small_config(tmp_path, "n_images=4", "width=64", "height=64")
+    with Generator(cfg) as gen:
+        plain = [gen.generate(i) for i in range(4)]
+    with Generator(cfg, physics_process=True) as gen:
+        pid = gen.feeder.hello.result(timeout=120)
+        gen.plan([0, 1, 2, 3])
+        failed: Future = Future()
+        failed.set_exception(PlacementError("cannot place"))
+        gen.feeder.futures[0].result(timeout=120)
+        gen.feeder.futures[0] = failed  # as if the feeder had failed on scene 0
+        first = gen.generate(0)
+        assert first.stats["physics_process"] is False and gen.feeder.pool is not None  # settled here; the feeder lives on
+        os.kill(pid, signal.SIGKILL)
+        rest = [gen.generate(i) for i in range(1, 4)]
+        assert gen.feeder.pool is None  # noticed the death and stopped asking
+    for a, b in zip(plain, [first, *rest]):
+        assert np.array_equal(a.rgb, b.rgb) and [x.bbox_xyxy for x in a.instances] == [x.bbox_xyxy for x in b.instances]
