@@ -1,4 +1,5 @@
 """Scale-out: workers, shards + merge, views per scene, resume after kill -9, WebDataset, on-the-fly."""
+import contextlib
 import importlib.util
 import json
 import os
@@ -72,16 +73,35 @@ def test_views_per_scene_share_the_settled_scene(tmp_path):
 
 
 def test_resume_after_kill_minus_9(tmp_path):
-    """Kill a real render mid-run, rerun the same command: the result equals an uninterrupted run."""
+    """Kill a real render mid-run, rerun the same command: the result equals an uninterrupted run. The run has a
+    physics process beside it, which dies with it (only the run itself is killed)."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "simgen.cli", "render", f"out={out}", "n_images=24", "width=96", "height=96", "workers=1", "progress=false"]
+    cmd = [sys.executable, "-m", "simgen.cli", "render", f"out={out}", "n_images=24", "width=96", "height=96", "workers=1", "progress=false",
+           "physics_process=true"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     parts = out / ".simgen" / "parts"
     deadline = time.time() + 120
     while time.time() < deadline and (not parts.is_dir() or len(list(parts.glob("*.json"))) < 4):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kids = [int(k) for k in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert kids, "expected the physics process beside the run"
+
+    def alive(pid: int) -> bool:  # a zombie (dead, not yet reaped by whoever adopted it) counts as gone
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(k) for k in kids):
+        time.sleep(0.05)
+    left = [k for k in kids if alive(k)]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, "the physics process outlived the run it served"
     done_before = len(list(parts.glob("*.json")))
     assert 4 <= done_before < 24, "the render should have been killed mid-run"
     assert len(list(parts.glob("*.json"))) == done_before, "nothing may keep writing after the run was killed"
