@@ -207,8 +207,8 @@ class RenderConfig:
     image_format: str = "jpg"
     writer: str = "coco"
     workers: int = 1
-    # settle the next scenes in a process beside each render process: true | false | "auto" (where there are two cores
-    # per render process). Same labels either way (simgen.feeder)
+    # settle the next scenes in a process beside each render process: true | false | "auto" (two cores per render
+    # process, 32+ scenes each, simgen's own command line). Same labels either way (simgen.feeder)
     physics_process: bool | str = "auto"
     shard_index: int = 0
     shard_count: int = 1
@@ -640,8 +640,8 @@ def render_config(d: dict) -> RenderConfig:
     elif not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise bad_value("workers", "an integer >= 1 or auto (all usable cores)", workers, "auto")
     physics_process = d.get("physics_process", "auto")
-    if physics_process != "auto":
-        physics_process = check_bool(physics_process, "physics_process", "auto")
+    if physics_process not in (True, False, "auto") or isinstance(physics_process, int) and not isinstance(physics_process, bool):
+        raise bad_value("physics_process", "true, false or auto", physics_process, "auto")
     vps = top.integer("views_per_scene", 1, lo=1)
     lab = Fields(d.get("labels"), "labels", LabelSpec.__dataclass_fields__)
     labels = LabelSpec(min_visible_fraction=lab.prob("min_visible_fraction", 0.1), min_area_px=lab.integer("min_area_px", 16, lo=0),  # type: ignore[arg-type]

@@ -52,17 +52,36 @@ def _settle(first: int) -> tuple[SceneState, dict]:
 
 
 MIN_SCENES = 32  # per render process, for `auto`: a feeder costs ~1 s of a core to start and saves ~35 ms a scene
+RESULT_TIMEOUT_S = 600  # a settle takes well under a second: a feeder this late is stuck, and is given up
 
 
 def wanted(setting: bool | str, processes: int, scenes: int) -> bool:
     """Whether each of ``processes`` render processes, sharing ``scenes`` scenes, gets a feeder: ``physics_process``
     true or false as set; ``auto``: only where the machine has two cores per render process (the feeder's core would
-    otherwise be taken from a renderer) and each has at least MIN_SCENES scenes to render (so the start-up pays)."""
+    otherwise be taken from a renderer), each has at least MIN_SCENES scenes to render (so the start-up pays), and
+    the program is simgen's own command line (see :func:`main_is_safe`)."""
+    if setting not in (True, False, "auto"):
+        raise ValueError(f"physics_process must be true, false or auto, got {setting!r}")
     if setting != "auto":
         return bool(setting)
     from .train.threads import usable_cores  # no torch: the affinity mask, capped by a cgroup quota
 
-    return usable_cores() >= 2 * processes and scenes >= MIN_SCENES * processes
+    return usable_cores() >= 2 * processes and scenes >= MIN_SCENES * processes and main_is_safe()
+
+
+def main_is_safe() -> bool:
+    """Whether a ``spawn`` child may import this program's main module: simgen's command line (the console script,
+    ``python -m simgen``) or no file at all (``python -c``, a notebook). Another script might run its top-level code
+    again in the child (one without an ``if __name__ == "__main__":`` guard would): ``auto`` leaves such callers
+    without a feeder, and they can ask for one with ``physics_process=true``."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name or "").split(".")[0] == "simgen":
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.basename(path) == "simgen"
 
 
 def _hello() -> int:
@@ -83,11 +102,12 @@ class PhysicsFeeder:
         self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             1, mp_context=mp.get_context("spawn"), initializer=_init_with_parent, initargs=(os.getpid(), _init, (cfg, banks)))
         # A render worker is ended, not closed (the pool's sentinel), and on its way out multiprocessing joins every child
-        # it has, while the executor's own shutdown no longer works there (its manager thread is gone): stop the feeder
-        # first (finalizers with a priority run before that join), or both wait forever. It holds nothing worth keeping.
+        # it has. A graceful shutdown of the feeder at that point never returned (measured: a worker and its feeder each
+        # waited for the other): stop it first (finalizers with a priority run before that join). It holds nothing.
         self._finalizer = util.Finalize(self, _stop, args=(self.pool,), exitpriority=10)
         self.hello = self.pool.submit(_hello)  # done once the process is up and initialised
         self.plan: deque[int] = deque()
+        self.planned: set[int] = set()  # the plan's members, for a constant-time "is it planned?"
         self.futures: dict[int, Future] = {}
         self.ready = False
 
@@ -102,11 +122,13 @@ class PhysicsFeeder:
     def schedule(self, firsts: Iterable[int]) -> None:
         """The scenes (their first image indices) the generator will ask for, in order."""
         self.plan = deque(f for f in firsts if f not in self.futures)
+        self.planned = set(self.plan)
         self._top_up()
 
     def _top_up(self) -> None:
         while self.pool is not None and self.plan and len(self.futures) < AHEAD and self._is_ready():
             first = self.plan.popleft()
+            self.planned.discard(first)
             try:
                 self.futures[first] = self.pool.submit(_settle, first)
             except RuntimeError:  # the pool broke (its process died): settle here from now on
@@ -114,13 +136,19 @@ class PhysicsFeeder:
 
     def take(self, first: int) -> tuple[SceneState, dict] | None:
         """The settled scene ``first`` from the feeder (waiting for it if it is settling it); None: settle it here."""
-        if first in self.plan:  # asked for now: never queue it later
-            self.plan.remove(first)
+        if first in self.planned:  # asked for now: never queue it later (the generator asks in plan order: the head)
+            self.planned.discard(first)
+            if self.plan and self.plan[0] == first:
+                self.plan.popleft()
+            else:
+                self.plan.remove(first)
         fut = self.futures.pop(first, None)
         got = None
         if fut is not None:
             try:
-                got = fut.result()
+                got = fut.result(timeout=RESULT_TIMEOUT_S)
+            except TimeoutError:  # stuck (stopped, deadlocked): give it up, settle here from now on
+                self.close()
             except Exception:  # a scene error, or a dead feeder: settling here raises the same error, or just works
                 if getattr(self.pool, "_broken", False):
                     self.close()
@@ -131,9 +159,16 @@ class PhysicsFeeder:
         pool, self.pool = self.pool, None
         self.futures.clear()
         self.plan.clear()
+        self.planned.clear()
         if pool is not None:
             self._finalizer.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)  # it ends after the scene in hand ...
+            for proc in procs:
+                proc.join(timeout=10)
+                if proc.is_alive():  # ... unless it is stuck
+                    proc.terminate()
+                    proc.join(timeout=10)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

@@ -148,7 +148,10 @@ class Generator:
         if physics_process:
             from .feeder import PhysicsFeeder
 
-            self.feeder = PhysicsFeeder(cfg, self.banks)
+            try:
+                self.feeder = PhysicsFeeder(cfg, self.banks)
+            except (OSError, RuntimeError, ImportError):  # no process can be started here (no /dev/shm, a process limit):
+                self.feeder = None  # settle every scene in this process, as without one
         self.world = RenderWorld({k: v for f in files.values() for k, v in f.items()})
         self.renderer = make_renderer(cfg.renderer, egl_device)
         self.renderer.attach(self.world)

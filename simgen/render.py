@@ -100,11 +100,20 @@ def _face(origin, ea, eb, la: float, lb: float, uv, out: dict) -> None:
             out["f"] += [(a, b, d + 1, n), (a, d + 1, d, n)]
 
 
-@functools.lru_cache(maxsize=None)  # a floor of 8 m is ~300 vertices built in Python: ~3 ms each new ground look
 def box_obj(box: Box) -> Path:
     """The box as an OBJ (cached by content): inward-facing base, and walls and lid when it has a
     height. UVs count texture tiles from the base's corner, so they are never negative (TinyRenderer
     and EGL both repeat UVs above 1)."""
+    data = _box_obj_text(box)
+    path = cache_dir() / "meshes" / f"groundbox-{hashlib.sha1(data).hexdigest()[:16]}.obj"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return path
+
+
+@functools.lru_cache(maxsize=None)  # a floor of 8 m is ~300 vertices built in Python: ~3 ms each new ground look
+def _box_obj_text(box: Box) -> bytes:
     h, H, t = box.half, box.height, box.tile
     out: dict = {"v": [], "vt": [], "vn": [], "f": []}
     plan = lambda q: ((q[0] + h) / t, (q[1] + h) / t)  # noqa: E731 - base and lid
@@ -124,12 +133,7 @@ def box_obj(box: Box) -> Path:
     lines += [f"vt {u:.6f} {v:.6f}" for u, v in out["vt"]]
     lines += [f"vn {x:.0f} {y:.0f} {z:.0f}" for x, y, z in out["vn"]]
     lines += [f"f {a}/{a}/{n} {b}/{b}/{n} {c}/{c}/{n}" for a, b, c, n in out["f"]]
-    data = ("\n".join(lines) + "\n").encode()
-    path = cache_dir() / "meshes" / f"groundbox-{hashlib.sha1(data).hexdigest()[:16]}.obj"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        atomic_write_bytes(path, data)
-    return path
+    return ("\n".join(lines) + "\n").encode()
 
 
 def shadow_distance(cam: Camera, backdrop: Box) -> float:

@@ -571,9 +571,11 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
     left = todo
     for restart in range(POOL_RESTARTS + 1):
         counter = mp.get_context("spawn").Value("i", 0)
-        tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, max(1, 8 // cfg.views_per_scene))]
+        feeders = feeder_wanted(cfg.physics_process, workers, scene_count(left, cfg.views_per_scene))
+        # a feeder learns a task's scenes when the task starts, so each task's first scene waits for it: 8 scenes a task
+        per_task = 8 if feeders else max(1, 8 // cfg.views_per_scene)
+        tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, per_task)]
         try:
-            feeders = feeder_wanted(cfg.physics_process, workers, scene_count(left, cfg.views_per_scene))
             with worker_pool(workers, _init_worker, (cfg, egl_devices(cfg), counter, workers, feeders)) as pool:
                 for fut in as_completed([pool.submit(_work, t) for t in tasks]):
                     res = fut.result()
@@ -618,8 +620,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "timings_ms": {k: mean(k) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")},
         # share of this run's images written on a thread beside generation (only where a core was free for it)
         "writer_thread_share": mean("writer_thread"),
-        # share of this run's scenes settled by a physics process beside the renderer (physics_process; simgen.feeder):
-        # their sample_ms and simulate_ms were spent there, overlapping the render
+        # share of this run's images whose scene was settled by a physics process beside the renderer (physics_process;
+        # simgen.feeder): their sample_ms and simulate_ms were spent there, overlapping the render
         "physics_process_share": mean("physics_process"),
         "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
         # workers as configured; processes: how many rendered this run (fewer where fewer images were left)

@@ -61,22 +61,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-@functools.lru_cache(maxsize=None)
 def render_texture(path: Path) -> Path:
     """The texture file the renderers are given for ``path``: an uncompressed BMP copy of a PNG, made once per
-    machine (cached by the source's path, size and modification time), else ``path`` itself.
+    machine (named by the source's path, size and modification time, so an edited PNG gets a new copy), else
+    ``path`` itself.
 
     Why: PyBullet decodes a texture with stb_image every time a visual shape that uses it is made (each new
     object scale, each ground look), and under EGL twice (once for its own mesh data, once for the plugin).
     A 512 px ground costs 17.6 ms to create from PNG and 8.0 ms from BMP (llvmpipe; 7.7 vs 2.7 ms on
-    TinyRenderer). PNG is lossless and 8-bit RGB BMP holds the same pixels, so nothing drawn changes. JPEGs are
-    left alone (another decoder could round differently), and so are textures with alpha or more than 8 bits,
-    whose conversion would not be exact."""
+    TinyRenderer). PNG is lossless and 8-bit RGB BMP holds the same pixels, so nothing drawn changes. Only files
+    that are PNGs by their signature are converted: JPEGs (another decoder could round differently), and PNGs with
+    alpha or 16 bits a channel, whose conversion would not be exact, are left alone."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         return path
     try:
         st = path.stat()
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":  # a JPEG named .png, say
+                return path
     except OSError:
         return path  # missing: let PyBullet's loader say so, as before
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -29,7 +29,7 @@ def simgen(*args, cwd=None):
     (["workers=abc"], "workers must be an integer >= 1 or auto"),
     (["workers=0"], "workers=auto"),
     (["workers=-2"], "workers must be an integer >= 1 or auto"),
-    (["physics_process=maybe"], "physics_process must be true or false"),
+    (["physics_process=maybe"], "physics_process must be true, false or auto"),
     (["labels.min_visible_fraction=2"], "labels.min_visible_fraction must be a number in [0, 1], got 2"),
     (["labels.min_area_px=abc"], "labels.min_area_px must be an integer"),
     (["overwrite=yes"], "overwrite must be true or false"),

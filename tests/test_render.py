@@ -324,14 +324,17 @@ def test_physics_feeder_settles_the_same_scenes_ahead(tmp_path):
         assert a.instances and key(a) == key(b)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_physics_process_run_writes_the_same_dataset_and_ends(tmp_path, workers):
+@pytest.mark.parametrize("workers,renderer", [(1, "tiny"), (2, "tiny"), (1, "egl")])
+def test_physics_process_run_writes_the_same_dataset_and_ends(tmp_path, workers, renderer):
     """physics_process=true writes what false writes (labels and pixels), records its share in the manifest, and the
-    run ends: a render worker's feeder is stopped before multiprocessing joins the worker's children at exit."""
+    run ends: a render worker's feeder is stopped before multiprocessing joins the worker's children at exit. With EGL
+    too: the feeder never loads a renderer, and its physics must not differ from a process that did."""
+    if renderer == "egl":
+        egl_or_skip()
     runs = {}
     for flag in ("false", "true"):
         cfg = small_config(tmp_path, "n_images=8", "width=96", "height=96", f"workers={workers}", f"physics_process={flag}",
-                           "image_format=png", name=f"{flag}{workers}")
+                           "image_format=png", f"renderer={renderer}", name=f"{flag}{workers}{renderer}")
         render_dataset(cfg, log=lambda m: None)
         doc = json.loads((cfg.out / "annotations.json").read_text())
         runs[flag] = (doc["annotations"], {p.name: p.read_bytes() for p in sorted((cfg.out / "images").iterdir())},
@@ -342,14 +345,36 @@ def test_physics_process_run_writes_the_same_dataset_and_ends(tmp_path, workers)
     assert runs["false"][2]["state"] == runs["true"][2]["state"]  # not part of the config's identity: resumes either way
 
 
-def test_physics_process_auto_needs_free_cores_and_enough_scenes(monkeypatch):
+def test_physics_process_auto_needs_free_cores_enough_scenes_and_simgens_own_main(monkeypatch):
+    import sys
+    import types
+
     from simgen import feeder
     from simgen.train import threads
 
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(feeder, "main_is_safe", lambda: True)
     assert feeder.wanted("auto", 1, 100) and not feeder.wanted("auto", 2, 100)  # a core per feeder, or none
     assert not feeder.wanted("auto", 1, feeder.MIN_SCENES - 1)  # too short a run for its start-up to pay
     assert feeder.wanted(True, 2, 1) and not feeder.wanted(False, 1, 100)
+    with pytest.raises(ValueError, match="true, false or auto"):
+        feeder.wanted("false", 1, 100)  # a string is not a flag
+    monkeypatch.setattr(feeder, "main_is_safe", lambda: False)
+    assert not feeder.wanted("auto", 1, 100) and feeder.wanted(True, 1, 100)
+    monkeypatch.undo()
+
+    def main(file=None, spec=None):
+        m = types.ModuleType("__main__")
+        if file:
+            m.__file__ = file
+        m.__spec__ = spec
+        return m
+
+    cases = [(main("/usr/local/bin/simgen"), True), (main("/x/simgen/cli.py", types.SimpleNamespace(name="simgen.cli")), True),
+             (main(), True), (main("/home/u/make_data.py"), False)]  # a user's script may lack the __main__ guard
+    for module, safe in cases:
+        monkeypatch.setitem(sys.modules, "__main__", module)
+        assert feeder.main_is_safe() is safe, module
 
 
 def test_physics_feeder_failures_fall_back_to_settling_here(tmp_path):
@@ -378,3 +403,33 @@ def test_physics_feeder_failures_fall_back_to_settling_here(tmp_path):
         assert gen.feeder.pool is None  # noticed the death and stopped asking
     for a, b in zip(plain, [first, *rest]):
         assert np.array_equal(a.rgb, b.rgb) and [x.bbox_xyxy for x in a.instances] == [x.bbox_xyxy for x in b.instances]
+
+
+def test_render_texture_is_an_exact_bmp_copy_of_png_only(tmp_path):
+    """PyBullet is handed PNG textures as uncompressed BMP copies (no inflate per new shape): the same pixels;
+    files whose conversion would not be exact (alpha, 16-bit, a JPEG named .png) are handed over as they are."""
+    import cv2
+
+    from simgen.textures import render_texture
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (32, 48, 3), np.uint8)
+    grey = rng.integers(0, 256, (16, 16), np.uint8)
+    for name, img in (("rgb.png", rgb), ("grey.png", grey)):
+        cv2.imwrite(str(tmp_path / name), img)
+        out = render_texture(tmp_path / name)
+        assert out.suffix == ".bmp"
+        want = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), want)
+        assert render_texture(tmp_path / name) == out  # made once
+    cv2.imwrite(str(tmp_path / "alpha.png"), np.dstack([rgb, rgb[..., 0]]))
+    cv2.imwrite(str(tmp_path / "deep.png"), rgb.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), rgb)
+    (tmp_path / "named.png").write_bytes((tmp_path / "photo.jpg").read_bytes())
+    for name in ("alpha.png", "deep.png", "photo.jpg", "named.png", "missing.png"):
+        assert render_texture(tmp_path / name) == tmp_path / name
+    before = render_texture(tmp_path / "rgb.png")
+    cv2.imwrite(str(tmp_path / "rgb.png"), 255 - rgb)  # edited in place: a copy of its own
+    os.utime(tmp_path / "rgb.png", ns=(1, 1))
+    after = render_texture(tmp_path / "rgb.png")
+    assert after != before and np.array_equal(cv2.imread(str(after)), 255 - rgb)

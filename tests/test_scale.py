@@ -138,8 +138,10 @@ def test_webdataset_matches_coco(tmp_path, single):
         assert torch.equal(t["boxes"], t2["boxes"]) and torch.equal(t["labels"], t2["labels"])
         assert torch.equal(t["masks"], t2["masks"]) and t["image_id"] == t2["image_id"]
     again = render_webdataset(small_config(tmp_path, "n_images=6", "writer=webdataset", "workers=2", name="wds2"), shard_size=4, **QUIET)
+    fed = render_webdataset(small_config(tmp_path, "n_images=6", "writer=webdataset", "physics_process=true", name="wds3"),
+                            shard_size=4, **QUIET)
     for name in ("shard-000000.tar", "shard-000001.tar"):  # member times fixed: byte-identical, whatever the workers
-        assert (out / name).read_bytes() == (again / name).read_bytes()
+        assert (out / name).read_bytes() == (again / name).read_bytes() == (fed / name).read_bytes()
 
 
 def test_rendered_dataset_equals_disk_render(tmp_path):

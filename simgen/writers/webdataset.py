@@ -33,7 +33,7 @@ _GEN = None
 TAR_MTIME = float(os.environ.get("SOURCE_DATE_EPOCH", "946684800"))
 
 
-def _init(cfg: RenderConfig) -> None:
+def _init(cfg: RenderConfig, physics_process: bool = False) -> None:
     global _GEN
     from ..run import mute_stdout, quiet_stdout
 
@@ -41,7 +41,7 @@ def _init(cfg: RenderConfig) -> None:
     with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
         from ..pipeline import Generator
 
-        _GEN = Generator(cfg)
+        _GEN = Generator(cfg, physics_process=physics_process)
 
 
 def _payloads(args):
@@ -49,6 +49,7 @@ def _payloads(args):
     from ..run import quiet_stdout
 
     out = []
+    _GEN.plan(indices)  # a physics feeder, where the worker has one, settles these scenes ahead
     for i in indices:
         with quiet_stdout():
             rec = _GEN.generate(i)
@@ -78,7 +79,12 @@ def _write_tars(job, shard_size: int, log) -> Path:
     bar = tqdm(total=len(indices), initial=sum(len(tars[j]) for j in range(len(tars)) if j not in todo), unit="img",
                desc=f"render {cfg.scene.name} (webdataset)", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.perf_counter()
-    with worker_pool(max(1, cfg.workers), _init, (cfg,)) as pool:
+    from ..feeder import wanted as feeder_wanted
+    from ..run import scene_count
+
+    todo_indices = [i for j in todo for i in tars[j]]
+    feeders = feeder_wanted(cfg.physics_process, max(1, cfg.workers), scene_count(todo_indices, cfg.views_per_scene))
+    with worker_pool(max(1, cfg.workers), _init, (cfg, feeders)) as pool:
         for j in todo:
             tmp = cfg.out / f".{names[j]}.{os.getpid()}.tmp"
             # Fixed member times (SOURCE_DATE_EPOCH, the reproducible-builds convention, else 2000-01-01): identical runs
