@@ -8,7 +8,8 @@ with or without it (a scene is a function of its index alone: the physics world 
 It pays only where a core is free for it: on the 2-core development machine, ``workers=1``, tabletop 640x480,
 generation went from ~120 to ~87 ms an image (``benchmarks/vs_script.py`` has the end-to-end numbers). With every
 core already rendering, it would only take time from the renderers, so ``physics_process=auto`` starts one per
-render process only where there are at least two cores per render process.
+render process only where there are at least two cores per render process, enough scenes to pay for its start-up,
+and the program is simgen's own command line (:func:`wanted`).
 
 Failure is never worse than no feeder: the scenes asked for while it is still starting, and any it failed on (an
 error, a dead process), are settled here instead, by the same function, so errors read exactly as they do without
@@ -18,11 +19,12 @@ calls :func:`simgen.run.render_dataset` needs the usual ``if __name__ == "__main
 from __future__ import annotations
 
 import multiprocessing as mp
-from multiprocessing import util
 import os
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as ResultTimeout  # the builtin TimeoutError only from Python 3.11
+from multiprocessing import util
 
 from .config import RenderConfig
 from .types import SceneState
@@ -147,7 +149,7 @@ class PhysicsFeeder:
         if fut is not None:
             try:
                 got = fut.result(timeout=RESULT_TIMEOUT_S)
-            except TimeoutError:  # stuck (stopped, deadlocked): give it up, settle here from now on
+            except ResultTimeout:  # stuck (stopped, deadlocked): give it up, settle here from now on
                 self.close()
             except Exception:  # a scene error, or a dead feeder: settling here raises the same error, or just works
                 if getattr(self.pool, "_broken", False):
