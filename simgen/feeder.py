@@ -18,7 +18,6 @@ calls :func:`simgen.run.render_dataset` needs the usual ``if __name__ == "__main
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Iterable
@@ -97,12 +96,9 @@ class PhysicsFeeder:
     it: the scenes of that time are settled here, and no settle is spent twice."""
 
     def __init__(self, cfg: RenderConfig, banks: dict[str, tuple[str, ...]]) -> None:
-        from .run import STDLIB_START_METHODS, _init_with_parent
+        from .run import spawn_pool
 
-        if mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
-            mp.set_start_method("spawn", force=True)  # inside a launcher's loky worker (see run.worker_pool)
-        self.pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            1, mp_context=mp.get_context("spawn"), initializer=_init_with_parent, initargs=(os.getpid(), _init, (cfg, banks)))
+        self.pool: ProcessPoolExecutor | None = spawn_pool(1, _init, (cfg, banks))
         # A render worker is ended, not closed (the pool's sentinel), and on its way out multiprocessing joins every child
         # it has. A graceful shutdown of the feeder at that point never returned (measured: a worker and its feeder each
         # waited for the other): stop it first (finalizers with a priority run before that join). It holds nothing.
@@ -164,7 +160,7 @@ class PhysicsFeeder:
         self.planned.clear()
         if pool is not None:
             self._finalizer.cancel()
-            procs = list((getattr(pool, "_processes", None) or {}).values())
+            procs = _processes(pool)
             pool.shutdown(wait=False, cancel_futures=True)  # it ends after the scene in hand ...
             for proc in procs:
                 proc.join(timeout=10)
@@ -173,7 +169,11 @@ class PhysicsFeeder:
                     proc.join(timeout=10)
 
 
+def _processes(pool: ProcessPoolExecutor) -> list:
+    return list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public handle on them
+
+
 def _stop(pool: ProcessPoolExecutor) -> None:
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # the executor keeps no public handle on them
+    for proc in _processes(pool):
         proc.terminate()
     pool.shutdown(wait=False, cancel_futures=True)

@@ -153,10 +153,9 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-@contextlib.contextmanager
-def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
-    """A pool of ``spawn`` processes (a child forked after EGL loaded segfaults; spawn is also what CUDA
-    wants) whose workers die with this process. A worker that dies breaks the pool with
+def spawn_pool(workers: int, initializer, initargs: tuple):
+    """A ``ProcessPoolExecutor`` of ``spawn`` processes (a child forked after EGL loaded segfaults; spawn is also
+    what CUDA wants) whose workers die with this process. A worker that dies breaks the pool with
     ``BrokenProcessPool`` instead of being respawned in a silent loop, as multiprocessing.Pool does.
 
     Inside a launcher's worker (joblib's loky) the process-wide start method is `loky`, which a stdlib
@@ -165,8 +164,14 @@ def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
 
     if mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
         mp.set_start_method("spawn", force=True)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_with_parent,
-                             initargs=(os.getpid(), initializer, initargs)) as pool:
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_with_parent,
+                               initargs=(os.getpid(), initializer, initargs))
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
+    """:func:`spawn_pool` for the span of a ``with`` block, whose error drops the tasks still queued."""
+    with spawn_pool(workers, initializer, initargs) as pool:
         try:
             yield pool
         except BaseException:
