@@ -1,15 +1,25 @@
 """Does PyBullet's EGL plugin load here, and on what? Asked in a throwaway process, because a plugin that
 cannot start calls exit(1) and would take the caller with it. Kept free of heavy imports (not even pybullet)
-so that the CLI can start the probe first thing and let it run beside the config's composition and imports:
-it costs a second process ~0.5 s, about a third of a short run's start-up."""
+so that the CLI can start the probe first thing and let it run beside the config's composition and imports.
+
+A probe costs ~0.5 s of CPU (loading Mesa's or NVIDIA's EGL and LLVM), about a fifth of a short run's start-up on
+2 cores, for an answer that only changes when the machine's EGL changes. So a "yes" is kept in the cache folder
+under a fingerprint of everything that decides it (the plugin's file, the EGL vendor files glvnd reads, the GPU
+and DRI device nodes, the NVIDIA driver's version, the environment variables that steer EGL, the host), and later
+runs on the same machine skip the process. A "no" is never kept: installing a driver takes effect at once."""
 from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
+import hashlib
 import importlib.util
+import json
 import os
+import platform
 import subprocess
 import sys
+from pathlib import Path
 
 from .errors import RendererUnavailable
 
@@ -22,6 +32,67 @@ print("SIMGEN_EGL_OK")
 """
 
 _started: dict[int | None, subprocess.Popen] = {}
+
+# what makes EGL load or not, besides the files fingerprinted below. Not LD_LIBRARY_PATH: importing OpenCV rewrites
+# it inside the process, so it would not even be the same at the start and the end of one run.
+_EGL_ENV = ("EGL_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "__EGL_VENDOR_LIBRARY_FILENAMES",
+            "__EGL_VENDOR_LIBRARY_DIRS", "__GLX_VENDOR_LIBRARY_NAME", "LIBGL_ALWAYS_SOFTWARE", "GALLIUM_DRIVER",
+            "MESA_LOADER_DRIVER_OVERRIDE", "EGL_PLATFORM", "LD_PRELOAD")
+_EGL_FILES = ("/usr/share/glvnd/egl_vendor.d/*", "/etc/glvnd/egl_vendor.d/*", "/dev/dri/*", "/dev/nvidia*",
+              "/proc/driver/nvidia/version")
+
+
+def _cache_file() -> Path:
+    # the folder of simgen.textures.cache_dir, without importing numpy and OpenCV with it
+    return Path(os.environ.get("SIMGEN_CACHE", Path.home() / ".cache" / "simgen")) / "egl-probe.json"
+
+
+def fingerprint(device: int | None) -> str | None:
+    """A digest of what decides whether the EGL plugin loads here for ``device``; None where there is no plugin."""
+    spec = importlib.util.find_spec("eglRenderer")
+    if spec is None or not spec.origin:
+        return None
+    parts = [platform.node(), str(device), os.path.realpath(sys.executable)]
+    for path in [spec.origin, *sorted(f for pat in _EGL_FILES for f in glob.glob(pat))]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        parts.append(f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_rdev}")
+    with contextlib.suppress(OSError):  # the driver's version line: an upgraded driver re-probes
+        parts.append(Path("/proc/driver/nvidia/version").read_text().splitlines()[0])
+    parts += [f"{k}={os.environ.get(k)}" for k in _EGL_ENV]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _known() -> dict:
+    try:
+        known = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def cached_vendor(device: int | None) -> str | None:
+    """The vendor a past probe on this machine found for ``device``, if nothing that decides it has changed since."""
+    key = fingerprint(device)
+    vendor = _known().get(key) if key else None
+    return vendor if isinstance(vendor, str) and vendor else None
+
+
+def _remember(device: int | None, vendor: str) -> None:
+    key = fingerprint(device)
+    if not key:
+        return
+    known = {k: v for k, v in _known().items() if k != key}
+    known = dict(list(known.items())[-31:])  # a handful of machines and devices share a home folder at most
+    known[key] = vendor
+    path = _cache_file()
+    with contextlib.suppress(OSError):  # a read-only home only costs the next run a probe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
 
 
 def _spawn(device: int | None) -> subprocess.Popen:
@@ -36,6 +107,10 @@ def start_probe(device: int | None = None) -> None:
     plugin is missing, the answer is already known, or a probe is running. A probe never collected is stopped at exit."""
     if device in _started or f"SIMGEN_EGL_OK_{device}" in os.environ or importlib.util.find_spec("eglRenderer") is None:
         return
+    vendor = cached_vendor(device)
+    if vendor is not None:  # probed on this machine before, and nothing it depends on has changed
+        os.environ[f"SIMGEN_EGL_OK_{device}"] = vendor
+        return
     _started[device] = _spawn(device)
     atexit.register(_stop, device)
 
@@ -49,10 +124,16 @@ def _stop(device: int | None) -> None:
 
 
 def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
-    """Load EGL in a throwaway process (or collect the one :func:`start_probe` started).
-    Returns the vendor line it printed (e.g. 'Mesa/X.org' for llvmpipe); raises RendererUnavailable."""
+    """Load EGL in a throwaway process (or collect the one :func:`start_probe` started), unless this machine's answer
+    is cached (see the module's docstring). Returns the vendor line it printed (e.g. 'llvmpipe (LLVM 15.0.6, 256 bits)'
+    for Mesa); raises RendererUnavailable."""
     if importlib.util.find_spec("eglRenderer") is None:
         raise RendererUnavailable("renderer=egl: PyBullet's eglRenderer plugin is not installed; reinstall pybullet==3.2.7 or use renderer=tiny.")
+    if device not in _started:
+        vendor = cached_vendor(device)
+        if vendor is not None:
+            os.environ[f"SIMGEN_EGL_OK_{device}"] = vendor
+            return vendor
     proc = _started.pop(device, None) or _spawn(device)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -66,4 +147,5 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
     vendor = [ln.split("=", 1)[1].strip() for ln in out.splitlines() if ln.strip().startswith("GL_RENDERER=")]
     name = vendor[0] if vendor else "unknown"
     os.environ[f"SIMGEN_EGL_OK_{device}"] = name
+    _remember(device, name)
     return name

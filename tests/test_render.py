@@ -255,12 +255,13 @@ def test_resume_keeps_the_renderer_auto_chose(tmp_path):
     assert previous_renderer(dataclasses.replace(cfg, overwrite=True)) is None
 
 
-def test_egl_probe_started_early_is_collected_once_and_stopped_if_unused(monkeypatch):
+def test_egl_probe_started_early_is_collected_once_and_stopped_if_unused(monkeypatch, tmp_path):
     """The CLI starts the EGL probe before composing the config; probe_egl then collects that process instead of
     starting another, and a probe nobody collects is killed at exit (no stray process)."""
     from simgen import eglprobe
 
     egl_or_skip()
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))  # no cached answer: the probe process runs
     monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
     eglprobe.start_probe()
     proc = eglprobe._started[None]
@@ -270,10 +271,48 @@ def test_egl_probe_started_early_is_collected_once_and_stopped_if_unused(monkeyp
     eglprobe.start_probe()  # the answer is known now (in the environment): nothing to start
     assert None not in eglprobe._started
     monkeypatch.delenv("SIMGEN_EGL_OK_None")
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path / "empty"))
     eglprobe.start_probe()
     proc = eglprobe._started[None]
     eglprobe._stop(None)  # what atexit does with a probe never collected
     assert proc.returncode is not None and None not in eglprobe._started
+
+
+def test_egl_probe_answer_is_cached_per_machine_and_reprobed_when_egl_changes(monkeypatch, tmp_path):
+    """A "yes" from the probe process is kept under a fingerprint of the machine's EGL, so later runs start no probe
+    process; a changed fingerprint (here: an EGL environment variable) probes again; a "no" is never kept."""
+    from simgen import eglprobe
+    from simgen.errors import RendererUnavailable
+
+    egl_or_skip()
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
+    monkeypatch.delenv("__EGL_VENDOR_LIBRARY_DIRS", raising=False)
+    vendor = eglprobe.probe_egl()  # the real probe process
+    assert eglprobe.cached_vendor(None) == vendor
+    spawned = []
+
+    def no_process(device):
+        spawned.append(device)
+        raise AssertionError("a probe process was started although the answer is cached")
+
+    monkeypatch.setattr(eglprobe, "_spawn", no_process)
+    monkeypatch.delenv("SIMGEN_EGL_OK_None")
+    eglprobe.start_probe()
+    assert os.environ["SIMGEN_EGL_OK_None"] == vendor and not spawned
+    monkeypatch.delenv("SIMGEN_EGL_OK_None")
+    assert eglprobe.probe_egl() == vendor and not spawned
+    # glvnd reads its vendor files from this folder: a changed EGL, so the cached answer no longer holds
+    monkeypatch.setenv("__EGL_VENDOR_LIBRARY_DIRS", str(tmp_path / "no-vendors"))
+    monkeypatch.delenv("SIMGEN_EGL_OK_None")
+    assert eglprobe.cached_vendor(None) is None
+    monkeypatch.undo()  # the real _spawn again
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
+    monkeypatch.setenv("__EGL_VENDOR_LIBRARY_DIRS", str(tmp_path / "no-vendors"))
+    with pytest.raises(RendererUnavailable):  # no vendor library found: the real probe process says no...
+        eglprobe.probe_egl()
+    assert eglprobe.cached_vendor(None) is None  # ...and that is not kept
 
 
 def test_writer_thread_writes_the_same_bytes_and_raises_its_errors(tmp_path, monkeypatch):
