@@ -565,35 +565,98 @@ def summary_line(out: Path, n_images: int, n_ann: int, already: int, rendered: i
 
 
 def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], workers: int, bar, log) -> list[dict]:
-    """Render ``todo`` on ``workers`` processes. A worker that dies (killed, out of memory) costs only the
+    """Render ``todo`` on ``workers`` processes: this one and ``workers - 1`` spawned ones. Rendering here too saves
+    starting one process (imports, EGL and banks: ~1 s of CPU, a tenth of a 60-image run on 2 cores) and keeps no
+    core waiting on a process that only collects results. A worker that dies (killed, out of memory) costs only the
     images it had not finished: the pool is restarted for what is left, at most POOL_RESTARTS times."""
-    from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     from .feeder import wanted as feeder_wanted
+    from .pipeline import Generator
+    from .render import share_software_gl
 
     stats: list[dict] = []
     left = todo
-    for restart in range(POOL_RESTARTS + 1):
-        counter = mp.get_context("spawn").Value("i", 0)
-        feeders = feeder_wanted(cfg.physics_process, workers, scene_count(left, cfg.views_per_scene))
-        # a feeder learns a task's scenes when the task starts, so each task's first scene waits for it: 8 scenes a task
-        per_task = 8 if feeders else max(1, 8 // cfg.views_per_scene)
-        tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, per_task)]
-        try:
-            with worker_pool(workers, _init_worker, (cfg, egl_devices(cfg), counter, workers, feeders)) as pool:
-                for fut in as_completed([pool.submit(_work, t) for t in tasks]):
-                    res = fut.result()
-                    stats += res
-                    bar.update(len(res))
-            return stats
-        except BrokenProcessPool:
-            done = coco.done_indices(cfg.out)
-            left = [i for i in left if i not in done]
-            if restart == POOL_RESTARTS:
-                raise RenderError(f"render workers keep dying ({POOL_RESTARTS + 1} pools in a row), {len(left)} images left; "
-                                  "check memory (fewer workers=) and rerun the same command to resume.") from None
-            log(f"a render worker died; restarting the pool for the {len(left)} images left")
+    own = None  # this process's generator, made once the pool is starting (its start-up overlaps theirs)
+    devices = egl_devices(cfg)
+    try:
+        for restart in range(POOL_RESTARTS + 1):
+            counter = mp.get_context("spawn").Value("i", 1)  # slot 0 (the first EGL device) is this process's
+            feeders = feeder_wanted(cfg.physics_process, workers, scene_count(left, cfg.views_per_scene))
+            # a feeder learns a task's scenes when the task starts, so each task's first scene waits for it: 8 scenes a task
+            per_task = 8 if feeders else max(1, 8 // cfg.views_per_scene)
+            tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, per_task)]
+            try:
+                with worker_pool(workers - 1, _init_worker, (cfg, devices, counter, workers, feeders)) as pool:
+                    if own is None:
+                        share_software_gl(workers)  # before this process loads EGL: its share of the raster threads
+                        with quiet_stdout((1, 2)):
+                            own = Generator(cfg, egl_device=devices[0] if devices else None, physics_process=feeders)
+                    stats += _share_tasks(pool, tasks, own, spare_core(workers), ahead=workers - 1, bar=bar)
+                return stats
+            except BrokenProcessPool:
+                done = coco.done_indices(cfg.out)
+                left = [i for i in left if i not in done]
+                if restart == POOL_RESTARTS:
+                    raise RenderError(f"render workers keep dying ({POOL_RESTARTS + 1} pools in a row), {len(left)} images left; "
+                                      "check memory (fewer workers=) and rerun the same command to resume.") from None
+                log(f"a render worker died; restarting the pool for the {len(left)} images left")
+    finally:
+        if own is not None:
+            with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
+                own.close()
+    return stats
+
+
+def _share_tasks(pool, tasks: list[tuple], gen, overlap: bool, ahead: int, bar) -> list[dict]:
+    """Run ``tasks`` on ``pool`` and on this process's ``gen``, both taking the next task from one queue: a pool
+    task's completion hands that worker the next task at once (a done-callback, on the pool's manager thread), so no
+    worker waits while this process renders. Results are collected here between this process's images, so a
+    worker's error, or its death (BrokenProcessPool), stops the run at the next image. Returns every image's stats."""
+    import threading
+    from collections import deque
+
+    lock = threading.Lock()
+    queue: deque = deque(tasks)
+    futures: list = []  # every task handed to the pool, appended under the lock with its removal from the queue
+    counted: set = set()
+    stats: list[dict] = []
+
+    def feed(_done=None) -> None:
+        with lock:
+            if not queue:
+                return
+            task = queue.popleft()
+            try:
+                fut = pool.submit(_work, task)
+            except Exception:  # the pool is broken or shut down (an error is being raised): nothing more to hand it
+                queue.appendleft(task)
+                return
+            futures.append(fut)
+        fut.add_done_callback(feed)
+
+    def collect(block: bool) -> None:
+        with lock:
+            ready = [f for f in futures if f not in counted and (block or f.done())]
+        for fut in ready:
+            res = fut.result()  # a worker's error (or its death: BrokenProcessPool) is raised here
+            counted.add(fut)
+            stats.extend(res)
+            bar.update(len(res))
+
+    for _ in range(ahead):
+        feed()
+    while True:
+        with lock:
+            task = queue.popleft() if queue else None
+        if task is None:
+            break
+        cfg, indices, cat_ids = task
+        for s in render_each(gen, cfg, indices, cat_ids, overlap=overlap):
+            stats.append(s)
+            bar.update(1)
+            collect(block=False)
+    collect(block=True)  # the queue is empty, so ``futures`` is complete
     return stats
 
 

@@ -43,6 +43,22 @@ def test_two_workers_equal_one(tmp_path, single):
     assert json.loads((single / "manifest.json").read_text())["processes"] == 1
 
 
+def test_the_runs_own_process_renders_beside_its_workers(tmp_path, monkeypatch):
+    """workers=N spawns N-1 processes and renders in the run's own one too: of two tasks of 8 images on workers=2,
+    the spawned process renders one and this process the other, and the dataset is the one workers=1 writes."""
+    from simgen import run
+
+    one = render_dataset(small_config(tmp_path / "a", "n_images=16"), **QUIET)
+    seen: list[dict] = []
+    write_manifest = run.write_manifest
+    monkeypatch.setattr(run, "write_manifest", lambda cfg, doc, stats, wall: (seen.extend(stats), write_manifest(cfg, doc, stats, wall)))
+    two = render_dataset(small_config(tmp_path / "b", "n_images=16", "workers=2"), **QUIET)
+    same_dataset(one, two)
+    pids = [s["pid"] for s in seen]
+    assert len(pids) == 16 and pids.count(os.getpid()) == 8 and len(set(pids)) == 2
+    assert json.loads((two / "manifest.json").read_text())["processes"] == 2
+
+
 def test_shards_merge_to_the_single_run(tmp_path, single):
     for k in range(3):
         render_dataset(small_config(tmp_path, "n_images=6", f"shard.index={k}", "shard.count=3"), **QUIET)
