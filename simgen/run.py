@@ -618,8 +618,7 @@ def _share_tasks(pool, tasks: list[tuple], gen, overlap: bool, ahead: int, bar) 
 
     lock = threading.Lock()
     queue: deque = deque(tasks)
-    futures: list = []  # every task handed to the pool, appended under the lock with its removal from the queue
-    counted: set = set()
+    pending: list = []  # the pool's tasks not yet collected, each appended under the lock with its removal from the queue
     stats: list[dict] = []
 
     def feed(_done=None) -> None:
@@ -632,15 +631,15 @@ def _share_tasks(pool, tasks: list[tuple], gen, overlap: bool, ahead: int, bar) 
             except Exception:  # the pool is broken or shut down (an error is being raised): nothing more to hand it
                 queue.appendleft(task)
                 return
-            futures.append(fut)
+            pending.append(fut)
         fut.add_done_callback(feed)
 
     def collect(block: bool) -> None:
         with lock:
-            ready = [f for f in futures if f not in counted and (block or f.done())]
+            ready = [f for f in pending if block or f.done()]
+            pending[:] = [f for f in pending if f not in ready]
         for fut in ready:
             res = fut.result()  # a worker's error (or its death: BrokenProcessPool) is raised here
-            counted.add(fut)
             stats.extend(res)
             bar.update(len(res))
 
@@ -656,7 +655,7 @@ def _share_tasks(pool, tasks: list[tuple], gen, overlap: bool, ahead: int, bar) 
             stats.append(s)
             bar.update(1)
             collect(block=False)
-    collect(block=True)  # the queue is empty, so ``futures`` is complete
+    collect(block=True)  # the queue is empty, so no task is handed to the pool any more: ``pending`` is all that is left
     return stats
 
 
