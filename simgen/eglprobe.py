@@ -4,9 +4,15 @@ so that the CLI can start the probe first thing and let it run beside the config
 
 A probe costs ~0.5 s of CPU (loading Mesa's or NVIDIA's EGL and LLVM), about a fifth of a short run's start-up on
 2 cores, for an answer that only changes when the machine's EGL changes. So a "yes" is kept in the cache folder
-under a fingerprint of everything that decides it (the plugin's file, the EGL vendor files glvnd reads, the GPU
-and DRI device nodes, the NVIDIA driver's version, the environment variables that steer EGL, the host), and later
-runs on the same machine skip the process. A "no" is never kept: installing a driver takes effect at once."""
+for a day under a fingerprint of what decides it (the plugin's file, the EGL vendor files glvnd reads, the GPU and
+DRI device nodes, the NVIDIA driver's version, the environment variables that steer EGL and the library path the
+process started with, the host), and later runs on the same machine skip the process. A "no" is never kept:
+installing a driver takes effect at once.
+
+What the fingerprint cannot see (a library removed from under its vendor file, a GPU fallen off the bus) would make a
+cached "yes" wrong, and the in-process load would then end its process. Every in-process load is therefore bracketed
+by a marker file (:func:`loading`); a marker left by a process that is gone voids the whole cache, so the next run
+probes in a throwaway process again and says in one line what is wrong."""
 from __future__ import annotations
 
 import atexit
@@ -33,9 +39,11 @@ print("SIMGEN_EGL_OK")
 
 _started: dict[int | None, subprocess.Popen] = {}
 
-# what makes EGL load or not, besides the files fingerprinted below. Not LD_LIBRARY_PATH: importing OpenCV rewrites
-# it inside the process, so it would not even be the same at the start and the end of one run.
-_EGL_ENV = ("EGL_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "__EGL_VENDOR_LIBRARY_FILENAMES",
+CACHE_SECONDS = 24 * 3600
+# what makes EGL load or not, besides the files fingerprinted below. LD_LIBRARY_PATH is read from what the process
+# started with (see _start_env): importing OpenCV rewrites it inside the process, and the loader used the first value.
+# EGL_VISIBLE_DEVICES only without a device: with one, simgen sets it itself.
+_EGL_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "__EGL_VENDOR_LIBRARY_FILENAMES",
             "__EGL_VENDOR_LIBRARY_DIRS", "__GLX_VENDOR_LIBRARY_NAME", "LIBGL_ALWAYS_SOFTWARE", "GALLIUM_DRIVER",
             "MESA_LOADER_DRIVER_OVERRIDE", "EGL_PLATFORM", "LD_PRELOAD")
 _EGL_FILES = ("/usr/share/glvnd/egl_vendor.d/*", "/etc/glvnd/egl_vendor.d/*", "/dev/dri/*", "/dev/nvidia*",
@@ -45,6 +53,55 @@ _EGL_FILES = ("/usr/share/glvnd/egl_vendor.d/*", "/etc/glvnd/egl_vendor.d/*", "/
 def _cache_file() -> Path:
     # the folder of simgen.textures.cache_dir, without importing numpy and OpenCV with it
     return Path(os.environ.get("SIMGEN_CACHE", Path.home() / ".cache" / "simgen")) / "egl-probe.json"
+
+
+def _start_env(name: str) -> str | None:
+    """An environment variable as this process started with it (what the dynamic loader saw)."""
+    try:
+        for item in Path("/proc/self/environ").read_bytes().split(b"\0"):
+            if item.startswith(name.encode() + b"="):
+                return item.split(b"=", 1)[1].decode(errors="replace")
+        return None
+    except OSError:  # no /proc (macOS): the current value
+        return os.environ.get(name)
+
+
+def _markers() -> Path:
+    return _cache_file().with_name("egl-loading")
+
+
+@contextlib.contextmanager
+def loading():
+    """Bracket an in-process load of the EGL plugin: a process that dies inside leaves its marker behind, and the
+    next :func:`cached_vendor` then forgets every cached answer (see the module's docstring)."""
+    marker = _markers() / str(os.getpid())
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:  # a read-only cache folder: nothing is cached there either
+        pass
+    yield
+    with contextlib.suppress(OSError):
+        marker.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process: alive
+        return True
+    return True
+
+
+def _void_if_a_load_died() -> None:
+    with contextlib.suppress(OSError):
+        dead = [m for m in _markers().iterdir() if not (m.name.isdigit() and _alive(int(m.name)))]
+        if dead:
+            _cache_file().unlink(missing_ok=True)
+            for m in dead:
+                m.unlink(missing_ok=True)
 
 
 def fingerprint(device: int | None) -> str | None:
@@ -62,6 +119,9 @@ def fingerprint(device: int | None) -> str | None:
     with contextlib.suppress(OSError):  # the driver's version line: an upgraded driver re-probes
         parts.append(Path("/proc/driver/nvidia/version").read_text().splitlines()[0])
     parts += [f"{k}={os.environ.get(k)}" for k in _EGL_ENV]
+    parts.append(f"LD_LIBRARY_PATH={_start_env('LD_LIBRARY_PATH')}")
+    if device is None:
+        parts.append(f"EGL_VISIBLE_DEVICES={os.environ.get('EGL_VISIBLE_DEVICES')}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -74,10 +134,18 @@ def _known() -> dict:
 
 
 def cached_vendor(device: int | None) -> str | None:
-    """The vendor a past probe on this machine found for ``device``, if nothing that decides it has changed since."""
+    """The vendor a past probe on this machine found for ``device`` within a day, if nothing that decides it has changed
+    since and no in-process load has died since."""
+    import time
+
+    _void_if_a_load_died()
     key = fingerprint(device)
-    vendor = _known().get(key) if key else None
-    return vendor if isinstance(vendor, str) and vendor else None
+    entry = _known().get(key) if key else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("vendor"), str) or not entry["vendor"]:
+        return None
+    if not 0 <= time.time() - float(entry.get("time", 0)) < CACHE_SECONDS:
+        return None
+    return entry["vendor"]
 
 
 def _remember(device: int | None, vendor: str) -> None:
@@ -86,7 +154,9 @@ def _remember(device: int | None, vendor: str) -> None:
         return
     known = {k: v for k, v in _known().items() if k != key}
     known = dict(list(known.items())[-31:])  # a handful of machines and devices share a home folder at most
-    known[key] = vendor
+    import time
+
+    known[key] = {"vendor": vendor, "time": time.time()}
     path = _cache_file()
     with contextlib.suppress(OSError):  # a read-only home only costs the next run a probe
         path.parent.mkdir(parents=True, exist_ok=True)

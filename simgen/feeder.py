@@ -118,7 +118,13 @@ class PhysicsFeeder:
         return self.ready
 
     def schedule(self, firsts: Iterable[int]) -> None:
-        """The scenes (their first image indices) the generator will ask for, in order."""
+        """The scenes (their first image indices) the generator will ask for, in order. A scene settling for an earlier
+        plan and not in this one (its task was abandoned: the render pool broke and restarted) is dropped, so it cannot
+        hold one of the AHEAD slots for the rest of the run."""
+        firsts = list(firsts)
+        wanted = set(firsts)
+        for first in [f for f in self.futures if f not in wanted]:
+            self.futures.pop(first).cancel()  # running: it finishes unread; queued: it never runs
         self.plan = deque(f for f in firsts if f not in self.futures)
         self.planned = set(self.plan)
         self._top_up()

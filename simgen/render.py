@@ -21,6 +21,7 @@ import pybullet as p
 
 from . import assets
 from .config import EGL_MAX
+from . import eglprobe
 from .eglprobe import probe_egl
 from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
@@ -369,11 +370,14 @@ class EglRenderer(Renderer):
         if self.device is not None:
             # The plugin reads this once, when it loads; it indexes EGL devices, not CUDA's numbering.
             os.environ["EGL_VISIBLE_DEVICES"] = str(self.device)
-        world.client.loadPlugin(importlib.util.find_spec("eglRenderer").origin, "_eglRendererPlugin")
-        cam = Camera(64, 64, 64, 64, 32, 32, (0, 0, 1), (0, 0, 0), (0, 1, 0), 0.1, 2)
-        light = Light((0, 0, 1), (1, 1, 1), 10, 0.5, 0.5, 0.1, True)
-        for _ in range(2):  # the first two frames after loading lack shadows
-            self.raw(world, cam, light)
+        # A cached "yes" can be wrong in ways its fingerprint cannot see, and a plugin that fails ends this process:
+        # the marker tells the next run to probe in a throwaway process again (eglprobe's docstring)
+        with eglprobe.loading():
+            world.client.loadPlugin(importlib.util.find_spec("eglRenderer").origin, "_eglRendererPlugin")
+            cam = Camera(64, 64, 64, 64, 32, 32, (0, 0, 1), (0, 0, 0), (0, 1, 0), 0.1, 2)
+            light = Light((0, 0, 1), (1, 1, 1), 10, 0.5, 0.5, 0.1, True)
+            for _ in range(2):  # the first two frames after loading lack shadows
+                self.raw(world, cam, light)
 
     def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
         if cam.width > EGL_MAX[0] or cam.height > EGL_MAX[1]:

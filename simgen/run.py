@@ -220,6 +220,10 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
 
     share_software_gl(workers)
     mute_stdout()
+    # Where memory runs out, the kernel should kill a worker (the pool restarts for its images) rather than the run's
+    # own process, which now renders too and is the largest: a process may raise its own OOM score, never lower it.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("300")
     with counter.get_lock():
         k = counter.value
         counter.value += 1
@@ -572,12 +576,10 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
     from concurrent.futures.process import BrokenProcessPool
 
     from .feeder import wanted as feeder_wanted
-    from .pipeline import Generator
-    from .render import share_software_gl
 
     stats: list[dict] = []
     left = todo
-    own = None  # this process's generator, made once the pool is starting (its start-up overlaps theirs)
+    own: list = []  # this process's generator, made when it first takes a task (after the pool's first tasks are out)
     devices = egl_devices(cfg)
     try:
         for restart in range(POOL_RESTARTS + 1):
@@ -586,13 +588,15 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
             # a feeder learns a task's scenes when the task starts, so each task's first scene waits for it: 8 scenes a task
             per_task = 8 if feeders else max(1, 8 // cfg.views_per_scene)
             tasks = [(cfg, c, cat_ids) for c in chunks(left, cfg.views_per_scene, per_task)]
+
+            def generator():
+                if not own:
+                    own.append(_own_generator(cfg, devices[0] if devices else None, workers, feeders))
+                return own[0]
+
             try:
                 with worker_pool(workers - 1, _init_worker, (cfg, devices, counter, workers, feeders)) as pool:
-                    if own is None:
-                        share_software_gl(workers)  # before this process loads EGL: its share of the raster threads
-                        with quiet_stdout((1, 2)):
-                            own = Generator(cfg, egl_device=devices[0] if devices else None, physics_process=feeders)
-                    stats += _share_tasks(pool, tasks, own, spare_core(workers), ahead=workers - 1, bar=bar)
+                    _share_tasks(pool, tasks, generator, spare_core(workers), workers - 1, bar, stats)
                 return stats
             except BrokenProcessPool:
                 done = coco.done_indices(cfg.out)
@@ -602,61 +606,77 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
                                       "check memory (fewer workers=) and rerun the same command to resume.") from None
                 log(f"a render worker died; restarting the pool for the {len(left)} images left")
     finally:
-        if own is not None:
+        if own:
             with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
-                own.close()
+                own[0].close()
     return stats
 
 
-def _share_tasks(pool, tasks: list[tuple], gen, overlap: bool, ahead: int, bar) -> list[dict]:
-    """Run ``tasks`` on ``pool`` and on this process's ``gen``, both taking the next task from one queue: a pool
-    task's completion hands that worker the next task at once (a done-callback, on the pool's manager thread), so no
-    worker waits while this process renders. Results are collected here between this process's images, so a
-    worker's error, or its death (BrokenProcessPool), stops the run at the next image. Returns every image's stats."""
-    import threading
+def _own_generator(cfg: RenderConfig, device: int | None, workers: int, feeders: bool):
+    """The run's own process's Generator, with its share of Mesa's raster threads as each worker has (LP_NUM_THREADS is
+    read once, when EGL loads). The variable is put back afterwards: later renders in this process (a test session, a
+    notebook) must not take it for the user's own setting."""
+    from .pipeline import Generator
+    from .render import share_software_gl
+
+    before = os.environ.get("LP_NUM_THREADS")
+    share_software_gl(workers)
+    try:
+        with quiet_stdout((1, 2)):
+            return Generator(cfg, egl_device=device, physics_process=feeders)
+    finally:
+        if before is None:
+            os.environ.pop("LP_NUM_THREADS", None)
+        else:
+            os.environ["LP_NUM_THREADS"] = before
+
+
+def _share_tasks(pool, tasks: list[tuple], generator, overlap: bool, procs: int, bar, stats: list[dict]) -> None:
+    """Run ``tasks`` on ``pool`` (``procs`` processes) and in this process (``generator()``), both taking the next task
+    from one queue. Only this thread hands the pool tasks (a done-callback must not: from Python 3.12 the pool runs
+    callbacks of a broken pool under the lock ``submit`` takes), between this process's images: the pool is kept one
+    task ahead of its processes, so a worker that finishes finds the next task waiting. That extra task is not handed
+    out near the end, where it would leave this process nothing to do. Each image's stats go into ``stats`` as they
+    come (images of a pool that breaks later still count). A worker's error or death (BrokenProcessPool) is raised
+    at this process's next image."""
     from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
 
-    lock = threading.Lock()
     queue: deque = deque(tasks)
-    pending: list = []  # the pool's tasks not yet collected, each appended under the lock with its removal from the queue
-    stats: list[dict] = []
+    pending: list = []  # the pool's tasks not yet collected
 
-    def feed(_done=None) -> None:
-        with lock:
-            if not queue:
-                return
+    def top_up() -> None:
+        while queue and len(pending) < procs + (1 if len(queue) > procs + 1 else 0):
             task = queue.popleft()
             try:
-                fut = pool.submit(_work, task)
-            except Exception:  # the pool is broken or shut down (an error is being raised): nothing more to hand it
+                pending.append(pool.submit(_work, task))
+            except (BrokenProcessPool, RuntimeError):  # broken or shut down: its futures raise the reason in collect
                 queue.appendleft(task)
                 return
-            pending.append(fut)
-        fut.add_done_callback(feed)
 
     def collect(block: bool) -> None:
-        with lock:
-            ready = [f for f in pending if block or f.done()]
-            pending[:] = [f for f in pending if f not in ready]
-        for fut in ready:
-            res = fut.result()  # a worker's error (or its death: BrokenProcessPool) is raised here
+        failed = None
+        for fut in [f for f in pending if block or f.done()]:
+            pending.remove(fut)
+            try:
+                res = fut.result()
+            except BaseException as e:  # keep every other finished task's images first
+                failed = failed or e
+                continue
             stats.extend(res)
             bar.update(len(res))
+        if failed is not None:
+            raise failed
 
-    for _ in range(ahead):
-        feed()
-    while True:
-        with lock:
-            task = queue.popleft() if queue else None
-        if task is None:
-            break
-        cfg, indices, cat_ids = task
-        for s in render_each(gen, cfg, indices, cat_ids, overlap=overlap):
+    top_up()
+    while queue:
+        cfg, indices, cat_ids = queue.popleft()
+        for s in render_each(generator(), cfg, indices, cat_ids, overlap=overlap):
             stats.append(s)
             bar.update(1)
             collect(block=False)
-    collect(block=True)  # the queue is empty, so no task is handed to the pool any more: ``pending`` is all that is left
-    return stats
+            top_up()
+    collect(block=True)
 
 
 def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float) -> None:

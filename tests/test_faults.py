@@ -120,15 +120,20 @@ def test_a_killed_render_worker_costs_only_its_images(tmp_path):
         kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         return [int(k) for k in kids if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()]
 
-    deadline = time.time() + 120
-    while time.time() < deadline and len(parts(out) if (out / coco.PARTS).is_dir() else []) < 2:
-        time.sleep(0.02)
-    os.kill(render_workers()[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(parts(out) if (out / coco.PARTS).is_dir() else []) < 2:
+            time.sleep(0.02)
+        os.kill(render_workers()[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()  # a hung run (a pool that never shuts down) must not outlive the test
     assert proc.returncode == 0, err
     assert "a render worker died; restarting the pool" in err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["n_images"] == 40 and len(list((out / "images").iterdir())) == 40 and not list(out.rglob(".*.tmp"))
+    # every image rendered, before and after the restart, is counted once (by the run's own process too)
+    assert manifest["rendered_this_run"] == 40
 
 
 def test_a_write_cut_short_mid_run_leaves_no_temporary_file(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """Integration: tiny renders end to end with each renderer, label invariants, determinism."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -288,6 +290,7 @@ def test_egl_probe_answer_is_cached_per_machine_and_reprobed_when_egl_changes(mo
     monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
     monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
     monkeypatch.delenv("__EGL_VENDOR_LIBRARY_DIRS", raising=False)
+    monkeypatch.delenv("__EGL_VENDOR_LIBRARY_FILENAMES", raising=False)  # it would take precedence over the folder below
     vendor = eglprobe.probe_egl()  # the real probe process
     assert eglprobe.cached_vendor(None) == vendor
     spawned = []
@@ -309,10 +312,35 @@ def test_egl_probe_answer_is_cached_per_machine_and_reprobed_when_egl_changes(mo
     monkeypatch.undo()  # the real _spawn again
     monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
     monkeypatch.delenv("SIMGEN_EGL_OK_None", raising=False)
+    monkeypatch.delenv("__EGL_VENDOR_LIBRARY_FILENAMES", raising=False)
     monkeypatch.setenv("__EGL_VENDOR_LIBRARY_DIRS", str(tmp_path / "no-vendors"))
     with pytest.raises(RendererUnavailable):  # no vendor library found: the real probe process says no...
         eglprobe.probe_egl()
     assert eglprobe.cached_vendor(None) is None  # ...and that is not kept
+
+
+def test_a_cached_egl_answer_expires_and_is_voided_by_a_load_that_died(monkeypatch, tmp_path):
+    """A cached "yes" lasts a day; and a process that died while loading EGL in-process (its marker left behind) voids
+    every cached answer, so the next run probes in a throwaway process again instead of dying the same way."""
+    import time
+
+    from simgen import eglprobe
+
+    if eglprobe.fingerprint(None) is None:
+        pytest.skip("PyBullet's eglRenderer plugin is not installed")
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    eglprobe._remember(None, "some GL")
+    assert eglprobe.cached_vendor(None) == "some GL"
+    with eglprobe.loading():  # a live process loading: its marker stands, the answer too
+        assert list((tmp_path / "egl-loading").iterdir()) and eglprobe.cached_vendor(None) == "some GL"
+    assert not list((tmp_path / "egl-loading").iterdir())  # a load that succeeded removes its marker
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "egl-loading" / dead.stdout.strip()).touch()  # what a process killed inside loadPlugin leaves
+    assert eglprobe.cached_vendor(None) is None and not (tmp_path / "egl-probe.json").exists()
+    assert not list((tmp_path / "egl-loading").iterdir())
+    eglprobe._remember(None, "some GL")
+    monkeypatch.setattr(time, "time", lambda: 1e12)  # far more than a day later
+    assert eglprobe.cached_vendor(None) is None
 
 
 def test_writer_thread_writes_the_same_bytes_and_raises_its_errors(tmp_path, monkeypatch):
