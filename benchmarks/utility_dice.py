@@ -149,6 +149,8 @@ def main() -> None:
     for e in report["summary"]:
         print(f"{e['name']:>8} x{len(e['seeds'])}: mAP {e['map_mean']:.3f} ± {e['map_std']:.3f}  AP50 {e['map50_mean']:.3f} ± {e['map50_std']:.3f}"
               f"  AP50 any class {e.get('map50_agnostic_mean', float('nan')):.3f} ± {e.get('map50_agnostic_std', float('nan')):.3f}")
+    for line in report.get("warnings", []):  # seeds that failed to train (simgen.train.utility.failed_seeds)
+        print(line)
     for line in targets(report["summary"]):
         print(line)
 

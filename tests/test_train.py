@@ -328,6 +328,26 @@ def test_utility_summary_over_seeds():
     assert "map50_agnostic_mean" not in s[0]  # no values, no made-up number
     table = summary_table(s)
     assert "| TSTR | 1 | 2 | 0.200 ± 0.141 | 0.400 ± 0.283 | - |" in table
+    assert "failed_seeds" not in s[0]  # two seeds: which one failed cannot be told
+
+
+def test_utility_summary_flags_a_seed_that_failed_to_train():
+    """With three seeds or more, a run under half the median of its arm's other seeds is flagged (the dice case: 0.108
+    beside 0.51-0.53), the arm's mean is also given without it, and the warning says what usually prevents it."""
+    from simgen.train.utility import failed_warnings, summarize
+
+    def run(name, seed, m):
+        return {"name": name, "synthetic_fraction": 1.0, "seed": seed, "map": m, "map50": m, "map50_agnostic": m}
+
+    runs = [run("TSTR", s, m) for s, m in enumerate([0.526, 0.523, 0.512, 0.108, 0.520, 0.519])]
+    runs += [run("TRTR", s, m) for s, m in enumerate([0.30, 0.45, 0.50])]  # low, but not half the others' median
+    s = summarize(runs)
+    assert s[0]["failed_seeds"] == [3] and s[0]["map_median"] == pytest.approx(0.5195)
+    assert s[0]["map_mean_without_failed"] == pytest.approx(0.52, abs=1e-3) and s[0]["map_mean"] == pytest.approx(0.4513, abs=1e-3)
+    assert "failed_seeds" not in s[1]
+    (line,) = failed_warnings(runs, s)
+    assert line.startswith("warning: TSTR seed 3 failed to train: mAP 0.108") and "trainer.warmup_steps" in line
+    assert "0.451 ± 0.168 with it, 0.520 ± 0.005 without" in line
 
 
 def test_killed_training_resumes_from_its_checkpoint(tmp_path, holdout, monkeypatch):
