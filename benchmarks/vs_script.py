@@ -179,6 +179,9 @@ def main() -> None:
                     help="skip the untimed simgen run that fills this machine's caches first (a fresh machine's first run)")
     ap.add_argument("--work", type=Path, default=None, help="keep the script, its jobs and outputs here")
     ap.add_argument("--simgen", nargs="*", default=[], help="extra overrides for both simgen runs (e.g. renderer=tiny)")
+    ap.add_argument("--compare", type=Path, default=None, metavar="CHECKOUT",
+                    help="also run the simgen arms from another checkout (e.g. `git worktree add /tmp/old <commit>`), "
+                         "interleaved with these, and print the ratios between the two")
     a = ap.parse_args()
 
     work = a.work or Path(tempfile.mkdtemp(prefix="simgen-vs-script-"))
@@ -196,6 +199,12 @@ def main() -> None:
         "simgen 1 proc, no physics proc": ["simgen", "render", *common, "workers=1", "physics_process=false", f"out={work / 'simgen-1np'}"],
         f"simgen machine ({cores} cores)": ["simgen", "render", *common, f"out={work / 'simgen-all'}"],
     }
+    envs: dict[str, dict | None] = {k: None for k in arms}
+    if a.compare:
+        old_env = dict(os.environ, PYTHONPATH=str(a.compare.resolve()))  # its simgen package shadows the installed one
+        for name in [k for k in arms if k != "script"]:
+            arms[f"{name} @{a.compare.name}"] = [*arms[name][:-1], f"out={work / ('old-' + arms[name][-1].split('/')[-1])}"]
+            envs[f"{name} @{a.compare.name}"] = old_env
     times: dict[str, list[float]] = {k: [] for k in arms}
     cpu: dict[str, list[float]] = {k: [] for k in arms}
     if a.warmup:
@@ -208,21 +217,26 @@ def main() -> None:
         for name, cmd in arms.items():
             if name == "script":
                 shutil.rmtree(work / "script-out", ignore_errors=True)
-            wall, used = timed(cmd)
+            wall, used = timed(cmd, envs[name])
             times[name].append(wall)
             cpu[name].append(used)
-            print(f"repeat {r}: {name:32s} {a.n / wall:6.2f} img/s  {1e3 * used / a.n:5.0f} CPU-ms/img", flush=True)
+            print(f"repeat {r}: {name:40s} {a.n / wall:6.2f} img/s  {1e3 * used / a.n:5.0f} CPU-ms/img", flush=True)
     rate = {k: a.n / statistics.median(v) for k, v in times.items()}
     cpu_img = {k: 1e3 * statistics.median(v) / a.n for k, v in cpu.items()}
     base = rate["script"]
     print(f"\n{a.scene} {a.width}x{a.height}, {a.n} images, median of {a.repeats} (whole runs, start-up included)")
     for name, r in rate.items():
-        print(f"  {name:32s} {r:6.2f} img/s   {r / base:5.2f}x the script   {cpu_img[name]:5.0f} CPU-ms an image (all processes)")
+        print(f"  {name:40s} {r:6.2f} img/s   {r / base:5.2f}x the script   {cpu_img[name]:5.0f} CPU-ms an image (all processes)")
     man = json.loads((work / "simgen-1" / "manifest.json").read_text())
     print(f"  simgen renderer: {man.get('renderer', man['config'].get('renderer'))}; physics process share "
           f"{man.get('physics_process_share')}; timings_ms per image: "
           + ", ".join(f"{k} {v:.0f}" for k, v in man.get("timings_ms", {}).items()))
     machine = f"simgen machine ({cores} cores)"
+    if a.compare:
+        for name in [k for k in rate if "@" in k]:
+            mine = name.rsplit(" @", 1)[0]
+            print(f"  this checkout vs {a.compare.name}, {mine}: {rate[mine] / rate[name]:.2f}x the images/s, "
+                  f"{cpu_img[mine] / cpu_img[name]:.2f}x the CPU an image")
     one, whole = rate["simgen 1 proc"] / base, rate[machine] / base
     print(f"target per process >= 1.3x: {one:.2f}x {'met' if one >= 1.3 else 'NOT met'}; "
           f"whole machine >= 2.5x: {whole:.2f}x {'met' if whole >= 2.5 else 'NOT met'}")
