@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import RendererUnavailable
@@ -136,8 +137,6 @@ def _known() -> dict:
 def cached_vendor(device: int | None) -> str | None:
     """The vendor a past probe on this machine found for ``device`` within a day, if nothing that decides it has changed
     since and no in-process load has died since."""
-    import time
-
     _void_if_a_load_died()
     key = fingerprint(device)
     entry = _known().get(key) if key else None
@@ -154,8 +153,6 @@ def _remember(device: int | None, vendor: str) -> None:
         return
     known = {k: v for k, v in _known().items() if k != key}
     known = dict(list(known.items())[-31:])  # a handful of machines and devices share a home folder at most
-    import time
-
     known[key] = {"vendor": vendor, "time": time.time()}
     path = _cache_file()
     with contextlib.suppress(OSError):  # a read-only home only costs the next run a probe
