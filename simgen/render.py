@@ -19,9 +19,8 @@ import cv2
 import numpy as np
 import pybullet as p
 
-from . import assets
+from . import assets, eglprobe
 from .config import EGL_MAX
-from . import eglprobe
 from .eglprobe import probe_egl
 from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
