@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cache import atomic_write_bytes, cache_dir
 from .errors import RendererUnavailable
 
 _PROBE = r"""
@@ -52,8 +53,7 @@ _EGL_FILES = ("/usr/share/glvnd/egl_vendor.d/*", "/etc/glvnd/egl_vendor.d/*", "/
 
 
 def _cache_file() -> Path:
-    # the folder of simgen.textures.cache_dir, without importing numpy and OpenCV with it
-    return Path(os.environ.get("SIMGEN_CACHE", Path.home() / ".cache" / "simgen")) / "egl-probe.json"
+    return cache_dir() / "egl-probe.json"
 
 
 def _start_env(name: str) -> str | None:
@@ -75,15 +75,17 @@ def _markers() -> Path:
 def loading():
     """Bracket an in-process load of the EGL plugin: a process that dies inside leaves its marker behind, and the
     next :func:`cached_vendor` then forgets every cached answer (see the module's docstring)."""
-    marker = _markers() / str(os.getpid())
+    marker = None
     try:
+        marker = _markers() / str(os.getpid())
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
     except OSError:  # a read-only cache folder: nothing is cached there either
-        pass
+        marker = None
     yield
-    with contextlib.suppress(OSError):
-        marker.unlink()
+    if marker is not None:
+        with contextlib.suppress(OSError):
+            marker.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -154,12 +156,8 @@ def _remember(device: int | None, vendor: str) -> None:
     known = {k: v for k, v in _known().items() if k != key}
     known = dict(list(known.items())[-31:])  # a handful of machines and devices share a home folder at most
     known[key] = {"vendor": vendor, "time": time.time()}
-    path = _cache_file()
     with contextlib.suppress(OSError):  # a read-only home only costs the next run a probe
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, path)
+        atomic_write_bytes(_cache_file(), json.dumps(known, indent=1).encode())
 
 
 def _spawn(device: int | None) -> subprocess.Popen:

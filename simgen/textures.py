@@ -18,13 +18,13 @@ from __future__ import annotations
 import colorsys
 import functools
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .cache import atomic_write_bytes, cache_dir  # noqa: F401  (imported from here by the modules that render)
 from .errors import AssetError, ConfigError
 
 GRAPHIC_KINDS = ("solid", "noise", "checker", "stripes")
@@ -47,18 +47,6 @@ def tile_size(key: str | None) -> float:
     """Physical repeat (m) of the ground texture ``key`` (``ground/felt/3`` -> felt's)."""
     parts = (key or "").split("/")
     return TILE_M.get(parts[-2] if len(parts) >= 2 else "", DEFAULT_TILE_M)
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("SIMGEN_CACHE", Path.home() / ".cache" / "simgen"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def render_texture(path: Path) -> Path:
