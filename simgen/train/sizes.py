@@ -103,6 +103,12 @@ def val_set(roots: tuple[Path, ...], indices, categories: list[str], name_of, tr
 # ---------------------------------------------------------------------------- the report
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) over seeds, rounded as the reports print them."""
+    v = np.asarray(values, dtype=float)
+    return round(float(v.mean()), 4), round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4)
+
+
 def size_summary(runs: list[dict]) -> list[dict]:
     """One row per (series, size) over seeds: mean and sample std of real and synthetic-val mAP, and their gap."""
     rows: dict[tuple[str, int], list[dict]] = {}
@@ -112,9 +118,7 @@ def size_summary(runs: list[dict]) -> list[dict]:
     for (series, n), rs in rows.items():
         e = {"series": series, "synthetic_size": n, "seeds": [r["seed"] for r in rs]}
         for k in ("map", "map50", "synthetic_val_map", "synthetic_val_map50"):
-            v = np.array([r[k] for r in rs], dtype=float)
-            e[f"{k}_mean"] = round(float(v.mean()), 4)
-            e[f"{k}_std"] = round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4)
+            e[f"{k}_mean"], e[f"{k}_std"] = mean_std([r[k] for r in rs])
         e["gap"] = round(e["synthetic_val_map_mean"] - e["map_mean"], 4)
         out.append(e)
     return sorted(out, key=lambda e: (e["series"] != "TSTR", e["series"], e["synthetic_size"]))

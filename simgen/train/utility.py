@@ -33,7 +33,7 @@ from ..provenance import file_sha256
 from ..datasheet import write_run_datasheet, write_utility_datasheet
 from .mix import MixedDataset, concat, share
 from .models import ModelConfig, build_model, model_config
-from .sizes import SyntheticSplit, gap_warnings, plan_sizes, plot_sizes, size_summary, size_table, split_indices, val_set
+from .sizes import SyntheticSplit, gap_warnings, mean_std, plan_sizes, plot_sizes, size_summary, size_table, split_indices, val_set
 from .threads import apply_threads
 
 AGNOSTIC = "object"
@@ -637,19 +637,17 @@ def summarize(runs: list[dict]) -> list[dict]:
     for name, rs in by_arm.items():
         e = {"name": name, "kind": rs[0].get("kind", "mix"), "synthetic_fraction": rs[0]["synthetic_fraction"], "seeds": [r["seed"] for r in rs]}
         for k in SUMMARY_METRICS:
-            v = np.array([r[k] for r in rs if r.get(k) is not None], dtype=float)
-            if len(v):
-                e[f"{k}_mean"] = round(float(v.mean()), 4)
-                e[f"{k}_std"] = round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4)
+            v = [r[k] for r in rs if r.get(k) is not None]
+            if v:
+                e[f"{k}_mean"], e[f"{k}_std"] = mean_std(v)
         maps = [r["map"] for r in rs if r.get("map") is not None]
         if maps:
             e["map_median"] = round(float(np.median(maps)), 4)
         failed = failed_seeds(rs)
         if failed:
-            kept = np.array([r["map"] for r in rs if r["seed"] not in failed and r.get("map") is not None], dtype=float)
             e["failed_seeds"] = failed
-            e["map_mean_without_failed"] = round(float(kept.mean()), 4)
-            e["map_std_without_failed"] = round(float(kept.std(ddof=1)) if len(kept) > 1 else 0.0, 4)
+            e["map_mean_without_failed"], e["map_std_without_failed"] = mean_std(
+                [r["map"] for r in rs if r["seed"] not in failed and r.get("map") is not None])
         out.append(e)
     return out
 
