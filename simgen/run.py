@@ -112,7 +112,9 @@ def prepare_out(cfg: RenderConfig) -> bool:
             state = {}
         same = state.get("config_hash") == h
         if cfg.overwrite:
-            for name in ("manifest.json", "annotations.json", ".simgen", "images", "depth", "semantic", "shards"):
+            # every file a render writes, of every writer: a shard tar left behind would be taken for a finished one
+            tars = [p.name for p in out.glob("shard-*.tar")]
+            for name in ("manifest.json", "annotations.json", ".simgen", "images", "depth", "semantic", "shards", *tars):
                 p = out / name
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -517,31 +519,13 @@ def render_dataset(cfg: RenderConfig, log=print) -> Path:
 def _render_job(job: Job, log) -> Path:
     from tqdm import tqdm
 
-    from .feeder import wanted as feeder_wanted
-    from .pipeline import Generator
-
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     done = coco.done_indices(cfg.out)
     todo = [i for i in indices if i not in done]
-    stats: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(indices), initial=len(indices) - len(todo), unit="img", desc=f"render {cfg.scene.name}",
                disable=not cfg.progress, dynamic_ncols=True)
-    workers = min(cfg.workers, max(1, len(todo)))
-    if todo and workers == 1:
-        devs = egl_devices(cfg)
-        with quiet_stdout((1, 2)):  # the EGL plugin prints which device it took
-            gen = Generator(cfg, egl_device=devs[0] if devs else None,
-                            physics_process=feeder_wanted(cfg.physics_process, 1, scene_count(todo, cfg.views_per_scene)))
-        try:
-            for s in render_each(gen, cfg, todo, cat_ids, overlap=spare_core(1)):
-                stats.append(s)
-                bar.update(1)
-        finally:
-            with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
-                gen.close()
-    elif todo:
-        stats += _render_parallel(cfg, todo, cat_ids, workers, bar, log)
+    stats = render_images(cfg, todo, cat_ids, bar, log)
     bar.close()
     wall = time.perf_counter() - t0
     remove_partial_files(cfg.out)  # a worker killed mid-write (and replaced by the pool restart) left its temporary file
@@ -556,6 +540,34 @@ def _render_job(job: Job, log) -> Path:
     n_ann = len(doc["annotations"])
     log(summary_line(cfg.out, len(parts), n_ann, already=len(indices) - len(todo), rendered=len(todo), wall=wall))
     return cfg.out
+
+
+def render_images(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], bar, log) -> list[dict]:
+    """Render and write images ``todo`` into ``cfg.out`` (an image file and a label part each, see
+    :func:`simgen.writers.coco.write_record`) on ``cfg.workers`` processes; returns each image's stats. One
+    process renders in this one; more share one task queue with it (:func:`_render_parallel`). Every COCO-shaped
+    writer goes through here, so each gets per-image resume and the pool restarts after a worker dies."""
+    from .feeder import wanted as feeder_wanted
+    from .pipeline import Generator
+
+    workers = min(cfg.workers, max(1, len(todo)))
+    if not todo:
+        return []
+    if workers > 1:
+        return _render_parallel(cfg, todo, cat_ids, workers, bar, log)
+    stats: list[dict] = []
+    devs = egl_devices(cfg)
+    with quiet_stdout((1, 2)):  # the EGL plugin prints which device it took
+        gen = Generator(cfg, egl_device=devs[0] if devs else None,
+                        physics_process=feeder_wanted(cfg.physics_process, 1, scene_count(todo, cfg.views_per_scene)))
+    try:
+        for s in render_each(gen, cfg, todo, cat_ids, overlap=spare_core(1)):
+            stats.append(s)
+            bar.update(1)
+    finally:
+        with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
+            gen.close()
+    return stats
 
 
 def summary_line(out: Path, n_images: int, n_ann: int, already: int, rendered: int, wall: float) -> str:

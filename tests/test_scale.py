@@ -160,6 +160,45 @@ def test_webdataset_matches_coco(tmp_path, single):
         assert (out / name).read_bytes() == (again / name).read_bytes() == (fed / name).read_bytes()
 
 
+def test_webdataset_resumes_after_kill_per_image_and_overwrite_drops_old_tars(tmp_path):
+    """A kill costs the images in flight, not a shard's worth: the rerun packs the staged images it finds and renders
+    only the rest, into tars byte-identical to an uninterrupted run's. overwrite=true must not keep an old tar (the
+    run would take it for one of its own finished shards)."""
+    out = tmp_path / "killed"
+    base = [sys.executable, "-m", "simgen.cli", "render", "writer=webdataset", "writer.shard_size=10", "width=96", "height=96",
+            "progress=false"]
+    proc = subprocess.Popen([*base, "n_images=24", f"out={out}", "workers=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    staged = out / ".simgen" / "stage" / ".simgen" / "parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not staged.is_dir() or len(list(staged.glob("*.json"))) < 5):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and every process it started
+    proc.wait()
+    n_staged = len(list(staged.glob("*.json")))
+    assert 5 <= n_staged < 24, "the render should have been killed mid-run"
+    assert not (out / "manifest.json").exists()
+    r = subprocess.run([*base, "n_images=24", f"out={out}", "workers=2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rendered_this_run"] == 24 - n_staged, "staged images were rendered again"
+    assert not (out / ".simgen").exists() and not list(out.rglob(".*.tmp"))
+    ref = tmp_path / "ref"
+    assert subprocess.run([*base, "n_images=24", f"out={ref}"], capture_output=True, timeout=300).returncode == 0
+    names = sorted(p.name for p in ref.glob("*.tar"))
+    assert names == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert sorted(p.name for p in out.glob("*.tar")) == names
+    for name in names:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    # overwrite with another config: every old tar goes, the new run writes its own
+    r = subprocess.run([*base, "n_images=8", "seed=5", f"out={out}", "overwrite=true"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar"]
+    assert json.loads((out / "manifest.json").read_text())["n_images"] == 8
+    assert (out / "shard-000000.tar").read_bytes() != (ref / "shard-000000.tar").read_bytes()
+
+
 def test_rendered_dataset_equals_disk_render(tmp_path):
     disk = render_dataset(small_config(tmp_path, "n_images=4", "image_format=png", name="png"), **QUIET)
     ds = RenderedDataset(small_config(tmp_path, "n_images=4", "image_format=png", name="unused"))
