@@ -164,9 +164,8 @@ def recheck(cfg, out: Path, indices: list[int], margin: float, bad: Counter, exa
     from tqdm import tqdm
 
     from simgen.annotate import object_to_camera
-    from simgen.pipeline import Generator, image_seeds
+    from simgen.pipeline import Generator
     from simgen.run import quiet_stdout
-    from simgen.sample import sample_view
 
     doc = json.loads((out / "annotations.json").read_text())
     cat_name = {c["id"]: c["name"] for c in doc["categories"]}
@@ -187,12 +186,9 @@ def recheck(cfg, out: Path, indices: list[int], margin: float, bad: Counter, exa
     try:
         for i in tqdm(indices, desc=f"recheck {desc}", unit="img", dynamic_ncols=True):
             # Generator.generate(i) up to the frame it drops: same scene, view draw and renderer
-            state, _ = gen.scene(i)
-            rng = np.random.default_rng(image_seeds(cfg.seed, i, cfg.views_per_scene)[1])
-            view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng, state.objects)
-            gen.world.stage(state)
             with quiet_stdout((1, 2)):
-                frame = gen.renderer.render(gen.world, view.camera, view.light, depth=False)
+                drawn = gen.draw(i)
+            state, frame = drawn.state, drawn.frame
             inst = frame.instance
             counts = np.bincount(inst[inst >= 0].ravel(), minlength=len(state.objects))
             stats["images"] += 1

@@ -12,13 +12,13 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .annotate import annotate
-from .config import RenderConfig
+from .config import LabelSpec, RenderConfig
 from .errors import SceneError
 from .physics import PhysicsWorld
 from .render import RenderWorld, make_renderer
@@ -26,7 +26,7 @@ from .sample import sample_scene, sample_view
 from .scenes_api import labeler, scene_ref
 from .sensor import apply_sensor
 from .textures import atomic_write_bytes, build_bank, cache_dir, generator_tag, source_tag
-from .types import Record, SceneSample, SceneState
+from .types import Frame, Record, SceneSample, SceneState, Sensor
 
 
 def image_seeds(seed: int, i: int, views_per_scene: int = 1) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
@@ -194,6 +194,10 @@ class Generator:
         return state, stats
 
     def generate(self, i: int) -> Record:
+        return finish(self.draw(i), self.cfg.labels)
+
+    def draw(self, i: int) -> Drawn:
+        """Image i up to its rendered frame: scene, view, render; :func:`finish` makes its record (labels, sensor model)."""
         cfg = self.cfg
         state, stats = self.scene(i)
         _, view_ss = image_seeds(cfg.seed, i, cfg.views_per_scene)
@@ -201,17 +205,40 @@ class Generator:
         view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng, state.objects)  # objects: truncation anchors
         t0 = time.perf_counter()
         self.world.stage(state)
-        frame = self.renderer.render(self.world, view.camera, view.light, depth=cfg.labels.depth is not None)
-        t1 = time.perf_counter()
-        instances = annotate(frame, state, cfg.labels)
-        rgb = apply_sensor(frame.rgb, view.sensor, rng)
-        t2 = time.perf_counter()
-        stats = {**stats, "render_ms": 1e3 * (t1 - t0), "annotate_ms": 1e3 * (t2 - t1)}
+        depth = cfg.labels.depth is not None
+        frame = self.renderer.render(self.world, view.camera, view.light, depth=depth)
+        if not depth:  # zeros: nothing to carry to a label process
+            frame = replace(frame, depth=None)
+        stats = {**stats, "render_ms": 1e3 * (time.perf_counter() - t0)}
         self._made += 1
         if self._made % 16 == 0:  # workers are never closed, only ended: keep the visibility table on disk as it grows
             from .annotate import save_ratio_cache
 
             save_ratio_cache()
-        return Record(index=i, seed=(cfg.seed, i), rgb=rgb, depth=frame.depth if cfg.labels.depth else None,
-                      instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,
-                      jpeg_quality=view.sensor.jpeg_quality, stats=stats)
+        return Drawn(index=i, seed=(cfg.seed, i), frame=frame, state=state, sensor=view.sensor, rng=rng, stats=stats)
+
+
+@dataclass(frozen=True, eq=False)
+class Drawn:
+    """One rendered view before its labels and sensor model: what :meth:`Generator.draw` hands to :func:`finish`."""
+
+    index: int
+    seed: tuple[int, ...]
+    frame: Frame  # depth None unless labels.depth asks for it
+    state: SceneState
+    sensor: Sensor
+    rng: np.random.Generator  # the view's generator after the view was drawn: the sensor model's noise draws next
+    stats: dict
+
+
+def finish(drawn: Drawn, labels: LabelSpec) -> Record:
+    """The record of a drawn view: labels from the instance map and scene state, then the sensor model on the image.
+    A pure function of ``drawn``: the same bytes wherever it runs."""
+    t = time.perf_counter()
+    frame = drawn.frame
+    instances = annotate(frame, drawn.state, labels)
+    rgb = apply_sensor(frame.rgb, drawn.sensor, drawn.rng)
+    stats = {**drawn.stats, "annotate_ms": 1e3 * (time.perf_counter() - t)}
+    return Record(index=drawn.index, seed=drawn.seed, rgb=rgb, depth=frame.depth if labels.depth else None,
+                  instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,
+                  jpeg_quality=drawn.sensor.jpeg_quality, stats=stats)

@@ -133,7 +133,7 @@ class Frame:
     """One rendered view. ``instance`` holds indices into SceneState.objects, -1 elsewhere."""
 
     rgb: np.ndarray  # HxWx3 uint8
-    depth: np.ndarray  # HxW float32, metres along the optical axis
+    depth: np.ndarray | None  # HxW float32, metres along the optical axis (None where no depth was asked for)
     instance: np.ndarray  # HxW int32
     camera: Camera
     world_to_cam: np.ndarray  # 4x4, OpenCV convention (x right, y down, z forward)
