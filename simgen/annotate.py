@@ -2,6 +2,7 @@
 visibility from the object's projected geometry, poses from the settled state."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -266,8 +267,11 @@ def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     return area, truncated
 
 
-def annotate(frame: Frame, state: SceneState, spec: LabelSpec) -> tuple[Instance, ...]:
-    """One :class:`Instance` per labelled object that is visible enough; distractors never appear."""
+def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter | None = None) -> tuple[Instance, ...]:
+    """One :class:`Instance` per labelled object that is visible enough; distractors never appear. ``skipped`` counts
+    the labelled objects left out, by reason (``not_visible``: out of view or wholly hidden; ``below_min_area_px``;
+    ``below_min_visible_fraction``): a scene whose objects mostly go unlabelled is a config to fix (scale, camera)."""
+    skipped = Counter() if skipped is None else skipped
     out = []
     inst = frame.instance
     K = frame.camera.K
@@ -276,7 +280,10 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec) -> tuple[Instance
     # (column-major) wants them, so encoding needs no per-mask transpose copy (~4 ms an image at 640x480).
     inst_t = np.ascontiguousarray(inst.T)
     for i, obj in enumerate(state.objects):
-        if obj.category is None or counts[i] == 0 or counts[i] < spec.min_area_px:
+        if obj.category is None:
+            continue
+        if counts[i] == 0 or counts[i] < spec.min_area_px:
+            skipped["not_visible" if counts[i] == 0 else "below_min_area_px"] += 1
             continue
         mask = (inst_t == i).T
         area = int(counts[i])
@@ -284,6 +291,7 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec) -> tuple[Instance
         full, truncated = amodal_area(obj, R, t, K, frame.camera.width, frame.camera.height)
         visible = 1.0 if full <= 0 else float(min(1.0, area / full))
         if visible < spec.min_visible_fraction:
+            skipped["below_min_visible_fraction"] += 1
             continue
         box = tight_box(mask)
         if spec.box == "square":

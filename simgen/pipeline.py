@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -236,9 +237,10 @@ def finish(drawn: Drawn, labels: LabelSpec) -> Record:
     A pure function of ``drawn``: the same bytes wherever it runs."""
     t = time.perf_counter()
     frame = drawn.frame
-    instances = annotate(frame, drawn.state, labels)
+    skipped: Counter = Counter()
+    instances = annotate(frame, drawn.state, labels, skipped)
     rgb = apply_sensor(frame.rgb, drawn.sensor, drawn.rng)
-    stats = {**drawn.stats, "annotate_ms": 1e3 * (time.perf_counter() - t)}
+    stats = {**drawn.stats, "annotate_ms": 1e3 * (time.perf_counter() - t), "unlabelled": dict(sorted(skipped.items()))}
     return Record(index=drawn.index, seed=drawn.seed, rgb=rgb, depth=frame.depth if labels.depth else None,
                   instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,
                   jpeg_quality=drawn.sensor.jpeg_quality, stats=stats)

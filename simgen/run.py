@@ -538,8 +538,42 @@ def _render_job(job: Job, log) -> Path:
     write_dataset_docs(cfg.out, doc=doc)  # DATASHEET.md + croissant.json, from manifest.json and the COCO doc
     shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
     n_ann = len(doc["annotations"])
+    warn = unlabelled_warning(unlabelled_counts(doc["images"]), n_ann)
+    if warn:  # before the closing line, which stays the last
+        log(warn)
     log(summary_line(cfg.out, len(parts), n_ann, already=len(indices) - len(todo), rendered=len(todo), wall=wall))
     return cfg.out
+
+
+def unlabelled_counts(images: list[dict]) -> dict[str, int]:
+    """Labelled objects placed in these images' scenes that got no label, by reason (the images' `scene.unlabelled`)."""
+    total: Counter = Counter()
+    for im in images:
+        total.update(im.get("scene", {}).get("unlabelled", {}))
+    return dict(sorted(total.items()))
+
+
+UNLABELLED_REASONS = {"below_min_area_px": "smaller on screen than labels.min_area_px", "not_visible": "not visible at all (out of view, hidden, or under a pixel)",
+                      "below_min_visible_fraction": "less visible than labels.min_visible_fraction"}
+UNLABELLED_HINTS = {
+    "below_min_area_px": "check scene.objects.<name>.scale (for a URDF it multiplies the URDF's own "
+                         "size) and scene.camera.distance, or lower labels.min_area_px",
+    "not_visible": "check scene.area against what the camera sees (scene.camera.distance, "
+                   "fov_deg, tilt_deg), the occluders, and scene.objects.<name>.scale",
+    "below_min_visible_fraction": "fewer occluders or distractors, or a lower labels.min_visible_fraction",
+}
+
+
+def unlabelled_warning(unlabelled: dict[str, int], n_ann: int) -> str | None:
+    """One line when fewer than half of the labelled objects placed in the scenes got a label: a dataset of mostly
+    empty images is a config to fix (a URDF scaled as if it were a mesh in metres, a camera too far), said with the
+    commonest reason and what to change, rather than found at training time."""
+    placed = n_ann + sum(unlabelled.values())
+    if not placed or n_ann >= 0.5 * placed:
+        return None
+    reason, k = max(unlabelled.items(), key=lambda kv: kv[1])
+    return (f"warning: only {n_ann} of the {placed} objects placed got a label; {k} were {UNLABELLED_REASONS[reason]}: "
+            f"{UNLABELLED_HINTS[reason]}.")
 
 
 def render_images(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], bar, log) -> list[dict]:
@@ -712,6 +746,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "categories": [c["name"] for c in doc["categories"]],
         "counts_per_category": {c["name"]: counts.get(c["name"], 0) for c in doc["categories"]},
         "objects_dropped": int(sum(s.get("dropped", 0) for s in scenes)),
+        # labelled objects placed but left without a label, by reason (each image's scene.unlabelled; see unlabelled_warning)
+        "objects_unlabelled": unlabelled_counts(doc["images"]),
         # scenes redrawn from [seed, i, attempt] because a draw could not be placed or its physics blew up
         "scene_redraws": int(sum(s.get("redraws", 0) for s in scenes)),
         "scene_redraw_reasons": dict(Counter(r for s in scenes for r in s.get("redraw_reasons", ()))),

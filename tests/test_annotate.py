@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 
 from simgen.annotate import annotate, pad_box, square_box, tight_box
@@ -65,6 +67,25 @@ def test_boxes_masks_and_occlusion():
     assert [i.object_index for i in out2] == [0]
     out3 = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=10))
     assert [i.object_index for i in out3] == [0]
+    # every labelled object left out is counted once, by its reason; distractors are not counted
+    hidden = SceneState(objects=(*state.objects, placed(3)), sim_steps=0, settled=True, n_dropped=0)  # object 3: no pixel
+    for spec, want in ((LabelSpec(min_visible_fraction=0.5, min_area_px=1), {"below_min_visible_fraction": 1, "not_visible": 1}),
+                       (LabelSpec(min_visible_fraction=0.0, min_area_px=10), {"below_min_area_px": 1, "not_visible": 1}),
+                       (LabelSpec(min_visible_fraction=0.0, min_area_px=1), {"not_visible": 1})):
+        skipped = Counter()
+        annotate(frame(inst), hidden, spec, skipped)
+        assert skipped == want
+
+
+def test_unlabelled_warning_names_the_commonest_reason_and_what_to_change():
+    from simgen.run import unlabelled_warning
+
+    assert unlabelled_warning({"not_visible": 11, "below_min_visible_fraction": 1}, 293) is None  # dice: 4% left out
+    assert unlabelled_warning({}, 0) is None  # no labelled objects at all: nothing to compare
+    line = unlabelled_warning({"below_min_area_px": 39, "not_visible": 1}, 3)
+    assert line.startswith("warning: only 3 of the 43 objects placed got a label; 39 were smaller on screen than labels.min_area_px")
+    assert "scene.objects.<name>.scale" in line and "\n" not in line
+    assert "scene.camera.distance" in unlabelled_warning({"not_visible": 30}, 10)
 
 
 def test_truncation_at_image_border():

@@ -72,7 +72,8 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
     image = {"id": image_id, "file_name": file_name, "width": rec.camera.width, "height": rec.camera.height,
              "seed": list(rec.seed), "K": rec.camera.K.tolist(), "world_to_camera": np.round(rec.world_to_cam, 9).tolist(),
              **extra_files,
-             "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "redraws", "redraw_reasons") if rec.stats.get(k) not in (None, [])}}
+             "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "redraws", "redraw_reasons", "unlabelled")
+                       if rec.stats.get(k) not in (None, [], {})}}
     anns = []
     for j, inst in enumerate(rec.instances):
         x0, y0, x1, y1 = inst.bbox_xyxy

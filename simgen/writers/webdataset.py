@@ -62,7 +62,9 @@ def _write_tars(job, shard_size: int, log) -> Path:
     import webdataset as wds
     from tqdm import tqdm
 
-    from ..run import config_hash, git_commit, render_images, versions
+    from collections import Counter
+
+    from ..run import config_hash, git_commit, render_images, unlabelled_warning, versions
 
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     tars = [indices[j:j + shard_size] for j in range(0, len(indices), shard_size)]
@@ -77,6 +79,8 @@ def _write_tars(job, shard_size: int, log) -> Path:
     t0 = time.perf_counter()
     stats = render_images(scfg, render, cat_ids, bar, log)
     bar.close()
+    unlabelled: Counter = Counter()  # over the shards packed by this run (the others' parts are gone)
+    n_ann = 0
     for j in todo:
         tmp = cfg.out / f".{names[j]}.{os.getpid()}.tmp"
         parts = coco.load_parts(stage, tars[j])
@@ -85,6 +89,8 @@ def _write_tars(job, shard_size: int, log) -> Path:
         with wds.TarWriter(str(tmp), mtime=TAR_MTIME) as sink:
             for part in parts:  # index order: tar order = index order, whatever order the images were rendered in
                 sink.write(sample_from_part(stage, part, categories, cfg.image_format))
+                unlabelled.update(part["image"].get("scene", {}).get("unlabelled", {}))
+                n_ann += len(part["annotations"])
         with open(tmp, "rb+") as f:  # a finished tar name must mean a whole tar, even after a machine crash
             os.fsync(f.fileno())
         os.replace(tmp, cfg.out / names[j])
@@ -105,5 +111,8 @@ def _write_tars(job, shard_size: int, log) -> Path:
     coco.atomic_json(cfg.out / "manifest.json", manifest, indent=2)
     write_dataset_docs(cfg.out, manifest)  # DATASHEET.md (no croissant.json: no annotations.json here)
     shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
+    warn = unlabelled_warning(dict(unlabelled), n_ann)
+    if warn:  # before the closing line, which stays the last
+        log(warn)
     log(f"{cfg.out}: {len(indices)} images in {len(names)} WebDataset shards")
     return cfg.out
