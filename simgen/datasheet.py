@@ -37,6 +37,8 @@ COUNTERS = {
     "scene_redraws": "scenes re-drawn from [seed, i, attempt] because a draw could not be placed or its physics blew up",
     "scene_redraw_reasons": "why those scenes were re-drawn",
     "unsettled_scenes": "scenes still moving when the physics step budget ran out (rendered as they were)",
+    "objects_unlabelled": "labelled objects placed but left without a label, by reason (not visible at all, smaller on screen than "
+                          "labels.min_area_px, less visible than labels.min_visible_fraction)",
 }
 
 

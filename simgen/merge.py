@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .data import load_coco, safe_path
 from .errors import DatasetError
-from .run import DISK_FULL, STATE, check_out, disk_full, out_lock, remove_partial_files
+from .run import DISK_FULL, STATE, check_out, disk_full, out_lock, remove_partial_files, unlabelled_counts
 from .writers.coco import atomic_json, flush_all
 from .datasheet import write_dataset_docs
 
@@ -129,6 +129,7 @@ def _write(dirs: list[Path], manifests: list[dict], docs: list[dict], out: Path)
                 "shard": {"index": None, "count": 1}, "merged_from": [str(d) for d in dirs],
                 "shard_counts": sorted({m["shard"]["count"] for m in manifests}),
                 "objects_dropped": sum(m["objects_dropped"] for m in manifests),
+                "objects_unlabelled": unlabelled_counts(merged["images"]),
                 "scene_redraws": sum(m.get("scene_redraws", 0) for m in manifests),
                 "unsettled_scenes": sum(m["unsettled_scenes"] for m in manifests),
                 "annotations_sha256": hashlib.sha256((out / "annotations.json").read_bytes()).hexdigest()}

@@ -6,6 +6,7 @@ scene, so neither worker count nor shard split nor rendering order changes any l
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import inspect
@@ -239,7 +240,8 @@ def finish(drawn: Drawn, labels: LabelSpec) -> Record:
     frame = drawn.frame
     skipped: Counter = Counter()
     instances = annotate(frame, drawn.state, labels, skipped)
-    rgb = apply_sensor(frame.rgb, drawn.sensor, drawn.rng)
+    rng = copy.deepcopy(drawn.rng)  # finishing the same view twice draws the same noise
+    rgb = apply_sensor(frame.rgb, drawn.sensor, rng)
     stats = {**drawn.stats, "annotate_ms": 1e3 * (time.perf_counter() - t), "unlabelled": dict(sorted(skipped.items()))}
     return Record(index=drawn.index, seed=drawn.seed, rgb=rgb, depth=frame.depth if labels.depth else None,
                   instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,

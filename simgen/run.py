@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +112,11 @@ def prepare_out(cfg: RenderConfig) -> bool:
             state = {}
         same = state.get("config_hash") == h
         if cfg.overwrite:
-            # every file a render writes, of every writer: a shard tar left behind would be taken for a finished one
+            # every file a render writes, of every writer (coco, yolo, webdataset; the docs and a preview): a shard tar left
+            # behind would be taken for a finished one, a data.yaml or croissant.json would describe files that are gone
             tars = [p.name for p in out.glob("shard-*.tar")]
-            for name in ("manifest.json", "annotations.json", ".simgen", "images", "depth", "semantic", "shards", *tars):
+            for name in ("manifest.json", "annotations.json", ".simgen", "images", "depth", "semantic", "shards", "labels",
+                         "data.yaml", "train.txt", "val.txt", "croissant.json", "DATASHEET.md", "preview.png", *tars):
                 p = out / name
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -299,7 +301,7 @@ def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int], on_th
     t = time.perf_counter()
     coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
     write_ms = 1e3 * (time.perf_counter() - t)
-    return {**rec.stats, "write_ms": write_ms, "total_ms": gen_ms + write_ms,  # work per image, not wall time
+    return {**rec.stats, "index": rec.index, "write_ms": write_ms, "total_ms": gen_ms + write_ms,  # work per image, not wall time
             "writer_thread": on_thread, "pid": os.getpid()}
 
 
@@ -576,11 +578,13 @@ def unlabelled_warning(unlabelled: dict[str, int], n_ann: int) -> str | None:
             f"{UNLABELLED_HINTS[reason]}.")
 
 
-def render_images(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], bar, log) -> list[dict]:
+def render_images(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], bar, log,
+                  on_image: Callable[[dict], None] | None = None) -> list[dict]:
     """Render and write images ``todo`` into ``cfg.out`` (an image file and a label part each, see
     :func:`simgen.writers.coco.write_record`) on ``cfg.workers`` processes; returns each image's stats. One
     process renders in this one; more share one task queue with it (:func:`_render_parallel`). Every COCO-shaped
-    writer goes through here, so each gets per-image resume and the pool restarts after a worker dies."""
+    writer goes through here, so each gets per-image resume and the pool restarts after a worker dies. ``on_image``
+    is called in this process with each image's stats (its ``index`` among them) once its files are written."""
     from .feeder import wanted as feeder_wanted
     from .pipeline import Generator
 
@@ -588,7 +592,7 @@ def render_images(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], b
     if not todo:
         return []
     if workers > 1:
-        return _render_parallel(cfg, todo, cat_ids, workers, bar, log)
+        return _render_parallel(cfg, todo, cat_ids, workers, bar, log, on_image)
     stats: list[dict] = []
     devs = egl_devices(cfg)
     with quiet_stdout((1, 2)):  # the EGL plugin prints which device it took
@@ -598,6 +602,8 @@ def render_images(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], b
         for s in render_each(gen, cfg, todo, cat_ids, overlap=spare_core(1)):
             stats.append(s)
             bar.update(1)
+            if on_image is not None:
+                on_image(s)
     finally:
         with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
             gen.close()
@@ -614,7 +620,8 @@ def summary_line(out: Path, n_images: int, n_ann: int, already: int, rendered: i
     return line + (f", {rate}" if rate else "")
 
 
-def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], workers: int, bar, log) -> list[dict]:
+def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int], workers: int, bar, log,
+                     on_image: Callable[[dict], None] | None = None) -> list[dict]:
     """Render ``todo`` on ``workers`` processes: this one and ``workers - 1`` spawned ones. Rendering here too saves
     starting one process (imports, EGL and banks: ~1 s of CPU, a tenth of a 60-image run on 2 cores) and keeps no
     core waiting on a process that only collects results. A worker that dies (killed, out of memory) costs only the
@@ -642,7 +649,7 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
 
             try:
                 with worker_pool(workers - 1, _init_worker, (cfg, devices, counter, workers, feeders)) as pool:
-                    _share_tasks(pool, tasks, generator, spare_core(workers), workers - 1, bar, stats)
+                    _share_tasks(pool, tasks, generator, spare_core(workers), workers - 1, bar, stats, on_image)
                 return stats
             except BrokenProcessPool:
                 done = coco.done_indices(cfg.out)
@@ -677,7 +684,8 @@ def _own_generator(cfg: RenderConfig, device: int | None, workers: int, feeders:
             os.environ["LP_NUM_THREADS"] = before
 
 
-def _share_tasks(pool, tasks: list[tuple], generator, overlap: bool, procs: int, bar, stats: list[dict]) -> None:
+def _share_tasks(pool, tasks: list[tuple], generator, overlap: bool, procs: int, bar, stats: list[dict],
+                 on_image: Callable[[dict], None] | None = None) -> None:
     """Run ``tasks`` on ``pool`` (``procs`` processes) and in this process (``generator()``), both taking the next task
     from one queue. Only this thread hands the pool tasks (a done-callback must not: from Python 3.12 the pool runs
     callbacks of a broken pool under the lock ``submit`` takes), between this process's images: the pool is kept one
@@ -711,6 +719,8 @@ def _share_tasks(pool, tasks: list[tuple], generator, overlap: bool, procs: int,
                 continue
             stats.extend(res)
             bar.update(len(res))
+            for s in res if on_image is not None else ():
+                on_image(s)
         if failed is not None:
             raise failed
 
@@ -720,6 +730,8 @@ def _share_tasks(pool, tasks: list[tuple], generator, overlap: bool, procs: int,
         for s in render_each(generator(), cfg, indices, cat_ids, overlap=overlap):
             stats.append(s)
             bar.update(1)
+            if on_image is not None:
+                on_image(s)
             collect(block=False)
             top_up()
     collect(block=True)

@@ -66,6 +66,9 @@ def test_shards_merge_to_the_single_run(tmp_path, single):
     assert len(shards) == 3
     merged = merge_datasets(shards, tmp_path / "merged")
     same_dataset(single, merged)
+    got, want = (json.loads((d / "manifest.json").read_text()) for d in (merged, single))
+    for key in ("n_annotations", "objects_dropped", "objects_unlabelled"):  # counted over every shard, not taken from the first
+        assert got[key] == want[key], key
 
 
 def test_views_per_scene_share_the_settled_scene(tmp_path):
@@ -175,13 +178,15 @@ def test_webdataset_resumes_after_kill_per_image_and_overwrite_drops_old_tars(tm
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and every process it started
     proc.wait()
-    n_staged = len(list(staged.glob("*.json")))
-    assert 5 <= n_staged < 24, "the render should have been killed mid-run"
+    # what the killed run finished: staged images, and shards packed as soon as their last image was staged
+    done = {int(p.stem) for p in staged.glob("*.json")}
+    done |= {i for t in out.glob("shard-*.tar") for i in range(10 * int(t.stem[6:]), min(24, 10 * int(t.stem[6:]) + 10))}
+    assert 5 <= len(done) < 24, "the render should have been killed mid-run"
     assert not (out / "manifest.json").exists()
     r = subprocess.run([*base, "n_images=24", f"out={out}", "workers=2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["rendered_this_run"] == 24 - n_staged, "staged images were rendered again"
+    assert manifest["rendered_this_run"] == 24 - len(done), "staged or packed images were rendered again"
     assert not (out / ".simgen").exists() and not list(out.rglob(".*.tmp"))
     ref = tmp_path / "ref"
     assert subprocess.run([*base, "n_images=24", f"out={ref}"], capture_output=True, timeout=300).returncode == 0
@@ -197,6 +202,68 @@ def test_webdataset_resumes_after_kill_per_image_and_overwrite_drops_old_tars(tm
     assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar"]
     assert json.loads((out / "manifest.json").read_text())["n_images"] == 8
     assert (out / "shard-000000.tar").read_bytes() != (ref / "shard-000000.tar").read_bytes()
+
+
+def test_webdataset_shards_pack_as_they_fill_and_a_crash_between_rename_and_cleanup_resumes(tmp_path, monkeypatch):
+    """Shards are packed while the render goes on, not at its end. A crash after a tar's rename but before its staged
+    files were deleted, with the next shard half staged, resumes to the uninterrupted run's tars and renders only what
+    was missing. A resume asking for another shard size is refused in one line (the finished tars were cut at the
+    first)."""
+    from simgen.errors import ConfigError
+    from simgen.writers import webdataset as wds_writer
+
+    ref = wds_writer.render_webdataset(small_config(tmp_path, "n_images=6", "writer=webdataset", name="ref"), shard_size=4, **QUIET)
+    cfg = small_config(tmp_path, "n_images=6", "writer=webdataset", name="crashed")
+    real_pack, seen = wds_writer.pack, []
+
+    def pack_then_crash(out, stage, name, parts, *args):  # the tar renamed; the machine dies before the cleanup
+        seen.append(sorted((stage / ".simgen" / "parts").glob("*.json")))
+        backup = {f: f.read_bytes() for f in stage.rglob("*") if f.is_file()}
+        real_pack(out, stage, name, parts, *args)
+        for f, data in backup.items():
+            f.write_bytes(data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wds_writer, "pack", pack_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        wds_writer.render_webdataset(cfg, shard_size=4, **QUIET)
+    monkeypatch.setattr(wds_writer, "pack", real_pack)
+    assert len(seen) == 1 and len(seen[0]) == 4, "the first shard is packed when its fourth image is staged, mid-run"
+    assert (cfg.out / "shard-000000.tar").exists() and not (cfg.out / "manifest.json").exists()
+    with pytest.raises(ConfigError, match="shard_size=4"):
+        wds_writer.render_webdataset(cfg, shard_size=3, **QUIET)
+    out = wds_writer.render_webdataset(cfg, shard_size=4, **QUIET)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rendered_this_run"] == 2  # images 4 and 5: the first four were packed
+    for name in ("shard-000000.tar", "shard-000001.tar"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert manifest["n_annotations"] == json.loads((ref / "manifest.json").read_text())["n_annotations"] > 0
+    assert not (out / ".simgen").exists()
+
+
+def test_webdataset_depth_is_float32_and_semantic_maps_ride_along(tmp_path):
+    """labels.depth=png16 stores millimetres in a COCO folder; a shard keeps the float32 metres (what tars always held),
+    equal to a COCO render's npy depth of the same config, and the semantic map as PNG."""
+    import io
+    import tarfile
+
+    import cv2
+
+    over = ("n_images=2", "labels.semantic=true")
+    from simgen.writers.webdataset import render_webdataset
+
+    out = render_webdataset(small_config(tmp_path, *over, "labels.depth=png16", "writer=webdataset", name="w"), shard_size=8, **QUIET)
+    coco_out = render_dataset(small_config(tmp_path, *over, "labels.depth=npy", name="c"), **QUIET)
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert sorted(members) == [f"{s}.{ext}" for s in ("00000000", "00000001") for ext in ("depth.npy", "jpg", "json", "semantic.png")]
+    for s in ("00000000", "00000001"):
+        depth = np.load(io.BytesIO(members[f"{s}.depth.npy"]))
+        assert depth.dtype == np.float32 and np.array_equal(depth, np.load(coco_out / "depth" / f"{s}.npy"))
+        sem = cv2.imdecode(np.frombuffer(members[f"{s}.semantic.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(sem, cv2.imread(str(coco_out / "semantic" / f"{s}.png"), cv2.IMREAD_UNCHANGED)) and sem.any()
+        entry = json.loads(members[f"{s}.json"])
+        assert entry["image"]["file_name"] == f"{s}.jpg" and "depth_file" not in entry["image"]
 
 
 def test_rendered_dataset_equals_disk_render(tmp_path):
