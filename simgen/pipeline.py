@@ -207,10 +207,7 @@ class Generator:
         view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng, state.objects)  # objects: truncation anchors
         t0 = time.perf_counter()
         self.world.stage(state)
-        depth = cfg.labels.depth is not None
-        frame = self.renderer.render(self.world, view.camera, view.light, depth=depth)
-        if not depth:  # zeros: nothing to carry to a label process
-            frame = replace(frame, depth=None)
+        frame = self.renderer.render(self.world, view.camera, view.light, depth=cfg.labels.depth is not None)
         stats = {**stats, "render_ms": 1e3 * (time.perf_counter() - t0)}
         self._made += 1
         if self._made % 16 == 0:  # workers are never closed, only ended: keep the visibility table on disk as it grows

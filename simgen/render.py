@@ -324,18 +324,17 @@ class Renderer:
                 np.asarray(seg, np.int32).reshape(cam.height, cam.width))
 
     def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
-        """RGB, metric depth (zeros unless ``depth``) and the instance map of the staged scene."""
+        """RGB, metric depth (None unless ``depth``) and the instance map of the staged scene."""
         backdrop = world.frame(cam)
         rgba, dbuf, seg = self.raw(world, cam, light, shadow_distance(cam, backdrop))
         rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)  # a copy in one pass: 70x faster than ascontiguousarray(rgba[..., :3])
         empty = seg < 0  # nothing drawn: only past the backdrop (an eye higher than ~0.8 far)
         rgb[empty] = BACKGROUND
+        z = None
         if depth:
             n, f = cam.near, cam.far
             z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
             z[empty] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
-        else:
-            z = np.zeros(dbuf.shape, np.float32)
         # Body id -> instance through the table; "nothing drawn" (-1) becomes 0xFFFFFF under the mask and, like any id
         # past the table, lands in its last slot, which is always -1.
         lut = world.lut

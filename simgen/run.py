@@ -737,14 +737,23 @@ def _share_tasks(pool, tasks: list[tuple], generator, overlap: bool, procs: int,
     collect(block=True)
 
 
+TIMINGS = ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")
+
+
+def stat_mean(stats: list[dict], key: str) -> float | None:
+    """Mean of ``key`` over the images' stats that have it (None if none do), as the manifests print it."""
+    vals = [s[key] for s in stats if key in s]
+    return round(float(np.mean(vals)), 3) if vals else None
+
+
+def timing_means(stats: list[dict]) -> dict[str, float | None]:
+    """The manifests' `timings_ms`: each stage's mean over the images this run rendered."""
+    return {k: stat_mean(stats, k) for k in TIMINGS}
+
+
 def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float) -> None:
     names = {c["id"]: c["name"] for c in doc["categories"]}
     counts = Counter(names[a["category_id"]] for a in doc["annotations"])
-
-    def mean(key: str) -> float | None:
-        vals = [s[key] for s in stats if key in s]
-        return round(float(np.mean(vals)), 3) if vals else None
-
     scenes = [im.get("scene", {}) for im in doc["images"]]
     manifest = {
         "format": "coco", "simgen_version": __version__, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -764,12 +773,12 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "scene_redraws": int(sum(s.get("redraws", 0) for s in scenes)),
         "scene_redraw_reasons": dict(Counter(r for s in scenes for r in s.get("redraw_reasons", ()))),
         "unsettled_scenes": int(sum(1 for s in scenes if s.get("settled") is False)),
-        "timings_ms": {k: mean(k) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms", "write_ms", "total_ms")},
+        "timings_ms": timing_means(stats),
         # share of this run's images written on a thread beside generation (only where a core was free for it)
-        "writer_thread_share": mean("writer_thread"),
+        "writer_thread_share": stat_mean(stats, "writer_thread"),
         # share of this run's images whose scene was settled by a physics process beside the renderer (physics_process;
         # simgen.feeder): their sample_ms and simulate_ms were spent there, overlapping the render
-        "physics_process_share": mean("physics_process"),
+        "physics_process_share": stat_mean(stats, "physics_process"),
         "images_per_second": round(len(stats) / wall, 3) if stats and wall > 0 else None,
         # workers as configured; processes: how many rendered this run (fewer where fewer images were left)
         "rendered_this_run": len(stats), "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),

@@ -71,7 +71,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
     from tqdm import tqdm
 
     from ..errors import ConfigError
-    from ..run import config_hash, git_commit, render_images, unlabelled_warning, versions
+    from ..run import config_hash, git_commit, render_images, timing_means, unlabelled_warning, versions
 
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     tars = [indices[j:j + shard_size] for j in range(0, len(indices), shard_size)]
@@ -123,8 +123,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
     for c in counts if known else ():
         unlabelled.update(c["unlabelled"])
     n_ann = sum(c["n_annotations"] for c in counts) if known else None
-    timings = {k: round(sum(s[k] for s in stats) / len(stats), 3) for k in ("sample_ms", "simulate_ms", "render_ms", "annotate_ms",
-                                                                             "write_ms", "total_ms")} if stats else None
+    timings = timing_means(stats) if stats else None
     manifest = {"format": "webdataset", "shards": names, "shard_size": shard_size, "n_images": len(indices), "n_annotations": n_ann,
                 "categories": categories, "seed": cfg.seed, "renderer": cfg.renderer, "renderer_choice": cfg.renderer_note,
                 "objects_unlabelled": dict(sorted(unlabelled.items())) if known else None,
@@ -149,19 +148,18 @@ def pack(out: Path, stage: Path, name: str, parts: list[dict], categories: list[
     counts go beside it first (``.simgen/shards``), for the manifest of the run that finishes the dataset."""
     import webdataset as wds
 
+    from ..run import unlabelled_counts
+
     tmp = out / f".{name}.{os.getpid()}.tmp"
-    unlabelled: dict[str, int] = {}
     # Fixed member times (SOURCE_DATE_EPOCH, the reproducible-builds convention, else 2000-01-01): identical runs
     # give byte-identical tars, so shards can be checksummed, deduplicated and compared across machines.
     with wds.TarWriter(str(tmp), mtime=TAR_MTIME) as sink:
         for part in parts:
             sink.write(sample_from_part(stage, part, categories, image_format))
-            for k, v in part["image"].get("scene", {}).get("unlabelled", {}).items():
-                unlabelled[k] = unlabelled.get(k, 0) + v
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     coco.atomic_json(out / SHARD_COUNTS / f"{name}.json", {"n_annotations": sum(len(p["annotations"]) for p in parts),
-                                                          "unlabelled": dict(sorted(unlabelled.items()))})
+                                                          "unlabelled": unlabelled_counts([p["image"] for p in parts])})
     os.replace(tmp, out / name)
     for part in parts:  # packed: its staged files go (label part last, so a crash here leaves nothing half-staged)
         for f in part["files"]:
