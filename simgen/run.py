@@ -394,11 +394,57 @@ def validate(cfg: RenderConfig) -> None:
         if count is not None and "n" not in inspect.signature(fn).parameters:
             raise ConfigError(f"scene.texture_banks.{name}.count: `{ref}` draws a fixed bank (it takes no `n`); drop count, "
                               f"or give the function an `n` argument for the number of looks.")
+    check_sizes(cfg)
     probe_scene(cfg)
     if cfg.renderer == "egl":
         devs = egl_devices(cfg)
         for d in sorted(set(devs)) if devs else [None]:
             probe_egl(d)
+
+
+MIN_SIZE_M = 0.001  # an object under a millimetre across at its largest scale is a units mistake, not a scene
+
+
+def _dist_bounds(d) -> tuple[float, float]:
+    """The smallest and largest value a scale distribution draws (a normal: mean +- 3 std)."""
+    if hasattr(d, "options"):
+        return float(min(d.options)), float(max(d.options))
+    if hasattr(d, "std"):
+        return float(d.mean - 3 * d.std), float(d.mean + 3 * d.std)
+    return float(d.min), float(d.max)
+
+
+def _units_hint(size_units: float, lo: float, hi: float) -> str:
+    """What the scale would be if the mesh is in millimetres or centimetres, where that gives a plausible size."""
+    for unit, k in (("millimetres", 1e-3), ("centimetres", 1e-2)):
+        if 0.005 <= size_units * k * hi <= 1.0 or 0.005 <= size_units * k <= 1.0:
+            return f"if the mesh is in {unit}, use scale: [{lo * k:.3g}, {hi * k:.3g}]"
+    return "fix the scale"
+
+
+def check_sizes(cfg: RenderConfig) -> None:
+    """Every object must be drawable: its longest side, at its smallest scale no larger than the scene
+    that holds it, at its largest no smaller than a millimetre. ``scale`` multiplies mesh units into metres (a
+    URDF's own size), so a mesh written in millimetres with a scale meant for metres is 1,000x too big: its
+    objects cannot be placed, fall off the ground, and the run would write images with no labels."""
+    from . import assets
+
+    room = max(2 * max(cfg.scene.area), _dist_bounds(cfg.scene.camera.distance)[1])
+    for g in (*cfg.scene.objects, *cfg.scene.distractors):
+        key = f"scene.objects.{g.category}" if g.category is not None else "scene.distractors"
+        a = assets.resolve(g.asset)
+        lo, hi = _dist_bounds(g.scale)
+        units = 2 * float(a.half_extents.max())  # its longest side
+        ext = " x ".join(f"{2 * e:.3g}" for e in a.half_extents)
+        if units * lo > room:
+            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at scale [{lo:g}, {hi:g}] it is "
+                              f"{units * lo:.3g}-{units * hi:.3g} m long, more than this scene holds ({room:.2g} m: "
+                              f"scene.area, scene.camera.distance); scale multiplies mesh units into metres: "
+                              f"{_units_hint(units, lo, hi)}.")
+        if units * hi < MIN_SIZE_M:
+            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at scale [{lo:g}, {hi:g}] it is under "
+                              f"{units * hi * 1e3:.2g} mm long, too small to see; scale multiplies mesh units into "
+                              f"metres (a URDF's own size): raise it.")
 
 
 PROBE_DRAWS = 32

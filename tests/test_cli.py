@@ -49,6 +49,9 @@ def simgen(*args, cwd=None):
     (["+physics.timestpe=0.01"], "Did you mean `timestep`"),
     (["+labels.min_visible=0.5"], "Did you mean `min_visible_fraction`"),
     (["scene.objects.die.texture=dicee"], "texture `dicee` of `die` is not a texture bank; use one of bank, dice"),
+    # scale multiplies mesh units into metres: a die 14-19 m long, or 14-19 nanometres, is a units mistake
+    (["scene.objects.die.scale=[14,19]"], "scene.objects.die: `die` measures 1 x 1 x 1 mesh units, so at scale [14, 19] it is 14-19 m long, more than this scene holds"),
+    (["scene.objects.die.scale=[1.4e-8,1.9e-8]"], "too small to see"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, args, match):
     out = tmp_path / "ds"
@@ -238,3 +241,18 @@ def test_run_without_hydra_app_writes_what_hydra_app_writes(tmp_path):
     r = simgen("render", f"out={tmp_path / 'bad'}", *args, "out=${nope}")
     assert r.returncode != 0 and "Interpolation key 'nope' not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_mesh_in_millimetres_is_refused_with_the_scale_that_fits(tmp_path):
+    # A 40 mm cube written in millimetres, given a scale meant for metres: before, the run wrote images with no
+    # labels (the 40 m cubes could not be placed and fell off the ground) and said nothing.
+    obj = tmp_path / "cube_mm.obj"
+    v = [(x, y, z) for x in (-20, 20) for y in (-20, 20) for z in (-20, 20)]
+    faces = [(1, 2, 4, 3), (5, 7, 8, 6), (1, 5, 6, 2), (3, 4, 8, 7), (1, 3, 7, 5), (2, 6, 8, 4)]
+    obj.write_text("".join(f"v {a} {b} {c}\n" for a, b, c in v) + "".join("f " + " ".join(map(str, q)) + "\n" for q in faces))
+    out = tmp_path / "ds"
+    r = simgen("render", "scene=custom", "~scene.objects.box", f"+scene.objects.widget={{asset: {obj}, scale: [0.8, 1.2]}}",
+               f"out={out}", "n_images=2", "width=64", "height=64", cwd=tmp_path)
+    assert r.returncode == 2 and not out.exists(), r.stderr
+    [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "measures 40 x 40 x 40 mesh units" in line and "if the mesh is in millimetres, use scale: [0.0008, 0.0012]" in line, line
