@@ -43,6 +43,10 @@ class Asset:
     points: np.ndarray  # Nx3 surface points in the link frame at scale 1 (for extents, amodal hulls)
     triangles: np.ndarray  # Tx3x3 visual triangles, link frame, scale 1 (for silhouettes)
     texturable: bool  # has UVs: random textures can be applied
+    # Mesh units from the file's origin to its bounding-box centre, which becomes the object's origin (a user OBJ;
+    # zero for built-ins and URDFs): CAD exports often sit far from their origin, which made the object's extents,
+    # placement radius and centre of mass wrong (a 4 cm cube half a metre off its origin "measured" a metre).
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @functools.cached_property
     def convex(self) -> bool:
@@ -285,13 +289,15 @@ def _obj_lines(mesh: Path) -> tuple[tuple[str, tuple[float, float, float] | None
 
 
 @functools.lru_cache(maxsize=None)
-def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float]) -> Path:
-    """A copy of ``mesh`` with ``scale`` baked into its vertices and, if given, ``texture`` as its only
-    material (PyBullet reads the first map_Kd). Baking matters: under EGL two visual shapes made from
-    the same file with different meshScale are drawn at the first one's scale."""
-    sx, sy, sz = scale
-    lines = [ln if xyz is None else f"v {xyz[0] * sx:.7g} {xyz[1] * sy:.7g} {xyz[2] * sz:.7g}\n" for ln, xyz in _obj_lines(mesh)]
-    stem = hashlib.sha1(f"{mesh}|{texture}|{scale}".encode()).hexdigest()[:16]
+def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float],
+              offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Path:
+    """A copy of ``mesh`` moved by ``-offset`` (:attr:`Asset.offset`) with ``scale`` baked into its vertices and, if
+    given, ``texture`` as its only material (PyBullet reads the first map_Kd). Baking matters: under EGL two visual
+    shapes made from the same file with different meshScale are drawn at the first one's scale."""
+    (sx, sy, sz), (ox, oy, oz) = scale, offset
+    lines = [ln if xyz is None else f"v {(xyz[0] - ox) * sx:.7g} {(xyz[1] - oy) * sy:.7g} {(xyz[2] - oz) * sz:.7g}\n"
+             for ln, xyz in _obj_lines(mesh)]
+    stem = hashlib.sha1((f"{mesh}|{texture}|{scale}" + (f"|{offset}" if any(offset) else "")).encode()).hexdigest()[:16]
     if texture is not None:
         # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
         rel = os.path.relpath(render_texture(texture), cache_dir() / "meshes")
@@ -443,7 +449,9 @@ def resolve(name: str) -> Asset:
             raise AssetError(f"mesh `{name}` does not exist; give an existing .obj or .urdf path (absolute, or relative to where you run simgen).")
         path = path.resolve()
         if path.suffix.lower() == ".obj":
-            return Asset(str(path), "mesh", path, "mesh", *obj_geometry(path), obj_has_uv(path))
+            v, tris = obj_geometry(path)
+            c = (v.min(axis=0) + v.max(axis=0)) / 2
+            return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, obj_has_uv(path), offset=tuple(float(x) for x in c))
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")

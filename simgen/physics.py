@@ -117,7 +117,8 @@ class PhysicsWorld(ClientOwner):
         elif a.collision == "cylinder":
             shape = c.createCollisionShape(p.GEOM_CYLINDER, radius=0.5 * s, height=s)
         else:
-            shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s])
+            shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s],
+                                           collisionFramePosition=[-o * s for o in a.offset])  # bounding-box centre at the origin
             if shape < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
         return c.createMultiBody(baseMass=body_mass(obj), baseCollisionShapeIndex=shape, basePosition=obj.position,

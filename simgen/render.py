@@ -172,12 +172,13 @@ class RenderWorld(ClientOwner):
     def n_bodies(self) -> int:
         return sum(len(v) for v in self.pool.values())
 
-    def _mesh_body(self, mesh: Path, scale: tuple[float, float, float], texture: str | None) -> int:
+    def _mesh_body(self, mesh: Path, scale: tuple[float, float, float], texture: str | None,
+                   offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> int:
         c = self.client
-        key = (mesh, texture, tuple(float(x) for x in scale))
+        key = (mesh, texture, tuple(float(x) for x in scale))  # a mesh file has one offset
         vs = self._shapes.get(key)
         if vs is None:  # one visual shape per mesh/texture/scale, shared by every body that shows it
-            path = assets.baked_obj(mesh, self.textures[texture] if texture else None, key[2])
+            path = assets.baked_obj(mesh, self.textures[texture] if texture else None, key[2], offset)
             vs = c.createVisualShape(p.GEOM_MESH, fileName=str(path), meshScale=[1.0, 1.0, 1.0])
             if vs < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{mesh}` for rendering; check that it is a valid OBJ file.")
@@ -200,7 +201,7 @@ class RenderWorld(ClientOwner):
                     except p.error:
                         raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
                 else:
-                    b = self._mesh_body(a.path, (scale,) * 3, texture)
+                    b = self._mesh_body(a.path, (scale,) * 3, texture, a.offset)
             else:  # ("box", sx, sy, sz, texture)
                 b = self._mesh_body(assets.procedural_obj("box"), key[1:4], key[4])
             bodies.append(b)

@@ -76,3 +76,38 @@ def test_sleep_after_is_validated(tmp_path):
 
     with pytest.raises(ConfigError, match="sleep_after"):
         small_config(tmp_path, "physics.sleep_after=-1")
+
+
+def _cube_obj(path, centre, side=0.04):
+    """A cube of ``side`` mesh units around ``centre``, with UVs-free quads (how CAD exports often come)."""
+    h = side / 2
+    v = [(centre[0] + x, centre[1] + y, centre[2] + z) for x in (-h, h) for y in (-h, h) for z in (-h, h)]
+    faces = [(1, 2, 4, 3), (5, 7, 8, 6), (1, 5, 6, 2), (3, 4, 8, 7), (1, 3, 7, 5), (2, 6, 8, 4)]
+    path.write_text("".join(f"v {a} {b} {c}\n" for a, b, c in v) + "".join("f " + " ".join(map(str, q)) + "\n" for q in faces))
+    return path
+
+
+def test_an_obj_far_from_its_origin_is_drawn_and_simulated_about_its_centre(tmp_path):
+    """A 4 cm cube written half a metre from its file's origin behaves as the same cube written around it: its
+    extents, its collision shape in physics and its baked render mesh are all about the bounding-box centre."""
+    from simgen import assets
+
+    off = assets.resolve(str(_cube_obj(tmp_path / "off.obj", (0.5, 0.3, 0.2))))
+    mid = assets.resolve(str(_cube_obj(tmp_path / "mid.obj", (0.0, 0.0, 0.0))))
+    assert off.offset == pytest.approx((0.5, 0.3, 0.2)) and mid.offset == (0.0, 0.0, 0.0)
+    assert np.allclose(off.half_extents, 0.02) and np.allclose(off.points, mid.points)
+    assert off.radius == pytest.approx(mid.radius)  # was 0.62 m: placement saw a metre-wide object
+    # render side: the baked copy's vertices are the centred cube's, scaled
+    def verts(path):
+        return np.array([[float(t) for t in ln.split()[1:4]] for ln in open(path) if ln.startswith("v ")])
+    assert np.allclose(verts(assets.baked_obj(off.path, None, (2.0, 2.0, 2.0), off.offset)),
+                       verts(assets.baked_obj(mid.path, None, (2.0, 2.0, 2.0))), atol=1e-6)
+    # physics side: the body simgen creates has its collision shape centred on the position it is given
+    from simgen.types import ObjectSample
+
+    cfg = small_config(tmp_path, "scene=custom")
+    with PhysicsWorld(cfg.physics) as world:
+        for a in (off, mid):
+            body = world._create(ObjectSample(a.key, "widget", 2.0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1, 1, 1, 1)))
+            lo, hi = (np.array(x) for x in world.client.getAABB(body))
+            assert np.allclose((lo + hi) / 2, 1.0, atol=1e-3) and np.allclose(hi - lo, 0.08, atol=0.01), (a.key, lo, hi)
