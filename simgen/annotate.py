@@ -140,7 +140,7 @@ def silhouette_hull_ratio(asset: assets.Asset, view_dir: np.ndarray) -> float:
         u = np.cross(d, [0.0, 0.0, 1.0] if abs(d[2]) < 0.9 else [1.0, 0.0, 0.0])
         u /= np.linalg.norm(u)
         basis = np.stack([u, np.cross(d, u)], axis=1)  # 3x2: the image plane of that direction
-        hull_area = float(cv2.contourArea(cv2.convexHull((asset.points @ basis).astype(np.float32))))
+        hull_area = float(cv2.contourArea(cv2.convexHull((asset.hull_points @ basis).astype(np.float32))))
         r = 1.0 if hull_area <= 0 else min(1.0, silhouette_area(asset.triangles @ basis) / hull_area)
         _RATIO_CACHE[key] = r
         _DIRTY.add(asset.key)
@@ -219,7 +219,7 @@ def amodal_box(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray) -
     image). Same projection as :func:`amodal_area`: the extremes of the projected surface points are the extremes of
     the silhouette. Shifted by half a pixel into :func:`tight_box`'s convention (pixel c covers [c, c+1)), so an
     unoccluded object's amodal box and tight box agree. None when no point is in front of the camera."""
-    uv = project(assets.resolve(obj.sample.asset).points * obj.sample.scale, R, t, K)
+    uv = project(assets.resolve(obj.sample.asset).hull_points * obj.sample.scale, R, t, K)  # extremes lie on the hull
     if not len(uv):
         return None
     (x0, y0), (x1, y1) = uv.min(axis=0) + 0.5, uv.max(axis=0) + 0.5
@@ -236,7 +236,7 @@ def amodal_mask(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     plane)."""
     asset = assets.resolve(obj.sample.asset)
     if asset.convex or not len(asset.triangles):
-        uv = project(asset.points * obj.sample.scale, R, t, K)
+        uv = project(asset.hull_points * obj.sample.scale, R, t, K)  # the outline's hull: its vertices suffice
         if len(uv) < 3:
             return np.zeros((height, width), bool)
         hull = cv2.convexHull(uv.astype(np.float32))[:, 0, :].astype(np.float64)
@@ -253,7 +253,7 @@ def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     whether it crosses a border. Convex objects (dice, boxes): the exact area of the projected hull.
     Concave ones (mug, duck): the hull's area times the share of it the mesh covers from that view."""
     asset = assets.resolve(obj.sample.asset)
-    uv = project(asset.points * obj.sample.scale, R, t, K)
+    uv = project(asset.hull_points * obj.sample.scale, R, t, K)  # the outline's hull: its vertices suffice
     if len(uv) < 3:
         return 0.0, True
     hull = cv2.convexHull(uv.astype(np.float32))

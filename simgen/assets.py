@@ -51,7 +51,25 @@ class Asset:
     @functools.cached_property
     def convex(self) -> bool:
         """Convex geometry: its projected hull is its silhouette (labels take the cheap, exact path)."""
-        return is_convex(self.triangles, self.points)
+        return is_convex(self.triangles, self.hull_points)  # a plane's extremes over the points lie on their hull
+
+    @functools.cached_property
+    def hull_points(self) -> np.ndarray:
+        """``points`` that are vertices of their convex hull: what projecting an object's outline needs. A scanned or
+        CAD mesh has 10-100x more points than hull vertices; small meshes (every built-in) keep all their points."""
+        if len(self.points) <= HULL_POINTS_FROM:
+            return self.points
+        return _pybullet_hull(self)[0]
+
+    @functools.cached_property
+    def collision_hull(self) -> np.ndarray | None:
+        """A user OBJ's convex collision hull (hull vertices, scale 1, about the bounding-box centre) when PyBullet
+        makes it one hull; None when it makes one hull per part (an OBJ with several objects or groups), or for
+        an asset that is not a collision mesh. Physics builds each body from these vertices: PyBullet otherwise
+        parses the OBJ file again for every body of every scene (1.1 s for a 240k-triangle scan)."""
+        if self.collision != "mesh":
+            return None
+        return _pybullet_hull(self)[1]
 
     @property
     def half_extents(self) -> np.ndarray:
@@ -411,6 +429,37 @@ def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
         # only if the URDF cannot load at all (PyBullet decides that later).
         return np.array(np.meshgrid([-.05, .05], [-.05, .05], [-.05, .05])).reshape(3, -1).T, np.zeros((0, 3, 3))
     return np.concatenate(pts), np.concatenate(tris)
+
+
+HULL_POINTS_FROM = 5000  # points above which the hull's vertices stand in for them (the largest built-in has 4,526)
+
+
+def _pybullet_hull(asset: Asset) -> tuple[np.ndarray, np.ndarray | None]:
+    return _pybullet_hull_of(asset.key)
+
+
+@functools.lru_cache(maxsize=None)
+def _pybullet_hull_of(key: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vertices of the convex hull of ``asset.points``; the collision hull when PyBullet makes the OBJ one hull,
+    else None), from PyBullet's own hull builder in a scratch client, so the physics hull is PyBullet's exactly."""
+    import pybullet as p
+
+    asset = resolve(key)
+    c = p.connect(p.DIRECT)
+    try:
+        def hull(**shape) -> tuple[int, np.ndarray]:
+            body = p.createMultiBody(0, p.createCollisionShape(p.GEOM_MESH, physicsClientId=c, **shape), physicsClientId=c)
+            parts = len(p.getCollisionShapeData(body, -1, physicsClientId=c))
+            return parts, np.asarray(p.getMeshData(body, -1, physicsClientId=c)[1], float).reshape(-1, 3)
+
+        _, every = hull(vertices=asset.points.tolist())
+        collision = None
+        if asset.collision == "mesh":
+            parts, v = hull(fileName=str(asset.path))
+            collision = v - np.asarray(asset.offset) if parts == 1 else None
+    finally:
+        p.disconnect(c)
+    return every, collision
 
 
 def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> bool:

@@ -58,7 +58,7 @@ def _extent_z(obj: ObjectSample, orn) -> tuple[float, float]:
     """Lowest and highest z of the object's surface points, relative to its link origin, in orientation ``orn``."""
     from .annotate import quat_to_matrix
 
-    z = (assets.resolve(obj.asset).points * obj.scale) @ quat_to_matrix(orn)[2]
+    z = (assets.resolve(obj.asset).hull_points * obj.scale) @ quat_to_matrix(orn)[2]  # a plane's extremes lie on the hull
     return float(z.min()), float(z.max())
 
 
@@ -117,8 +117,12 @@ class PhysicsWorld(ClientOwner):
         elif a.collision == "cylinder":
             shape = c.createCollisionShape(p.GEOM_CYLINDER, radius=0.5 * s, height=s)
         else:
-            shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s],
-                                           collisionFramePosition=[-o * s for o in a.offset])  # bounding-box centre at the origin
+            hull = a.collision_hull
+            if hull is not None:  # one convex hull: from its vertices, not the whole OBJ parsed again for every body
+                shape = c.createCollisionShape(p.GEOM_MESH, vertices=hull.tolist(), meshScale=[s, s, s])
+            else:  # one hull per part: PyBullet builds them from the file
+                shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s],
+                                               collisionFramePosition=[-o * s for o in a.offset])  # bounding-box centre at the origin
             if shape < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
         return c.createMultiBody(baseMass=body_mass(obj), baseCollisionShapeIndex=shape, basePosition=obj.position,

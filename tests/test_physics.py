@@ -2,6 +2,7 @@
 (sleeping calm bodies, collision-only URDF loads) move nothing that a label reads."""
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pybullet as p
 import pytest
@@ -111,3 +112,45 @@ def test_an_obj_far_from_its_origin_is_drawn_and_simulated_about_its_centre(tmp_
             body = world._create(ObjectSample(a.key, "widget", 2.0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1, 1, 1, 1)))
             lo, hi = (np.array(x) for x in world.client.getAABB(body))
             assert np.allclose((lo + hi) / 2, 1.0, atol=1e-3) and np.allclose(hi - lo, 0.08, atol=0.01), (a.key, lo, hi)
+
+
+def _blob_obj(path, rings=60, segments=100, parts=1):
+    """A bumpy (non-convex) sphere of rings*segments vertices, 3 cm across; ``parts`` > 1 writes that many copies
+    side by side, each its own OBJ object (PyBullet then builds one collision hull per part)."""
+    th, ph = np.linspace(0, np.pi, rings + 1), np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    T, P = np.meshgrid(th, ph, indexing="ij")
+    r = 0.015 * (1 + 0.2 * np.sin(5 * P) * np.sin(T))
+    v = np.stack([r * np.sin(T) * np.cos(P), r * np.sin(T) * np.sin(P), r * np.cos(T)], -1).reshape(-1, 3)
+    f = [(i * segments + j, (i + 1) * segments + j, (i + 1) * segments + (j + 1) % segments, i * segments + (j + 1) % segments)
+         for i in range(rings) for j in range(segments)]
+    lines = []
+    for k in range(parts):
+        lines += [f"o part{k}\n"] + [f"v {x + 0.05 * k:.6f} {y:.6f} {z:.6f}\n" for x, y, z in v]
+        lines += ["f " + " ".join(str(1 + len(v) * k + i) for i in q) + "\n" for q in f]
+    path.write_text("".join(lines))
+    return path
+
+
+def test_a_dense_scan_is_simulated_and_outlined_from_its_hull_vertices(tmp_path):
+    """A mesh with many more points than hull vertices (a scan, a CAD export): the outline, extents and the physics
+    hull come from the hull's vertices, with the same results as from every point; an OBJ of several parts keeps
+    PyBullet's one hull per part."""
+    from simgen import assets
+    from simgen.types import ObjectSample
+
+    a = assets.resolve(str(_blob_obj(tmp_path / "blob.obj")))
+    assert len(a.points) > assets.HULL_POINTS_FROM and len(a.hull_points) < len(a.points)
+    for basis in (np.eye(3)[:, :2], np.array([[0.6, 0.0], [0.0, 1.0], [0.8, 0.0]])):
+        area = [cv2.contourArea(cv2.convexHull((pts @ basis).astype(np.float32))) for pts in (a.points, a.hull_points)]
+        # the same projected hull, up to the vertices PyBullet merges as near-coplanar: 2e-4 of the area, 0.3 px² on 40 px
+        assert area[1] == pytest.approx(area[0], rel=1e-3)
+    assert np.allclose(a.hull_points.min(axis=0), a.points.min(axis=0), atol=1e-5)  # within 10 µm of 3 cm
+    assert a.collision_hull is not None and len(a.collision_hull) < len(a.points)
+    cfg = small_config(tmp_path, "scene=custom")
+    with PhysicsWorld(cfg.physics) as world:
+        body = world._create(ObjectSample(a.key, "blob", 2.0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1, 1, 1, 1)))
+        lo, hi = (np.array(x) for x in world.client.getAABB(body))
+        margin = 0.002  # Bullet's collision margin around a convex hull
+        assert np.allclose(lo, 1.0 + 2 * a.points.min(axis=0) - margin, atol=2e-4) and np.allclose(hi, 1.0 + 2 * a.points.max(axis=0) + margin, atol=2e-4)
+    two = assets.resolve(str(_blob_obj(tmp_path / "two.obj", rings=20, segments=30, parts=2)))
+    assert two.collision_hull is None  # two parts: PyBullet's compound of two hulls, built from the file
