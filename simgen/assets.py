@@ -306,6 +306,33 @@ def _obj_lines(mesh: Path) -> tuple[tuple[str, tuple[float, float, float] | None
     return tuple(out)  # type: ignore[return-value]
 
 
+def _box_uv(lines: list[str], parsed: tuple) -> list[str]:
+    """``lines`` with texture coordinates for an OBJ that has none, by box projection: each face takes the two axes
+    its normal is most across, in units of the mesh's largest side, so a texture covers the object about once
+    with seams only where faces turn. Without it a random texture could not be applied to a mesh without UVs
+    (most CAD and STL conversions), and the object was only ever coloured."""
+    xyz = np.array([v for _, v in parsed if v is not None], float)
+    lo, size = xyz.min(axis=0), float(np.ptp(xyz, axis=0).max() or 1.0)
+    out: list[str] = []
+    vt: list[str] = []
+    for ln in lines:
+        if not ln.startswith("f "):
+            out.append(ln)
+            continue
+        corners = [tok.split("/") for tok in ln.split()[1:]]
+        idx = [int(c[0]) - 1 if int(c[0]) > 0 else len(xyz) + int(c[0]) for c in corners]
+        p = xyz[idx]
+        n = np.cross(p[1] - p[0], p[2] - p[0]) if len(p) >= 3 else np.zeros(3)
+        u, v = [k for k in range(3) if k != int(np.argmax(np.abs(n)))]
+        toks = []
+        for c, q in zip(corners, p):
+            vt.append(f"vt {(q[u] - lo[u]) / size:.6g} {(q[v] - lo[v]) / size:.6g}\n")
+            vn = c[2] if len(c) > 2 and c[2] else ""
+            toks.append(f"{c[0]}/{len(vt)}" + (f"/{vn}" if vn else ""))
+        out.append("f " + " ".join(toks) + "\n")
+    return vt + out
+
+
 @functools.lru_cache(maxsize=None)
 def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float],
               offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Path:
@@ -315,6 +342,8 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
     (sx, sy, sz), (ox, oy, oz) = scale, offset
     lines = [ln if xyz is None else f"v {(xyz[0] - ox) * sx:.7g} {(xyz[1] - oy) * sy:.7g} {(xyz[2] - oz) * sz:.7g}\n"
              for ln, xyz in _obj_lines(mesh)]
+    if texture is not None and not obj_has_uv(mesh):
+        lines = _box_uv(lines, _obj_lines(mesh))
     stem = hashlib.sha1((f"{mesh}|{texture}|{scale}" + (f"|{offset}" if any(offset) else "")).encode()).hexdigest()[:16]
     if texture is not None:
         # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
@@ -500,7 +529,8 @@ def resolve(name: str) -> Asset:
         if path.suffix.lower() == ".obj":
             v, tris = obj_geometry(path)
             c = (v.min(axis=0) + v.max(axis=0)) / 2
-            return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, obj_has_uv(path), offset=tuple(float(x) for x in c))
+            # texturable with or without its own UVs: baked_obj projects some onto a mesh that has none
+            return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c))
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")

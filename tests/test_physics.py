@@ -154,3 +154,34 @@ def test_a_dense_scan_is_simulated_and_outlined_from_its_hull_vertices(tmp_path)
         assert np.allclose(lo, 1.0 + 2 * a.points.min(axis=0) - margin, atol=2e-4) and np.allclose(hi, 1.0 + 2 * a.points.max(axis=0) + margin, atol=2e-4)
     two = assets.resolve(str(_blob_obj(tmp_path / "two.obj", rings=20, segments=30, parts=2)))
     assert two.collision_hull is None  # two parts: PyBullet's compound of two hulls, built from the file
+
+
+def test_a_mesh_without_uvs_gets_box_projected_uvs_when_textured(tmp_path):
+    """A CAD or STL-converted OBJ has no texture coordinates: the baked copy a texture is applied to gets some (box
+    projection, one set per face corner, normals kept), so random textures reach it instead of a flat colour."""
+    import pybullet as pb
+
+    from simgen import assets
+
+    mesh = _cube_obj(tmp_path / "cube.obj", (0.0, 0.0, 0.0))
+    mesh.write_text(mesh.read_text().replace("f 1 2 4 3", "f 1//1 2//1 4//1 3//1") + "vn 1 0 0\n")
+    a = assets.resolve(str(mesh))
+    assert a.texturable and not assets.obj_has_uv(mesh)
+    tex = tmp_path / "tex.png"
+    cv2.imwrite(str(tex), (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    baked = assets.baked_obj(a.path, tex, (1.0, 1.0, 1.0), a.offset).read_text()
+    vts = [[float(x) for x in ln.split()[1:]] for ln in baked.splitlines() if ln.startswith("vt ")]
+    faces = [ln.split()[1:] for ln in baked.splitlines() if ln.startswith("f ")]
+    assert len(vts) == 24 and np.min(vts) >= 0 and np.max(vts) <= 1  # 6 quads x 4 corners, within the texture once
+    assert all(len(c.split("/")) >= 2 and c.split("/")[1] for f in faces for c in f)
+    assert faces[0] == ["1/1/1", "2/2/1", "4/3/1", "3/4/1"]  # the vertex normal kept
+    # every face shows a square of texture: two distinct u and two distinct v per face (not a degenerate line)
+    for k in range(6):
+        uv = np.array(vts[4 * k:4 * k + 4])
+        assert len(set(uv[:, 0])) == 2 and len(set(uv[:, 1])) == 2
+    assert "vt " not in assets.baked_obj(a.path, None, (1.0, 1.0, 1.0), a.offset).read_text()  # untextured: as it was
+    c = pb.connect(pb.DIRECT)
+    try:
+        assert pb.createVisualShape(pb.GEOM_MESH, fileName=str(assets.baked_obj(a.path, tex, (1.0, 1.0, 1.0), a.offset)), physicsClientId=c) >= 0
+    finally:
+        pb.disconnect(c)
