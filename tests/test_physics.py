@@ -146,6 +146,7 @@ def test_a_dense_scan_is_simulated_and_outlined_from_its_hull_vertices(tmp_path)
         assert area[1] == pytest.approx(area[0], rel=1e-3)
     assert np.allclose(a.hull_points.min(axis=0), a.points.min(axis=0), atol=1e-5)  # within 10 µm of 3 cm
     assert a.collision_hull is not None and len(a.collision_hull) < len(a.points)
+    assert len(a.triangles) > assets.CONVEX_FACES_CHECKED and not a.convex  # its bumps found from a spread of faces
     cfg = small_config(tmp_path, "scene=custom")
     with PhysicsWorld(cfg.physics) as world:
         body = world._create(ObjectSample(a.key, "blob", 2.0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0), (1, 1, 1, 1)))
