@@ -53,17 +53,19 @@ class Asset:
         """Convex geometry: its projected hull is its silhouette (labels take the cheap, exact path)."""
         tris = self.triangles
         if len(tris) > CONVEX_FACES_CHECKED:
-            # Faces x hull vertices grows with the square of a scan's density (a 60k-triangle ball took 37 s): an even
-            # spread of faces finds any concavity larger than a few faces; a smaller dent changes outlines by less
-            tris = tris[np.linspace(0, len(tris) - 1, CONVEX_FACES_CHECKED).astype(int)]
+            # Faces x hull vertices grows with the square of a scan's density (a 60k-triangle ball took 37 s). The
+            # largest faces (a CAD part's few big walls, its notches) and an even spread over the file (a scan's
+            # dents): a concavity that matters to an outline has a large face or many faces
+            area = np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
+            half = CONVEX_FACES_CHECKED // 2
+            pick = np.union1d(np.argsort(-area, kind="stable")[:half], np.linspace(0, len(tris) - 1, half).astype(int))
+            tris = tris[pick]
         return is_convex(tris, self.hull_points)  # a plane's extremes over the points lie on their hull
 
     @functools.cached_property
     def hull_points(self) -> np.ndarray:
         """``points`` that are vertices of their convex hull: what projecting an object's outline needs. A scanned or
         CAD mesh has 10-100x more points than hull vertices; small meshes (every built-in) keep all their points."""
-        if len(self.points) <= HULL_POINTS_FROM:
-            return self.points
         return _pybullet_hull(self)[0]
 
     @functools.cached_property
@@ -71,9 +73,7 @@ class Asset:
         """A user OBJ's convex collision hull (hull vertices, scale 1, about the bounding-box centre) when PyBullet
         makes it one hull; None when it makes one hull per part (an OBJ with several objects or groups), or for
         an asset that is not a collision mesh. Physics builds each body from these vertices: PyBullet otherwise
-        parses the OBJ file again for every body of every scene (1.1 s for a 240k-triangle scan)."""
-        if self.collision != "mesh":
-            return None
+        parses the OBJ file again for every body of every scene (0.9 s for a 240k-triangle scan)."""
         return _pybullet_hull(self)[1]
 
     @property
@@ -311,31 +311,41 @@ def _obj_lines(mesh: Path) -> tuple[tuple[str, tuple[float, float, float] | None
     return tuple(out)  # type: ignore[return-value]
 
 
-def _box_uv(lines: list[str], parsed: tuple) -> list[str]:
-    """``lines`` with texture coordinates for an OBJ that has none, by box projection: each face takes the two axes
-    its normal is most across, in units of the mesh's largest side, so a texture covers the object about once
-    with seams only where faces turn. Without it a random texture could not be applied to a mesh without UVs
-    (most CAD and STL conversions), and the object was only ever coloured."""
-    xyz = np.array([v for _, v in parsed if v is not None], float)
-    lo, size = xyz.min(axis=0), float(np.ptp(xyz, axis=0).max() or 1.0)
-    out: list[str] = []
+@functools.lru_cache(maxsize=8)
+def _box_uv_lines(mesh: Path) -> tuple[tuple[tuple[str, tuple[float, float, float] | None], ...], tuple[str, ...]]:
+    """An OBJ without texture coordinates given some by box projection: (its lines as :func:`_obj_lines`, faces
+    rewritten to use them; the ``vt`` lines). Each face takes the two axes its normal is most across, in units
+    of the mesh's largest side, so a texture covers the object about once with seams only where faces turn.
+    Without it a random texture could not be applied to a mesh without UVs (most CAD and STL conversions), and
+    the object was only ever coloured. Once per mesh: every scale and texture of it bakes the same faces."""
+    parsed = _obj_lines(mesh)
+    xyz = np.array([v for _, v in parsed if v is not None], float).reshape(-1, 3)
+    lo, size = (xyz.min(axis=0), float(np.ptp(xyz, axis=0).max() or 1.0)) if len(xyz) else (np.zeros(3), 1.0)
+    out: list[tuple[str, tuple[float, float, float] | None]] = []
     vt: list[str] = []
-    for ln in lines:
+    seen = 0  # vertices defined so far: a negative index counts back from here, as OBJ says
+    for ln, v in parsed:
+        if v is not None:
+            seen += 1
         if not ln.startswith("f "):
-            out.append(ln)
+            out.append((ln, v))
             continue
-        corners = [tok.split("/") for tok in ln.split()[1:]]
-        idx = [int(c[0]) - 1 if int(c[0]) > 0 else len(xyz) + int(c[0]) for c in corners]
+        corners = [tok.split("/") for tok in ln.split("#")[0].split()[1:]]
+        try:
+            idx = [int(c[0]) - 1 if int(c[0]) > 0 else seen + int(c[0]) for c in corners]
+        except ValueError:
+            continue
+        if len(idx) < 3 or min(idx) < 0 or max(idx) >= seen:
+            continue  # as obj_geometry: a face naming a vertex that does not exist is left out
         p = xyz[idx]
-        n = np.cross(p[1] - p[0], p[2] - p[0]) if len(p) >= 3 else np.zeros(3)
-        u, v = [k for k in range(3) if k != int(np.argmax(np.abs(n)))]
+        u, w = [k for k in range(3) if k != int(np.argmax(np.abs(np.cross(p[1] - p[0], p[2] - p[0]))))]
         toks = []
         for c, q in zip(corners, p):
-            vt.append(f"vt {(q[u] - lo[u]) / size:.6g} {(q[v] - lo[v]) / size:.6g}\n")
+            vt.append(f"vt {(q[u] - lo[u]) / size:.6g} {(q[w] - lo[w]) / size:.6g}\n")
             vn = c[2] if len(c) > 2 and c[2] else ""
             toks.append(f"{c[0]}/{len(vt)}" + (f"/{vn}" if vn else ""))
-        out.append("f " + " ".join(toks) + "\n")
-    return vt + out
+        out.append(("f " + " ".join(toks) + "\n", None))
+    return tuple(out), tuple(vt)
 
 
 @functools.lru_cache(maxsize=None)
@@ -345,10 +355,9 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
     given, ``texture`` as its only material (PyBullet reads the first map_Kd). Baking matters: under EGL two visual
     shapes made from the same file with different meshScale are drawn at the first one's scale."""
     (sx, sy, sz), (ox, oy, oz) = scale, offset
-    lines = [ln if xyz is None else f"v {(xyz[0] - ox) * sx:.7g} {(xyz[1] - oy) * sy:.7g} {(xyz[2] - oz) * sz:.7g}\n"
-             for ln, xyz in _obj_lines(mesh)]
-    if texture is not None and not obj_has_uv(mesh):
-        lines = _box_uv(lines, _obj_lines(mesh))
+    parsed, vt = _box_uv_lines(mesh) if texture is not None and not obj_has_uv(mesh) else (_obj_lines(mesh), ())
+    lines = [*vt, *(ln if xyz is None else f"v {(xyz[0] - ox) * sx:.7g} {(xyz[1] - oy) * sy:.7g} {(xyz[2] - oz) * sz:.7g}\n"
+                    for ln, xyz in parsed)]
     stem = hashlib.sha1((f"{mesh}|{texture}|{scale}" + (f"|{offset}" if any(offset) else "")).encode()).hexdigest()[:16]
     if texture is not None:
         # PyBullet joins map_Kd to the .mtl's folder: give it a path relative to the cache's meshes/ folder.
@@ -469,32 +478,48 @@ CONVEX_FACES_CHECKED = 4096  # faces the convexity test checks on a dense mesh
 HULL_POINTS_FROM = 5000  # points above which the hull's vertices stand in for them (the largest built-in has 4,526)
 
 
+PYBULLET_MAX_VERTICES = 131072  # createCollisionShape(vertices=...) refuses more (PyBullet 3.2.7)
+
+
+def _hull_vertices(points: np.ndarray) -> np.ndarray:
+    """The points that are vertices of their convex hull (Qhull); all of them when they span no volume (a flat
+    mesh), which Qhull refuses."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        return points[np.sort(ConvexHull(points).vertices)]
+    except (QhullError, ValueError):
+        return points
+
+
 def _pybullet_hull(asset: Asset) -> tuple[np.ndarray, np.ndarray | None]:
     return _pybullet_hull_of(asset.key)
 
 
 @functools.lru_cache(maxsize=None)
 def _pybullet_hull_of(key: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(vertices of the convex hull of ``asset.points``; the collision hull when PyBullet makes the OBJ one hull,
-    else None), from PyBullet's own hull builder in a scratch client, so the physics hull is PyBullet's exactly."""
+    """(the hull vertices of ``asset.points``; the same as the collision hull when PyBullet makes the OBJ one
+    convex hull, else None). Whether it does is PyBullet's call (an OBJ with several objects or groups becomes one
+    hull per part), so a scratch client loads the file once to see; the hull itself is Qhull's (exact, no limit
+    on points). A hull over PyBullet's vertex limit also stays with the file."""
     import pybullet as p
 
     asset = resolve(key)
+    every = _hull_vertices(asset.points) if len(asset.points) > HULL_POINTS_FROM else asset.points
+    if asset.collision != "mesh" or len(every) > PYBULLET_MAX_VERTICES:
+        return every, None
     c = p.connect(p.DIRECT)
     try:
-        def hull(**shape) -> tuple[int, np.ndarray]:
-            body = p.createMultiBody(0, p.createCollisionShape(p.GEOM_MESH, physicsClientId=c, **shape), physicsClientId=c)
-            parts = len(p.getCollisionShapeData(body, -1, physicsClientId=c))
-            return parts, np.asarray(p.getMeshData(body, -1, physicsClientId=c)[1], float).reshape(-1, 3)
-
-        _, every = hull(vertices=asset.points.tolist())
-        collision = None
-        if asset.collision == "mesh":
-            parts, v = hull(fileName=str(asset.path))
-            collision = v - np.asarray(asset.offset) if parts == 1 else None
+        shape = p.createCollisionShape(p.GEOM_MESH, fileName=str(asset.path), physicsClientId=c)
+        if shape < 0:
+            raise AssetError(f"PyBullet cannot load mesh `{asset.path}`; check that it is a valid OBJ file.")
+        body = p.createMultiBody(0, shape, physicsClientId=c)
+        parts = len(p.getCollisionShapeData(body, -1, physicsClientId=c))
+    except p.error:
+        raise AssetError(f"PyBullet cannot load mesh `{asset.path}`; check that it is a valid OBJ file.") from None
     finally:
         p.disconnect(c)
-    return every, collision
+    return every, every if parts == 1 else None
 
 
 def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> bool:

@@ -434,8 +434,9 @@ def check_sizes(cfg: RenderConfig) -> None:
         key = f"scene.objects.{g.category}" if g.category is not None else "scene.distractors"
         a = assets.resolve(g.asset)
         lo, hi = _dist_bounds(g.scale)
-        units = 2 * float(a.half_extents.max())  # its longest side
-        ext = " x ".join(f"{2 * e:.3g}" for e in a.half_extents)
+        sides = np.ptp(a.points, axis=0)  # the bounding box (a URDF keeps its own origin, which need not be inside it)
+        units = float(sides.max())  # its longest side
+        ext = " x ".join(f"{e:.3g}" for e in sides)
         if units * lo > room:
             raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at scale [{lo:g}, {hi:g}] it is "
                               f"{units * lo:.3g}-{units * hi:.3g} m long, more than this scene holds ({room:.2g} m: "
