@@ -22,7 +22,7 @@ import pybullet as p
 from . import assets, eglprobe
 from .config import EGL_MAX
 from .eglprobe import probe_egl
-from .errors import AssetError, ConfigError, RendererUnavailable
+from .errors import AssetError, ConfigError, RenderError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
 from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, render_texture, tile_size
 from .types import Camera, Frame, Light, SceneState
@@ -151,12 +151,24 @@ def world_to_cam(cam: Camera) -> np.ndarray:
     return np.diag([1.0, -1.0, -1.0, 1.0]) @ V
 
 
+# PyBullet's EGL plugin keeps every visual shape's vertices in one buffer of 128 MB (GLInstancingRenderer's
+# maxShapeCapacityInBytes), 108 bytes per triangle (3 corners x 9 floats), and silently draws nothing for a shape
+# past it: a 240k-triangle scan filled it with its fifth (scale, texture) copy and later images lost their objects.
+# A world that would pass SHAPE_BUDGET is reset and its pools rebuilt; the rest is headroom for grounds.
+SHAPE_BYTES_PER_TRIANGLE = 108
+EGL_SHAPE_BUDGET = 100 * 1024 * 1024
+
+
 class RenderWorld(ClientOwner):
     """One PyBullet client holding visual-only bodies, pooled by (asset, scale, texture)."""
 
     def __init__(self, textures: dict[str, Path]) -> None:
         super().__init__()
         self.textures = textures
+        self.shape_budget: int | None = None  # set by a renderer whose shapes share a fixed buffer (EGL)
+        self.shape_bytes = 0  # what the pooled object shapes take of it
+        self.flushes = 0
+        self._costed: set[tuple] = set()
         self.pool: dict[tuple, list[int]] = defaultdict(list)
         self.active: list[int] = []
         self.lut = np.full(1, -1, np.int32)
@@ -263,6 +275,7 @@ class RenderWorld(ClientOwner):
         The next view of the scene staged last finds it staged already (views_per_scene)."""
         if state is self._staged:
             return
+        self._fit_shapes(state)
         c = self.client
         previous = set(self.active)
         self.active = []
@@ -298,6 +311,39 @@ class RenderWorld(ClientOwner):
 
     def pool_ids(self) -> list[int]:
         return [b for v in self.pool.values() for b in v]
+
+    def _fit_shapes(self, state: SceneState) -> None:
+        """Keep the shapes this scene needs within ``shape_budget``: when its new ones would pass it, every pooled
+        body and shape goes (resetSimulation frees the EGL buffer) and the pools refill from this scene on."""
+        if self.shape_budget is None:
+            return
+        new = {("object", o.sample.asset, o.sample.scale, o.sample.texture) for o in state.objects} - self._costed
+        cost = {k: SHAPE_BYTES_PER_TRIANGLE * len(assets.resolve(k[1]).triangles) for k in new}
+        if self.shape_bytes + sum(cost.values()) > self.shape_budget and self.shape_bytes:
+            self.flush()
+            new = {("object", o.sample.asset, o.sample.scale, o.sample.texture) for o in state.objects}
+            cost = {k: SHAPE_BYTES_PER_TRIANGLE * len(assets.resolve(k[1]).triangles) for k in new}
+        if sum(cost.values()) > self.shape_budget:
+            worst = max(cost, key=cost.get)  # type: ignore[arg-type]
+            raise RenderError(f"one scene needs {sum(cost.values()) / 2**20:.1f} MB of mesh data and renderer=egl holds "
+                              f"{self.shape_budget / 2**20:.1f} MB (`{worst[1]}` has {len(assets.resolve(worst[1]).triangles)} "
+                              f"triangles); use renderer=tiny, fewer scale_bins or textures for it, or a mesh with fewer triangles.")
+        self._costed |= set(cost)
+        self.shape_bytes += sum(cost.values())
+
+    def flush(self) -> None:
+        """Drop every body and shape (the client's resetSimulation); pools, grounds and tints refill on demand."""
+        self.client.resetSimulation()
+        self.pool.clear()
+        self.active = []
+        self._tinted.clear()
+        self._shapes.clear()
+        self._grounds.clear()
+        self._ground_bodies = [None, None]
+        self._staged = None
+        self._costed.clear()
+        self.shape_bytes = 0
+        self.flushes += 1
 
 
 class Renderer:
@@ -377,6 +423,7 @@ class EglRenderer(Renderer):
             light = Light((0, 0, 1), (1, 1, 1), 10, 0.5, 0.5, 0.1, True)
             for _ in range(2):  # the first two frames after loading lack shadows
                 self.raw(world, cam, light)
+        world.shape_budget = EGL_SHAPE_BUDGET
 
     def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
         if cam.width > EGL_MAX[0] or cam.height > EGL_MAX[1]:
