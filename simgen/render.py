@@ -22,7 +22,7 @@ import pybullet as p
 from . import assets, eglprobe
 from .config import EGL_MAX
 from .eglprobe import probe_egl
-from .errors import AssetError, ConfigError, RenderError, RendererUnavailable
+from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
 from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, render_texture, tile_size
 from .types import Camera, Frame, Light, SceneState
@@ -325,7 +325,7 @@ class RenderWorld(ClientOwner):
             cost = {k: SHAPE_BYTES_PER_TRIANGLE * len(assets.resolve(k[1]).triangles) for k in new}
         if sum(cost.values()) > self.shape_budget:
             worst = max(cost, key=cost.get)  # type: ignore[arg-type]
-            raise RenderError(f"one scene needs {sum(cost.values()) / 2**20:.1f} MB of mesh data and renderer=egl holds "
+            raise AssetError(f"one scene needs {sum(cost.values()) / 2**20:.1f} MB of mesh data and renderer=egl holds "
                               f"{self.shape_budget / 2**20:.1f} MB (`{worst[1]}` has {len(assets.resolve(worst[1]).triangles)} "
                               f"triangles); use renderer=tiny, fewer scale_bins or textures for it, or a mesh with fewer triangles.")
         self._costed |= set(cost)

@@ -536,12 +536,12 @@ def test_egl_world_past_its_shape_budget_is_reset_and_draws_the_same(tmp_path):
 
 def test_a_scene_larger_than_the_egl_shape_budget_is_one_clear_error(tmp_path):
     egl_or_skip()
-    from simgen.errors import RenderError
+    from simgen.errors import AssetError
     from simgen.pipeline import Generator
     from simgen.run import quiet_stdout
 
     cfg = small_config(tmp_path, "scene=dice", "renderer=egl", "width=64", "height=64")
     with quiet_stdout(), Generator(cfg) as g:
         g.world.shape_budget = 1000
-        with pytest.raises(RenderError, match="renderer=egl holds 0.0 MB .* use renderer=tiny"):
+        with pytest.raises(AssetError, match="renderer=egl holds 0.0 MB .* use renderer=tiny"):
             g.generate(0)
