@@ -17,7 +17,7 @@ from simgen.errors import ConfigError
 from simgen.train import engine
 from simgen.train.sizes import SyntheticSplit, gap_warnings, plan_sizes, split_indices
 from simgen.train.threads import ThreadChoice, apply_threads, choose, decide
-from simgen.train.utility import Arm, finetune_until, job_config, run_one, run_utility, utility_config
+from simgen.train.utility import Arm, finetune_until, job_config, resolve_finetune_split, run_one, run_utility, utility_config
 
 from .conftest import compose_dict
 from .test_train import noise, write_folder
@@ -104,10 +104,38 @@ def test_finetune_split_on_step_and_minute_budgets():
     assert finetune_until(TrainerConfig(max_steps=None, max_minutes=10), 0.7) == 0.7  # minutes split likewise
 
 
+def test_auto_finetune_split_sizes_the_real_phase_in_passes_over_the_real_photos(tmp_path, folders):
+    # 3 real images (the fixture), batch 2: 4 passes = 12 images = 6 real steps of 20, so the switch is at 70%
+    cfg = lambda *o: utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", "utility.tstr=false", "utility.trtr=false",
+                                                                       "utility.fractions=[]", *o)))
+    u = cfg("trainer.max_steps=20", "utility.finetune_passes=4")
+    assert u.finetune_split == "auto"  # the default
+    split, how = resolve_finetune_split(u)
+    assert split == 0.7 and "4 passes over 3 real images at batch 2 = 6 steps of 20" in how, how
+    # more photos or passes, a longer real phase; bounded so that half the budget still pretrains, and 5% fine-tunes
+    assert resolve_finetune_split(cfg("trainer.max_steps=20", "utility.finetune_passes=2"))[0] == 0.85
+    split, how = resolve_finetune_split(cfg("trainer.max_steps=20", "utility.finetune_passes=100"))
+    assert split == 0.5 and "(bounded)" in how
+    assert resolve_finetune_split(cfg("trainer.max_steps=1000", "utility.finetune_passes=4"))[0] == 0.95
+    # a minute budget has no step count to turn passes into; a number is taken as given
+    assert resolve_finetune_split(cfg("trainer.max_steps=null", "trainer.max_minutes=1"))[0] == 0.7
+    assert resolve_finetune_split(cfg("trainer.max_steps=20", "utility.finetune_split=0.6")) == (0.6, "utility.finetune_split")
+    # the arm trains on the resolved split, and the report says how it was chosen
+    report = run_utility(cfg("trainer.max_steps=20", "utility.finetune_passes=4"))
+    [r] = report["runs"]
+    assert [p["steps"] for p in r["phases"]] == [14, 6] and r["phases"][1]["sources"] == {"real": 12}
+    assert report["finetune"]["split"] == 0.7 and "4 passes" in report["finetune"]["chosen_by"]
+    assert "Split: auto: 4 passes over 3 real images" in (tmp_path / "u/report.md").read_text()
+
+
 def test_arm_config_errors(tmp_path, folders):
     base = overrides(folders, tmp_path / "u")
     with pytest.raises(ConfigError, match="utility.finetune_split must be"):
         utility_config(compose_dict("utility", [*base, "utility.finetune_split=1.0"]))
+    with pytest.raises(ConfigError, match="or auto"):
+        utility_config(compose_dict("utility", [*base, "utility.finetune_split=half"]))
+    with pytest.raises(ConfigError, match="utility.finetune_passes must be"):
+        utility_config(compose_dict("utility", [*base, "utility.finetune_passes=0"]))
     with pytest.raises(ConfigError, match="max_steps >= 2"):
         utility_config(compose_dict("utility", [*base, "trainer.max_steps=1"]))
     assert not utility_config(compose_dict("utility", [*base, "trainer.max_steps=1", "utility.finetune=false"])).finetune
