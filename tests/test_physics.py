@@ -228,3 +228,18 @@ def test_a_mesh_without_uvs_gets_box_projected_uvs_when_textured(tmp_path):
         assert pb.createVisualShape(pb.GEOM_MESH, fileName=str(assets.baked_obj(a.path, tex, (1.0, 1.0, 1.0), a.offset)), physicsClientId=c) >= 0
     finally:
         pb.disconnect(c)
+
+
+def test_a_dense_textured_mesh_is_warned_about_before_its_render_copies_fill_memory(tmp_path, monkeypatch):
+    """One render copy per (scale bin, look), each kept by PyBullet: a dense scan with texture: bank costs gigabytes a
+    process, said in one line before rendering; a built-in mesh never is (threshold lowered to keep the test small)."""
+    from simgen import run
+
+    mesh = _blob_obj(tmp_path / "blob.obj")  # 12,000 triangles
+    monkeypatch.setattr(run, "MESH_MEMORY_WARN", 12_000 * 108 * 8 * 2)  # more than two looks in 8 bins
+    over = small_config(tmp_path, "scene=custom", f"+scene.objects.blob={{asset: {mesh}, scale: [0.8, 1.2], texture: bank}}")
+    [line] = run.mesh_memory_warnings(over)
+    assert line.startswith("warning: scene.objects.blob:") and "12000 triangles; in 8 scale bins x" in line and "lower its scale_bins" in line
+    own = small_config(tmp_path, "scene=custom", f"+scene.objects.blob={{asset: {mesh}, scale: [0.8, 1.2]}}")  # its own look: 8 copies
+    assert run.mesh_memory_warnings(own) == []
+    assert run.mesh_memory_warnings(small_config(tmp_path, "scene=dice")) == []
