@@ -269,7 +269,7 @@ def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 pts.append([float(x) for x in line.split()[1:4]])
             elif line.startswith("f "):
                 # "f a/b/c ..." with 1-based (or negative, relative) vertex indices
-                idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
+                idx = [int(tok.split("/")[0]) for tok in line.split("#")[0].split()[1:]]  # "f 1 2 3  # a comment"
                 idx = [i - 1 if i > 0 else len(pts) + i for i in idx]
                 faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
     if not pts:

@@ -207,9 +207,9 @@ def test_a_mesh_without_uvs_gets_box_projected_uvs_when_textured(tmp_path):
 
     mesh = _cube_obj(tmp_path / "cube.obj", (0.0, 0.0, 0.0))
     mesh.write_text(mesh.read_text().replace("f 1 2 4 3", "f 1//1 2//1 4//1 3//1").replace("f 5 7 8 6", "f -4 -2 -1 -3")
-                    + "vn 1 0 0\nf 1 2 99\n")  # a relative face; a face naming no vertex is left out
+                    .replace("f 2 6 8 4", "f 2 6 8 4  # a comment") + "vn 1 0 0\nf 1 2 99\n")  # a relative face; one naming no vertex is left out
     a = assets.resolve(str(mesh))
-    assert a.texturable and not assets.obj_has_uv(mesh)
+    assert a.texturable and not assets.obj_has_uv(mesh) and len(a.triangles) == 12
     tex = tmp_path / "tex.png"
     cv2.imwrite(str(tex), (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
     baked = assets.baked_obj(a.path, tex, (1.0, 1.0, 1.0), a.offset).read_text()
