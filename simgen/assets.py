@@ -47,6 +47,7 @@ class Asset:
     # zero for built-ins and URDFs): CAD exports often sit far from their origin, which made the object's extents,
     # placement radius and centre of mass wrong (a 4 cm cube half a metre off its origin "measured" a metre).
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    own_texture: bool = False  # a user OBJ whose own material has a texture map: its look, kept untinted in hue
 
     @functools.cached_property
     def convex(self) -> bool:
@@ -282,6 +283,14 @@ def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def obj_has_uv(path: Path) -> bool:
     with open(path, errors="replace") as f:
         return any(line.startswith("vt ") for line in f)
+
+
+def obj_has_own_texture(mesh: Path) -> bool:
+    """The OBJ names a material file next to it whose first material has a texture map (map_Kd)."""
+    names = [ln.split(None, 1)[1].strip() for ln in open(mesh, errors="replace") if ln.startswith("mtllib ")]
+    if not names or not (mesh.parent / names[0]).is_file():
+        return False
+    return any(ln.strip().startswith("map_Kd") for ln in open(mesh.parent / names[0], errors="replace"))
 
 
 def _own_material(mesh: Path) -> str:
@@ -561,7 +570,8 @@ def resolve(name: str) -> Asset:
             v, tris = obj_geometry(path)
             c = (v.min(axis=0) + v.max(axis=0)) / 2
             # texturable with or without its own UVs: baked_obj projects some onto a mesh that has none
-            return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c))
+            return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c),
+                         own_texture=obj_has_own_texture(path))
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")

@@ -44,7 +44,7 @@ def snap_scale(group: ObjectGroup, value: float) -> float:
 
 
 def _look(rng: np.random.Generator, group: ObjectGroup, r: RandomizationSpec, banks: dict[str, tuple[str, ...]],
-          texturable: bool) -> tuple[tuple[float, float, float, float], str | None]:
+          texturable: bool, own_texture: bool = False) -> tuple[tuple[float, float, float, float], str | None]:
     texture = None
     if group.texture and group.texture != "bank" and group.texture in banks:
         # A scene's own bank (e.g. dice faces) is part of what the object *is*: always applied.
@@ -53,8 +53,10 @@ def _look(rng: np.random.Generator, group: ObjectGroup, r: RandomizationSpec, ba
         texture = banks["bank"][int(rng.integers(len(banks["bank"])))]
     if not r.colors:
         return (1.0, 1.0, 1.0, 1.0), texture
-    if texture is not None:
-        g = float(rng.uniform(0.8, 1.0))  # textured: only a mild brightness tint (rgba multiplies the texture)
+    if texture is not None or own_texture:
+        # textured: only a mild brightness tint (rgba multiplies the texture). A mesh's own texture (a user's
+        # product, printed box, can) is what the real object looks like: a random hue would repaint it
+        g = float(rng.uniform(0.8, 1.0))
         return (g, g, g, 1.0), texture
     return random_rgba(rng, r), None
 
@@ -307,7 +309,7 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
         if member is not None:
             member.add(p, radius)
         placed.append((p, radius))
-        rgba, texture = _look(rng, g, r, banks, a.texturable)
+        rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture)
         speed, heading = spec.throw_speed.sample(rng), rng.uniform(0, 2 * math.pi)
         spin = rng.normal(size=3) * spec.spin.sample(rng) * (SET_DOWN_SPIN if spot.set_down else 1.0)
         orientation = random_quaternion(rng)
@@ -350,7 +352,7 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
         dx, dy = rng.normal(0.0, OCCLUDER_OFFSET * assets.resolve(below.asset).radius * below.scale, 2)
         dz = OCCLUDER_GAP
         orientation = quat_axis_angle((0, 0, 1), float(rng.uniform(0, 2 * math.pi)))
-        rgba, texture = _look(rng, g, r, banks, a.texturable)
+        rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture)
         out.append(ObjectSample(asset=g.asset, category=None, scale=scale, position=(float(dx), float(dy), dz), orientation=orientation,
                                 rgba=rgba, texture=texture, anchor=k, mass=g.mass))
     return tuple(out)

@@ -243,3 +243,23 @@ def test_a_dense_textured_mesh_is_warned_about_before_its_render_copies_fill_mem
     own = small_config(tmp_path, "scene=custom", f"+scene.objects.blob={{asset: {mesh}, scale: [0.8, 1.2]}}")  # its own look: 8 copies
     assert run.mesh_memory_warnings(own) == []
     assert run.mesh_memory_warnings(small_config(tmp_path, "scene=dice")) == []
+
+
+def test_a_mesh_with_its_own_texture_keeps_its_hue(tmp_path):
+    """A user OBJ whose material has a texture map is what the real object looks like: it gets only the mild grey
+    tint a bank texture gets, never a random hue that would repaint it; an untextured mesh still gets random colours."""
+    from simgen import assets
+
+    (tmp_path / "look.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd look.png\n")
+    cv2.imwrite(str(tmp_path / "look.png"), np.full((8, 8, 3), (0, 0, 200), np.uint8))
+    own = _cube_obj(tmp_path / "own.obj", (0.0, 0.0, 0.0))
+    own.write_text("mtllib look.mtl\nusemtl m\n" + own.read_text())
+    plain = _cube_obj(tmp_path / "plain.obj", (0.0, 0.0, 0.0))
+    assert assets.resolve(str(own)).own_texture and not assets.resolve(str(plain)).own_texture
+    for mesh, grey in ((own, True), (plain, False)):
+        cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", "scene.distractors=[]",
+                           f"+scene.objects.thing={{asset: {mesh}, scale: [1.0, 1.2], count: [3, 3]}}")
+        banks = {k: tuple(sorted(v)) for k, v in texture_banks(cfg).items()}
+        rgbas = [o.rgba for i in range(4) for o in draw_scene(cfg, banks, i)[0].objects]
+        assert len(rgbas) == 12
+        assert all((r == g == b and 0.8 <= r <= 1.0) == grey for r, g, b, _ in rgbas), rgbas
