@@ -266,9 +266,11 @@ def test_webdataset_depth_is_float32_and_semantic_maps_ride_along(tmp_path):
         assert entry["image"]["file_name"] == f"{s}.jpg" and "depth_file" not in entry["image"]
 
 
-def test_rendered_dataset_equals_disk_render(tmp_path):
-    disk = render_dataset(small_config(tmp_path, "n_images=4", "image_format=png", name="png"), **QUIET)
-    ds = RenderedDataset(small_config(tmp_path, "n_images=4", "image_format=png", name="unused"))
+@pytest.mark.parametrize("views", [1, 2])
+def test_rendered_dataset_equals_disk_render(tmp_path, views):
+    # views=2: a worker may be handed the second view of a scene without the first; it settles the scene itself
+    disk = render_dataset(small_config(tmp_path, "n_images=4", "image_format=png", f"views_per_scene={views}", name="png"), **QUIET)
+    ds = RenderedDataset(small_config(tmp_path, "n_images=4", "image_format=png", f"views_per_scene={views}", name="unused"))
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate, multiprocessing_context="spawn")
     got = {}
     for imgs, targets in loader:
