@@ -65,17 +65,20 @@ class Asset:
 
     @functools.cached_property
     def hull_points(self) -> np.ndarray:
-        """``points`` that are vertices of their convex hull: what projecting an object's outline needs. A scanned or
-        CAD mesh has 10-100x more points than hull vertices; small meshes (every built-in) keep all their points."""
-        return _pybullet_hull(self)[0]
+        """``points`` that are vertices of their convex hull (Qhull): what projecting an object's outline needs. A
+        scanned or CAD mesh has 10-100x more points than hull vertices; small meshes (every built-in) keep all."""
+        return _hull_vertices(self.points) if len(self.points) > HULL_POINTS_FROM else self.points
 
     @functools.cached_property
     def collision_hull(self) -> np.ndarray | None:
         """A user OBJ's convex collision hull (hull vertices, scale 1, about the bounding-box centre) when PyBullet
-        makes it one hull; None when it makes one hull per part (an OBJ with several objects or groups), or for
-        an asset that is not a collision mesh. Physics builds each body from these vertices: PyBullet otherwise
-        parses the OBJ file again for every body of every scene (0.9 s for a 240k-triangle scan)."""
-        return _pybullet_hull(self)[1]
+        makes it one hull; None when it makes one hull per part (an OBJ with several objects or groups), when the
+        hull is over PyBullet's vertex limit, or for an asset that is not a collision mesh. Physics builds each body
+        from these vertices: PyBullet otherwise parses the OBJ file again for every body of every scene (0.9 s for
+        a 240k-triangle scan)."""
+        if self.collision != "mesh" or len(self.hull_points) > PYBULLET_MAX_VERTICES:
+            return None
+        return self.hull_points if pybullet_parts(self.path) == 1 else None
 
     @property
     def half_extents(self) -> np.ndarray:
@@ -260,6 +263,12 @@ def procedural_obj(name: str) -> Path:
     return _write_cached(PROCEDURAL_MESHES[name]().obj_text(), ".obj", name)
 
 
+def _face_indices(line: str, seen: int) -> list[int]:
+    """0-based vertex indices of an OBJ face line, "f a/b/c ..." with 1-based indices or negative ones counted back
+    from the ``seen`` vertices defined before it; a trailing comment is ignored. Not range-checked."""
+    return [i - 1 if i > 0 else seen + i for i in (int(tok.split("/")[0]) for tok in line.split("#")[0].split()[1:])]
+
+
 @functools.lru_cache(maxsize=None)
 def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices Nx3, triangles Tx3x3) of an OBJ; polygons are fanned into triangles."""
@@ -269,9 +278,7 @@ def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if line.startswith("v "):
                 pts.append([float(x) for x in line.split()[1:4]])
             elif line.startswith("f "):
-                # "f a/b/c ..." with 1-based (or negative, relative) vertex indices
-                idx = [int(tok.split("/")[0]) for tok in line.split("#")[0].split()[1:]]  # "f 1 2 3  # a comment"
-                idx = [i - 1 if i > 0 else len(pts) + i for i in idx]
+                idx = _face_indices(line, len(pts))
                 faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
     if not pts:
         raise AssetError(f"mesh `{path}` has no vertices; export it again as a Wavefront OBJ with geometry.")
@@ -285,21 +292,25 @@ def obj_has_uv(path: Path) -> bool:
         return any(line.startswith("vt ") for line in f)
 
 
-def obj_has_own_texture(mesh: Path) -> bool:
-    """The OBJ names a material file next to it whose first material has a texture map (map_Kd)."""
+def _material_file(mesh: Path) -> Path | None:
+    """The first material file an OBJ names (``mtllib``), when it exists beside the OBJ."""
     names = [ln.split(None, 1)[1].strip() for ln in open(mesh, errors="replace") if ln.startswith("mtllib ")]
-    if not names or not (mesh.parent / names[0]).is_file():
-        return False
-    return any(ln.strip().startswith("map_Kd") for ln in open(mesh.parent / names[0], errors="replace"))
+    return mesh.parent / names[0] if names and (mesh.parent / names[0]).is_file() else None
+
+
+def obj_has_own_texture(mesh: Path) -> bool:
+    """The OBJ's own material file has a texture map (map_Kd)."""
+    mtl = _material_file(mesh)
+    return mtl is not None and any(ln.strip().startswith("map_Kd") for ln in open(mtl, errors="replace"))
 
 
 def _own_material(mesh: Path) -> str:
     """An OBJ's own first material, rewritten so its texture resolves from the cache folder."""
-    names = [ln.split(None, 1)[1].strip() for ln in open(mesh, errors="replace") if ln.startswith("mtllib ")]
-    if not names or not (mesh.parent / names[0]).is_file():
+    mtl = _material_file(mesh)
+    if mtl is None:
         return ""
     out = []
-    for ln in open(mesh.parent / names[0], errors="replace"):
+    for ln in open(mtl, errors="replace"):
         if ln.strip().startswith("map_Kd"):
             tex = render_texture((mesh.parent / ln.split(None, 1)[1].strip()).resolve())
             ln = f"map_Kd {os.path.relpath(tex, cache_dir() / 'meshes')}\n"
@@ -341,7 +352,7 @@ def _box_uv_lines(mesh: Path) -> tuple[tuple[tuple[str, tuple[float, float, floa
             continue
         corners = [tok.split("/") for tok in ln.split("#")[0].split()[1:]]
         try:
-            idx = [int(c[0]) - 1 if int(c[0]) > 0 else seen + int(c[0]) for c in corners]
+            idx = _face_indices(ln, seen)
         except ValueError:
             continue
         if len(idx) < 3 or min(idx) < 0 or max(idx) >= seen:
@@ -501,34 +512,22 @@ def _hull_vertices(points: np.ndarray) -> np.ndarray:
         return points
 
 
-def _pybullet_hull(asset: Asset) -> tuple[np.ndarray, np.ndarray | None]:
-    return _pybullet_hull_of(asset.key)
-
-
 @functools.lru_cache(maxsize=None)
-def _pybullet_hull_of(key: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(the hull vertices of ``asset.points``; the same as the collision hull when PyBullet makes the OBJ one
-    convex hull, else None). Whether it does is PyBullet's call (an OBJ with several objects or groups becomes one
-    hull per part), so a scratch client loads the file once to see; the hull itself is Qhull's (exact, no limit
-    on points). A hull over PyBullet's vertex limit also stays with the file."""
+def pybullet_parts(path: Path) -> int:
+    """How many convex hulls PyBullet builds for the OBJ at ``path`` (one per object or group it finds): its call, so
+    a scratch client loads the file once per process to see."""
     import pybullet as p
 
-    asset = resolve(key)
-    every = _hull_vertices(asset.points) if len(asset.points) > HULL_POINTS_FROM else asset.points
-    if asset.collision != "mesh" or len(every) > PYBULLET_MAX_VERTICES:
-        return every, None
     c = p.connect(p.DIRECT)
     try:
-        shape = p.createCollisionShape(p.GEOM_MESH, fileName=str(asset.path), physicsClientId=c)
+        shape = p.createCollisionShape(p.GEOM_MESH, fileName=str(path), physicsClientId=c)
         if shape < 0:
-            raise AssetError(f"PyBullet cannot load mesh `{asset.path}`; check that it is a valid OBJ file.")
-        body = p.createMultiBody(0, shape, physicsClientId=c)
-        parts = len(p.getCollisionShapeData(body, -1, physicsClientId=c))
+            raise AssetError(f"PyBullet cannot load mesh `{path}`; check that it is a valid OBJ file.")
+        return len(p.getCollisionShapeData(p.createMultiBody(0, shape, physicsClientId=c), -1, physicsClientId=c))
     except p.error:
-        raise AssetError(f"PyBullet cannot load mesh `{asset.path}`; check that it is a valid OBJ file.") from None
+        raise AssetError(f"PyBullet cannot load mesh `{path}`; check that it is a valid OBJ file.") from None
     finally:
         p.disconnect(c)
-    return every, every if parts == 1 else None
 
 
 def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> bool:

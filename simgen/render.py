@@ -317,19 +317,20 @@ class RenderWorld(ClientOwner):
         body and shape goes (resetSimulation frees the EGL buffer) and the pools refill from this scene on."""
         if self.shape_budget is None:
             return
-        new = {("object", o.sample.asset, o.sample.scale, o.sample.texture) for o in state.objects} - self._costed
-        cost = {k: SHAPE_BYTES_PER_TRIANGLE * len(assets.resolve(k[1]).triangles) for k in new}
-        if self.shape_bytes + sum(cost.values()) > self.shape_budget and self.shape_bytes:
+        # the pool keys stage() takes for the objects: one visual shape each
+        need = {k: SHAPE_BYTES_PER_TRIANGLE * len(assets.resolve(k[1]).triangles)
+                for k in {("object", o.sample.asset, o.sample.scale, o.sample.texture) for o in state.objects}}
+        new = sum(v for k, v in need.items() if k not in self._costed)
+        if self.shape_bytes + new > self.shape_budget and self.shape_bytes:
             self.flush()
-            new = {("object", o.sample.asset, o.sample.scale, o.sample.texture) for o in state.objects}
-            cost = {k: SHAPE_BYTES_PER_TRIANGLE * len(assets.resolve(k[1]).triangles) for k in new}
-        if sum(cost.values()) > self.shape_budget:
-            worst = max(cost, key=cost.get)  # type: ignore[arg-type]
-            raise AssetError(f"one scene needs {sum(cost.values()) / 2**20:.1f} MB of mesh data and renderer=egl holds "
-                              f"{self.shape_budget / 2**20:.1f} MB (`{worst[1]}` has {len(assets.resolve(worst[1]).triangles)} "
-                              f"triangles); use renderer=tiny, fewer scale_bins or textures for it, or a mesh with fewer triangles.")
-        self._costed |= set(cost)
-        self.shape_bytes += sum(cost.values())
+            new = sum(need.values())
+        if new > self.shape_budget:  # this scene alone, in a world just emptied
+            worst = max(need, key=need.get)  # type: ignore[arg-type]
+            raise AssetError(f"one scene needs {new / 2**20:.1f} MB of mesh data and renderer=egl holds "
+                             f"{self.shape_budget / 2**20:.1f} MB (`{worst[1]}` has {need[worst] // SHAPE_BYTES_PER_TRIANGLE} "
+                             f"triangles); use renderer=tiny, fewer scale_bins or textures for it, or a mesh with fewer triangles.")
+        self._costed |= set(need)
+        self.shape_bytes += new
 
     def flush(self) -> None:
         """Drop every body and shape (the client's resetSimulation); pools, grounds and tints refill on demand."""

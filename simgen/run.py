@@ -422,6 +422,11 @@ def _units_hint(size_units: float, lo: float, hi: float) -> str:
     return "fix the scale"
 
 
+def _group_key(g) -> str:
+    """The config key a message names for an object group."""
+    return f"scene.objects.{g.category}" if g.category is not None else "scene.distractors"
+
+
 def check_sizes(cfg: RenderConfig) -> None:
     """Every object must be drawable: its longest side, at its smallest scale no larger than the scene
     that holds it, at its largest no smaller than a millimetre. ``scale`` multiplies mesh units into metres (a
@@ -431,7 +436,7 @@ def check_sizes(cfg: RenderConfig) -> None:
 
     room = max(2 * max(cfg.scene.area), _dist_bounds(cfg.scene.camera.distance)[1])
     for g in (*cfg.scene.objects, *cfg.scene.distractors):
-        key = f"scene.objects.{g.category}" if g.category is not None else "scene.distractors"
+        key = _group_key(g)
         a = assets.resolve(g.asset)
         lo, hi = _dist_bounds(g.scale)
         sides = np.ptp(a.points, axis=0)  # the bounding box (a URDF keeps its own origin, which need not be inside it)
@@ -492,6 +497,8 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
             log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
             yield None
             return
+        for w in mesh_memory_warnings(cfg):  # every writer's run, before its progress bar
+            log(w)
         categories = list(cfg.scene.categories)
         try:
             yield Job(cfg, categories, {c: k + 1 for k, c in enumerate(categories)}, shard_indices(cfg))
@@ -579,8 +586,7 @@ def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:
         looks = len(banks[bank]) + (1 if bank == "bank" else 0) if bank and (bank != "bank" or r.textures) else 1
         est = tris * SHAPE_BYTES_PER_TRIANGLE * g.scale_bins * looks
         if est > MESH_MEMORY_WARN:
-            key = f"scene.objects.{g.category}" if g.category is not None else "scene.distractors"
-            out.append(f"warning: {key}: `{g.asset}` has {tris} triangles; in {g.scale_bins} scale bins x {looks} looks its render "
+            out.append(f"warning: {_group_key(g)}: `{g.asset}` has {tris} triangles; in {g.scale_bins} scale bins x {looks} looks its render "
                        f"copies may take up to {est / 2**30:.1f} GB in each process; lower its scale_bins, drop texture: bank, "
                        f"or simplify the mesh.")
     return out
@@ -600,8 +606,6 @@ def _render_job(job: Job, log) -> Path:
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     done = coco.done_indices(cfg.out)
     todo = [i for i in indices if i not in done]
-    for w in mesh_memory_warnings(cfg) if todo else ():
-        log(w)
     t0 = time.perf_counter()
     bar = tqdm(total=len(indices), initial=len(indices) - len(todo), unit="img", desc=f"render {cfg.scene.name}",
                disable=not cfg.progress, dynamic_ncols=True)

@@ -308,8 +308,9 @@ def resolve_finetune_split(u: UtilityConfig) -> tuple[float, str]:
     n_real = sum(len(load_coco(r)["images"]) for r in u.job.data.real)
     real_steps = -(-int(np.ceil(u.finetune_passes * n_real)) // t.batch_size)
     lo, hi = FINETUNE_SPLIT_BOUNDS
-    split = min(max(1.0 - real_steps / t.max_steps, lo), hi)
-    bound = " (bounded)" if not lo < 1.0 - real_steps / t.max_steps < hi else ""
+    raw = 1.0 - real_steps / t.max_steps
+    split = min(max(raw, lo), hi)
+    bound = " (bounded)" if split != raw else ""
     return split, (f"auto: {u.finetune_passes:g} passes over {n_real} real images at batch {t.batch_size} = {real_steps} steps of "
                    f"{t.max_steps}{bound}")
 
@@ -568,9 +569,9 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     if not job.data.real and u.fractions:  # after the checks above: an error stays the only line
         log("no data.real given: running TSTR only (mixes, TRTR and finetune need a real training folder)")
     runs = []
-    if u.finetune and job.data.real:
-        split, how = resolve_finetune_split(u)
-        log(f"finetune: synthetic for {finetune_until(job.trainer, split):.0%} of the budget, then real; {how}")
+    finetune = resolve_finetune_split(u) if u.finetune and job.data.real else None  # (split, how it was chosen)
+    if finetune:
+        log(f"finetune: synthetic for {finetune_until(job.trainer, finetune[0]):.0%} of the budget, then real; {finetune[1]}")
     for arm in arms(u):
         for seed in u.seeds:
             runs.append(run_one(job, job.out / "runs" / f"{arm.name}-s{seed}", arm.fraction, seed, arm.name, hh, log, arm=arm))
@@ -580,9 +581,8 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     report["warnings"] = failed_warnings(runs, summary)
     for w in report["warnings"]:
         log(w)
-    if u.finetune and job.data.real:
-        split, how = resolve_finetune_split(u)
-        report["finetune"] = {"split": split, "switch_at": finetune_until(job.trainer, split), "chosen_by": how,
+    if finetune:
+        report["finetune"] = {"split": finetune[0], "switch_at": finetune_until(job.trainer, finetune[0]), "chosen_by": finetune[1],
                               "schedule": "one cosine schedule over both phases, the data source switches at the split"}
     if u.synthetic_sizes:
         report["sizes"] = run_sizes(u, summary, hh, log)
