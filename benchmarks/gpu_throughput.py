@@ -1,10 +1,12 @@
-"""GPU throughput: images/s of `simgen render renderer=egl` swept over workers per GPU and views_per_scene, with GPU
-utilisation, and the labels checked against a CPU (TinyRenderer) render of the same seeds.
+"""GPU throughput: images/s of `simgen render` with `renderer=egl` (PyBullet's plugin) and/or `renderer=gl` (simgen's own
+one-pass renderer) swept over workers per GPU and views_per_scene, with GPU utilisation, and the labels checked against a
+CPU (TinyRenderer) render of the same seeds.
 
     python benchmarks/gpu_throughput.py                      # on an NVIDIA machine: every GPU, the full sweep
     python benchmarks/gpu_throughput.py --workers 4,8,16 --views 1,4,16 --n 4000 --scene tabletop
     python benchmarks/gpu_throughput.py --smoke              # no NVIDIA GPU: the same path on Mesa's EGL, tiny sizes
     python benchmarks/gpu_throughput.py --check-only --check 64   # only the labels, GPU vs TinyRenderer, each difference listed
+    python benchmarks/gpu_throughput.py --renderers egl,gl --workers 16 --views 16   # both renderers, interleaved
 
 Issue 13's target: >= 1,000 images/s at 640x480 with full labels on one H100 with 16 cores. Each run is a real
 `simgen render` (start-up included, so use --n large enough that it is amortised); its manifest gives images/s and the
@@ -132,6 +134,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--workers", default="4,8,16", help="render workers per GPU to sweep")
     ap.add_argument("--views", default="1,4,16", help="views_per_scene values to sweep")
+    ap.add_argument("--renderers", default="egl", help="GPU renderers to sweep, interleaved in each configuration: egl, gl or egl,gl")
     ap.add_argument("--check", type=int, default=32, help="images re-rendered on the CPU to check labels")
     ap.add_argument("--smoke", action="store_true", help="no GPU needed: Mesa's EGL, 24 images, 1-2 workers, 1 and 4 views")
     ap.add_argument("--work", type=Path, default=None)
@@ -152,31 +155,32 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     work = a.work or Path(tempfile.mkdtemp(prefix="simgen-gpu-"))
     print(f"{len(found)} NVIDIA GPU(s): {found or 'none (smoke run on Mesa EGL)'}; {cores} CPU cores; {a.scene} {a.width}x{a.height}, {a.n} images a run")
-    base = [f"scene={a.scene}", f"width={a.width}", f"height={a.height}", "renderer=egl", f"renderer.devices={devices}"]
+    renderers = a.renderers.split(",")
+    base = [f"scene={a.scene}", f"width={a.width}", f"height={a.height}", f"renderer.devices={devices}"]
     rows, stages = [], []
     if a.warmup and not a.check_only:
         t = time.perf_counter()
         w0, v0 = int(a.workers.split(",")[-1]), int(a.views.split(",")[-1])
-        render(work / "warmup", [*base, f"n_images={a.warmup}", f"workers={w0 * n_gpu}", f"views_per_scene={v0}"])
+        render(work / "warmup", [*base, f"renderer={renderers[0]}", f"n_images={a.warmup}", f"workers={w0 * n_gpu}", f"views_per_scene={v0}"])
         shutil.rmtree(work / "warmup", ignore_errors=True)
         print(f"warm-up: {a.warmup} images in {time.perf_counter() - t:.1f} s (not counted)", flush=True)
     for w in ([] if a.check_only else (int(x) for x in a.workers.split(","))):
-        for v in (int(x) for x in a.views.split(",")):
-            out = work / f"w{w}-v{v}"
+        for v, r in ((int(x), r) for x in a.views.split(",") for r in renderers):
+            out = work / f"w{w}-v{v}-{r}"
             c0 = cpu_times()
             with Utilisation() as util:
                 t = time.perf_counter()
-                man = render(out, [*base, f"n_images={a.n}", f"workers={w * n_gpu}", f"views_per_scene={v}"])
+                man = render(out, [*base, f"renderer={r}", f"n_images={a.n}", f"workers={w * n_gpu}", f"views_per_scene={v}"])
                 wall = time.perf_counter() - t
             c1 = cpu_times()
             cpu_util = 100 * (c1[0] - c0[0]) / max(1.0, c1[1] - c0[1]) if c0 and c1 else float("nan")
             tm = man.get("timings_ms") or {}
             steady = steady_rate(out / "images")
             cpu_ms = sum(tm.get(k) or 0.0 for k in STAGES if k != "render_ms")
-            rows.append((w, v, man["images_per_second"], a.n / wall, util.mean, tm.get("render_ms"), cpu_ms, steady))
+            rows.append((w, v, man["images_per_second"], a.n / wall, util.mean, tm.get("render_ms"), cpu_ms, steady, r))
             stages.append({"workers_per_gpu": w, "views_per_scene": v, "images_per_second": man["images_per_second"],
                            "with_startup": a.n / wall, "steady": steady, "gpu_util": util.mean, "cpu_util": cpu_util, "renderer": man.get("renderer"), **tm})
-            print(f"workers/GPU {w:3d} views/scene {v:3d}: {man['images_per_second']:8.1f} img/s rendering "
+            print(f"{r:4s} workers/GPU {w:3d} views/scene {v:3d}: {man['images_per_second']:8.1f} img/s rendering "
                   f"({a.n / wall:7.1f} with start-up, {steady or float('nan'):7.1f} sustained), GPU util {util.mean if util.mean is not None else float('nan'):5.1f}%, "
                   f"CPU {cpu_util:5.1f}%; "
                   "ms/img " + " ".join(f"{k.removesuffix('_ms')} {tm.get(k) or 0:.1f}" for k in STAGES), flush=True)
@@ -185,27 +189,31 @@ def main() -> None:
             shutil.rmtree(out / "images", ignore_errors=True)  # keep the labels for the check, not gigabytes of images
     # labels: the first --check images of one configuration, again on the CPU with TinyRenderer
     w, v = (rows[0][0], rows[0][1]) if rows else (int(a.workers.split(",")[0]), int(a.views.split(",")[0]))
-    gpu_out, cpu_out = work / "check-egl", work / "check-tiny"
-    render(gpu_out, [*base, f"n_images={a.check}", f"workers={w}", f"views_per_scene={v}"])
+    cpu_out = work / "check-tiny"
     render(cpu_out, [f"scene={a.scene}", f"width={a.width}", f"height={a.height}", "renderer=tiny", f"n_images={a.check}",
                      f"workers={min(cores, 4)}", f"views_per_scene={v}"])
-    compared, bad = check_labels(gpu_out, cpu_out)
     if rows:
         report(rows, n_gpu, cores)
-    print(f"labels vs a CPU (TinyRenderer) render of the same {a.check} images: {compared} annotations, {len(bad)} disagree "
-          "(box > 2 px, another class, or mask IoU <= 0.75)" + "".join(f"\n  {line}" for line in bad))
-    if bad:
+    failed = False
+    for r in renderers:
+        gpu_out = work / f"check-{r}"
+        render(gpu_out, [*base, f"renderer={r}", f"n_images={a.check}", f"workers={w}", f"views_per_scene={v}"])
+        compared, bad = check_labels(gpu_out, cpu_out)
+        failed |= bool(bad)
+        print(f"labels, renderer={r} vs a CPU (TinyRenderer) render of the same {a.check} images: {compared} annotations, {len(bad)} "
+              "disagree (box > 2 px, another class, or mask IoU <= 0.75)" + "".join(f"\n  {line}" for line in bad))
+    if failed:
         sys.exit(1)
 
 
 def report(rows: list[tuple], n_gpu: int, cores: int) -> None:
-    print(f"\n{'workers/GPU':>11} {'views':>5} {'img/s':>8} {'sustained':>9} {'GPU util %':>10} {'render ms':>9} {'CPU ms/img':>10}")
-    for w, v, rate, _, util, rms, cpu, steady in rows:
-        print(f"{w:11d} {v:5d} {rate:8.1f} {steady or float('nan'):9.1f} {util if util is not None else float('nan'):10.1f} {rms or 0:9.1f} "
+    print(f"\n{'renderer':>8} {'workers/GPU':>11} {'views':>5} {'img/s':>8} {'sustained':>9} {'GPU util %':>10} {'render ms':>9} {'CPU ms/img':>10}")
+    for w, v, rate, _, util, rms, cpu, steady, r in rows:
+        print(f"{r:>8} {w:11d} {v:5d} {rate:8.1f} {steady or float('nan'):9.1f} {util if util is not None else float('nan'):10.1f} {rms or 0:9.1f} "
               f"{cpu:10.1f}")
     best = max(rows, key=lambda r: r[7] or r[2])
     rate = best[7] or best[2]
-    print(f"best: {rate:.1f} img/s sustained, {best[2]:.1f} over the whole run (workers/GPU {best[0]}, views/scene {best[1]}); "
+    print(f"best: {rate:.1f} img/s sustained, {best[2]:.1f} over the whole run (renderer={best[8]}, workers/GPU {best[0]}, views/scene {best[1]}); "
           f"target >= 1000 per GPU: {'met' if rate / n_gpu >= 1000 else 'NOT met'}")
     # What each CPU worker must deliver: at R img/s on C cores, every image may cost C / R seconds of CPU in total.
     print(f"for 1000 img/s per GPU on {cores} cores, each image may cost at most {1000 * cores / (1000 * n_gpu):.1f} ms of CPU "

@@ -615,7 +615,7 @@ def render_config(d: dict) -> RenderConfig:
     seed = top.integer("seed", 0, lo=0, hi=SEED_MAX)
     w = top.integer("width", 640, lo=16, hi=MAX_SIZE)
     h = top.integer("height", 640, lo=16, hi=MAX_SIZE)
-    renderer, rf = _named(d.get("renderer", "tiny"), "renderer", ("auto", "tiny", "egl"), ("devices",), "auto")
+    renderer, rf = _named(d.get("renderer", "tiny"), "renderer", ("auto", "tiny", "egl", "gl"), ("devices",), "auto")
     if renderer == "egl" and (w > EGL_MAX[0] or h > EGL_MAX[1]):
         raise ConfigError(f"renderer=egl renders at most {EGL_MAX[0]}x{EGL_MAX[1]} (PyBullet's fixed EGL buffer) and would stretch "
                           f"{w}x{h} silently; lower width/height or use renderer=tiny.")

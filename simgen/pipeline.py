@@ -174,6 +174,7 @@ class Generator:
         if self.feeder is not None:
             self.feeder.close()
         self.physics.close()
+        self.renderer.close()
         self.world.close()
 
     def plan(self, indices: list[int]) -> None:

@@ -356,6 +356,9 @@ class Renderer:
     def attach(self, world: RenderWorld) -> None:
         """Prepare ``world``'s client for this renderer (load plugins, warm up)."""
 
+    def close(self) -> None:
+        """Release what the renderer holds beside the world (a GL context)."""
+
     def raw(self, world: RenderWorld, cam: Camera, light: Light, light_distance: float | None = None,
             flags: int = p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PyBullet's frame: RGBA, depth buffer and segmentation (``flags``: benchmarks/egl_frame.py prices the others)."""
@@ -543,4 +546,8 @@ def make_renderer(name: str, device: int | None = None) -> Renderer:
         return TinyRenderer()
     if name == "egl":
         return EglRenderer(device)
-    raise ConfigError(f"unknown renderer `{name}`; use auto, tiny or egl.")
+    if name == "gl":
+        from .glrender import GLRenderer
+
+        return GLRenderer(device)
+    raise ConfigError(f"unknown renderer `{name}`; use auto, tiny, egl or gl.")

@@ -348,8 +348,8 @@ def _libc_flush() -> None:
 
 
 def egl_devices(cfg: RenderConfig) -> tuple[int, ...] | None:
-    """EGL device per worker: ``renderer.devices`` if given, else the GPUs in CUDA_VISIBLE_DEVICES."""
-    if cfg.renderer != "egl":
+    """EGL device per worker (renderer=egl or gl): ``renderer.devices`` if given, else the GPUs in CUDA_VISIBLE_DEVICES."""
+    if cfg.renderer not in ("egl", "gl"):
         return None
     if cfg.egl_devices:
         return cfg.egl_devices
@@ -396,10 +396,12 @@ def validate(cfg: RenderConfig) -> None:
                               f"or give the function an `n` argument for the number of looks.")
     check_sizes(cfg)
     probe_scene(cfg)
-    if cfg.renderer == "egl":
+    if cfg.renderer in ("egl", "gl"):
+        from .glrender import probe_gl
+
         devs = egl_devices(cfg)
         for d in sorted(set(devs)) if devs else [None]:
-            probe_egl(d)
+            (probe_egl if cfg.renderer == "egl" else probe_gl)(d)
 
 
 MIN_SIZE_M = 0.001  # an object under a millimetre across at its largest scale is a units mistake, not a scene
@@ -516,7 +518,7 @@ def previous_renderer(cfg: RenderConfig) -> str | None:
         return None
     if cfg.overwrite or state.get("config_hash") != config_hash(cfg):
         return None
-    return state.get("renderer") if state.get("renderer") in ("tiny", "egl") else None
+    return state.get("renderer") if state.get("renderer") in ("tiny", "egl", "gl") else None
 
 
 def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, processes: int | None = None,
@@ -845,7 +847,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float)
         "renderer_requested": cfg.resolved.get("renderer", {}).get("name") if isinstance(cfg.resolved.get("renderer"), dict)
         else cfg.resolved.get("renderer", cfg.renderer),
         "renderer_choice": cfg.renderer_note,  # why renderer=auto chose it
-        "renderer_device": {k[len("SIMGEN_EGL_OK_"):]: v for k, v in os.environ.items() if k.startswith("SIMGEN_EGL_OK_")} or None,
+        "renderer_device": {k.split("_OK_")[1]: v for k, v in os.environ.items()
+                            if k.startswith("SIMGEN_GL_OK_" if cfg.renderer == "gl" else "SIMGEN_EGL_OK_")} or None,
         "categories": [c["name"] for c in doc["categories"]],
         "counts_per_category": {c["name"]: counts.get(c["name"], 0) for c in doc["categories"]},
         "objects_dropped": int(sum(s.get("dropped", 0) for s in scenes)),

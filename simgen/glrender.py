@@ -1,0 +1,418 @@
+"""``renderer=gl``: simgen's own OpenGL renderer (moderngl on an EGL context: the GPU with the NVIDIA driver, llvmpipe
+with Mesa). It draws the same render world as PyBullet's renderers -- the pooled bodies, their baked meshes, textures,
+tints and poses are read from the render client -- but in one pass that writes colour and the body id side by side
+(two attachments of one framebuffer), with the image rows already top-down, so a frame is one draw and two
+``glReadPixels`` straight into the numpy arrays that become the frame.
+
+Why: PyBullet's EGL plugin draws a shadow pass, the colour pass and a second full pass for the instance map, reads each
+back and flips and resamples every pixel in a CPU loop. On an H100 that frame cost 10.7 ms of CPU in one process and
+25-37 ms in each of 16-24 processes sharing the GPU, which held a 16-core machine to ~400 img/s (docs/throughput.md).
+
+The look follows PyBullet's EGL shader (``useShadowMapInstancingPS``): a fixed ambient of 0.5, a half-Lambert
+diffuse term, shadows that darken by up to 30% where the light is blocked, no light colour; the instance map is exact
+body ids, as PyBullet's. Labels agree with PyBullet's renderers within rasterization at edges (tests/test_glrender.py).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pybullet as p
+
+from .errors import ConfigError, RendererUnavailable
+from .render import BACKGROUND, Renderer, RenderWorld, projection_matrix, world_to_cam
+from .types import Camera, Frame, Light
+
+SHADOW_SIZE = 2048  # shadow-map texels a side
+AMBIENT = 0.5  # PyBullet's EGL shader's fixed ambient
+
+_VERTEX = """
+#version 330
+uniform mat4 model;
+uniform mat4 view_proj;
+uniform mat4 light_vp;
+in vec3 in_pos;
+in vec3 in_normal;
+in vec2 in_uv;
+out vec3 v_world;
+out vec3 v_normal;
+out vec2 v_uv;
+out vec4 v_light;
+void main() {
+    vec4 world = model * vec4(in_pos, 1.0);
+    v_world = world.xyz;
+    v_normal = mat3(model) * in_normal;  // model is rigid: scale is baked into the vertices
+    v_uv = in_uv;
+    v_light = light_vp * world;
+    gl_Position = view_proj * world;
+}
+"""
+
+_FRAGMENT = """
+#version 330
+uniform sampler2D tex;
+uniform sampler2DShadow shadow_map;
+uniform vec4 color;
+uniform vec3 light_dir;
+uniform vec3 eye;
+uniform float specular_color;
+uniform int body;
+uniform int shadows;
+uniform float ambient;
+in vec3 v_world;
+in vec3 v_normal;
+in vec2 v_uv;
+in vec4 v_light;
+layout(location = 0) out vec4 out_color;
+layout(location = 1) out int out_id;
+void main() {
+    vec3 base = color.rgb * texture(tex, v_uv).rgb;
+    vec3 n = normalize(v_normal);
+    vec3 l = normalize(light_dir);
+    float nl = dot(n, l);
+    // PyBullet's specular term: shininess 41, the material's specular colour (Ks), light specular 1
+    float specular = nl > 0.0 ? specular_color * pow(max(0.0, dot(normalize(eye - v_world), reflect(-l, n))), 41.0) : 0.0;
+    float intensity = 0.5 + 0.5 * clamp(nl, -1.0, 1.0);
+    float visibility = 1.0;
+    if (shadows == 1) {
+        vec3 s = v_light.xyz / v_light.w * 0.5 + 0.5;
+        // a slope-scaled bias keeps lit faces free of shadow acne
+        float bias = 0.0004 + 0.0015 * (1.0 - clamp(abs(nl), 0.0, 1.0));
+        visibility = texture(shadow_map, vec3(s.xy, s.z - bias));
+    }
+    if (intensity < 0.5) visibility = 0.0;
+    intensity = 0.7 * intensity + 0.3 * intensity * visibility;
+    out_color = vec4(base * (intensity * (1.0 - ambient) + ambient + specular * visibility), 1.0);
+    out_id = body + 1;  // 0 is "nothing drawn": an integer attachment clears to zero
+}
+"""
+
+_DEPTH_VERTEX = """
+#version 330
+uniform mat4 model;
+uniform mat4 light_vp;
+in vec3 in_pos;
+void main() { gl_Position = light_vp * model * vec4(in_pos, 1.0); }
+"""
+
+_DEPTH_FRAGMENT = """
+#version 330
+void main() {}
+"""
+
+
+def _gl_matrix(m: np.ndarray) -> bytes:
+    """A row-major numpy 4x4 as the column-major float32 bytes GLSL reads."""
+    return np.ascontiguousarray(m.T, np.float32).tobytes()
+
+
+def _pose_matrix(pos, orn) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
+    m[:3, 3] = pos
+    return m
+
+
+@functools.lru_cache(maxsize=256)
+def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None, float]:
+    """An OBJ as flat triangles, one row per corner (x, y, z, nx, ny, nz, u, v) float32, the texture its first
+    material maps (``map_Kd``; PyBullet reads the first material only) and that material's specular level (``Ks``; 0.4,
+    PyBullet's URDF default, where the file has no material). Polygons are fanned; faces without normals get
+    their face normal, faces without UVs (0, 0). v is flipped: OBJ counts it from the image's bottom row."""
+    from .assets import _face_indices, _material_file
+
+    v: list[list[float]] = []
+    vt: list[list[float]] = []
+    vn: list[list[float]] = []
+    corners: list[tuple[int, int, int]] = []  # (v, vt, vn) 0-based, -1 where absent
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("v "):
+                v.append([float(x) for x in line.split()[1:4]])
+            elif line.startswith("vt "):
+                vt.append([float(x) for x in line.split()[1:3]])
+            elif line.startswith("vn "):
+                vn.append([float(x) for x in line.split()[1:4]])
+            elif line.startswith("f "):
+                toks = line.split("#")[0].split()[1:]
+                vi = _face_indices(line, len(v))
+                ti, ni = [], []
+                for tok in toks:
+                    parts = tok.split("/")
+                    t = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+                    n = int(parts[2]) if len(parts) > 2 and parts[2] else 0
+                    ti.append(t - 1 if t > 0 else (len(vt) + t if t < 0 else -1))
+                    ni.append(n - 1 if n > 0 else (len(vn) + n if n < 0 else -1))
+                for k in range(1, len(vi) - 1):
+                    corners += [(vi[0], ti[0], ni[0]), (vi[k], ti[k], ni[k]), (vi[k + 1], ti[k + 1], ni[k + 1])]
+    c = np.asarray(corners, np.int64).reshape(-1, 3)
+    P = np.asarray(v, np.float64).reshape(-1, 3)
+    ok = ((c[:, 0] >= 0) & (c[:, 0] < len(P))).reshape(-1, 3).all(axis=1).repeat(3)
+    c = c[ok]
+    pos = P[c[:, 0]]
+    tri = pos.reshape(-1, 3, 3)
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    face_n /= np.maximum(np.linalg.norm(face_n, axis=1, keepdims=True), 1e-12)
+    normals = face_n.repeat(3, axis=0)
+    N = np.asarray(vn, np.float64).reshape(-1, 3)
+    has_n = (c[:, 2] >= 0) & (c[:, 2] < len(N))
+    normals[has_n] = N[c[has_n, 2]]
+    uv = np.zeros((len(c), 2))
+    T = np.asarray(vt, np.float64).reshape(-1, 2)
+    has_t = (c[:, 1] >= 0) & (c[:, 1] < len(T))
+    uv[has_t] = T[c[has_t, 1]]
+    uv[:, 1] = 1.0 - uv[:, 1]
+    texture, specular = None, 0.4
+    mtl = _material_file(path)
+    if mtl is not None:
+        specular = 0.0
+        first = True
+        for ln in open(mtl, errors="replace"):
+            key = ln.strip().split(None, 1)
+            if not key:
+                continue
+            if key[0] == "newmtl":
+                if not first:
+                    break
+                first = False
+            elif key[0] == "map_Kd" and len(key) > 1 and texture is None:
+                texture = (mtl.parent / key[1].strip()).resolve()
+            elif key[0] == "Ks" and len(key) > 1:
+                specular = float(np.mean([float(x) for x in key[1].split()[:3]]))
+    return np.hstack([pos, normals, uv]).astype(np.float32), texture, specular
+
+
+class _Mesh:
+    """One mesh on the GPU: its vertex array for the colour pass, one for the shadow pass, and its texture."""
+
+    def __init__(self, gl: GLRenderer, path: Path) -> None:
+        data, texture, self.specular = obj_buffers(path)
+        ctx = gl.ctx
+        self.vbo = ctx.buffer(data.tobytes())
+        self.vao = ctx.vertex_array(gl.program, [(self.vbo, "3f 3f 2f", "in_pos", "in_normal", "in_uv")])
+        self.depth_vao = ctx.vertex_array(gl.depth_program, [(self.vbo, "3f 20x", "in_pos")])
+        self.texture = gl.texture(texture)
+
+
+class GLRenderer(Renderer):
+    """Colour and instance ids in one pass of simgen's own shaders; see the module docstring."""
+
+    name = "gl"
+
+    def __init__(self, device: int | None = None) -> None:
+        self.device = device
+        self.vendor = ""
+        self.ctx = None
+        self._meshes: dict[str, _Mesh] = {}
+        self._textures: dict[Path | None, object] = {}
+        self._bodies: dict[int, list[tuple[_Mesh, np.ndarray, int, tuple]]] = {}
+        self._inertial: dict[int, np.ndarray] = {}
+        self._flushes = -1
+        self._fbos: dict[tuple[int, int], tuple] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def attach(self, world: RenderWorld) -> None:
+        self.ctx = _context(self.device)
+        self.vendor = f"{self.ctx.info['GL_RENDERER']} ({self.ctx.info['GL_VERSION']})"
+        self.program = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
+        self.depth_program = self.ctx.program(vertex_shader=_DEPTH_VERTEX, fragment_shader=_DEPTH_FRAGMENT)
+        self.program["tex"].value = 0
+        self.program["shadow_map"].value = 1
+        self.program["ambient"].value = AMBIENT
+        self.shadow_tex = self.ctx.depth_texture((SHADOW_SIZE, SHADOW_SIZE))
+        self.shadow_tex.compare_func = "<="
+        self.shadow_tex.repeat_x = self.shadow_tex.repeat_y = False
+        self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_tex)
+        self.white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
+
+    def texture(self, path: Path | None):
+        """The GL texture of an image file (mipmapped, repeating), loaded once; white where there is none."""
+        if path is None:
+            return self.white
+        tex = self._textures.get(path)
+        if tex is None:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:  # PyBullet draws a mesh whose texture is missing untextured
+                tex = self.white
+            else:
+                img = np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+                tex = self.ctx.texture((img.shape[1], img.shape[0]), 3, img.tobytes(), alignment=1)
+                tex.build_mipmaps()
+                tex.filter = (self.ctx.LINEAR_MIPMAP_LINEAR, self.ctx.LINEAR)
+            self._textures[path] = tex
+        return tex
+
+    def _mesh(self, path: str) -> _Mesh:
+        mesh = self._meshes.get(path)
+        if mesh is None:
+            mesh = self._meshes[path] = _Mesh(self, Path(path))
+        return mesh
+
+    def _parts(self, world: RenderWorld, body: int) -> list[tuple[_Mesh, np.ndarray, int, tuple]]:
+        """A body's visual shapes: (mesh, transform from its link frame, link, own rgba), read from PyBullet once."""
+        if self._flushes != world.flushes:  # the world dropped every body: ids are reused for other shapes
+            self._bodies.clear()
+            self._inertial.clear()
+            self._flushes = world.flushes
+        parts = self._bodies.get(body)
+        if parts is None:
+            parts = []
+            for shape in world.client.getVisualShapeData(body):
+                link, geom, file, lpos, lorn = shape[1], shape[2], shape[4], shape[5], shape[6]
+                if geom != p.GEOM_MESH or not file:
+                    raise ConfigError(f"renderer=gl draws meshes only, and body {body} has a primitive visual shape "
+                                      f"(geometry type {geom}); use renderer=egl or give the URDF mesh visuals.")
+                name = file.decode() if isinstance(file, bytes) else file
+                parts.append((self._mesh(name), _pose_matrix(lpos, lorn), link, tuple(shape[7])))
+            self._bodies[body] = parts
+        return parts
+
+    # ------------------------------------------------------------------ drawing
+    def _link_frame(self, c, body: int, link: int) -> np.ndarray:
+        """World pose of a body's link frame, which its visual frames hang off. For the base PyBullet keeps the
+        centre-of-mass frame: undo the base's inertial offset (a URDF's <inertial><origin>; the teddy's is 9 cm)."""
+        if link != -1:
+            return _pose_matrix(*c.getLinkState(body, link)[4:6])
+        inverse = self._inertial.get(body)
+        if inverse is None:
+            inverse = self._inertial[body] = np.linalg.inv(_pose_matrix(*c.getDynamicsInfo(body, -1)[3:5]))
+        return _pose_matrix(*c.getBasePositionAndOrientation(body)) @ inverse
+
+    def _draw_list(self, world: RenderWorld) -> list[tuple[_Mesh, np.ndarray, tuple, int, bool]]:
+        """(mesh, model matrix, rgba, body, casts a shadow) for every body shown."""
+        c = world.client
+        out = []
+        grounds = set(world.ground_ids)
+        for body in [*world.active, *world.ground_ids]:
+            rgba = world._tinted.get(body)  # RenderWorld tints every link of a body alike
+            frames: dict[int, np.ndarray] = {}
+            for mesh, local, link, own in self._parts(world, body):
+                if link not in frames:
+                    frames[link] = self._link_frame(c, body, link)
+                out.append((mesh, frames[link] @ local, rgba or own, body, body not in grounds))
+        return out
+
+    def _targets(self, w: int, h: int):
+        got = self._fbos.get((w, h))
+        if got is None:
+            color = self.ctx.renderbuffer((w, h), 4)
+            ids = self.ctx.renderbuffer((w, h), 1, dtype="i4")
+            depth = self.ctx.depth_renderbuffer((w, h))
+            got = self._fbos[(w, h)] = self.ctx.framebuffer(color_attachments=[color, ids], depth_attachment=depth)
+        return got
+
+    def _light_matrix(self, cam: Camera, light: Light) -> np.ndarray:
+        """Orthographic view-projection of the shadow map: along the light, over what the camera looks at."""
+        target = np.asarray(cam.target, float)
+        reach = 1.5 * max(float(np.linalg.norm(np.subtract(cam.eye, cam.target))), 0.3)
+        d = np.asarray(light.direction, float)
+        d = d / (np.linalg.norm(d) or 1.0)
+        up = (0, 0, 1) if abs(d[2]) < 0.99 else (0, 1, 0)
+        V = np.array(p.computeViewMatrix(list(target + d * 2 * reach), list(target), up)).reshape(4, 4).T
+        n, f, r = 0.01, 4 * reach, reach
+        P = np.array([[1 / r, 0, 0, 0], [0, 1 / r, 0, 0], [0, 0, -2 / (f - n), -(f + n) / (f - n)], [0, 0, 0, 1]])
+        return P @ V
+
+    def _draw(self, world: RenderWorld, cam: Camera, light: Light):
+        """Draw the staged world; the framebuffer holds colour, body id + 1 (0: nothing) and depth."""
+        ctx = self.ctx
+        items = self._draw_list(world)
+        shadows = bool(light.shadow)
+        ctx.enable_only(ctx.DEPTH_TEST)  # no culling: the ground box is seen from inside, and y is flipped below
+        if shadows:
+            lvp = self._light_matrix(cam, light)
+            self.shadow_fbo.use()
+            self.shadow_fbo.clear(depth=1.0)
+            self.depth_program["light_vp"].write(_gl_matrix(lvp))
+            for mesh, model, _, _, casts in items:
+                if casts:
+                    self.depth_program["model"].write(_gl_matrix(model))
+                    mesh.depth_vao.render()
+            self.program["light_vp"].write(_gl_matrix(lvp))
+        self.program["shadows"].value = int(shadows)
+        fbo = self._targets(cam.width, cam.height)
+        fbo.use()
+        fbo.clear(*(BACKGROUND / 255.0), 1.0, depth=1.0)
+        # PyBullet's projection with y flipped: row 0 of the framebuffer is the image's top row, so the readback needs
+        # no flip. Its view matrix likewise (both are column-major lists).
+        P = np.diag([1.0, -1.0, 1.0, 1.0]) @ np.array(projection_matrix(cam)).reshape(4, 4).T
+        V = np.array(p.computeViewMatrix(cam.eye, cam.target, cam.up)).reshape(4, 4).T
+        self.program["view_proj"].write(_gl_matrix(P @ V))
+        self.program["light_dir"].value = tuple(float(x) for x in light.direction)
+        self.program["eye"].value = tuple(float(x) for x in cam.eye)
+        self.shadow_tex.use(1)
+        for mesh, model, rgba, body, casts in items:
+            mesh.texture.use(0)
+            self.program["model"].write(_gl_matrix(model))
+            self.program["specular_color"].value = mesh.specular if casts else 0.0  # the ground: matte, as PyBullet draws it
+            self.program["color"].value = tuple(float(x) for x in rgba)
+            self.program["body"].value = int(body)
+            mesh.vao.render()
+        return fbo
+
+    def _read(self, fbo, cam: Camera, depth: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        h, w = cam.height, cam.width
+        rgb = np.empty((h, w, 3), np.uint8)
+        fbo.read_into(rgb, components=3, attachment=0, alignment=1)
+        ids = np.empty((h, w), np.int32)
+        fbo.read_into(ids, components=1, attachment=1, alignment=1, dtype="i4")
+        dbuf = None
+        if depth:
+            dbuf = np.empty((h, w), np.float32)
+            fbo.read_into(dbuf, components=1, attachment=-1, alignment=1, dtype="f4")
+        return rgb, ids, dbuf
+
+    def raw(self, world: RenderWorld, cam: Camera, light: Light, light_distance: float | None = None,
+            flags: int = p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The frame as PyBullet's renderers return it (RGBA, depth buffer, body ids with -1 for nothing), for the
+        benchmarks that price a bare frame; ``light_distance`` and ``flags`` mean nothing here."""
+        rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, True)
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA), dbuf, ids - 1
+
+    def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
+        world.frame(cam)
+        rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, depth)
+        z = None
+        if depth:
+            n, f = cam.near, cam.far
+            z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
+            z[ids == 0] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
+        # id + 1 -> instance through the table shifted by one: slot 0 ("nothing drawn") and every id past it are -1
+        lut = np.concatenate([[-1], world.lut]).astype(np.int32)
+        instance = lut[np.minimum(ids, len(lut) - 1)]
+        return Frame(rgb=rgb, depth=z, instance=instance, camera=cam, world_to_cam=world_to_cam(cam))
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.release()
+            self.ctx = None
+
+
+def _context(device: int | None):
+    """A standalone OpenGL 3.3 context through EGL on ``device`` (an index into EGL's device list, as renderer.devices)."""
+    try:
+        import moderngl
+    except ImportError:
+        raise RendererUnavailable("renderer=gl needs moderngl: pip install 'simgen[gl]' (or moderngl), or use renderer=egl.") from None
+    kwargs: dict = {"backend": "egl"}
+    if device is not None:
+        kwargs["device_index"] = device
+    try:
+        return moderngl.create_standalone_context(require=330, **kwargs)
+    except Exception as e:  # glcontext raises plain Exceptions: no libEGL, no such device, no GL 3.3
+        raise RendererUnavailable(f"renderer=gl: no OpenGL 3.3 context through EGL here ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                                  "install Mesa's libegl1 or the GPU driver, check renderer.devices, or use renderer=tiny.") from None
+
+
+def probe_gl(device: int | None = None) -> str:
+    """Start and release a context (unlike PyBullet's plugin, a failure here is an exception, not the end of the process):
+    the GL renderer's name, also kept in the environment for the manifest and for workers."""
+    key = f"SIMGEN_GL_OK_{device}"
+    if key not in os.environ:
+        ctx = _context(device)
+        os.environ[key] = f"{ctx.info['GL_RENDERER']} ({ctx.info['GL_VERSION']})"
+        ctx.release()
+    return os.environ[key]
