@@ -1,6 +1,6 @@
 """Render speed, side by side in one run: PyBullet's bare getCameraImage on pre-settled scenes vs
 simgen end to end on the same scenes: without physics (the same pre-settled scenes: staging, render, labels,
-sensor model, JPEG + COCO files), with physics, and with 4 views per settled scene, for each renderer; the last
+sensor model, JPEG + COCO files), with physics, and with 4 views per settled scene, for each renderer (tiny, egl, gl); the last
 two again with a physics process settling the next scenes beside the renderer (physics_process=true).
 One rendering process each, so the ratio is what simgen's own work costs.
 
@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--scene", default="dice")
+    ap.add_argument("--renderers", default=None, help="a subset of tiny,egl,gl (default: every one that runs here)")
     a = ap.parse_args()
 
     from conftest import compose_dict
@@ -42,6 +43,15 @@ def main() -> None:
         renderers.append("egl")
     except RendererUnavailable as e:
         print(f"EGL skipped: {e}")
+    from simgen.glrender import probe_gl
+
+    try:
+        print(f"GL: {probe_gl()}")
+        renderers.append("gl")
+    except RendererUnavailable as e:
+        print(f"GL skipped: {e}")
+    if a.renderers:
+        renderers = [r for r in renderers if r in a.renderers.split(",")]
     rows = []
     for r in renderers:
         with tempfile.TemporaryDirectory() as tmp:

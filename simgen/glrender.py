@@ -185,11 +185,44 @@ def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None, float]:
     return np.hstack([pos, normals, uv]).astype(np.float32), texture, specular
 
 
+def _flat(mesh, scale) -> np.ndarray:
+    """A simgen.assets.MeshData as flat corner rows (x, y, z, nx, ny, nz, u, v), its vertices scaled per axis."""
+    idx = np.asarray(mesh.faces, np.int64).reshape(-1, 3)
+    uv = mesh.vt[idx[:, 1]].copy()
+    uv[:, 1] = 1.0 - uv[:, 1]
+    return np.hstack([mesh.v[idx[:, 0]] * scale, mesh.vn[idx[:, 2]], uv]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def primitive_buffers(geom: int, dims: tuple[float, ...]) -> np.ndarray:
+    """A URDF's primitive visual (box, sphere, cylinder, capsule) as flat corner rows, from PyBullet's
+    getVisualShapeData dimensions: box full sizes; sphere (radius,); cylinder and capsule (length, radius)."""
+    from .assets import _cube, _cylinder, _sphere
+
+    if geom == p.GEOM_BOX:
+        return _flat(_cube(False), np.asarray(dims[:3]))
+    if geom == p.GEOM_SPHERE:
+        return _flat(_sphere(), 2 * dims[0])
+    if geom == p.GEOM_CYLINDER:
+        length, r = dims[:2]
+        return _flat(_cylinder(), np.array([2 * r, 2 * r, length]))
+    if geom == p.GEOM_CAPSULE:  # a sphere split at its equator, the halves moved apart: the band between is the side
+        length, r = dims[:2]
+        sphere = _sphere()
+        v = sphere.v * 2 * r
+        v[:, 2] += np.where(sphere.v[:, 2] >= 0, length / 2, -length / 2)
+        return _flat(type(sphere)(v, sphere.vt, sphere.vn, sphere.faces), 1.0)
+    raise ConfigError(f"renderer=gl cannot draw PyBullet geometry type {geom} (a URDF plane?); use renderer=egl for this asset.")
+
+
 class _Mesh:
     """One mesh on the GPU: its vertex array for the colour pass, one for the shadow pass, and its texture."""
 
-    def __init__(self, gl: GLRenderer, path: Path) -> None:
-        data, texture, self.specular = obj_buffers(path)
+    def __init__(self, gl: GLRenderer, path: Path | None, primitive: tuple | None = None) -> None:
+        if path is not None:
+            data, texture, self.specular = obj_buffers(path)
+        else:
+            data, texture, self.specular = primitive_buffers(*primitive), None, 0.4  # PyBullet's URDF default specular
         ctx = gl.ctx
         self.vbo = ctx.buffer(data.tobytes())
         self.vao = ctx.vertex_array(gl.program, [(self.vbo, "3f 3f 2f", "in_pos", "in_normal", "in_uv")])
@@ -206,7 +239,7 @@ class GLRenderer(Renderer):
         self.device = device
         self.vendor = ""
         self.ctx = None
-        self._meshes: dict[str, _Mesh] = {}
+        self._meshes: dict[str | tuple, _Mesh] = {}
         self._textures: dict[Path | None, object] = {}
         self._bodies: dict[int, list[tuple[_Mesh, np.ndarray, int, tuple]]] = {}
         self._inertial: dict[int, np.ndarray] = {}
@@ -245,10 +278,11 @@ class GLRenderer(Renderer):
             self._textures[path] = tex
         return tex
 
-    def _mesh(self, path: str) -> _Mesh:
-        mesh = self._meshes.get(path)
+    def _mesh(self, path: str | None, primitive: tuple | None = None) -> _Mesh:
+        key = path if path is not None else primitive
+        mesh = self._meshes.get(key)
         if mesh is None:
-            mesh = self._meshes[path] = _Mesh(self, Path(path))
+            mesh = self._meshes[key] = _Mesh(self, Path(path) if path is not None else None, primitive)
         return mesh
 
     def _parts(self, world: RenderWorld, body: int) -> list[tuple[_Mesh, np.ndarray, int, tuple]]:
@@ -261,12 +295,12 @@ class GLRenderer(Renderer):
         if parts is None:
             parts = []
             for shape in world.client.getVisualShapeData(body):
-                link, geom, file, lpos, lorn = shape[1], shape[2], shape[4], shape[5], shape[6]
-                if geom != p.GEOM_MESH or not file:
-                    raise ConfigError(f"renderer=gl draws meshes only, and body {body} has a primitive visual shape "
-                                      f"(geometry type {geom}); use renderer=egl or give the URDF mesh visuals.")
-                name = file.decode() if isinstance(file, bytes) else file
-                parts.append((self._mesh(name), _pose_matrix(lpos, lorn), link, tuple(shape[7])))
+                link, geom, dims, file, lpos, lorn = shape[1:7]
+                if geom == p.GEOM_MESH:
+                    mesh = self._mesh(file.decode() if isinstance(file, bytes) else file)
+                else:
+                    mesh = self._mesh(None, (geom, tuple(round(float(x), 9) for x in dims)))
+                parts.append((mesh, _pose_matrix(lpos, lorn), link, tuple(shape[7])))
             self._bodies[body] = parts
         return parts
 

@@ -104,3 +104,27 @@ def test_obj_buffers_reads_faces_uvs_normals_and_material(tmp_path):
     assert np.allclose(data[:3, 6:8], [[0, 1], [1, 1], [1, 0]])
     assert np.allclose(data[6:, 6:8], [0, 1])  # a face without UVs: (0, 0), flipped like the others
     assert texture == (tmp_path / "tex.png").resolve() and specular == pytest.approx(0.2)
+
+
+def test_gl_draws_a_urdf_of_primitive_visuals_like_egl(tmp_path):
+    """A user URDF made of a box, a cylinder and a capsule (no meshes): the GL renderer tessellates PyBullet's primitives
+    at the sizes PyBullet reports; their silhouettes match EGL's up to tessellation at the round edges."""
+    egl_or_skip()
+    gl_or_skip()
+    urdf = tmp_path / "widget.urdf"
+    urdf.write_text('<robot name="w"><link name="base"><inertial><origin xyz="0.005 0 0"/><mass value="0.1"/>'
+                    '<inertia ixx="1e-4" iyy="1e-4" izz="1e-4" ixy="0" ixz="0" iyz="0"/></inertial>'
+                    '<visual><origin xyz="0 0 0.01"/><geometry><box size="0.04 0.03 0.02"/></geometry></visual>'
+                    '<visual><origin xyz="0.03 0 0.01" rpy="1.5708 0 0"/><geometry><cylinder radius="0.01" length="0.03"/></geometry></visual>'
+                    '<visual><origin xyz="-0.03 0 0.01"/><geometry><capsule radius="0.008" length="0.02"/></geometry></visual>'
+                    '<collision><origin xyz="0 0 0.01"/><geometry><box size="0.08 0.03 0.02"/></geometry></collision></link></robot>')
+    over = ["scene=custom", "~scene.objects.box", f"+scene.objects.widget={{asset: {urdf}, count: [2, 3], scale: 1.0}}"]
+    egl, gl = frames(tmp_path, "egl", 2, *over), frames(tmp_path, "gl", 2, *over)
+    n = 0
+    for a, b in zip(egl, gl):
+        for k in set(np.unique(a.instance)) - {-1}:
+            ma, mb = a.instance == k, b.instance == k
+            if ma.sum() > 50:
+                assert (ma & mb).sum() / (ma | mb).sum() > 0.85, (k, ma.sum(), mb.sum())
+                n += 1
+    assert n >= 2
