@@ -8,9 +8,11 @@ Why: PyBullet's EGL plugin draws a shadow pass, the colour pass and a second ful
 back and flips and resamples every pixel in a CPU loop. On an H100 that frame cost 10.7 ms of CPU in one process and
 25-37 ms in each of 16-24 processes sharing the GPU, which held a 16-core machine to ~400 img/s (docs/throughput.md).
 
-The look follows PyBullet's EGL shader (``useShadowMapInstancingPS``): a fixed ambient of 0.5, a half-Lambert
-diffuse term, shadows that darken by up to 30% where the light is blocked, no light colour; the instance map is exact
-body ids, as PyBullet's. Labels agree with PyBullet's renderers within rasterization at edges (tests/test_glrender.py).
+The look follows TinyRenderer's light model, the one the sim-to-real rounds (docs/sim2real.md) were measured with:
+ambient + shadow x (diffuse x max(n.l, 0) + specular x (reflected z)^2) x light colour, each coefficient and the colour
+from the view's randomized light, shadows darkening to 0.8 (PyBullet's EGL plugin ignores the colour and coefficients).
+Textures are mipmapped, where TinyRenderer samples the nearest texel. The instance map is exact body ids, as
+PyBullet's: it equals the EGL plugin's pixel for pixel on the scenes tested (tests/test_glrender.py).
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from .render import BACKGROUND, Renderer, RenderWorld, projection_matrix, world_
 from .types import Camera, Frame, Light
 
 SHADOW_SIZE = 2048  # shadow-map texels a side
-AMBIENT = 0.5  # PyBullet's EGL shader's fixed ambient
 
 _VERTEX = """
 #version 330
@@ -37,13 +38,11 @@ uniform mat4 light_vp;
 in vec3 in_pos;
 in vec3 in_normal;
 in vec2 in_uv;
-out vec3 v_world;
 out vec3 v_normal;
 out vec2 v_uv;
 out vec4 v_light;
 void main() {
     vec4 world = model * vec4(in_pos, 1.0);
-    v_world = world.xyz;
     v_normal = mat3(model) * in_normal;  // model is rigid: scale is baked into the vertices
     v_uv = in_uv;
     v_light = light_vp * world;
@@ -57,12 +56,12 @@ uniform sampler2D tex;
 uniform sampler2DShadow shadow_map;
 uniform vec4 color;
 uniform vec3 light_dir;
-uniform vec3 eye;
-uniform float specular_color;
+uniform vec3 light_color;
+uniform float ambient;
+uniform float diffuse;
+uniform float specular;
 uniform int body;
 uniform int shadows;
-uniform float ambient;
-in vec3 v_world;
 in vec3 v_normal;
 in vec2 v_uv;
 in vec4 v_light;
@@ -73,19 +72,18 @@ void main() {
     vec3 n = normalize(v_normal);
     vec3 l = normalize(light_dir);
     float nl = dot(n, l);
-    // PyBullet's specular term: shininess 41, the material's specular colour (Ks), light specular 1
-    float specular = nl > 0.0 ? specular_color * pow(max(0.0, dot(normalize(eye - v_world), reflect(-l, n))), 41.0) : 0.0;
-    float intensity = 0.5 + 0.5 * clamp(nl, -1.0, 1.0);
-    float visibility = 1.0;
+    // TinyRenderer's light model, which honours the light's colour and coefficients (randomization.light): the
+    // specular term takes the reflected light's world z with exponent 2, as TinyRenderer does
+    float spec = pow(max(normalize(2.0 * nl * n - l).z, 0.0), 2.0);
+    float lit = 1.0;
     if (shadows == 1) {
         vec3 s = v_light.xyz / v_light.w * 0.5 + 0.5;
         // a slope-scaled bias keeps lit faces free of shadow acne
         float bias = 0.0004 + 0.0015 * (1.0 - clamp(abs(nl), 0.0, 1.0));
-        visibility = texture(shadow_map, vec3(s.xy, s.z - bias));
+        lit = 0.8 + 0.2 * texture(shadow_map, vec3(s.xy, s.z - bias));  // TinyRenderer: 0.8 in shadow
     }
-    if (intensity < 0.5) visibility = 0.0;
-    intensity = 0.7 * intensity + 0.3 * intensity * visibility;
-    out_color = vec4(base * (intensity * (1.0 - ambient) + ambient + specular * visibility), 1.0);
+    vec3 rgb = base * (ambient + lit * (diffuse * max(nl, 0.0) + specular * spec) * light_color);
+    out_color = vec4(min(rgb, vec3(1.0)), 1.0);
     out_id = body + 1;  // 0 is "nothing drawn": an integer attachment clears to zero
 }
 """
@@ -117,10 +115,9 @@ def _pose_matrix(pos, orn) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None, float]:
-    """An OBJ as flat triangles, one row per corner (x, y, z, nx, ny, nz, u, v) float32, the texture its first
-    material maps (``map_Kd``; PyBullet reads the first material only) and that material's specular level (``Ks``; 0.4,
-    PyBullet's URDF default, where the file has no material). Polygons are fanned; faces without normals get
+def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None]:
+    """An OBJ as flat triangles, one row per corner (x, y, z, nx, ny, nz, u, v) float32, and the texture its first
+    material maps (``map_Kd``; PyBullet reads the first material only). Polygons are fanned; faces without normals get
     their face normal, faces without UVs (0, 0). v is flipped: OBJ counts it from the image's bottom row."""
     from .assets import _face_indices, _material_file
 
@@ -165,24 +162,15 @@ def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None, float]:
     has_t = (c[:, 1] >= 0) & (c[:, 1] < len(T))
     uv[has_t] = T[c[has_t, 1]]
     uv[:, 1] = 1.0 - uv[:, 1]
-    texture, specular = None, 0.4
+    texture = None
     mtl = _material_file(path)
     if mtl is not None:
-        specular = 0.0
-        first = True
         for ln in open(mtl, errors="replace"):
             key = ln.strip().split(None, 1)
-            if not key:
-                continue
-            if key[0] == "newmtl":
-                if not first:
-                    break
-                first = False
-            elif key[0] == "map_Kd" and len(key) > 1 and texture is None:
+            if key and key[0] == "map_Kd" and len(key) > 1:
                 texture = (mtl.parent / key[1].strip()).resolve()
-            elif key[0] == "Ks" and len(key) > 1:
-                specular = float(np.mean([float(x) for x in key[1].split()[:3]]))
-    return np.hstack([pos, normals, uv]).astype(np.float32), texture, specular
+                break
+    return np.hstack([pos, normals, uv]).astype(np.float32), texture
 
 
 def _flat(mesh, scale) -> np.ndarray:
@@ -220,9 +208,9 @@ class _Mesh:
 
     def __init__(self, gl: GLRenderer, path: Path | None, primitive: tuple | None = None) -> None:
         if path is not None:
-            data, texture, self.specular = obj_buffers(path)
+            data, texture = obj_buffers(path)
         else:
-            data, texture, self.specular = primitive_buffers(*primitive), None, 0.4  # PyBullet's URDF default specular
+            data, texture = primitive_buffers(*primitive), None
         ctx = gl.ctx
         self.vbo = ctx.buffer(data.tobytes())
         self.vao = ctx.vertex_array(gl.program, [(self.vbo, "3f 3f 2f", "in_pos", "in_normal", "in_uv")])
@@ -254,7 +242,6 @@ class GLRenderer(Renderer):
         self.depth_program = self.ctx.program(vertex_shader=_DEPTH_VERTEX, fragment_shader=_DEPTH_FRAGMENT)
         self.program["tex"].value = 0
         self.program["shadow_map"].value = 1
-        self.program["ambient"].value = AMBIENT
         self.shadow_tex = self.ctx.depth_texture((SHADOW_SIZE, SHADOW_SIZE))
         self.shadow_tex.compare_func = "<="
         self.shadow_tex.repeat_x = self.shadow_tex.repeat_y = False
@@ -376,12 +363,13 @@ class GLRenderer(Renderer):
         V = np.array(p.computeViewMatrix(cam.eye, cam.target, cam.up)).reshape(4, 4).T
         self.program["view_proj"].write(_gl_matrix(P @ V))
         self.program["light_dir"].value = tuple(float(x) for x in light.direction)
-        self.program["eye"].value = tuple(float(x) for x in cam.eye)
+        self.program["light_color"].value = tuple(float(x) for x in light.color)
+        for name in ("ambient", "diffuse", "specular"):
+            self.program[name].value = float(getattr(light, name))
         self.shadow_tex.use(1)
-        for mesh, model, rgba, body, casts in items:
+        for mesh, model, rgba, body, _ in items:
             mesh.texture.use(0)
             self.program["model"].write(_gl_matrix(model))
-            self.program["specular_color"].value = mesh.specular if casts else 0.0  # the ground: matte, as PyBullet draws it
             self.program["color"].value = tuple(float(x) for x in rgba)
             self.program["body"].value = int(body)
             mesh.vao.render()

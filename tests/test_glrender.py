@@ -50,8 +50,17 @@ def test_gl_draws_the_instance_map_and_depth_of_egl(tmp_path, scene):
             drawn += 1
         both = (a.depth > 0) & (b.depth > 0)
         assert np.median(np.abs(a.depth[both] - b.depth[both])) < 2e-3  # metres; llvmpipe's EGL depth buffer is 16-bit
-        assert np.abs(a.rgb.astype(float).mean((0, 1)) - b.rgb.astype(float).mean((0, 1))).max() < 8  # the same look, broadly
     assert drawn >= 6
+
+
+def test_gl_look_follows_tinyrenderer(tmp_path):
+    """The light model is TinyRenderer's (the look the sim-to-real rounds were measured with), light colour and
+    coefficients included: on the same dice views the mean colour of each image is within a few levels of tiny's
+    (measured within 2), where EGL's fixed light does not follow the randomized light at all."""
+    gl_or_skip()
+    tiny, gl = frames(tmp_path, "tiny", 3), frames(tmp_path, "gl", 3)
+    for a, b in zip(tiny, gl):
+        assert np.abs(a.rgb.astype(float).mean((0, 1)) - b.rgb.astype(float).mean((0, 1))).max() < 4
 
 
 def test_gl_images_are_deterministic(tmp_path):
@@ -91,19 +100,19 @@ def test_gl_on_a_device_that_does_not_exist_is_one_line(tmp_path):
 
 def test_obj_buffers_reads_faces_uvs_normals_and_material(tmp_path):
     """Quads are fanned, missing normals become face normals, v is flipped (OBJ counts it from the bottom row), the first
-    material's map_Kd and Ks are read, negative indices count back."""
+    material's map_Kd is read, negative indices count back."""
     from simgen.glrender import obj_buffers
 
     (tmp_path / "m.mtl").write_text("newmtl a\nKs 0.2 0.2 0.2\nmap_Kd tex.png\nnewmtl b\nmap_Kd other.png\n")
     obj = tmp_path / "q.obj"
     obj.write_text("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
                    "f 1/1 2/2 3/3 4/4  # a quad\nf -4 -2 -1\n")
-    data, texture, specular = obj_buffers(obj)
+    data, texture = obj_buffers(obj)
     assert data.shape == (9, 8)
     assert np.allclose(data[:, 3:6], [0, 0, 1])  # face normals of counter-clockwise faces in the xy plane
     assert np.allclose(data[:3, 6:8], [[0, 1], [1, 1], [1, 0]])
     assert np.allclose(data[6:, 6:8], [0, 1])  # a face without UVs: (0, 0), flipped like the others
-    assert texture == (tmp_path / "tex.png").resolve() and specular == pytest.approx(0.2)
+    assert texture == (tmp_path / "tex.png").resolve()
 
 
 def test_gl_draws_a_urdf_of_primitive_visuals_like_egl(tmp_path):
