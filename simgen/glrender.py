@@ -418,7 +418,7 @@ def _context(device: int | None):
     try:
         import moderngl
     except ImportError:
-        raise RendererUnavailable("renderer=gl needs moderngl: pip install 'simgen[gl]' (or moderngl), or use renderer=egl.") from None
+        raise RendererUnavailable("renderer=gl needs moderngl (a dependency of simgen): pip install moderngl, or use renderer=egl.") from None
     kwargs: dict = {"backend": "egl"}
     if device is not None:
         kwargs["device_index"] = device
