@@ -114,39 +114,76 @@ def _pose_matrix(pos, orn) -> np.ndarray:
     return m
 
 
-@functools.lru_cache(maxsize=256)
+def _numbers(lines: list[str], k: int) -> np.ndarray:
+    """The first ``k`` numbers after the keyword of each line, as an Nx``k`` array: one C-level parse of the joined
+    text where every line has exactly ``k`` (the usual case), else line by line."""
+    # np.fromstring in text mode stops at the first thing that is not a number: the size check then takes the slow path
+    flat = np.fromstring(" ".join(ln[ln.index(" "):] for ln in lines), sep=" ") if lines else np.zeros(0)
+    if flat.size == k * len(lines):
+        return flat.reshape(-1, k)
+    return np.array([[float(x) for x in ln.split()[1:k + 1]] for ln in lines], np.float64).reshape(-1, k)
+
+
+def _triangle_corners(faces: list[str]) -> np.ndarray | None:
+    """Corner indices (v, vt, vn; 0-based, -1 where absent) of face lines that are all triangles written alike with
+    positive indices ("f 1 2 3", "f 1/1 2/2 3/3", "f 1//1 ...", "f 1/1/1 ..."): one vectorized parse. None otherwise,
+    for the general loop (polygons, negative indices, mixed forms)."""
+    first = faces[0].split()[1:] if faces else []
+    if len(first) != 3 or "-" in "".join(faces) or "#" in "".join(faces):
+        return None
+    slashes, double = first[0].count("/"), "//" in first[0]
+    text = " ".join(f[2:] for f in faces)
+    if text.count("/") != 3 * slashes * len(faces) or text.count("//") != (3 * len(faces) if double else 0):
+        return None
+    nums = np.fromstring(text.replace("//", "/0/").replace("/", " "), sep=" ", dtype=np.int64)
+    per = slashes + 1
+    if nums.size != 3 * per * len(faces):  # a line with more or fewer than three corners
+        return None
+    c = np.full((len(faces) * 3, 3), 0, np.int64)
+    c[:, :per] = nums.reshape(-1, per)
+    return c - 1  # 0 (absent) becomes -1
+
+
 def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None]:
     """An OBJ as flat triangles, one row per corner (x, y, z, nx, ny, nz, u, v) float32, and the texture its first
-    material maps (``map_Kd``; PyBullet reads the first material only). Polygons are fanned; faces without normals get
-    their face normal, faces without UVs (0, 0). v is flipped: OBJ counts it from the image's bottom row."""
+    material maps (``map_Kd``; PyBullet reads the first material only). Not cached: the renderer keeps each mesh on the
+    GPU once, and a dense scan's arrays are tens of MB. Polygons are fanned; faces without normals get
+    their face normal, faces without UVs (0, 0). v is flipped: OBJ counts it from the image's bottom row. Triangle
+    meshes written alike take a vectorized path (a 240k-triangle scan: well under a second); others a line loop."""
     from .assets import _face_indices, _material_file
 
-    v: list[list[float]] = []
-    vt: list[list[float]] = []
-    vn: list[list[float]] = []
-    corners: list[tuple[int, int, int]] = []  # (v, vt, vn) 0-based, -1 where absent
     with open(path, errors="replace") as f:
-        for line in f:
-            if line.startswith("v "):
-                v.append([float(x) for x in line.split()[1:4]])
-            elif line.startswith("vt "):
-                vt.append([float(x) for x in line.split()[1:3]])
-            elif line.startswith("vn "):
-                vn.append([float(x) for x in line.split()[1:4]])
-            elif line.startswith("f "):
+        lines = f.read().splitlines()
+    v_lines = [ln for ln in lines if ln.startswith("v ")]
+    f_lines = [ln for ln in lines if ln.startswith("f ")]
+    v = _numbers(v_lines, 3)
+    vt = _numbers([ln for ln in lines if ln.startswith("vt ")], 2)
+    vn = _numbers([ln for ln in lines if ln.startswith("vn ")], 3)
+    fast = _triangle_corners(f_lines)
+    if fast is not None:
+        corners = fast
+    else:  # the general loop: indices count from the vertices defined so far, so walk the file in order
+        seen = {"v ": 0, "vt": 0, "vn": 0}
+        rows: list[tuple[int, int, int]] = []
+        for line in lines:
+            head = line[:2]
+            if head in seen:
+                seen[head] += 1
+            elif head == "f ":
                 toks = line.split("#")[0].split()[1:]
-                vi = _face_indices(line, len(v))
+                vi = _face_indices(line, seen["v "])
                 ti, ni = [], []
                 for tok in toks:
                     parts = tok.split("/")
                     t = int(parts[1]) if len(parts) > 1 and parts[1] else 0
                     n = int(parts[2]) if len(parts) > 2 and parts[2] else 0
-                    ti.append(t - 1 if t > 0 else (len(vt) + t if t < 0 else -1))
-                    ni.append(n - 1 if n > 0 else (len(vn) + n if n < 0 else -1))
+                    ti.append(t - 1 if t > 0 else (seen["vt"] + t if t < 0 else -1))
+                    ni.append(n - 1 if n > 0 else (seen["vn"] + n if n < 0 else -1))
                 for k in range(1, len(vi) - 1):
-                    corners += [(vi[0], ti[0], ni[0]), (vi[k], ti[k], ni[k]), (vi[k + 1], ti[k + 1], ni[k + 1])]
-    c = np.asarray(corners, np.int64).reshape(-1, 3)
-    P = np.asarray(v, np.float64).reshape(-1, 3)
+                    rows += [(vi[0], ti[0], ni[0]), (vi[k], ti[k], ni[k]), (vi[k + 1], ti[k + 1], ni[k + 1])]
+        corners = np.asarray(rows, np.int64).reshape(-1, 3)
+    c = corners
+    P = v
     ok = ((c[:, 0] >= 0) & (c[:, 0] < len(P))).reshape(-1, 3).all(axis=1).repeat(3)
     c = c[ok]
     pos = P[c[:, 0]]
@@ -154,11 +191,11 @@ def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None]:
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     face_n /= np.maximum(np.linalg.norm(face_n, axis=1, keepdims=True), 1e-12)
     normals = face_n.repeat(3, axis=0)
-    N = np.asarray(vn, np.float64).reshape(-1, 3)
+    N = vn
     has_n = (c[:, 2] >= 0) & (c[:, 2] < len(N))
     normals[has_n] = N[c[has_n, 2]]
     uv = np.zeros((len(c), 2))
-    T = np.asarray(vt, np.float64).reshape(-1, 2)
+    T = vt
     has_t = (c[:, 1] >= 0) & (c[:, 1] < len(T))
     uv[has_t] = T[c[has_t, 1]]
     uv[:, 1] = 1.0 - uv[:, 1]

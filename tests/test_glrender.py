@@ -137,3 +137,24 @@ def test_gl_draws_a_urdf_of_primitive_visuals_like_egl(tmp_path):
                 assert (ma & mb).sum() / (ma | mb).sum() > 0.85, (k, ma.sum(), mb.sum())
                 n += 1
     assert n >= 2
+
+
+@pytest.mark.parametrize("name", ["die", "sphere", "can", "duck"])
+def test_obj_buffers_fast_path_equals_the_line_loop(name, monkeypatch):
+    """Triangle meshes written alike take a vectorized parse; it must give exactly what the general loop gives."""
+    from simgen import assets, glrender
+
+    a = assets.resolve(name)
+    if a.kind == "mesh":
+        path = a.path
+    else:  # the duck's baked visual mesh, as the render world loads it
+        import xml.etree.ElementTree as ET
+        from pathlib import Path
+
+        urdf = assets.scaled_urdf(a.path, 1.0, visual_only=True)
+        path = Path(next(ET.parse(urdf).getroot().iter("mesh")).get("filename"))
+    assert glrender._triangle_corners([ln for ln in open(path) if ln.startswith("f ")]) is not None
+    fast = glrender.obj_buffers(path)
+    monkeypatch.setattr(glrender, "_triangle_corners", lambda faces: None)
+    slow = glrender.obj_buffers(path)
+    assert np.array_equal(fast[0], slow[0]) and fast[1] == slow[1]
