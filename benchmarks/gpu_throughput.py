@@ -12,7 +12,9 @@ Issue 13's target: >= 1,000 images/s at 640x480 with full labels on one H100 wit
 `simgen render` (start-up included, so use --n large enough that it is amortised); its manifest gives images/s and the
 per-image CPU time of each stage, from which the script prints what every CPU worker must deliver for the target;
 the sustained rate (image files' write times, 10th to 90th percentile) leaves out start-up and the closing merge.
-Measured (docs/throughput.md): one H100, 406 img/s sustained on dice, 280 on tabletop; one H200, 397 on dice, 369 on tabletop (warm).
+Measured (docs/throughput.md): renderer=egl, one H100, 406 img/s sustained on dice, 280 on tabletop; one H200, 397 on
+dice, 369 on tabletop (warm). renderer=gl on an H200, side by side with egl in one run (24 workers, 16 views a scene):
+dice 671 vs 377, tabletop 406 vs 347; on another H200, dice 677-702.
 """
 from __future__ import annotations
 

@@ -89,6 +89,13 @@ def main() -> None:
         renderers.append("egl")
     except RendererUnavailable as e:
         print(f"EGL skipped: {e}")
+    from simgen.glrender import probe_gl
+
+    try:
+        probe_gl()
+        renderers.append("gl")
+    except RendererUnavailable as e:
+        print(f"GL skipped: {e}")
     print(f"\n== workers (dice {a.width}x{a.height}; {a.n} images incl. start-up, and steady state from {a.n} vs {2 * a.n} images)")
     for r in renderers:
         one, one_s = steady(f"renderer={r}", "workers=1", name=f"{r}-w1")
@@ -96,20 +103,21 @@ def main() -> None:
         print(f"{r:5} incl. start-up: workers=1 {one:6.2f} img/s  workers=2 {two:6.2f} img/s  ratio {two / one:.2f} | "
               f"steady: {one_s:6.2f} vs {two_s:6.2f} img/s  ratio {two_s / one_s:.2f} (target >= 1.8)")
 
-    print(f"\n== views per scene (tiny, workers=1, {a.n} images)")
+    print(f"\n== views per scene (renderer=auto, workers=1, {a.n} images)")
     v1 = rate(cfg("views_per_scene=1", "workers=1", name="v1"))
     v4 = rate(cfg("views_per_scene=4", "workers=1", name="v4"))
     print(f"views_per_scene=1 {v1:6.2f} img/s   views_per_scene=4 {v4:6.2f} img/s   ratio {v4 / v1:.2f}")
 
-    print(f"\n== memory of one worker (tiny, 64x64 images so that scenes dominate, {a.scenes} scenes)")
-    c = cfg("workers=1", "width=64", "height=64", name="mem")
-    base = rss_mb()  # this process before the generator: Python, torch, numpy already imported
-    marks, seconds = memory_marks(c, a.scenes)
-    print(f"before this generator: RSS {base:7.1f} MB (imports and the renders above)")
-    for k, (m, b) in marks.items():
-        print(f"after {k:5d} scenes: RSS {m:7.1f} MB, pooled bodies {b}")
-    print(f"growth 100 -> {a.scenes}: {marks[a.scenes][0] - marks[100][0]:.1f} MB (target <= 50 MB); "
-          f"{a.scenes / seconds:.1f} scenes/s")
+    for r in renderers:
+        print(f"\n== memory of one worker (renderer={r}, 64x64 images so that scenes dominate, {a.scenes} scenes)")
+        c = cfg("workers=1", "width=64", "height=64", f"renderer={r}", name=f"mem-{r}")
+        base = rss_mb()  # this process before the generator: Python, torch, numpy already imported
+        marks, seconds = memory_marks(c, a.scenes)
+        print(f"before this generator: RSS {base:7.1f} MB (imports and the renders above)")
+        for k, (m, b) in marks.items():
+            print(f"after {k:5d} scenes: RSS {m:7.1f} MB, pooled bodies {b}")
+        print(f"growth 100 -> {a.scenes}: {marks[a.scenes][0] - marks[100][0]:.1f} MB (target <= 50 MB); "
+              f"{a.scenes / seconds:.1f} scenes/s")
 
     print(f"\n== RenderedDataset vs disk ({a.n} images, batch 4)")
     disk_cfg = cfg("workers=2", "image_format=png", name="disk")
