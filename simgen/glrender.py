@@ -117,11 +117,23 @@ def _pose_matrix(pos, orn) -> np.ndarray:
 def _numbers(lines: list[str], k: int) -> np.ndarray:
     """The first ``k`` numbers after the keyword of each line, as an Nx``k`` array: one C-level parse of the joined
     text where every line has exactly ``k`` (the usual case), else line by line."""
-    # np.fromstring in text mode stops at the first thing that is not a number: the size check then takes the slow path
-    flat = np.fromstring(" ".join(ln[ln.index(" "):] for ln in lines), sep=" ") if lines else np.zeros(0)
-    if flat.size == k * len(lines):
-        return flat.reshape(-1, k)
-    return np.array([[float(x) for x in ln.split()[1:k + 1]] for ln in lines], np.float64).reshape(-1, k)
+    if lines and all(len(ln.split()) == k + 1 for ln in lines):
+        try:  # np.fromstring raises (numpy 2) or stops early (numpy 1, caught by the size check) on a non-number
+            flat = np.fromstring(" ".join(ln[ln.index(" "):] for ln in lines), sep=" ")
+            if flat.size == k * len(lines):
+                return flat.reshape(-1, k)
+        except ValueError:
+            pass
+    rows = []
+    for ln in lines:  # a trailing comment, extra values (w, vertex colours) or a short line ("vt 0.5")
+        vals = []
+        for tok in ln.split("#")[0].split()[1:k + 1]:
+            try:
+                vals.append(float(tok))
+            except ValueError:
+                break
+        rows.append(vals + [0.0] * (k - len(vals)))
+    return np.array(rows, np.float64).reshape(-1, k)
 
 
 def _triangle_corners(faces: list[str]) -> np.ndarray | None:
@@ -132,10 +144,14 @@ def _triangle_corners(faces: list[str]) -> np.ndarray | None:
     if len(first) != 3 or "-" in "".join(faces) or "#" in "".join(faces):
         return None
     slashes, double = first[0].count("/"), "//" in first[0]
-    text = " ".join(f[2:] for f in faces)
-    if text.count("/") != 3 * slashes * len(faces) or text.count("//") != (3 * len(faces) if double else 0):
+    # every line alike, checked line by line (totals could cancel out between lines written differently)
+    if not all(len(f.split()) == 4 and f.count("/") == 3 * slashes and f.count("//") == (3 if double else 0) for f in faces):
         return None
-    nums = np.fromstring(text.replace("//", "/0/").replace("/", " "), sep=" ", dtype=np.int64)
+    text = " ".join(f[2:] for f in faces)
+    try:
+        nums = np.fromstring(text.replace("//", "/0/").replace("/", " "), sep=" ", dtype=np.int64)
+    except ValueError:
+        return None
     per = slashes + 1
     if nums.size != 3 * per * len(faces):  # a line with more or fewer than three corners
         return None
@@ -202,11 +218,17 @@ def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None]:
     texture = None
     mtl = _material_file(path)
     if mtl is not None:
-        for ln in open(mtl, errors="replace"):
-            key = ln.strip().split(None, 1)
-            if key and key[0] == "map_Kd" and len(key) > 1:
-                texture = (mtl.parent / key[1].strip()).resolve()
-                break
+        materials = 0
+        with open(mtl, errors="replace") as f:
+            for ln in f:  # the first material's map only: baked_obj uses it, and PyBullet reads no other
+                key = ln.strip().split(None, 1)
+                if key and key[0] == "newmtl":
+                    materials += 1
+                    if materials > 1:
+                        break
+                elif key and key[0] == "map_Kd" and len(key) > 1:
+                    texture = (mtl.parent / key[1].strip()).resolve()
+                    break
     return np.hstack([pos, normals, uv]).astype(np.float32), texture
 
 
@@ -246,6 +268,8 @@ class _Mesh:
     def __init__(self, gl: GLRenderer, path: Path | None, primitive: tuple | None = None) -> None:
         if path is not None:
             data, texture = obj_buffers(path)
+            if not len(data):
+                raise ConfigError(f"renderer=gl: mesh `{path}` has no faces it can draw; check the OBJ, or use renderer=tiny.")
         else:
             data, texture = primitive_buffers(*primitive), None
         ctx = gl.ctx
@@ -274,6 +298,7 @@ class GLRenderer(Renderer):
     # ------------------------------------------------------------------ set-up
     def attach(self, world: RenderWorld) -> None:
         self.ctx = _context(self.device)
+        self.ctx.__enter__()  # current from here; render() makes it current again around each frame
         self.vendor = f"{self.ctx.info['GL_RENDERER']} ({self.ctx.info['GL_VERSION']})"
         self.program = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         self.depth_program = self.ctx.program(vertex_shader=_DEPTH_VERTEX, fragment_shader=_DEPTH_FRAGMENT)
@@ -321,7 +346,11 @@ class GLRenderer(Renderer):
             for shape in world.client.getVisualShapeData(body):
                 link, geom, dims, file, lpos, lorn = shape[1:7]
                 if geom == p.GEOM_MESH:
-                    mesh = self._mesh(file.decode() if isinstance(file, bytes) else file)
+                    name = file.decode() if isinstance(file, bytes) else file
+                    if not name.lower().endswith(".obj"):
+                        raise ConfigError(f"renderer=gl draws OBJ meshes, and `{name}` is not one (a URDF's STL or DAE visual); "
+                                          "convert it to OBJ, or use renderer=tiny.")
+                    mesh = self._mesh(name)
                 else:
                     mesh = self._mesh(None, (geom, tuple(round(float(x), 9) for x in dims)))
                 parts.append((mesh, _pose_matrix(lpos, lorn), link, tuple(shape[7])))
@@ -393,7 +422,13 @@ class GLRenderer(Renderer):
         self.program["shadows"].value = int(shadows)
         fbo = self._targets(cam.width, cam.height)
         fbo.use()
+        # Every attachment to zero first: moderngl clears an integer attachment with the clear colour's bits, so only
+        # zeros give id 0 ("nothing drawn"). Then the colour attachment alone to the background colour.
+        fbo.color_mask = ((True,) * 4, (True,) * 4)
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        fbo.color_mask = ((True,) * 4, (False,) * 4)
         fbo.clear(*(BACKGROUND / 255.0), 1.0, depth=1.0)
+        fbo.color_mask = ((True,) * 4, (True,) * 4)
         # PyBullet's projection with y flipped: row 0 of the framebuffer is the image's top row, so the readback needs
         # no flip. Its view matrix likewise (both are column-major lists).
         P = np.diag([1.0, -1.0, 1.0, 1.0]) @ np.array(projection_matrix(cam)).reshape(4, 4).T
@@ -428,12 +463,14 @@ class GLRenderer(Renderer):
             flags: int = p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The frame as PyBullet's renderers return it (RGBA, depth buffer, body ids with -1 for nothing), for the
         benchmarks that price a bare frame; ``light_distance`` and ``flags`` mean nothing here."""
-        rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, True)
+        with self.ctx:  # moderngl draws into whichever context is current: another renderer's, or a probe's
+            rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, True)
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA), dbuf, ids - 1
 
     def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
         world.frame(cam)
-        rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, depth)
+        with self.ctx:  # moderngl draws into whichever context is current: another renderer's, or a probe's
+            rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, depth)
         z = None
         if depth:
             n, f = cam.near, cam.far
@@ -441,11 +478,12 @@ class GLRenderer(Renderer):
             z[ids == 0] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
         # id + 1 -> instance through the table shifted by one: slot 0 ("nothing drawn") and every id past it are -1
         lut = np.concatenate([[-1], world.lut]).astype(np.int32)
-        instance = lut[np.minimum(ids, len(lut) - 1)]
+        instance = lut[np.clip(ids, 0, len(lut) - 1)]
         return Frame(rgb=rgb, depth=z, instance=instance, camera=cam, world_to_cam=world_to_cam(cam))
 
     def close(self) -> None:
         if self.ctx is not None:
+            self.ctx.__enter__()  # release what this context holds, not the current one's
             self.ctx.release()
             self.ctx = None
 
@@ -466,12 +504,65 @@ def _context(device: int | None):
                                   "install Mesa's libegl1 or the GPU driver, check renderer.devices, or use renderer=tiny.") from None
 
 
-def probe_gl(device: int | None = None) -> str:
-    """Start and release a context (unlike PyBullet's plugin, a failure here is an exception, not the end of the process):
-    the GL renderer's name, also kept in the environment for the manifest and for workers."""
+_PROBE = r"""
+import sys
+try:
+    import moderngl
+except ImportError:
+    print("SIMGEN_GL_MISSING"); sys.exit(0)
+kwargs = {"backend": "egl"}
+if sys.argv[1] != "None":
+    kwargs["device_index"] = int(sys.argv[1])
+try:
+    c = moderngl.create_standalone_context(require=330, **kwargs)
+except Exception as e:
+    print("SIMGEN_GL_FAIL " + (str(e).splitlines()[0] if str(e) else type(e).__name__)); sys.exit(0)
+print("SIMGEN_GL_OK " + c.info["GL_RENDERER"] + " (" + c.info["GL_VERSION"] + ")")
+"""
+
+
+def probe_gl(device: int | None = None, timeout: float = 60.0) -> str:
+    """Whether renderer=gl can start here: a context is created and released in a throwaway process (so this process
+    neither forks with a GL context already made, nor fixes Mesa's raster-thread count before share_software_gl has
+    set it, nor dies with a broken driver). The GL renderer's name, kept in the environment for the manifest and for
+    workers; a failure is RendererUnavailable with the reason."""
+    import subprocess
+    import sys
+
     key = f"SIMGEN_GL_OK_{device}"
-    if key not in os.environ:
-        ctx = _context(device)
-        os.environ[key] = f"{ctx.info['GL_RENDERER']} ({ctx.info['GL_VERSION']})"
-        ctx.release()
+    if key in os.environ:
+        return os.environ[key]
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE, str(device)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RendererUnavailable("renderer=gl: the GL probe hung; check the GPU driver, or use renderer=tiny.") from None
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("SIMGEN_GL")]
+    last = lines[-1] if lines else f"SIMGEN_GL_FAIL the probe process ended with code {r.returncode}"
+    if last == "SIMGEN_GL_MISSING":
+        raise RendererUnavailable("renderer=gl needs moderngl (a dependency of simgen): pip install moderngl, or use renderer=egl.")
+    if last.startswith("SIMGEN_GL_FAIL"):
+        raise RendererUnavailable(f"renderer=gl: no OpenGL 3.3 context through EGL here ({last.split(' ', 1)[1]}); "
+                                  "install Mesa's libegl1 or the GPU driver, check renderer.devices, or use renderer=tiny.")
+    os.environ[key] = last.split(" ", 1)[1]
     return os.environ[key]
+
+
+def gl_cannot_draw(asset_paths) -> str | None:
+    """Why renderer=gl cannot draw one of these assets (a URDF with an STL/DAE mesh or a plane visual), else None:
+    ``renderer=auto`` then keeps PyBullet's renderers, which draw them."""
+    import xml.etree.ElementTree as ET
+
+    for path in asset_paths:
+        if Path(path).suffix.lower() != ".urdf":
+            continue
+        try:
+            root = ET.parse(path).getroot()
+        except (ET.ParseError, OSError):
+            continue  # validate() says what is wrong with it
+        for visual in root.iter("visual"):
+            for m in visual.iter("mesh"):
+                if not m.get("filename", "").lower().endswith(".obj"):
+                    return f"`{path}` has a {Path(m.get('filename', '')).suffix or 'non-OBJ'} visual mesh"
+            if next(visual.iter("plane"), None) is not None:
+                return f"`{path}` has a plane visual"
+    return None

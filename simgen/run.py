@@ -539,6 +539,16 @@ def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, 
             if device is None and cfg.egl_devices:
                 device = cfg.egl_devices[0]
             name, note = choose_renderer(cfg.width, cfg.height, processes or cfg.workers, device)
+        if name == "gl":
+            from . import assets
+            from .glrender import gl_cannot_draw
+            from .render import _choose_pybullet_renderer
+
+            why = gl_cannot_draw(assets.resolve(g.asset).path for g in (*cfg.scene.objects, *cfg.scene.distractors))
+            if why:
+                with quiet_stdout((1, 2)):
+                    name, note = _choose_pybullet_renderer(cfg.width, cfg.height, processes or cfg.workers, device)
+                note = f"{note}; not simgen's GL renderer: {why}"
     log(f"renderer=auto: {name} ({note})")
     return replace(cfg, renderer=name, renderer_note=note)
 

@@ -158,3 +158,63 @@ def test_obj_buffers_fast_path_equals_the_line_loop(name, monkeypatch):
     monkeypatch.setattr(glrender, "_triangle_corners", lambda faces: None)
     slow = glrender.obj_buffers(path)
     assert np.array_equal(fast[0], slow[0]) and fast[1] == slow[1]
+
+
+def test_gl_frames_stay_right_beside_a_second_renderer(tmp_path):
+    """moderngl draws into the current context: a renderer must make its own current, or a second one alive in the
+    process (train and val RenderedDatasets) would get this one's frames drawn into it."""
+    gl_or_skip()
+    from simgen.pipeline import Generator
+    from simgen.run import quiet_stdout
+
+    cfg = small_config(tmp_path, "renderer=gl", "width=160", "height=120", "randomization.sensor.enabled=false")
+    with quiet_stdout(), Generator(cfg) as alone:
+        ref = [alone.draw(i).frame for i in range(2)]
+    with quiet_stdout(), Generator(cfg) as a, Generator(cfg) as b:
+        b.draw(1)
+        got = [a.draw(i).frame for i in range(2)]
+    for x, y in zip(ref, got):
+        assert np.array_equal(x.rgb, y.rgb) and np.array_equal(x.instance, y.instance)
+
+
+def test_gl_nothing_drawn_is_id_minus_one_and_background(tmp_path):
+    """Pixels where nothing is drawn: body id -1 (raw) and the background colour, whatever the driver does with an
+    integer buffer cleared by a float colour."""
+    gl_or_skip()
+    from simgen.glrender import GLRenderer
+    from simgen.render import BACKGROUND, RenderWorld
+    from simgen.types import Camera, Light
+
+    world, r = RenderWorld({}), GLRenderer()
+    r.attach(world)
+    cam = Camera(32, 24, 30, 30, 16, 12, (0, 0, 1), (0, 0, 0), (0, 1, 0), 0.1, 2)
+    rgba, depth, ids = r.raw(world, cam, Light((0, 0, 1), (1, 1, 1), 1, 0.6, 0.4, 0.1, True))
+    assert (ids == -1).all() and (rgba[..., :3] == BACKGROUND).all()
+    r.close()
+    world.close()
+
+
+def test_obj_buffers_takes_the_first_material_only_and_survives_odd_lines(tmp_path):
+    from simgen.glrender import _triangle_corners, obj_buffers
+
+    (tmp_path / "m.mtl").write_text("newmtl a\nKd 1 1 1\nnewmtl b\nmap_Kd rg.png\n")
+    obj = tmp_path / "c.obj"
+    obj.write_text("mtllib m.mtl\nusemtl a\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0.5\nvt 1 0\nvt 0 1\nvn 0 0 1 # up\nf 1/1/1 2/2/1 3/3/1\n")
+    data, texture = obj_buffers(obj)
+    assert texture is None  # PyBullet draws material a, which has no map
+    assert data.shape == (3, 8) and np.allclose(data[:, 3:6], [0, 0, 1]) and np.allclose(data[0, 6:8], [0.5, 1.0])
+    # lines written differently must not take the vectorized path (their totals can add up all the same)
+    assert _triangle_corners(["f 1/1 2/2 3/3", "f 1/1/1 3/3/2 4/4/3", "f 5 6 2"]) is None
+    assert _triangle_corners(["f 1 2 3 4", "f 1 2"]) is None
+
+
+def test_auto_keeps_pybullets_renderers_for_a_urdf_gl_cannot_draw(tmp_path):
+    """A URDF with an STL visual: renderer=gl says so in one line; renderer=auto does not pick gl for it."""
+    from simgen.glrender import gl_cannot_draw
+
+    urdf = tmp_path / "w.urdf"
+    urdf.write_text('<robot name="w"><link name="b"><visual><geometry><mesh filename="part.stl"/></geometry></visual></link></robot>')
+    assert "`" + str(urdf) + "` has a .stl visual mesh" == gl_cannot_draw([urdf])
+    ok = tmp_path / "ok.urdf"
+    ok.write_text('<robot name="w"><link name="b"><visual><geometry><box size="1 1 1"/></geometry></visual></link></robot>')
+    assert gl_cannot_draw([ok, tmp_path / "x.obj"]) is None
