@@ -265,8 +265,9 @@ class RenderedDataset(torch.utils.data.Dataset):
     Map-style over image indices ``0..n_images-1``: the DataLoader's sampler hands every index to
     exactly one worker, and sample i equals image i of ``simgen render`` with the same config and seed
     (pixels identical for ``image_format=png``; JPEG on disk adds its compression). Each worker
-    process builds its own PyBullet worlds on first use; with ``renderer=egl`` use
-    ``DataLoader(..., multiprocessing_context="spawn")`` (EGL does not survive fork).
+    process builds its own PyBullet worlds on first use; with ``renderer=egl``, ``gl`` or ``auto`` (which picks one of
+    them wherever a GL context starts) use ``DataLoader(..., multiprocessing_context="spawn")``: a GL context does not
+    survive fork.
     """
 
     def __init__(self, cfg, transforms=None, masks: bool = True) -> None:
