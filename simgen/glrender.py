@@ -25,7 +25,7 @@ import numpy as np
 import pybullet as p
 
 from .errors import ConfigError, RendererUnavailable
-from .render import BACKGROUND, Renderer, RenderWorld, projection_matrix, world_to_cam
+from .render import BACKGROUND, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
 from .types import Camera, Frame, Light
 
 SHADOW_SIZE = 2048  # shadow-map texels a side
@@ -398,7 +398,7 @@ class GLRenderer(Renderer):
         d = np.asarray(light.direction, float)
         d = d / (np.linalg.norm(d) or 1.0)
         up = (0, 0, 1) if abs(d[2]) < 0.99 else (0, 1, 0)
-        V = np.array(p.computeViewMatrix(list(target + d * 2 * reach), list(target), up)).reshape(4, 4).T
+        V = look_at(target + d * 2 * reach, target, up)
         n, f, r = 0.01, 4 * reach, reach
         P = np.array([[1 / r, 0, 0, 0], [0, 1 / r, 0, 0], [0, 0, -2 / (f - n), -(f + n) / (f - n)], [0, 0, 0, 1]])
         return P @ V
@@ -429,11 +429,10 @@ class GLRenderer(Renderer):
         fbo.color_mask = ((True,) * 4, (False,) * 4)
         fbo.clear(*(BACKGROUND / 255.0), 1.0, depth=1.0)
         fbo.color_mask = ((True,) * 4, (True,) * 4)
-        # PyBullet's projection with y flipped: row 0 of the framebuffer is the image's top row, so the readback needs
-        # no flip. Its view matrix likewise (both are column-major lists).
+        # PyBullet's projection (a column-major list) with y flipped: row 0 of the framebuffer is the image's top row,
+        # so the readback needs no flip
         P = np.diag([1.0, -1.0, 1.0, 1.0]) @ np.array(projection_matrix(cam)).reshape(4, 4).T
-        V = np.array(p.computeViewMatrix(cam.eye, cam.target, cam.up)).reshape(4, 4).T
-        self.program["view_proj"].write(_gl_matrix(P @ V))
+        self.program["view_proj"].write(_gl_matrix(P @ look_at(cam.eye, cam.target, cam.up)))
         self.program["light_dir"].value = tuple(float(x) for x in light.direction)
         self.program["light_color"].value = tuple(float(x) for x in light.color)
         for name in ("ambient", "diffuse", "specular"):
@@ -471,11 +470,7 @@ class GLRenderer(Renderer):
         world.frame(cam)
         with self.ctx:  # moderngl draws into whichever context is current: another renderer's, or a probe's
             rgb, ids, dbuf = self._read(self._draw(world, cam, light), cam, depth)
-        z = None
-        if depth:
-            n, f = cam.near, cam.far
-            z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
-            z[ids == 0] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
+        z = metric_depth(dbuf, cam, ids == 0) if depth else None
         # id + 1 -> instance through the table shifted by one: slot 0 ("nothing drawn") and every id past it are -1
         lut = np.concatenate([[-1], world.lut]).astype(np.int32)
         instance = lut[np.clip(ids, 0, len(lut) - 1)]

@@ -145,10 +145,23 @@ def shadow_distance(cam: Camera, backdrop: Box) -> float:
     return float(min(np.linalg.norm(np.subtract(cam.eye, cam.target)), 0.9 * backdrop.height))
 
 
+def look_at(eye, target, up) -> np.ndarray:
+    """4x4 world -> OpenGL eye (x right, y up, looking down -z), row-major (PyBullet's list is column-major)."""
+    return np.array(p.computeViewMatrix(list(eye), list(target), list(up))).reshape(4, 4).T
+
+
 def world_to_cam(cam: Camera) -> np.ndarray:
     """4x4 world -> OpenCV camera (x right, y down, z forward)."""
-    V = np.array(p.computeViewMatrix(cam.eye, cam.target, cam.up)).reshape(4, 4).T
-    return np.diag([1.0, -1.0, -1.0, 1.0]) @ V
+    return np.diag([1.0, -1.0, -1.0, 1.0]) @ look_at(cam.eye, cam.target, cam.up)
+
+
+def metric_depth(dbuf: np.ndarray, cam: Camera, empty: np.ndarray) -> np.ndarray:
+    """A depth buffer (0..1) as metres along the optical axis; 0 where nothing was drawn ("unknown", as depth
+    sensors report it)."""
+    n, f = cam.near, cam.far
+    z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
+    z[empty] = 0.0
+    return z
 
 
 # PyBullet's EGL plugin keeps every visual shape's vertices in one buffer of 128 MB (GLInstancingRenderer's
@@ -381,11 +394,7 @@ class Renderer:
         rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)  # a copy in one pass: 70x faster than ascontiguousarray(rgba[..., :3])
         empty = seg < 0  # nothing drawn: only past the backdrop (an eye higher than ~0.8 far)
         rgb[empty] = BACKGROUND
-        z = None
-        if depth:
-            n, f = cam.near, cam.far
-            z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
-            z[empty] = 0.0  # no surface: 0 is "unknown", as depth sensors report it
+        z = metric_depth(dbuf, cam, empty) if depth else None
         # Body id -> instance through the table; "nothing drawn" (-1) becomes 0xFFFFFF under the mask and, like any id
         # past the table, lands in its last slot, which is always -1.
         lut = world.lut
