@@ -263,10 +263,16 @@ def procedural_obj(name: str) -> Path:
     return _write_cached(PROCEDURAL_MESHES[name]().obj_text(), ".obj", name)
 
 
-def _face_indices(line: str, seen: int) -> list[int]:
-    """0-based vertex indices of an OBJ face line, "f a/b/c ..." with 1-based indices or negative ones counted back
-    from the ``seen`` vertices defined before it; a trailing comment is ignored. Not range-checked."""
-    return [i - 1 if i > 0 else seen + i for i in (int(tok.split("/")[0]) for tok in line.split("#")[0].split()[1:])]
+def _face_indices(line: str, seen: int, part: int = 0) -> list[int]:
+    """0-based indices of an OBJ face line, "f a/b/c ...": of its vertices (``part`` 0), texture coordinates (1) or
+    normals (2), 1-based in the file or negative ones counted back from the ``seen`` entries of that kind defined
+    before it; -1 where a corner has none. A trailing comment is ignored. Not range-checked."""
+    out = []
+    for tok in line.split("#")[0].split()[1:]:
+        parts = tok.split("/")
+        i = int(parts[part]) if len(parts) > part and parts[part] else 0
+        out.append(i - 1 if i > 0 else (seen + i if i < 0 else -1))
+    return out
 
 
 @functools.lru_cache(maxsize=None)

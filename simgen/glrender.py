@@ -186,15 +186,7 @@ def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None]:
             if head in seen:
                 seen[head] += 1
             elif head == "f ":
-                toks = line.split("#")[0].split()[1:]
-                vi = _face_indices(line, seen["v "])
-                ti, ni = [], []
-                for tok in toks:
-                    parts = tok.split("/")
-                    t = int(parts[1]) if len(parts) > 1 and parts[1] else 0
-                    n = int(parts[2]) if len(parts) > 2 and parts[2] else 0
-                    ti.append(t - 1 if t > 0 else (seen["vt"] + t if t < 0 else -1))
-                    ni.append(n - 1 if n > 0 else (seen["vn"] + n if n < 0 else -1))
+                vi, ti, ni = (_face_indices(line, seen[kind], part) for part, kind in enumerate(("v ", "vt", "vn")))
                 for k in range(1, len(vi) - 1):
                     rows += [(vi[0], ti[0], ni[0]), (vi[k], ti[k], ni[k]), (vi[k + 1], ti[k + 1], ni[k + 1])]
         corners = np.asarray(rows, np.int64).reshape(-1, 3)
