@@ -504,7 +504,9 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
 # ---------------------------------------------------------------------------- the protocol
 
 
-def arms(u: UtilityConfig) -> list[Arm]:
+def arms(u: UtilityConfig, finetune_split: float | None = None) -> list[Arm]:
+    """The arms to train, in order; ``finetune_split``: the finetune arm's split where the caller resolved it already
+    (resolving reads the real folders' annotations)."""
     out = []
     if u.tstr:
         out.append(Arm("TSTR", 1.0))
@@ -513,7 +515,7 @@ def arms(u: UtilityConfig) -> list[Arm]:
         if u.trtr:
             out.append(Arm("TRTR", 0.0))
         if u.finetune:
-            split = resolve_finetune_split(u)[0]
+            split = resolve_finetune_split(u)[0] if finetune_split is None else finetune_split
             out.append(Arm("finetune", split, kind="finetune", finetune_split=split))
     return out
 
@@ -572,7 +574,7 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     finetune = resolve_finetune_split(u) if u.finetune and job.data.real else None  # (split, how it was chosen)
     if finetune:
         log(f"finetune: synthetic for {finetune_until(job.trainer, finetune[0]):.0%} of the budget, then real; {finetune[1]}")
-    for arm in arms(u):
+    for arm in arms(u, finetune[0] if finetune else None):
         for seed in u.seeds:
             runs.append(run_one(job, job.out / "runs" / f"{arm.name}-s{seed}", arm.fraction, seed, arm.name, hh, log, arm=arm))
     summary = summarize(runs)
