@@ -500,7 +500,8 @@ def gl_threads(processes: int) -> int:
     return max(1, usable_cores() // max(1, processes))
 
 
-def choose_renderer(width: int, height: int, processes: int = 1, device: int | None = None) -> tuple[str, str]:
+def choose_renderer(width: int, height: int, processes: int = 1, device: int | None = None,
+                    assets: tuple[Path, ...] = ()) -> tuple[str, str]:
     """``renderer=auto``: the fastest renderer that works here, as (name, one-line reason).
 
     simgen's GL renderer (``gl``) wherever it can start and a hardware-accelerated EGL would be chosen, or EGL on Mesa
@@ -509,11 +510,16 @@ def choose_renderer(width: int, height: int, processes: int = 1, device: int | N
     EGL on a GPU; EGL on Mesa's software rasterizer only where a probe (a textured floor, 16 textured cubes, shadows,
     at the run's size and with the raster threads each worker will have) draws faster than TinyRenderer; else
     TinyRenderer. The probe's verdict is kept in the cache folder per machine, size and thread count, so repeated
-    runs (and every worker) agree without paying for it again. Labels agree between all three within a pixel."""
+    runs (and every worker) agree without paying for it again. Labels agree between all three within a pixel.
+    ``assets``: the scene's asset files; one the GL renderer cannot draw (a URDF's STL visual) keeps PyBullet's."""
     name, note = _choose_pybullet_renderer(width, height, processes, device)
     if name == "tiny" and not note.startswith("EGL renders at most"):
         return name, note
-    from .glrender import probe_gl
+    from .glrender import gl_cannot_draw, probe_gl
+
+    why = gl_cannot_draw(assets)
+    if why:
+        return name, f"{note}; not simgen's GL renderer: {why}"
 
     try:
         gl = probe_gl(device)

@@ -528,6 +528,7 @@ def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, 
     (default ``cfg.workers``) and ``device`` (default the first of ``renderer.devices``) shape the speed probe."""
     from dataclasses import replace
 
+    from . import assets
     from .render import choose_renderer
 
     if cfg.renderer != "auto":
@@ -538,17 +539,8 @@ def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, 
         with quiet_stdout((1, 2)):
             if device is None and cfg.egl_devices:
                 device = cfg.egl_devices[0]
-            name, note = choose_renderer(cfg.width, cfg.height, processes or cfg.workers, device)
-        if name == "gl":
-            from . import assets
-            from .glrender import gl_cannot_draw
-            from .render import _choose_pybullet_renderer
-
-            why = gl_cannot_draw(assets.resolve(g.asset).path for g in (*cfg.scene.objects, *cfg.scene.distractors))
-            if why:
-                with quiet_stdout((1, 2)):
-                    name, note = _choose_pybullet_renderer(cfg.width, cfg.height, processes or cfg.workers, device)
-                note = f"{note}; not simgen's GL renderer: {why}"
+            paths = tuple(assets.resolve(g.asset).path for g in (*cfg.scene.objects, *cfg.scene.distractors))
+            name, note = choose_renderer(cfg.width, cfg.height, processes or cfg.workers, device, paths)
     log(f"renderer=auto: {name} ({note})")
     return replace(cfg, renderer=name, renderer_note=note)
 

@@ -244,7 +244,7 @@ def test_renderer_auto_falls_back_to_tiny(monkeypatch):
     assert render.choose_renderer(320, 240) == ("egl", "EGL on NVIDIA H100 PCIe/PCIe/SSE2")
 
 
-def test_renderer_auto_prefers_the_gl_renderer_where_it_runs(monkeypatch):
+def test_renderer_auto_prefers_the_gl_renderer_where_it_runs(monkeypatch, tmp_path):
     """Where simgen's GL renderer starts, auto takes it wherever EGL would have been chosen, and above EGL's buffer;
     where TinyRenderer wins the speed probe (tiny images on a software rasterizer) it stays TinyRenderer."""
     from simgen import glrender, render
@@ -259,6 +259,13 @@ def test_renderer_auto_prefers_the_gl_renderer_where_it_runs(monkeypatch):
     assert name == "gl" and "EGL renders at most" in why
     monkeypatch.setattr(render, "_choose_pybullet_renderer", lambda *a: ("tiny", "TinyRenderer draws a 64x64 probe in 2 ms vs EGL 17 ms"))
     assert render.choose_renderer(64, 64)[0] == "tiny"
+
+    # a scene with a URDF whose visual is an STL: PyBullet's renderer, and why
+    stl = tmp_path / "w.urdf"
+    stl.write_text('<robot name="w"><link name="b"><visual><geometry><mesh filename="part.stl"/></geometry></visual></link></robot>')
+    monkeypatch.setattr(render, "_choose_pybullet_renderer", lambda *a: ("egl", "EGL on NVIDIA H200/PCIe/SSE2"))
+    name, why = render.choose_renderer(640, 480, assets=(stl,))
+    assert name == "egl" and why.endswith("not simgen's GL renderer: `" + str(stl) + "` has a .stl visual mesh")
 
 
 def test_resume_keeps_the_renderer_auto_chose(tmp_path):
