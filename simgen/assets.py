@@ -374,6 +374,12 @@ def _box_uv_lines(mesh: Path) -> tuple[tuple[tuple[str, tuple[float, float, floa
     return tuple(out), tuple(vt)
 
 
+# What each baked copy made in this process was baked from: (mesh, texture, scale, offset). A renderer that draws the
+# world itself (renderer=gl) draws the source mesh with the scale and offset in its transform instead of parsing every
+# copy (a URDF's meshes are baked once per object scale).
+BAKED_FROM: dict[Path, tuple[Path, Path | None, tuple[float, float, float], tuple[float, float, float]]] = {}
+
+
 @functools.lru_cache(maxsize=None)
 def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float],
               offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Path:
@@ -396,7 +402,9 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
         mtl = _write_cached(material, ".mtl", f"mat-{stem}")
         first = next((ln.split()[1] for ln in material.splitlines() if ln.startswith("newmtl")), "m")
         header = f"mtllib {mtl.name}\nusemtl {first}\n"
-    return _write_cached(header + "".join(lines), ".obj", f"mesh-{stem}")
+    out = _write_cached(header + "".join(lines), ".obj", f"mesh-{stem}")
+    BAKED_FROM[out] = (mesh, texture, (float(sx), float(sy), float(sz)), (float(ox), float(oy), float(oz)))
+    return out
 
 
 @functools.lru_cache(maxsize=None)

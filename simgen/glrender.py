@@ -1,6 +1,7 @@
 """``renderer=gl``: simgen's own OpenGL renderer (moderngl on an EGL context: the GPU with the NVIDIA driver, llvmpipe
-with Mesa). It draws the same render world as PyBullet's renderers -- the pooled bodies, their baked meshes, textures,
-tints and poses are read from the render client -- but in one pass that writes colour and the body id side by side
+with Mesa). It draws the same render world as PyBullet's renderers -- the pooled bodies, textures, tints and poses of
+the render client; each mesh once from its source OBJ, with the scale and offset PyBullet's renderers need baked into a
+copy per (scale, texture) put in its transform instead -- but in one pass that writes colour and the body id side by side
 (two attachments of one framebuffer), with the image rows already top-down, so a frame is one draw and two
 ``glReadPixels`` straight into the numpy arrays that become the frame.
 
@@ -25,7 +26,9 @@ import numpy as np
 import pybullet as p
 
 from .errors import ConfigError, RendererUnavailable
-from .render import BACKGROUND, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
+from . import assets
+from .render import BACKGROUND, MeshDraw, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
+from .textures import render_texture
 from .types import Camera, Frame, Light
 
 SHADOW_SIZE = 2048  # shadow-map texels a side
@@ -33,6 +36,7 @@ SHADOW_SIZE = 2048  # shadow-map texels a side
 _VERTEX = """
 #version 330
 uniform mat4 model;
+uniform mat3 normal_matrix;
 uniform mat4 view_proj;
 uniform mat4 light_vp;
 in vec3 in_pos;
@@ -43,7 +47,7 @@ out vec2 v_uv;
 out vec4 v_light;
 void main() {
     vec4 world = model * vec4(in_pos, 1.0);
-    v_normal = mat3(model) * in_normal;  // model is rigid: scale is baked into the vertices
+    v_normal = normal_matrix * in_normal;  // model may scale a source mesh, unevenly for a box
     v_uv = in_uv;
     v_light = light_vp * world;
     gl_Position = view_proj * world;
@@ -107,6 +111,12 @@ def _gl_matrix(m: np.ndarray) -> bytes:
     return np.ascontiguousarray(m.T, np.float32).tobytes()
 
 
+def _translation(t) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = t
+    return m
+
+
 def _pose_matrix(pos, orn) -> np.ndarray:
     m = np.eye(4)
     m[:3, :3] = np.array(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
@@ -160,16 +170,19 @@ def _triangle_corners(faces: list[str]) -> np.ndarray | None:
     return c - 1  # 0 (absent) becomes -1
 
 
-def obj_buffers(path: Path) -> tuple[np.ndarray, Path | None]:
+def obj_buffers(path: Path, text: str | None = None) -> tuple[np.ndarray, Path | None]:
     """An OBJ as flat triangles, one row per corner (x, y, z, nx, ny, nz, u, v) float32, and the texture its first
     material maps (``map_Kd``; PyBullet reads the first material only). Not cached: the renderer keeps each mesh on the
     GPU once, and a dense scan's arrays are tens of MB. Polygons are fanned; faces without normals get
     their face normal, faces without UVs (0, 0). v is flipped: OBJ counts it from the image's bottom row. Triangle
-    meshes written alike take a vectorized path (a 240k-triangle scan: well under a second); others a line loop."""
+    meshes written alike take a vectorized path (a 240k-triangle scan: well under a second); others a line loop.
+    ``text``: the OBJ's lines as given (a mesh given box-projected UVs), not the file's; its material is still the file's."""
     from .assets import _face_indices, _material_file
 
-    with open(path, errors="replace") as f:
-        lines = f.read().splitlines()
+    if text is None:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    lines = text.splitlines()
     v_lines = [ln for ln in lines if ln.startswith("v ")]
     f_lines = [ln for ln in lines if ln.startswith("f ")]
     v = _numbers(v_lines, 3)
@@ -257,9 +270,9 @@ def primitive_buffers(geom: int, dims: tuple[float, ...]) -> np.ndarray:
 class _Mesh:
     """One mesh on the GPU: its vertex array for the colour pass, one for the shadow pass, and its texture."""
 
-    def __init__(self, gl: GLRenderer, path: Path | None, primitive: tuple | None = None) -> None:
+    def __init__(self, gl: GLRenderer, path: Path | None, primitive: tuple | None = None, text: str | None = None) -> None:
         if path is not None:
-            data, texture = obj_buffers(path)
+            data, texture = obj_buffers(path, text)
             if not len(data):
                 raise ConfigError(f"renderer=gl: mesh `{path}` has no faces it can draw; check the OBJ, or use renderer=tiny.")
         else:
@@ -268,7 +281,7 @@ class _Mesh:
         self.vbo = ctx.buffer(data.tobytes())
         self.vao = ctx.vertex_array(gl.program, [(self.vbo, "3f 3f 2f", "in_pos", "in_normal", "in_uv")])
         self.depth_vao = ctx.vertex_array(gl.depth_program, [(self.vbo, "3f 20x", "in_pos")])
-        self.texture = gl.texture(texture)
+        self.texture = gl.texture(render_texture(texture) if texture is not None else None)  # the BMP copy: same pixels
 
 
 class GLRenderer(Renderer):
@@ -301,6 +314,7 @@ class GLRenderer(Renderer):
         self.shadow_tex.repeat_x = self.shadow_tex.repeat_y = False
         self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_tex)
         self.white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
+        world.pybullet_draws = False  # pooled mesh bodies come from world.mesh_of: no baked copies (RenderWorld)
 
     def texture(self, path: Path | None):
         """The GL texture of an image file (mipmapped, repeating), loaded once; white where there is none."""
@@ -326,13 +340,39 @@ class GLRenderer(Renderer):
             mesh = self._meshes[key] = _Mesh(self, Path(path) if path is not None else None, primitive)
         return mesh
 
-    def _parts(self, world: RenderWorld, body: int) -> list[tuple[_Mesh, np.ndarray, int, tuple]]:
-        """A body's visual shapes: (mesh, transform from its link frame, link, own rgba), read from PyBullet once."""
+    def _source_mesh(self, draw: MeshDraw) -> _Mesh:
+        """A pooled body's source OBJ on the GPU, once for every scale and texture it is shown at: with the UVs
+        ``assets.baked_obj`` would write (box-projected where a texture is mapped onto a mesh without any)."""
+        box_uv = draw.texture is not None and not assets.obj_has_uv(draw.mesh)
+        key = (str(draw.mesh), box_uv)
+        mesh = self._meshes.get(key)
+        if mesh is None:
+            text = None
+            if box_uv:
+                parsed, vt = assets._box_uv_lines(draw.mesh)
+                text = "".join(vt) + "".join(ln for ln, _ in parsed)
+            mesh = self._meshes[key] = _Mesh(self, draw.mesh, text=text)
+        return mesh
+
+    def _shown(self, draw: MeshDraw, local: np.ndarray) -> tuple[_Mesh, np.ndarray, object, np.ndarray]:
+        """(mesh, transform, texture, normal matrix) of ``draw``'s source mesh placed by the rigid ``local``, with the
+        scale and offset a baked copy would hold in the transform."""
+        mesh = self._source_mesh(draw)
+        transform = local @ np.diag([*draw.scale, 1.0]) @ _translation(-np.asarray(draw.offset))
+        texture = self.texture(render_texture(draw.texture)) if draw.texture is not None else mesh.texture
+        return mesh, transform, texture, local[:3, :3] @ np.diag(1.0 / np.asarray(draw.scale))
+
+    def _parts(self, world: RenderWorld, body: int) -> list[tuple[_Mesh, np.ndarray, object, np.ndarray, int, tuple]]:
+        """A body's visual shapes: (mesh, transform from its link frame, texture, normal matrix of the transform, link,
+        own rgba), from the world's record of a pooled mesh body (``mesh_of``) or read from PyBullet (a URDF's links),
+        once. A mesh baked for a scale is drawn from its source with the scale and offset in the transform."""
         if self._flushes != world.flushes:  # the world dropped every body: ids are reused for other shapes
             self._bodies.clear()
             self._inertial.clear()
             self._flushes = world.flushes
         parts = self._bodies.get(body)
+        if parts is None and body in world.mesh_of:
+            parts = self._bodies[body] = [(*self._shown(world.mesh_of[body], np.eye(4)), -1, (1.0, 1.0, 1.0, 1.0))]
         if parts is None:
             parts = []
             for shape in world.client.getVisualShapeData(body):
@@ -342,10 +382,15 @@ class GLRenderer(Renderer):
                     if not name.lower().endswith(".obj"):
                         raise ConfigError(f"renderer=gl draws OBJ meshes, and `{name}` is not one (a URDF's STL or DAE visual); "
                                           "convert it to OBJ, or use renderer=tiny.")
+                    baked = assets.BAKED_FROM.get(Path(name))
+                    if baked is not None:  # a URDF's mesh baked at this object's scale: its source, scaled here
+                        parts.append((*self._shown(MeshDraw(*baked), _pose_matrix(lpos, lorn)), link, tuple(shape[7])))
+                        continue
                     mesh = self._mesh(name)
                 else:
                     mesh = self._mesh(None, (geom, tuple(round(float(x), 9) for x in dims)))
-                parts.append((mesh, _pose_matrix(lpos, lorn), link, tuple(shape[7])))
+                local = _pose_matrix(lpos, lorn)  # rigid: its rotation is its own normal matrix
+                parts.append((mesh, local, mesh.texture, local[:3, :3], link, tuple(shape[7])))
             self._bodies[body] = parts
         return parts
 
@@ -360,18 +405,20 @@ class GLRenderer(Renderer):
             inverse = self._inertial[body] = np.linalg.inv(_pose_matrix(*c.getDynamicsInfo(body, -1)[3:5]))
         return _pose_matrix(*c.getBasePositionAndOrientation(body)) @ inverse
 
-    def _draw_list(self, world: RenderWorld) -> list[tuple[_Mesh, np.ndarray, tuple, int, bool]]:
-        """(mesh, model matrix, rgba, body, casts a shadow) for every body shown."""
+    def _draw_list(self, world: RenderWorld) -> list[tuple[_Mesh, np.ndarray, tuple, int, bool, object, np.ndarray]]:
+        """(mesh, model matrix, rgba, body, casts a shadow, texture, normal matrix) for every body shown."""
         c = world.client
         out = []
         grounds = set(world.ground_ids)
         for body in [*world.active, *world.ground_ids]:
             rgba = world._tinted.get(body)  # RenderWorld tints every link of a body alike
             frames: dict[int, np.ndarray] = {}
-            for mesh, local, link, own in self._parts(world, body):
+            for mesh, local, texture, normals, link, own in self._parts(world, body):
                 if link not in frames:
                     frames[link] = self._link_frame(c, body, link)
-                out.append((mesh, frames[link] @ local, rgba or own, body, body not in grounds))
+                frame = frames[link]
+                # link frames are rigid, so the normal matrix (inverse transpose) of frame @ local is R @ local's
+                out.append((mesh, frame @ local, rgba or own, body, body not in grounds, texture, frame[:3, :3] @ normals))
         return out
 
     def _targets(self, w: int, h: int):
@@ -406,7 +453,7 @@ class GLRenderer(Renderer):
             self.shadow_fbo.use()
             self.shadow_fbo.clear(depth=1.0)
             self.depth_program["light_vp"].write(_gl_matrix(lvp))
-            for mesh, model, _, _, casts in items:
+            for mesh, model, _, _, casts, _, _ in items:
                 if casts:
                     self.depth_program["model"].write(_gl_matrix(model))
                     mesh.depth_vao.render()
@@ -430,9 +477,10 @@ class GLRenderer(Renderer):
         for name in ("ambient", "diffuse", "specular"):
             self.program[name].value = float(getattr(light, name))
         self.shadow_tex.use(1)
-        for mesh, model, rgba, body, _ in items:
-            mesh.texture.use(0)
+        for mesh, model, rgba, body, _, texture, normals in items:
+            texture.use(0)
             self.program["model"].write(_gl_matrix(model))
+            self.program["normal_matrix"].write(_gl_matrix(normals))
             self.program["color"].value = tuple(float(x) for x in rgba)
             self.program["body"].value = int(body)
             mesh.vao.render()

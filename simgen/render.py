@@ -172,6 +172,17 @@ SHAPE_BYTES_PER_TRIANGLE = 108
 EGL_SHAPE_BUDGET = 100 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class MeshDraw:
+    """What a pooled mesh body shows, for a renderer that draws the world itself (renderer=gl): the source OBJ, the
+    texture file mapped onto it (None: the mesh's own material), and the scale and offset a baked copy would hold."""
+
+    mesh: Path
+    texture: Path | None
+    scale: tuple[float, float, float]
+    offset: tuple[float, float, float]
+
+
 class RenderWorld(ClientOwner):
     """One PyBullet client holding visual-only bodies, pooled by (asset, scale, texture)."""
 
@@ -180,6 +191,12 @@ class RenderWorld(ClientOwner):
         self.textures = textures
         self.shape_budget: int | None = None  # set by a renderer whose shapes share a fixed buffer (EGL)
         self.shape_bytes = 0  # what the pooled object shapes take of it
+        # False where the renderer draws the world itself from `mesh_of` and the poses (renderer=gl): mesh bodies are
+        # then made without a PyBullet visual shape, so no baked OBJ copy per (scale, texture) is written, parsed by
+        # PyBullet and parsed again by the renderer (~7 ms each, ~250 of them in a 60-image tabletop run), and tints
+        # are not sent to PyBullet (the renderer reads `_tinted`). URDF bodies keep their visual shapes.
+        self.pybullet_draws = True
+        self.mesh_of: dict[int, MeshDraw] = {}
         self.flushes = 0
         self._costed: set[tuple] = set()
         self.pool: dict[tuple, list[int]] = defaultdict(list)
@@ -201,6 +218,10 @@ class RenderWorld(ClientOwner):
                    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> int:
         c = self.client
         key = (mesh, texture, tuple(float(x) for x in scale))  # a mesh file has one offset
+        if not self.pybullet_draws:
+            b = c.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=-1, basePosition=PARK)
+            self.mesh_of[b] = MeshDraw(mesh, self.textures[texture] if texture else None, key[2], tuple(float(x) for x in offset))  # type: ignore[arg-type]
+            return b
         vs = self._shapes.get(key)
         if vs is None:  # one visual shape per mesh/texture/scale, shared by every body that shows it
             path = assets.baked_obj(mesh, self.textures[texture] if texture else None, key[2], offset)
@@ -237,8 +258,9 @@ class RenderWorld(ClientOwner):
         c.resetBasePositionAndOrientation(body, *link_to_com(c, body, pos, orn))
         rgba = tuple(float(x) for x in rgba)
         if self._tinted.get(body) != rgba:  # changeVisualShape is not free: only when it changes
-            for link in range(-1, c.getNumJoints(body)):
-                c.changeVisualShape(body, link, rgbaColor=rgba)
+            if self.pybullet_draws:
+                for link in range(-1, c.getNumJoints(body)):
+                    c.changeVisualShape(body, link, rgbaColor=rgba)
             self._tinted[body] = rgba
 
     def _place(self, body: int, pos, orn, rgba) -> None:
@@ -351,6 +373,7 @@ class RenderWorld(ClientOwner):
         self.pool.clear()
         self.active = []
         self._tinted.clear()
+        self.mesh_of.clear()
         self._shapes.clear()
         self._grounds.clear()
         self._ground_bodies = [None, None]
