@@ -513,7 +513,7 @@ class GLRenderer(Renderer):
         z = metric_depth(dbuf, cam, ids == 0) if depth else None
         # id + 1 -> instance through the table shifted by one: slot 0 ("nothing drawn") and every id past it are -1
         lut = np.concatenate([[-1], world.lut]).astype(np.int32)
-        instance = lut[np.clip(ids, 0, len(lut) - 1)]
+        instance = np.take(lut, ids, mode="clip")  # one pass: clipping and looking up together
         return Frame(rgb=rgb, depth=z, instance=instance, camera=cam, world_to_cam=world_to_cam(cam))
 
     def close(self) -> None:

@@ -159,7 +159,9 @@ def metric_depth(dbuf: np.ndarray, cam: Camera, empty: np.ndarray) -> np.ndarray
     """A depth buffer (0..1) as metres along the optical axis; 0 where nothing was drawn ("unknown", as depth
     sensors report it)."""
     n, f = cam.near, cam.far
-    z = (f * n / (f - (f - n) * dbuf)).astype(np.float32)
+    z = np.multiply(dbuf, np.float32(f - n), dtype=np.float32)  # in place from here: one array, not three
+    np.subtract(np.float32(f), z, out=z)
+    np.divide(np.float32(f * n), z, out=z)
     z[empty] = 0.0
     return z
 
