@@ -232,7 +232,8 @@ def obj_buffers(path: Path, text: str | None = None) -> tuple[np.ndarray, Path |
                     if materials > 1:
                         break
                 elif key and key[0] == "map_Kd" and len(key) > 1:
-                    texture = (mtl.parent / key[1].strip()).resolve()
+                    # relative to the OBJ's folder, as PyBullet's loader and assets._own_material resolve it
+                    texture = (path.parent / key[1].strip()).resolve()
                     break
     return np.hstack([pos, normals, uv]).astype(np.float32), texture
 
@@ -281,7 +282,13 @@ class _Mesh:
         self.vbo = ctx.buffer(data.tobytes())
         self.vao = ctx.vertex_array(gl.program, [(self.vbo, "3f 3f 2f", "in_pos", "in_normal", "in_uv")])
         self.depth_vao = ctx.vertex_array(gl.depth_program, [(self.vbo, "3f 20x", "in_pos")])
-        self.texture = gl.texture(render_texture(texture) if texture is not None else None)  # the BMP copy: same pixels
+        self._gl, self._texture_file = gl, texture
+
+    @functools.cached_property
+    def texture(self):
+        """The mesh's own texture on the GPU (the BMP copy: same pixels), loaded when first drawn with it: a mesh shown
+        only with textures from a bank never uploads its own."""
+        return self._gl.texture(render_texture(self._texture_file) if self._texture_file is not None else None)
 
 
 class GLRenderer(Renderer):
@@ -295,7 +302,8 @@ class GLRenderer(Renderer):
         self.ctx = None
         self._meshes: dict[str | tuple, _Mesh] = {}
         self._textures: dict[Path | None, object] = {}
-        self._bodies: dict[int, list[tuple[_Mesh, np.ndarray, int, tuple]]] = {}
+        self._bodies: dict[int, list[tuple[_Mesh, np.ndarray, object, np.ndarray, int, tuple]]] = {}
+        self._has_uv: dict[Path, bool] = {}
         self._inertial: dict[int, np.ndarray] = {}
         self._flushes = -1
         self._fbos: dict[tuple[int, int], tuple] = {}
@@ -343,7 +351,9 @@ class GLRenderer(Renderer):
     def _source_mesh(self, draw: MeshDraw) -> _Mesh:
         """A pooled body's source OBJ on the GPU, once for every scale and texture it is shown at: with the UVs
         ``assets.baked_obj`` would write (box-projected where a texture is mapped onto a mesh without any)."""
-        box_uv = draw.texture is not None and not assets.obj_has_uv(draw.mesh)
+        if draw.mesh not in self._has_uv:  # read once per mesh, not once per pooled body
+            self._has_uv[draw.mesh] = assets.obj_has_uv(draw.mesh)
+        box_uv = draw.texture is not None and not self._has_uv[draw.mesh]
         key = (str(draw.mesh), box_uv)
         mesh = self._meshes.get(key)
         if mesh is None:
@@ -356,7 +366,9 @@ class GLRenderer(Renderer):
 
     def _shown(self, draw: MeshDraw, local: np.ndarray) -> tuple[_Mesh, np.ndarray, object, np.ndarray]:
         """(mesh, transform, texture, normal matrix) of ``draw``'s source mesh placed by the rigid ``local``, with the
-        scale and offset a baked copy would hold in the transform."""
+        scale and offset a baked copy would hold in the transform. The normal matrix is the transform's inverse
+        transpose: under an uneven scale (a URDF's ``<mesh scale="a b c">``) normals turn as the surface does, where a
+        baked copy keeps the source's normals as they were (TinyRenderer and EGL draw those)."""
         mesh = self._source_mesh(draw)
         transform = local @ np.diag([*draw.scale, 1.0]) @ _translation(-np.asarray(draw.offset))
         texture = self.texture(render_texture(draw.texture)) if draw.texture is not None else mesh.texture

@@ -221,21 +221,26 @@ def test_auto_keeps_pybullets_renderers_for_a_urdf_gl_cannot_draw(tmp_path):
 
 
 @pytest.mark.parametrize("scene", ["dice", "tabletop"])
-def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene):
-    """Under gl a pooled mesh body has no PyBullet visual shape: the renderer draws its source OBJ with the scale,
-    offset, box-projected UVs and texture a baked copy would hold. Drawn through the baked copies instead (the world
-    told that PyBullet draws), the same scenes give the same instance maps and the same pixels within a level."""
+def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene, monkeypatch):
+    """Under gl a pooled mesh body has no PyBullet visual shape, and a URDF's per-scale baked meshes are looked up in
+    assets.BAKED_FROM: the renderer draws the source OBJ with the scale, offset, box-projected UVs and texture a baked
+    copy holds. Drawn from the baked copies themselves instead (the world told that PyBullet draws, the lookup
+    emptied), the same scenes give the same instance maps and the same pixels within a level or two."""
     gl_or_skip()
+    from simgen import assets
     from simgen.pipeline import Generator
     from simgen.run import quiet_stdout
 
     cfg = small_config(tmp_path, "renderer=gl", "width=320", "height=240", "randomization.sensor.enabled=false", f"scene={scene}")
     out = {}
     for baked in (False, True):
-        with quiet_stdout(), Generator(cfg) as g:
-            g.world.pybullet_draws = baked  # before any body exists: every pooled body is made one way
-            out[baked] = [g.draw(i).frame for i in range(4)]
-            assert bool(g.world.mesh_of) != baked
+        with monkeypatch.context() as m:
+            if baked:
+                m.setattr(assets, "BAKED_FROM", {})  # every baked file is parsed as it is written
+            with quiet_stdout(), Generator(cfg) as g:
+                g.world.pybullet_draws = baked  # before any body exists: every pooled body is made one way
+                out[baked] = [g.draw(i).frame for i in range(4)]
+                assert bool(g.world.mesh_of) != baked
     for a, b in zip(out[False], out[True]):
         assert np.array_equal(a.instance, b.instance)
         diff = np.abs(a.rgb.astype(int) - b.rgb).max(axis=2)
@@ -245,7 +250,7 @@ def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene):
 def test_gl_lights_a_urdf_visual_in_its_own_frame(tmp_path):
     """A URDF's visual origin turns its surface: the same slab, as a standing box laid flat by its visual origin or as
     a box lying flat, is the same surface in the same place and must be lit alike (normals go through the visual
-    origin's rotation too; they did not, and a lego brick came out up to 96 levels off)."""
+    origin's rotation too: a draft that left it out drew a lego brick up to 96 levels off)."""
     gl_or_skip()
 
     from simgen.glrender import GLRenderer
