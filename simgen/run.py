@@ -396,6 +396,13 @@ def validate(cfg: RenderConfig) -> None:
                               f"or give the function an `n` argument for the number of looks.")
     check_sizes(cfg)
     probe_scene(cfg)
+    probe_devices(cfg)
+
+
+def probe_devices(cfg: RenderConfig) -> None:
+    """Under renderer=egl or gl, check every device a worker will render on (``renderer.devices`` or the GPUs in
+    CUDA_VISIBLE_DEVICES) before anything is written; each answer is kept in the environment for the workers and the
+    manifest's ``renderer_device``. Nothing to do for tiny, or for auto until it has chosen."""
     if cfg.renderer in ("egl", "gl"):
         from .glrender import probe_gl
 
@@ -494,7 +501,10 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
     cfg = shard_out(cfg)
     check_out(cfg.out)
     with out_lock(cfg.out):
-        cfg = resolve_renderer(cfg, log, previous_renderer(cfg))
+        chosen = resolve_renderer(cfg, log, previous_renderer(cfg))
+        if chosen.renderer != cfg.renderer:  # auto chose on one device: every worker's device is checked too
+            probe_devices(chosen)
+        cfg = chosen
         if prepare_out(cfg):
             log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
             yield None

@@ -87,6 +87,24 @@ def test_gl_without_moderngl_is_one_line(tmp_path, monkeypatch):
         GLRenderer().attach(None)  # type: ignore[arg-type]
 
 
+def test_auto_checks_every_workers_device_before_writing(tmp_path):
+    """renderer=auto decides on the first device; a worker's device that cannot start is then one line before any
+    image (it used to surface as a worker dying mid-run), and each checked device is in the manifest."""
+    gl_or_skip()
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "simgen", "render", "renderer=auto", "width=640", "height=480", "n_images=2", "progress=false"]
+    r = subprocess.run([*cmd, "renderer.devices=[0,97]", f"out={out}"], capture_output=True, text=True, timeout=300)
+    if "renderer=auto: gl" not in r.stdout + r.stderr:
+        pytest.skip(f"renderer=auto did not choose gl here: {(r.stdout + r.stderr).strip().splitlines()[:1]}")
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("simgen: error: renderer=gl:") and "device index 97" in lines[-1], lines[-1]
+    assert not list(out.rglob("*.jpg")) and not (out / "annotations.json").exists()
+    r = subprocess.run([*cmd, "renderer.devices=[0]", f"out={tmp_path / 'ok'}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "0" in json.loads((tmp_path / "ok" / "manifest.json").read_text())["renderer_device"]
+
+
 def test_gl_on_a_device_that_does_not_exist_is_one_line(tmp_path):
     gl_or_skip()
     out = tmp_path / "ds"
