@@ -585,14 +585,19 @@ def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:
     """One line per object whose render copies may take more than MESH_MEMORY_WARN in each process. The renderers
     draw one baked copy per (scale bin, texture) and PyBullet keeps every copy it has loaded (~108 bytes a
     triangle), so a dense scan with `texture: bank` grows a process by gigabytes (measured: a process at 6.9 GB
-    after 100 images of a 240k-triangle mesh in 8 scale bins x 25 looks), where a built-in mesh costs kilobytes."""
+    after 100 images of a 240k-triangle mesh in 8 scale bins x 25 looks), where a built-in mesh costs kilobytes.
+    ``renderer=gl`` makes no copies of a mesh (it draws the source once, whatever its scales and looks): only
+    URDFs, whose per-scale copies PyBullet still loads, are weighed there."""
     from . import assets
     from .pipeline import texture_banks
     from .render import SHAPE_BYTES_PER_TRIANGLE
 
     banks, r, out = None, cfg.randomization, []
     for g in (*cfg.scene.objects, *cfg.scene.distractors):
-        tris = len(assets.resolve(g.asset).triangles)
+        asset = assets.resolve(g.asset)
+        if cfg.renderer == "gl" and asset.kind != "urdf":
+            continue
+        tris = len(asset.triangles)
         if tris < 10_000:
             continue  # every built-in: kilobytes a copy, whatever the looks (and the banks stay undrawn here)
         banks = banks if banks is not None else texture_banks(cfg)

@@ -243,6 +243,9 @@ def test_a_dense_textured_mesh_is_warned_about_before_its_render_copies_fill_mem
     own = small_config(tmp_path, "scene=custom", f"+scene.objects.blob={{asset: {mesh}, scale: [0.8, 1.2]}}")  # its own look: 8 copies
     assert run.mesh_memory_warnings(own) == []
     assert run.mesh_memory_warnings(small_config(tmp_path, "scene=dice")) == []
+    # renderer=gl draws the source mesh once, whatever its scale bins and looks: nothing to warn about
+    gl = small_config(tmp_path, "scene=custom", "renderer=gl", f"+scene.objects.blob={{asset: {mesh}, scale: [0.8, 1.2], texture: bank}}")
+    assert run.mesh_memory_warnings(gl) == []
 
 
 def test_a_mesh_with_its_own_texture_keeps_its_hue(tmp_path):
