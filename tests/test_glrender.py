@@ -238,7 +238,12 @@ def test_auto_keeps_pybullets_renderers_for_a_urdf_gl_cannot_draw(tmp_path):
     assert gl_cannot_draw([ok, tmp_path / "x.obj"]) is None
 
 
-@pytest.mark.parametrize("scene", ["dice", "tabletop"])
+class _KeepsNothing(dict):
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+@pytest.mark.parametrize("scene", ["dice", "tabletop", "custom"])
 def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene, monkeypatch):
     """Under gl a pooled mesh body has no PyBullet visual shape, and a URDF's per-scale baked meshes are looked up in
     assets.BAKED_FROM: the renderer draws the source OBJ with the scale, offset, box-projected UVs and texture a baked
@@ -249,12 +254,18 @@ def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene, monkeypat
     from simgen.pipeline import Generator
     from simgen.run import quiet_stdout
 
-    cfg = small_config(tmp_path, "renderer=gl", "width=320", "height=240", "randomization.sensor.enabled=false", f"scene={scene}")
+    extra: list[str] = []
+    if scene == "custom":  # a user mesh without UVs, half a metre off its origin, textured from the bank
+        from .test_physics import _cube_obj
+
+        mesh = _cube_obj(tmp_path / "off.obj", (0.5, 0.3, 0.2))
+        extra = ["~scene.objects.box", f"+scene.objects.widget={{asset: {mesh}, scale: [1.0, 1.5], count: [2, 3], texture: bank}}"]
+    cfg = small_config(tmp_path, "renderer=gl", "width=320", "height=240", "randomization.sensor.enabled=false", f"scene={scene}", *extra)
     out = {}
     for baked in (False, True):
         with monkeypatch.context() as m:
-            if baked:
-                m.setattr(assets, "BAKED_FROM", {})  # every baked file is parsed as it is written
+            if baked:  # a lookup that keeps nothing: the renderer parses every baked file, as it did before
+                m.setattr(assets, "BAKED_FROM", _KeepsNothing())
             with quiet_stdout(), Generator(cfg) as g:
                 g.world.pybullet_draws = baked  # before any body exists: every pooled body is made one way
                 out[baked] = [g.draw(i).frame for i in range(4)]
