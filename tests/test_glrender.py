@@ -309,23 +309,3 @@ def test_gl_lights_a_urdf_visual_in_its_own_frame(tmp_path):
     assert (ia >= 0).sum() > 500 and (ia != ib).mean() < 0.01
     both = (ia >= 0) & (ib >= 0)
     assert np.abs(a[both] - b[both]).mean() < 2
-
-
-def test_gl_draws_a_mesh_far_from_its_origin_about_its_centre(tmp_path):
-    """A user mesh written half a metre from its file's origin is drawn about its bounding-box centre (the offset goes
-    into the transform under gl, where the baked copies move the vertices): the same images as the same cube written
-    around its origin, textured from the bank through box-projected UVs (the cube has none of its own)."""
-    gl_or_skip()
-    from .test_physics import _cube_obj
-
-    out = []
-    for name, centre in (("off", (0.5, 0.3, 0.2)), ("mid", (0.0, 0.0, 0.0))):
-        mesh = _cube_obj(tmp_path / f"{name}.obj", centre)
-        out.append(frames(tmp_path / name, "gl", 3, "scene=custom", "~scene.objects.box", "scene.distractors=[]",
-                          f"+scene.objects.widget={{asset: {mesh}, scale: [1.0, 1.5], count: [2, 3], texture: bank}}"))
-    drawn = 0
-    for a, b in zip(*out):
-        assert np.array_equal(a.instance, b.instance)
-        assert np.abs(a.rgb.astype(int) - b.rgb).max() <= 2
-        drawn += len(set(np.unique(a.instance)) - {-1})
-    assert drawn >= 4
