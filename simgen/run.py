@@ -199,6 +199,7 @@ def out_lock(out: Path) -> Iterator[None]:
     import fcntl
 
     path = out / LOCK
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -210,8 +211,13 @@ def out_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             raise ConfigError(f"out={out} is being written by another simgen run right now; wait for it to finish "
                               "or choose another out= folder.") from None
-        yield
-        path.unlink(missing_ok=True)  # still ours: nobody else can hold it while we do
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still ours: nobody else can hold it while we do
+            if created:  # a run stopped before writing anything (a device that cannot start) leaves no empty folder
+                with contextlib.suppress(OSError):
+                    out.rmdir()
     finally:
         os.close(fd)
 
@@ -381,7 +387,6 @@ def shard_out(cfg: RenderConfig) -> RenderConfig:
 def validate(cfg: RenderConfig) -> None:
     """Fail before touching ``out``: every asset, texture folder, scene hook and the renderer must work."""
     from . import assets
-    from .render import probe_egl
     from .scenes_api import labeler, scene_ref
 
     if cfg.scene.max_objects >= 1000:
@@ -405,6 +410,7 @@ def probe_devices(cfg: RenderConfig) -> None:
     manifest's ``renderer_device``. Nothing to do for tiny, or for auto until it has chosen."""
     if cfg.renderer in ("egl", "gl"):
         from .glrender import probe_gl
+        from .render import probe_egl
 
         devs = egl_devices(cfg)
         for d in sorted(set(devs)) if devs else [None]:
