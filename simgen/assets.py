@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import AssetError, did_you_mean
 from .textures import atomic_write_bytes, cache_dir, render_texture
+from .types import MeshDraw
 
 # name -> path inside pybullet_data
 PYBULLET_MODELS = {
@@ -293,6 +294,7 @@ def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return v, v[f_]
 
 
+@functools.lru_cache(maxsize=None)
 def obj_has_uv(path: Path) -> bool:
     with open(path, errors="replace") as f:
         return any(line.startswith("vt ") for line in f)
@@ -377,7 +379,18 @@ def _box_uv_lines(mesh: Path) -> tuple[tuple[tuple[str, tuple[float, float, floa
 # What each baked copy made in this process was baked from: (mesh, texture, scale, offset). A renderer that draws the
 # world itself (renderer=gl) draws the source mesh with the scale and offset in its transform instead of parsing every
 # copy (a URDF's meshes are baked once per object scale).
-BAKED_FROM: dict[Path, tuple[Path, Path | None, tuple[float, float, float], tuple[float, float, float]]] = {}
+BAKED_FROM: dict[Path, MeshDraw] = {}
+
+
+def box_uv_needed(mesh: Path, texture: Path | None) -> bool:
+    """A texture mapped onto a mesh without UVs of its own is laid on by box projection (:func:`_box_uv_lines`)."""
+    return texture is not None and not obj_has_uv(mesh)
+
+
+def box_uv_text(mesh: Path) -> str:
+    """The OBJ text of ``mesh`` with box-projected UVs, as :func:`baked_obj` writes it before scaling."""
+    parsed, vt = _box_uv_lines(mesh)
+    return "".join(vt) + "".join(ln for ln, _ in parsed)
 
 
 @functools.lru_cache(maxsize=None)
@@ -387,7 +400,7 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
     given, ``texture`` as its only material (PyBullet reads the first map_Kd). Baking matters: under EGL two visual
     shapes made from the same file with different meshScale are drawn at the first one's scale."""
     (sx, sy, sz), (ox, oy, oz) = scale, offset
-    parsed, vt = _box_uv_lines(mesh) if texture is not None and not obj_has_uv(mesh) else (_obj_lines(mesh), ())
+    parsed, vt = _box_uv_lines(mesh) if box_uv_needed(mesh, texture) else (_obj_lines(mesh), ())
     lines = [*vt, *(ln if xyz is None else f"v {(xyz[0] - ox) * sx:.7g} {(xyz[1] - oy) * sy:.7g} {(xyz[2] - oz) * sz:.7g}\n"
                     for ln, xyz in parsed)]
     stem = hashlib.sha1((f"{mesh}|{texture}|{scale}" + (f"|{offset}" if any(offset) else "")).encode()).hexdigest()[:16]
@@ -403,7 +416,7 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
         first = next((ln.split()[1] for ln in material.splitlines() if ln.startswith("newmtl")), "m")
         header = f"mtllib {mtl.name}\nusemtl {first}\n"
     out = _write_cached(header + "".join(lines), ".obj", f"mesh-{stem}")
-    BAKED_FROM[out] = (mesh, texture, (float(sx), float(sy), float(sz)), (float(ox), float(oy), float(oz)))
+    BAKED_FROM[out] = MeshDraw(mesh, texture, (float(sx), float(sy), float(sz)), (float(ox), float(oy), float(oz)))
     return out
 
 

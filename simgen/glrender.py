@@ -27,9 +27,9 @@ import pybullet as p
 
 from .errors import ConfigError, RendererUnavailable
 from . import assets
-from .render import BACKGROUND, MeshDraw, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
+from .render import BACKGROUND, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
 from .textures import render_texture
-from .types import Camera, Frame, Light
+from .types import Camera, Frame, Light, MeshDraw
 
 SHADOW_SIZE = 2048  # shadow-map texels a side
 
@@ -303,7 +303,6 @@ class GLRenderer(Renderer):
         self._meshes: dict[str | tuple, _Mesh] = {}
         self._textures: dict[Path | None, object] = {}
         self._bodies: dict[int, list[tuple[_Mesh, np.ndarray, object, np.ndarray, int, tuple]]] = {}
-        self._has_uv: dict[Path, bool] = {}
         self._inertial: dict[int, np.ndarray] = {}
         self._flushes = -1
         self._fbos: dict[tuple[int, int], tuple] = {}
@@ -351,17 +350,11 @@ class GLRenderer(Renderer):
     def _source_mesh(self, draw: MeshDraw) -> _Mesh:
         """A pooled body's source OBJ on the GPU, once for every scale and texture it is shown at: with the UVs
         ``assets.baked_obj`` would write (box-projected where a texture is mapped onto a mesh without any)."""
-        if draw.mesh not in self._has_uv:  # read once per mesh, not once per pooled body
-            self._has_uv[draw.mesh] = assets.obj_has_uv(draw.mesh)
-        box_uv = draw.texture is not None and not self._has_uv[draw.mesh]
+        box_uv = assets.box_uv_needed(draw.mesh, draw.texture)
         key = (str(draw.mesh), box_uv)
         mesh = self._meshes.get(key)
         if mesh is None:
-            text = None
-            if box_uv:
-                parsed, vt = assets._box_uv_lines(draw.mesh)
-                text = "".join(vt) + "".join(ln for ln, _ in parsed)
-            mesh = self._meshes[key] = _Mesh(self, draw.mesh, text=text)
+            mesh = self._meshes[key] = _Mesh(self, draw.mesh, text=assets.box_uv_text(draw.mesh) if box_uv else None)
         return mesh
 
     def _shown(self, draw: MeshDraw, local: np.ndarray) -> tuple[_Mesh, np.ndarray, object, np.ndarray]:
@@ -396,7 +389,7 @@ class GLRenderer(Renderer):
                                           "convert it to OBJ, or use renderer=tiny.")
                     baked = assets.BAKED_FROM.get(Path(name))
                     if baked is not None:  # a URDF's mesh baked at this object's scale: its source, scaled here
-                        parts.append((*self._shown(MeshDraw(*baked), _pose_matrix(lpos, lorn)), link, tuple(shape[7])))
+                        parts.append((*self._shown(baked, _pose_matrix(lpos, lorn)), link, tuple(shape[7])))
                         continue
                     mesh = self._mesh(name)
                 else:

@@ -25,7 +25,7 @@ from .eglprobe import probe_egl
 from .errors import AssetError, ConfigError, RendererUnavailable
 from .physics import ClientOwner, link_to_com, tray_boxes
 from .textures import DEFAULT_TILE_M, atomic_write_bytes, cache_dir, render_texture, tile_size
-from .types import Camera, Frame, Light, SceneState
+from .types import Camera, Frame, Light, MeshDraw, SceneState
 
 PARK = (1000.0, 1000.0, -1000.0)  # far outside every view frustum
 BACKGROUND = np.array([128, 128, 128], np.uint8)  # Tiny clears white, EGL grey-blue: composite one colour
@@ -174,17 +174,6 @@ SHAPE_BYTES_PER_TRIANGLE = 108
 EGL_SHAPE_BUDGET = 100 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class MeshDraw:
-    """What a pooled mesh body shows, for a renderer that draws the world itself (renderer=gl): the source OBJ, the
-    texture file mapped onto it (None: the mesh's own material), and the scale and offset a baked copy would hold."""
-
-    mesh: Path
-    texture: Path | None
-    scale: tuple[float, float, float]
-    offset: tuple[float, float, float]
-
-
 class RenderWorld(ClientOwner):
     """One PyBullet client holding visual-only bodies, pooled by (asset, scale, texture)."""
 
@@ -220,13 +209,14 @@ class RenderWorld(ClientOwner):
                    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> int:
         c = self.client
         key = (mesh, texture, tuple(float(x) for x in scale))  # a mesh file has one offset
+        image = self.textures[texture] if texture else None
         if not self.pybullet_draws:
             b = c.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=-1, basePosition=PARK)
-            self.mesh_of[b] = MeshDraw(mesh, self.textures[texture] if texture else None, key[2], tuple(float(x) for x in offset))  # type: ignore[arg-type]
+            self.mesh_of[b] = MeshDraw(mesh, image, key[2], tuple(float(x) for x in offset))  # type: ignore[arg-type]
             return b
         vs = self._shapes.get(key)
         if vs is None:  # one visual shape per mesh/texture/scale, shared by every body that shows it
-            path = assets.baked_obj(mesh, self.textures[texture] if texture else None, key[2], offset)
+            path = assets.baked_obj(mesh, image, key[2], offset)
             vs = c.createVisualShape(p.GEOM_MESH, fileName=str(path), meshScale=[1.0, 1.0, 1.0])
             if vs < 0:
                 raise AssetError(f"PyBullet cannot load mesh `{mesh}` for rendering; check that it is a valid OBJ file.")

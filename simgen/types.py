@@ -2,8 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class MeshDraw:
+    """What a mesh body shows, for a renderer that draws the world itself (renderer=gl): the source OBJ, the texture
+    file mapped onto it (None: the mesh's own material), and the scale and offset a baked copy holds
+    (``simgen.assets.baked_obj``)."""
+
+    mesh: Path
+    texture: Path | None
+    scale: tuple[float, float, float]
+    offset: tuple[float, float, float]
 
 
 @dataclass(frozen=True)
