@@ -201,6 +201,28 @@ def run_task(task: Callable[[dict], None], cfg: Any) -> None:
         fail("interrupted; rerun the same command to resume.", 130)
 
 
+def console() -> None:
+    """The ``simgen`` command (and ``python -m simgen``): :func:`main`, then, once a command has succeeded, an exit that
+    skips Python's teardown of every module and object: ~0.1 s at the end of every command (measured after a 20-image
+    render: 0.12-0.17 s to leave the ordinary way, 0.03-0.04 s this way), a tenth of a short run's tail. What an exit
+    must do still happens: atexit handlers run (multiprocessing's, Ray's, the probes'), Python's output is flushed,
+    and libc's exit flushes C's output and runs the C libraries' exit handlers (Mesa's). Errors, and a run that leaves
+    a thread Python would wait for, exit the ordinary way."""
+    import atexit
+    import contextlib
+    import ctypes
+    import threading
+
+    main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    ctypes.CDLL(None).exit(0)
+
+
 def needs_hydra_app(overrides: list[str]) -> bool:
     """Whether a command line needs Hydra's app (a multirun, a launcher or any hydra.* setting, Hydra's flags) rather
     than the config precheck already composed. Hydra's app composes the config twice more (once to learn the mode,
@@ -310,9 +332,10 @@ def main(argv: list[str] | None = None) -> None:
         if cmd == "render":  # overlay=<file> becomes overrides placed first: explicit ones, applied later, win
             if not any(a.lstrip("+").startswith(("renderer=tiny", "-", "hydra")) for a in rest):
                 # renderer=auto and egl load EGL in a probe process first: start it now, beside composing the config
-                from .eglprobe import start_probe
+                from .eglprobe import start_gl_probe, start_probe
 
                 start_probe()
+                start_gl_probe()
             if any(a.lstrip("+").startswith("overlay=") for a in rest):  # simgen.fit costs ~0.15 s to import: only then
                 from .fit import expand_overlay
 
@@ -335,4 +358,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console()

@@ -214,3 +214,47 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
     os.environ[f"SIMGEN_EGL_OK_{device}"] = name
     _remember(device, name)
     return name
+
+
+# simgen's GL renderer (renderer=gl) asks the same of EGL through moderngl: an OpenGL 3.3 context. Its probe lives
+# here, beside EGL's, so that simgen's command line can start it without importing the renderer (and PyBullet).
+GL_PROBE = r"""
+import sys
+try:
+    import moderngl
+except ImportError:
+    print("SIMGEN_GL_MISSING"); sys.exit(0)
+kwargs = {"backend": "egl"}
+if sys.argv[1] != "None":
+    kwargs["device_index"] = int(sys.argv[1])
+try:
+    c = moderngl.create_standalone_context(require=330, **kwargs)
+except Exception as e:
+    print("SIMGEN_GL_FAIL " + (str(e).splitlines()[0] if str(e) else type(e).__name__)); sys.exit(0)
+print("SIMGEN_GL_OK " + c.info["GL_RENDERER"] + " (" + c.info["GL_VERSION"] + ")")
+"""
+
+gl_started: dict[int | None, subprocess.Popen] = {}  # GL probes started early (start_gl_probe), by device
+
+
+def gl_probe_process(device: int | None) -> subprocess.Popen:
+    """The GL probe's process for ``device``; :func:`simgen.glrender.probe_gl` reads its answer."""
+    return subprocess.Popen([sys.executable, "-c", GL_PROBE, str(device)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def start_gl_probe(device: int | None = None) -> None:
+    """Start :func:`simgen.glrender.probe_gl`'s process now, in the background (simgen's command line does, beside
+    composing its config: otherwise a short run waits ~0.1 s for it); probe_gl collects it. Does nothing where moderngl
+    is missing, the answer is known, or a probe is running. One never collected is stopped at exit."""
+    if device in gl_started or f"SIMGEN_GL_OK_{device}" in os.environ or importlib.util.find_spec("moderngl") is None:
+        return
+    gl_started[device] = gl_probe_process(device)
+    atexit.register(_stop_gl_probe, device)
+
+
+def _stop_gl_probe(device: int | None) -> None:
+    proc = gl_started.pop(device, None)
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait()

@@ -544,40 +544,27 @@ def _context(device: int | None):
                                   "install Mesa's libegl1 or the GPU driver, check renderer.devices, or use renderer=tiny.") from None
 
 
-_PROBE = r"""
-import sys
-try:
-    import moderngl
-except ImportError:
-    print("SIMGEN_GL_MISSING"); sys.exit(0)
-kwargs = {"backend": "egl"}
-if sys.argv[1] != "None":
-    kwargs["device_index"] = int(sys.argv[1])
-try:
-    c = moderngl.create_standalone_context(require=330, **kwargs)
-except Exception as e:
-    print("SIMGEN_GL_FAIL " + (str(e).splitlines()[0] if str(e) else type(e).__name__)); sys.exit(0)
-print("SIMGEN_GL_OK " + c.info["GL_RENDERER"] + " (" + c.info["GL_VERSION"] + ")")
-"""
-
-
 def probe_gl(device: int | None = None, timeout: float = 60.0) -> str:
     """Whether renderer=gl can start here: a context is created and released in a throwaway process (so this process
     neither forks with a GL context already made, nor fixes Mesa's raster-thread count before share_software_gl has
     set it, nor dies with a broken driver). The GL renderer's name, kept in the environment for the manifest and for
     workers; a failure is RendererUnavailable with the reason."""
     import subprocess
-    import sys
+
+    from . import eglprobe
 
     key = f"SIMGEN_GL_OK_{device}"
     if key in os.environ:
         return os.environ[key]
+    proc = eglprobe.gl_started.pop(device, None) or eglprobe.gl_probe_process(device)
     try:
-        r = subprocess.run([sys.executable, "-c", _PROBE, str(device)], capture_output=True, text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise RendererUnavailable("renderer=gl: the GL probe hung; check the GPU driver, or use renderer=tiny.") from None
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("SIMGEN_GL")]
-    last = lines[-1] if lines else f"SIMGEN_GL_FAIL the probe process ended with code {r.returncode}"
+    lines = [ln for ln in out.splitlines() if ln.startswith("SIMGEN_GL")]
+    last = lines[-1] if lines else f"SIMGEN_GL_FAIL the probe process ended with code {proc.returncode}"
     if last == "SIMGEN_GL_MISSING":
         raise RendererUnavailable("renderer=gl needs moderngl (a dependency of simgen): pip install moderngl, or use renderer=egl.")
     if last.startswith("SIMGEN_GL_FAIL"):

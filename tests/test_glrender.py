@@ -309,3 +309,21 @@ def test_gl_lights_a_urdf_visual_in_its_own_frame(tmp_path):
     assert (ia >= 0).sum() > 500 and (ia != ib).mean() < 0.01
     both = (ia >= 0) & (ib >= 0)
     assert np.abs(a[both] - b[both]).mean() < 2
+
+
+def test_the_gl_probe_started_early_is_the_one_collected(monkeypatch):
+    """simgen's command line starts the GL probe beside composing its config; probe_gl then waits for that process
+    instead of starting another, and keeps its answer."""
+    import os
+
+    from simgen import eglprobe, glrender
+
+    vendor = gl_or_skip()
+    monkeypatch.delenv("SIMGEN_GL_OK_None", raising=False)
+    eglprobe.start_gl_probe()
+    proc = eglprobe.gl_started[None]
+    monkeypatch.setattr(eglprobe, "gl_probe_process", lambda device: pytest.fail("a second probe process was started"))
+    assert glrender.probe_gl() == vendor == os.environ["SIMGEN_GL_OK_None"]
+    assert proc.returncode == 0 and None not in eglprobe.gl_started
+    eglprobe.start_gl_probe()  # the answer is known now: nothing to start
+    assert None not in eglprobe.gl_started
