@@ -202,25 +202,38 @@ def run_task(task: Callable[[dict], None], cfg: Any) -> None:
 
 
 def console() -> None:
-    """The ``simgen`` command (and ``python -m simgen``): :func:`main`, then, once a command has succeeded, an exit that
-    skips Python's teardown of every module and object: ~0.1 s at the end of every command (measured after a 20-image
-    render: 0.12-0.17 s to leave the ordinary way, 0.03-0.04 s this way), a tenth of a short run's tail. What an exit
-    must do still happens: atexit handlers run (multiprocessing's, Ray's, the probes'), Python's output is flushed,
-    and libc's exit flushes C's output and runs the C libraries' exit handlers (Mesa's). Errors, and a run that leaves
-    a thread Python would wait for, exit the ordinary way."""
+    """The ``simgen`` command (and ``python -m simgen``): :func:`main`; then, after a ``simgen render`` that succeeded
+    without Hydra's app (no multirun, launcher or hydra.* setting), an exit that skips Python's teardown of every
+    module and object: 0.12-0.17 s -> 0.03-0.04 s at the end of a 20-image render (measured), a tenth of a short
+    run's tail. What an exit must do still happens: atexit handlers run (multiprocessing's, the probes'), Python's
+    output is flushed, and libc's exit, called holding the interpreter lock so that no Python thread runs on, flushes
+    C's output and runs the C libraries' exit handlers (Mesa's). Errors, other commands (training holds torch, whose
+    exit wants the ordinary order), and a run that leaves a thread Python would wait for exit the ordinary way."""
     import atexit
-    import contextlib
     import ctypes
     import threading
 
+    cmd, rest = (sys.argv[1] if len(sys.argv) > 1 else ""), sys.argv[2:]  # before main() rewrites sys.argv
     main()
+    if cmd != "render" or needs_hydra_app(rest) or os.name != "posix":
+        return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    ctypes.CDLL(None).exit(0)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # a closed or full pipe: Python's own exit reports it (status 120)
+        return
+    ctypes.PyDLL(None).exit(0)  # PyDLL keeps the interpreter lock through the call; CDLL would release it
+
+
+def gl_probe_wanted(overrides: list[str]) -> bool:
+    """Whether a render will ask :func:`simgen.glrender.probe_gl` about the default device: under renderer=auto (the
+    default) or gl, with no device named (renderer.devices, CUDA_VISIBLE_DEVICES: those are probed one by one)."""
+    renderer = next((a.split("=", 1)[1] for a in reversed(overrides) if a.lstrip("+").startswith("renderer=")), "auto")
+    named = any(a.lstrip("+").startswith("renderer.devices=") for a in overrides) or os.environ.get("CUDA_VISIBLE_DEVICES")
+    return renderer in ("auto", "gl") and not named
 
 
 def needs_hydra_app(overrides: list[str]) -> bool:
@@ -335,7 +348,8 @@ def main(argv: list[str] | None = None) -> None:
                 from .eglprobe import start_gl_probe, start_probe
 
                 start_probe()
-                start_gl_probe()
+                if gl_probe_wanted(rest):
+                    start_gl_probe()
             if any(a.lstrip("+").startswith("overlay=") for a in rest):  # simgen.fit costs ~0.15 s to import: only then
                 from .fit import expand_overlay
 

@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -158,29 +159,49 @@ def die_with_parent(parent: int) -> None:
 
 
 # Libraries whose presence in this process makes a forked child unsafe: a child forked after EGL, GL or a GPU driver
-# loaded inherits their threads and device state half-copied (forked after EGL loaded, a worker segfaults).
-DRIVER_LIBRARIES = ("libEGL", "libGL", "libOpenGL", "libcuda", "libnvidia", "libvulkan")  # not libdrm: OpenCV bundles it, inert
+# loaded inherits their threads and device state half-copied (forked after EGL loaded, a worker segfaults). Not
+# libdrm (OpenCV's wheel bundles it, inert) nor CUDA's runtime libcudart (torch maps it on import; the driver,
+# libcuda.so, loads once CUDA starts, and that is what a fork must not follow). A non-headless OpenCV maps libGL:
+# its processes always spawn.
+DRIVER_LIBRARIES = ("libEGL", "libGL", "libOpenGL", "libOSMesa", "libcuda.so", "libnvidia", "libvulkan", "libamdhip64",
+                    "libhsa-runtime64", "libOpenCL", "libze_loader")
+# Threads that may run beside a fork: tqdm's monitor sleeps on an event and takes nothing a child uses.
+FORK_SAFE_THREADS = ("TMonitor",)
+WORKER_START = None  # in a pool's process: how it was started ("fork" or "spawn"), for the manifest's worker_start
+
+
+def fork_is_safe(maps: str, threads: list) -> bool:
+    """Whether a child forked now would be sound: no GL, EGL or GPU driver library among this process's mapped files
+    (``maps``, /proc/self/maps) and no Python thread running but the main one (and tqdm's monitor). A thread could hold
+    a lock the child needs (CPython stopped forking ProcessPoolExecutor workers while its manager thread runs for
+    that reason); the run's own process forks its pool before starting any."""
+    if any(lib in maps for lib in DRIVER_LIBRARIES):
+        return False
+    main = threading.main_thread()
+    return all(t is main or type(t).__name__ in FORK_SAFE_THREADS or not t.is_alive() for t in threads)
 
 
 def start_method() -> str:
-    """How render workers and physics processes start: ``fork`` where this process has loaded no GL, EGL or GPU
-    driver library (Linux; read from /proc/self/maps), else ``spawn``. A forked child skips what a spawned one redoes:
-    starting Python, importing numpy, OpenCV, PyBullet and simgen, and resolving the scene's assets (~0.45 s of CPU a
-    process, measured), and it imports nothing from the caller's main module. A run's process loads its renderer only
-    after its workers have started, so a run forks; a pool restarted after a worker died, or started from a process
-    that has rendered before (a notebook, a test session), spawns. ``SIMGEN_START_METHOD=spawn`` (or ``fork``) sets it."""
+    """How render workers and physics processes start: ``fork`` where :func:`fork_is_safe` (Linux), else ``spawn``.
+    A forked child skips what a spawned one redoes: starting Python, importing numpy, OpenCV, PyBullet and simgen,
+    and resolving the scene's assets (0.6 s of CPU and 0.35 s before a first answer, measured), and it imports
+    nothing from the caller's main module. A run's process starts its pool before it loads a renderer or starts a
+    thread, so a run forks; a process that has loaded GL (a pool restarted under renderer=gl or egl, a notebook that
+    rendered) or runs other threads (a pool already running, a launcher's worker) spawns, and so does every process
+    inside a launcher whose start method is not the standard library's. ``SIMGEN_START_METHOD=spawn`` (or ``fork``)
+    sets it."""
     forced = os.environ.get("SIMGEN_START_METHOD", "").strip().lower()
     if forced:
         if forced not in ("fork", "spawn"):
             raise ConfigError(f"SIMGEN_START_METHOD={forced!r}: use fork or spawn (or unset it to choose by what this process has loaded).")
         return forced
-    if sys.platform != "linux":
+    if sys.platform != "linux" or mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
         return "spawn"
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "spawn"
-    return "spawn" if any(lib in maps for lib in DRIVER_LIBRARIES) else "fork"
+    return "fork" if fork_is_safe(maps, threading.enumerate()) else "spawn"
 
 
 def spawn_pool(workers: int, initializer, initargs: tuple):
@@ -189,13 +210,15 @@ def spawn_pool(workers: int, initializer, initargs: tuple):
     multiprocessing.Pool does.
 
     Inside a launcher's worker (joblib's loky) the process-wide start method is `loky`, which a stdlib
-    spawn child cannot set up (`ValueError: cannot find context for 'loky'`, forever): reset it first."""
+    spawn child cannot set up (`ValueError: cannot find context for 'loky'`, forever): reset it first (such a
+    process spawns, see :func:`start_method`)."""
     from concurrent.futures import ProcessPoolExecutor
 
+    method = start_method()  # before the reset below: a launcher's worker spawns
     if mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
         mp.set_start_method("spawn", force=True)
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context(start_method()), initializer=_init_with_parent,
-                               initargs=(os.getpid(), initializer, initargs))
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_init_with_parent,
+                               initargs=(os.getpid(), method, initializer, initargs))
 
 
 @contextlib.contextmanager
@@ -212,7 +235,9 @@ def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
             raise
 
 
-def _init_with_parent(parent: int, initializer, initargs: tuple) -> None:
+def _init_with_parent(parent: int, method: str, initializer, initargs: tuple) -> None:
+    global WORKER_START
+    WORKER_START = method
     die_with_parent(parent)
     initializer(*initargs)
 
@@ -334,7 +359,7 @@ def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int], on_th
     coco.write_record(cfg.out, rec, cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
     write_ms = 1e3 * (time.perf_counter() - t)
     return {**rec.stats, "index": rec.index, "write_ms": write_ms, "total_ms": gen_ms + write_ms,  # work per image, not wall time
-            "writer_thread": on_thread, "pid": os.getpid()}
+            "writer_thread": on_thread, "pid": os.getpid(), **({"worker_start": WORKER_START} if WORKER_START else {})}
 
 
 @contextlib.contextmanager
@@ -929,6 +954,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float,
         # rendered: the images this run wrote, counted from disk; a worker killed after writing an image never
         # returned its stats, so stats alone undercount
         "rendered_this_run": rendered, "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),
+        # how this run's worker processes started (simgen.run.start_method): fork, spawn, or both across pool restarts
+        "worker_start": sorted({s["worker_start"] for s in stats if "worker_start" in s}) or None,
         "annotations_sha256": hashlib.sha256((cfg.out / "annotations.json").read_bytes()).hexdigest(),
         "versions": versions(), "git_commit": git_commit(), "command": sys.argv,
         "sources": generation_sources(cfg),  # every texture/mesh file read, with sha256 and licence

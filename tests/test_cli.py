@@ -256,3 +256,40 @@ def test_a_mesh_in_millimetres_is_refused_with_the_scale_that_fits(tmp_path):
     assert r.returncode == 2 and not out.exists(), r.stderr
     [line] = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert "measures 40 x 40 x 40 mesh units" in line and "if the mesh is in millimetres, use scale: [0.0008, 0.0012]" in line, line
+
+
+def test_a_finished_render_leaves_without_teardown_but_runs_exit_handlers_and_flushes(tmp_path):
+    """console(): after a render that succeeded the process ends without Python's teardown of its objects (a
+    finalizer that teardown would run stays silent), yet atexit handlers run, output through a pipe is complete and
+    the status is 0; an error and any other command still exit the ordinary way."""
+    code = """
+import atexit, sys
+class Teardown:
+    def __del__(self):
+        print("TEARDOWN", flush=True)
+kept = Teardown()
+atexit.register(lambda: print("ATEXIT", flush=True))
+sys.argv = ["simgen", *sys.argv[1:]]
+from simgen.cli import console
+console()
+"""
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+    r = run("render", f"out={tmp_path / 'ds'}", "n_images=2", "width=64", "height=64", "progress=false")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "ATEXIT" and "TEARDOWN" not in lines, r.stdout
+    assert any(ln.endswith("img/s") and "2 images" in ln for ln in (r.stdout + r.stderr).splitlines()), r.stdout + r.stderr
+    bad = run("render", "scene=nope", f"out={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "TEARDOWN" in bad.stdout and "ATEXIT" in bad.stdout
+    other = run("preview", "--help")
+    assert other.returncode == 0 and "TEARDOWN" in other.stdout
+
+
+def test_the_gl_probe_starts_early_only_where_it_will_be_asked():
+    from simgen.cli import gl_probe_wanted
+
+    assert gl_probe_wanted([]) and gl_probe_wanted(["renderer=gl", "n_images=3"]) and gl_probe_wanted(["renderer=egl", "renderer=auto"])
+    assert not gl_probe_wanted(["renderer=egl"]) and not gl_probe_wanted(["renderer=tiny"])
+    assert not gl_probe_wanted(["renderer.devices=[0,1]"])

@@ -43,13 +43,43 @@ def test_two_workers_equal_one(tmp_path, single):
     assert json.loads((single / "manifest.json").read_text())["processes"] == 1
 
 
-def test_workers_fork_until_this_process_loads_gl(monkeypatch):
-    """A run's process starts its workers before it loads a renderer, so they fork (no second interpreter, no imports
-    again); once GL is loaded here (a notebook that rendered, a restarted pool) a forked child would inherit a half
-    copied driver, so they spawn. SIMGEN_START_METHOD sets either; anything else is one clear error."""
-    from simgen.errors import ConfigError
-    from simgen.run import start_method
+def test_fork_only_without_gl_libraries_or_other_threads(monkeypatch):
+    """fork_is_safe reads the process's mapped files and its threads: GL, EGL or a GPU driver loaded, or another thread
+    running (a pool already going, a launcher's), means spawn; OpenCV's bundled libdrm, torch's CUDA runtime and tqdm's
+    monitor do not. SIMGEN_START_METHOD sets either; anything else is one clear error."""
+    import threading
 
+    from simgen.errors import ConfigError
+    from simgen.run import fork_is_safe, start_method
+
+    plain = "7f00 r-xp /usr/lib/libc.so.6\n7f01 r-xp /site-packages/opencv_python_headless.libs/libdrm-b0291a67.so.2.4.0\n" \
+            "7f02 r-xp /site-packages/torch/lib/libcudart.so.13\n"
+    main = [threading.main_thread()]
+    assert fork_is_safe(plain, main)
+    for lib in ("/usr/lib/x86_64-linux-gnu/libEGL_mesa.so.0", "/usr/lib/libGLX_mesa.so.0", "/usr/lib/libcuda.so.1",
+                "/usr/lib/libnvidia-glcore.so.580", "/opt/rocm/lib/libamdhip64.so.6"):
+        assert not fork_is_safe(plain + f"7f03 r-xp {lib}\n", main), lib
+
+    class TMonitor(threading.Thread):  # what tqdm names its monitor
+        pass
+
+    stop = threading.Event()
+    other, monitor = threading.Thread(target=stop.wait), TMonitor(target=stop.wait, daemon=True)
+    other.start(), monitor.start()
+    try:
+        assert fork_is_safe(plain, [*main, monitor]) and not fork_is_safe(plain, [*main, other])
+    finally:
+        stop.set()
+    for method in ("fork", "spawn"):
+        monkeypatch.setenv("SIMGEN_START_METHOD", method)
+        assert start_method() == method
+    monkeypatch.setenv("SIMGEN_START_METHOD", "thread")
+    with pytest.raises(ConfigError, match="SIMGEN_START_METHOD"):
+        start_method()
+
+
+def test_workers_fork_until_this_process_loads_gl():
+    """A fresh process forks; once it has a GL context (a notebook that rendered, a restarted pool) it spawns."""
     from .test_glrender import gl_or_skip
 
     gl_or_skip()
@@ -59,28 +89,25 @@ def test_workers_fork_until_this_process_loads_gl(monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["fork", "spawn"]
-    for method in ("fork", "spawn"):
-        monkeypatch.setenv("SIMGEN_START_METHOD", method)
-        assert start_method() == method
-    monkeypatch.setenv("SIMGEN_START_METHOD", "thread")
-    with pytest.raises(ConfigError, match="SIMGEN_START_METHOD"):
-        start_method()
 
 
-def test_forked_and_spawned_workers_write_the_same_dataset(tmp_path):
-    """The same command, its worker forked or spawned, under renderer=gl (the default where EGL runs): the same bytes."""
+def test_a_run_forks_its_workers_and_either_way_writes_the_same_dataset(tmp_path):
+    """`simgen render workers=2` forks its worker (the manifest says so), and the same command with its worker spawned
+    writes the same bytes, under renderer=gl (the default where EGL runs)."""
     from .test_glrender import gl_or_skip
 
     gl_or_skip()
     outs = {}
-    for method in ("fork", "spawn"):
-        outs[method] = tmp_path / method
-        cmd = [sys.executable, "-m", "simgen.cli", "render", f"out={outs[method]}", "n_images=12", "width=96", "height=96",
+    for method in ("", "spawn"):  # "": as simgen chooses
+        outs[method] = tmp_path / (method or "default")
+        cmd = [sys.executable, "-m", "simgen", "render", f"out={outs[method]}", "n_images=12", "width=96", "height=96",
                "workers=2", "renderer=gl", "progress=false"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, SIMGEN_START_METHOD=method))
+        env = {k: v for k, v in os.environ.items() if k != "SIMGEN_START_METHOD"}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(env, **({"SIMGEN_START_METHOD": method} if method else {})))
         assert r.returncode == 0, r.stderr
-        assert json.loads((outs[method] / "manifest.json").read_text())["processes"] == 2
-    same_dataset(outs["fork"], outs["spawn"])
+        manifest = json.loads((outs[method] / "manifest.json").read_text())
+        assert manifest["processes"] == 2 and manifest["worker_start"] == [method or "fork"]
+    same_dataset(outs[""], outs["spawn"])
 
 
 def test_the_runs_own_process_renders_beside_its_workers(tmp_path, monkeypatch):
@@ -404,8 +431,10 @@ def test_slurm_launcher_config_composes():
     assert "SlurmLauncher" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.cpus_per_task == 8
 
 
-def test_rendered_dataset_workers_are_quiet_and_exit_cleanly(tmp_path):
-    """DataLoader workers rendering with EGL print nothing of PyBullet's (no plugin goodbye)."""
+@pytest.mark.parametrize("context", ["spawn", "worker_context()"])
+def test_rendered_dataset_workers_are_quiet_and_exit_cleanly(tmp_path, context):
+    """DataLoader workers rendering with EGL print nothing of PyBullet's (no plugin goodbye), spawned or started as
+    worker_context() says: forked from a process that has loaded no GL, as this script's has not."""
     from simgen.errors import RendererUnavailable
     from simgen.render import probe_egl
 
@@ -419,15 +448,18 @@ import sys, torch
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from tests.conftest import small_config
 from pathlib import Path
-from simgen.data import RenderedDataset, collate
+from simgen.data import RenderedDataset, collate, worker_context
 if __name__ == "__main__":
     cfg = small_config(Path({str(tmp_path)!r}), "renderer=egl", "n_images=6", "width=96", "height=96")
-    dl = torch.utils.data.DataLoader(RenderedDataset(cfg), batch_size=2, num_workers=2, collate_fn=collate, multiprocessing_context="spawn")
+    context = {'"spawn"' if context == "spawn" else context}
+    dl = torch.utils.data.DataLoader(RenderedDataset(cfg), batch_size=2, num_workers=2, collate_fn=collate, multiprocessing_context=context)
+    print("context", context)
     print("images", sum(len(b[0]) for b in dl))
 """)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "images 6", r.stdout
+    assert f"context {'spawn' if context == 'spawn' else 'fork'}" in r.stdout.splitlines()
     # Workers' stdout is muted (no plugin goodbye). Known, not fixed: under heavy load a worker can still abort in
     # the EGL/llvmpipe teardown after its last batch ("terminate called ..."), which the DataLoader only reports.
     assert "Destroy EGL" not in r.stdout + r.stderr, r.stdout + r.stderr
