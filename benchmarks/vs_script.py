@@ -192,12 +192,15 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     common = [f"scene={a.scene}", f"n_images={a.n}", f"width={a.width}", f"height={a.height}", f"seed={a.seed}",
               "image_format=png", "progress=false", "overwrite=true", *a.simgen]
+    # `python -m simgen` rather than the `simgen` script: the same command line, and with --compare each checkout's own
+    # (the installed script imports whatever entry point this checkout names)
+    simgen = [sys.executable, "-m", "simgen", "render"]
     arms = {
         "script": [sys.executable, str(script), str(jobs_file), str(work / "script-out")],
-        "simgen 1 proc": ["simgen", "render", *common, "workers=1", f"out={work / 'simgen-1'}"],
+        "simgen 1 proc": [*simgen, *common, "workers=1", f"out={work / 'simgen-1'}"],
         # the same, without the physics process `auto` starts beside a lone renderer where a core is free
-        "simgen 1 proc, no physics proc": ["simgen", "render", *common, "workers=1", "physics_process=false", f"out={work / 'simgen-1np'}"],
-        f"simgen machine ({cores} cores)": ["simgen", "render", *common, f"out={work / 'simgen-all'}"],
+        "simgen 1 proc, no physics proc": [*simgen, *common, "workers=1", "physics_process=false", f"out={work / 'simgen-1np'}"],
+        f"simgen machine ({cores} cores)": [*simgen, *common, f"out={work / 'simgen-all'}"],
     }
     envs: dict[str, dict | None] = {k: None for k in arms}
     if a.compare:
@@ -211,7 +214,7 @@ def main() -> None:
         # A machine's first simgen run builds what later runs read back (the EGL answer and renderer=auto's probe,
         # texture banks, BMP copies of textures, visibility tables): once per machine, not per run. Measured here
         # on its own, then left out of the comparison.
-        wall, used = timed(["simgen", "render", *common, f"out={work / 'simgen-warmup'}"])
+        wall, used = timed([*simgen, *common, f"out={work / 'simgen-warmup'}"])
         print(f"warm-up (untimed in the table): simgen machine {a.n / wall:6.2f} img/s  {1e3 * used / a.n:5.0f} CPU-ms/img", flush=True)
     for r in range(a.repeats):
         for name, cmd in arms.items():
