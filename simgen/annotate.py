@@ -163,6 +163,12 @@ def _ratio_file(asset: assets.Asset) -> Path:
     return cache_dir() / "visibility" / f"{h.hexdigest()[:20]}-{len(VIEW_BINS)}.npy"
 
 
+def warm(asset: assets.Asset) -> None:
+    """Read a concave asset's visibility table from the cache folder now (see :func:`warm_up` in simgen.pipeline)."""
+    if not asset.convex and asset.key not in _LOADED:
+        _load_ratios(asset)
+
+
 def _load_ratios(asset: assets.Asset) -> None:
     path = _LOADED[asset.key] = _ratio_file(asset)
     try:

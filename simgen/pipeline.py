@@ -133,6 +133,19 @@ def settled_scene(cfg: RenderConfig, banks: dict[str, tuple[str, ...]], physics:
                    "physics_process": False}  # True where a feeder settled it
 
 
+def warm_up(cfg: RenderConfig) -> None:
+    """What every rendering process builds on its first images and then keeps, built once in the run's process before
+    its workers fork, so that they inherit it instead of each building its own: the sensor model's noise fields and
+    the visibility tables of the scene's concave meshes (~0.1-0.2 s of CPU a worker, measured on tabletop). Pure CPU,
+    no GL; the run's process would build the same for its own first images anyway."""
+    from . import annotate, assets, sensor
+
+    if cfg.randomization.sensor.enabled:
+        sensor.warm()
+    for g in cfg.scene.objects:  # distractors are never labelled: no visibility table
+        annotate.warm(assets.resolve(g.asset))
+
+
 class Generator:
     """Owns one physics world, one render world and one renderer; reuse it for many images."""
 

@@ -815,6 +815,10 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
                     own.append(_own_generator(cfg, devices[0] if devices else None, workers, feeders))
                 return own[0]
 
+            if start_method() == "fork":  # the workers inherit what is built here
+                from .pipeline import warm_up
+
+                warm_up(cfg)
             try:
                 with worker_pool(workers - 1, _init_worker, (cfg, devices, counter, workers, feeders)) as pool:
                     _share_tasks(pool, tasks, generator, spare_core(workers), workers - 1, bar, stats, on_image)

@@ -30,6 +30,12 @@ def _field(grey: bool) -> np.ndarray:
     return _noise_fields[grey]
 
 
+def warm() -> None:
+    """Build the noise fields now (~0.1 s): a run's process does before its workers fork, so they inherit them."""
+    _field(False)
+    _field(True)
+
+
 def _noise(shape: tuple[int, ...], rng: np.random.Generator, grey: bool = False) -> np.ndarray:
     """Unit Gaussian noise of ``shape``: a window at a random offset into a fixed field (drawing a
     fresh 640x480x3 field costs more than the rest of the sensor model); larger images draw afresh.

@@ -78,6 +78,20 @@ def test_fork_only_without_gl_libraries_or_other_threads(monkeypatch):
         start_method()
 
 
+def test_warm_up_builds_what_forked_workers_inherit(tmp_path, monkeypatch):
+    """Before its workers fork, the run's process builds the noise fields and the concave meshes' visibility tables once."""
+    from simgen import annotate, assets, sensor
+    from simgen.pipeline import warm_up
+
+    monkeypatch.setattr(sensor, "_noise_fields", {})
+    monkeypatch.setattr(annotate, "_LOADED", {})
+    cfg = small_config(tmp_path, "scene=tabletop")
+    warm_up(cfg)
+    assert set(sensor._noise_fields) == {False, True}
+    concave = {assets.resolve(g.asset).key for g in cfg.scene.objects if not assets.resolve(g.asset).convex}
+    assert concave and concave <= set(annotate._LOADED)
+
+
 def test_workers_fork_until_this_process_loads_gl():
     """A fresh process forks; once it has a GL context (a notebook that rendered, a restarted pool) it spawns."""
     from .test_glrender import gl_or_skip
