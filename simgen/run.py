@@ -11,6 +11,7 @@ import errno
 import hashlib
 import inspect
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -540,12 +541,15 @@ def probe_scene(cfg: RenderConfig) -> None:
 
     banks = {name: tuple(sorted(f)) for name, f in texture_banks(cfg).items()}  # also checks texture_dir
     k, failed, last = cfg.views_per_scene, 0, None
+    limit = math.ceil(0.9 * PROBE_DRAWS)  # failures that make the config an error
     for g in range(PROBE_DRAWS):
+        if g - failed > PROBE_DRAWS - limit:  # enough draws placed that the rest cannot reach the limit: ~0.1 s saved
+            return
         try:
             sample_scene(cfg.scene, cfg.randomization, banks, np.random.default_rng(scene_seed(cfg.seed, g * k, 0)))
         except PlacementError as e:
             failed, last = failed + 1, e
-    if failed >= 0.9 * PROBE_DRAWS:
+    if failed >= limit:
         raise ConfigError(f"scene `{cfg.scene.name}` fails {failed} of {PROBE_DRAWS} trial draws: {last}")
 
 
@@ -955,8 +959,8 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float,
         "physics_process_share": stat_mean(stats, "physics_process"),
         "images_per_second": round(rendered / wall, 3) if rendered and wall > 0 else None,
         # workers as configured; processes: how many rendered this run (fewer where fewer images were left).
-        # rendered: the images this run wrote, counted from disk; a worker killed after writing an image never
-        # returned its stats, so stats alone undercount
+        # rendered: the images missing when this run started (all on disk now); a worker killed after writing an
+        # image never returned its stats, so counting stats would undercount
         "rendered_this_run": rendered, "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),
         # how this run's worker processes started (simgen.run.start_method): fork, spawn, or both across pool restarts
         "worker_start": sorted({s["worker_start"] for s in stats if "worker_start" in s}) or None,

@@ -70,6 +70,31 @@ def test_placement_error_when_region_too_small(tmp_path):
         probe_scene(cfg)
 
 
+@pytest.mark.parametrize("fail_first, refused", [(28, False), (29, True), (0, False)])
+def test_the_up_front_draws_stop_once_the_verdict_is_known(tmp_path, monkeypatch, fail_first, refused):
+    """probe_scene refuses a config whose first 32 draws fail 29 times or more (90%); it stops drawing as soon as enough
+    have been placed that the rest cannot get there (4 of them), with the same verdict."""
+    from simgen import sample
+    from simgen.errors import ConfigError
+    from simgen.run import probe_scene
+
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= fail_first:
+            raise PlacementError("cannot place it")
+
+    monkeypatch.setattr(sample, "sample_scene", fake)
+    cfg = small_config(tmp_path)
+    if refused:
+        with pytest.raises(ConfigError, match=f"fails {fail_first} of 32 trial draws"):
+            probe_scene(cfg)
+    else:
+        probe_scene(cfg)
+    assert len(calls) == (32 if refused or fail_first == 28 else 4)
+
+
 def test_unplaceable_draw_is_redrawn_from_a_derived_seed(tmp_path):
     """A scene that fails to place is redrawn from [seed, i, attempt], the same whoever draws it; bounded."""
     from simgen.pipeline import draw_scene, scene_seed
