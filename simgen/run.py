@@ -196,7 +196,8 @@ def start_method() -> str:
         if forced not in ("fork", "spawn"):
             raise ConfigError(f"SIMGEN_START_METHOD={forced!r}: use fork or spawn (or unset it to choose by what this process has loaded).")
         return forced
-    if sys.platform != "linux" or mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
+    # Before 3.11 a ProcessPoolExecutor forks its workers one by one while its manager thread runs (gh-90622)
+    if sys.platform != "linux" or sys.version_info < (3, 11) or mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
         return "spawn"
     try:
         maps = Path("/proc/self/maps").read_text()
