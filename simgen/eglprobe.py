@@ -177,11 +177,12 @@ def start_probe(device: int | None = None) -> None:
         os.environ[f"SIMGEN_EGL_OK_{device}"] = vendor
         return
     _started[device] = _spawn(device)
-    atexit.register(_stop, device)
+    atexit.register(_stop, _started, device)
 
 
-def _stop(device: int | None) -> None:
-    proc = _started.pop(device, None)
+def _stop(started: dict, device: int | None) -> None:
+    """Stop the probe for ``device`` in ``started`` (EGL's or the GL renderer's) if nobody collected it."""
+    proc = started.pop(device, None)
     if proc is not None and proc.poll() is None:
         with contextlib.suppress(OSError):
             proc.kill()
@@ -249,12 +250,4 @@ def start_gl_probe(device: int | None = None) -> None:
     if device in gl_started or f"SIMGEN_GL_OK_{device}" in os.environ or importlib.util.find_spec("moderngl") is None:
         return
     gl_started[device] = gl_probe_process(device)
-    atexit.register(_stop_gl_probe, device)
-
-
-def _stop_gl_probe(device: int | None) -> None:
-    proc = gl_started.pop(device, None)
-    if proc is not None and proc.poll() is None:
-        with contextlib.suppress(OSError):
-            proc.kill()
-        proc.wait()
+    atexit.register(_stop, gl_started, device)

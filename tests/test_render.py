@@ -304,7 +304,7 @@ def test_egl_probe_started_early_is_collected_once_and_stopped_if_unused(monkeyp
     monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path / "empty"))
     eglprobe.start_probe()
     proc = eglprobe._started[None]
-    eglprobe._stop(None)  # what atexit does with a probe never collected
+    eglprobe._stop(eglprobe._started, None)  # what atexit does with a probe never collected
     assert proc.returncode is not None and None not in eglprobe._started
 
 
