@@ -216,8 +216,12 @@ def main() -> None:
         # on its own, then left out of the comparison.
         wall, used = timed([*simgen, *common, f"out={work / 'simgen-warmup'}"])
         print(f"warm-up (untimed in the table): simgen machine {a.n / wall:6.2f} img/s  {1e3 * used / a.n:5.0f} CPU-ms/img", flush=True)
+    names = list(arms)
     for r in range(a.repeats):
-        for name, cmd in arms.items():
+        # each repeat starts one arm later: the host's speed drifts by ~10% over minutes, and a fixed order would
+        # give the same arms the same end of every drift
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            cmd = arms[name]
             if name == "script":
                 shutil.rmtree(work / "script-out", ignore_errors=True)
             wall, used = timed(cmd, envs[name])
@@ -229,7 +233,10 @@ def main() -> None:
     base = rate["script"]
     print(f"\n{a.scene} {a.width}x{a.height}, {a.n} images, median of {a.repeats} (whole runs, start-up included)")
     for name, r in rate.items():
-        print(f"  {name:40s} {r:6.2f} img/s   {r / base:5.2f}x the script   {cpu_img[name]:5.0f} CPU-ms an image (all processes)")
+        # the ratio within each repeat (the same minutes of the host), then its spread over the repeats
+        per = sorted(times["script"][k] / times[name][k] for k in range(a.repeats))
+        print(f"  {name:40s} {r:6.2f} img/s   {r / base:5.2f}x the script   {cpu_img[name]:5.0f} CPU-ms an image (all processes)"
+              f"   per repeat {per[0]:.2f}-{per[-1]:.2f}x")
     man = json.loads((work / "simgen-1" / "manifest.json").read_text())
     print(f"  simgen renderer: {man.get('renderer', man['config'].get('renderer'))}; physics process share "
           f"{man.get('physics_process_share')}; timings_ms per image: "
