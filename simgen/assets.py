@@ -20,7 +20,6 @@ import numpy as np
 
 from .errors import AssetError, did_you_mean
 from .textures import atomic_write_bytes, cache_dir, render_texture
-from .types import MeshDraw
 
 # name -> path inside pybullet_data
 PYBULLET_MODELS = {
@@ -376,12 +375,6 @@ def _box_uv_lines(mesh: Path) -> tuple[tuple[tuple[str, tuple[float, float, floa
     return tuple(out), tuple(vt)
 
 
-# What each baked copy made in this process was baked from: (mesh, texture, scale, offset). A renderer that draws the
-# world itself (renderer=gl) draws the source mesh with the scale and offset in its transform instead of parsing every
-# copy (a URDF's meshes are baked once per object scale).
-BAKED_FROM: dict[Path, MeshDraw] = {}
-
-
 def box_uv_needed(mesh: Path, texture: Path | None) -> bool:
     """A texture mapped onto a mesh without UVs of its own is laid on by box projection (:func:`_box_uv_lines`)."""
     return texture is not None and not obj_has_uv(mesh)
@@ -416,7 +409,6 @@ def baked_obj(mesh: Path, texture: Path | None, scale: tuple[float, float, float
         first = next((ln.split()[1] for ln in material.splitlines() if ln.startswith("newmtl")), "m")
         header = f"mtllib {mtl.name}\nusemtl {first}\n"
     out = _write_cached(header + "".join(lines), ".obj", f"mesh-{stem}")
-    BAKED_FROM[out] = MeshDraw(mesh, texture, (float(sx), float(sy), float(sz)), (float(ox), float(oy), float(oz)))
     return out
 
 

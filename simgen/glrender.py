@@ -340,11 +340,11 @@ class GLRenderer(Renderer):
             self._textures[path] = tex
         return tex
 
-    def _mesh(self, path: str | None, primitive: tuple | None = None) -> _Mesh:
-        key = path if path is not None else primitive
-        mesh = self._meshes.get(key)
+    def _primitive(self, primitive: tuple) -> _Mesh:
+        """A URDF's primitive visual (geometry type, PyBullet's dimensions) on the GPU, once."""
+        mesh = self._meshes.get(primitive)
         if mesh is None:
-            mesh = self._meshes[key] = _Mesh(self, Path(path) if path is not None else None, primitive)
+            mesh = self._meshes[primitive] = _Mesh(self, None, primitive)
         return mesh
 
     def _source_mesh(self, draw: MeshDraw) -> _Mesh:
@@ -370,7 +370,7 @@ class GLRenderer(Renderer):
     def _parts(self, world: RenderWorld, body: int) -> list[tuple[_Mesh, np.ndarray, object, np.ndarray, int, tuple]]:
         """A body's visual shapes: (mesh, transform from its link frame, texture, normal matrix of the transform, link,
         own rgba), from the world's record of a pooled mesh body (``mesh_of``) or read from PyBullet (a URDF's links),
-        once. A mesh baked for a scale is drawn from its source with the scale and offset in the transform."""
+        once. Meshes are drawn from their source with the scale (and a mesh body's offset) in the transform."""
         if self._flushes != world.flushes:  # the world dropped every body: ids are reused for other shapes
             self._bodies.clear()
             self._inertial.clear()
@@ -387,13 +387,11 @@ class GLRenderer(Renderer):
                     if not name.lower().endswith(".obj"):
                         raise ConfigError(f"renderer=gl draws OBJ meshes, and `{name}` is not one (a URDF's STL or DAE visual); "
                                           "convert it to OBJ, or use renderer=tiny.")
-                    baked = assets.BAKED_FROM.get(Path(name))
-                    if baked is not None:  # a URDF's mesh baked at this object's scale: its source, scaled here
-                        parts.append((*self._shown(baked, _pose_matrix(lpos, lorn)), link, tuple(shape[7])))
-                        continue
-                    mesh = self._mesh(name)
-                else:
-                    mesh = self._mesh(None, (geom, tuple(round(float(x), 9) for x in dims)))
+                    # at the scale PyBullet reports: the URDF's <mesh scale> times the body's globalScaling
+                    draw = MeshDraw(Path(name), None, tuple(float(x) for x in dims[:3]), (0.0, 0.0, 0.0))  # type: ignore[arg-type]
+                    parts.append((*self._shown(draw, _pose_matrix(lpos, lorn)), link, tuple(shape[7])))
+                    continue
+                mesh = self._primitive((geom, tuple(round(float(x), 9) for x in dims)))
                 local = _pose_matrix(lpos, lorn)  # rigid: its rotation is its own normal matrix
                 parts.append((mesh, local, mesh.texture, local[:3, :3], link, tuple(shape[7])))
             self._bodies[body] = parts

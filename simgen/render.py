@@ -185,7 +185,8 @@ class RenderWorld(ClientOwner):
         # False where the renderer draws the world itself from `mesh_of` and the poses (renderer=gl): mesh bodies are
         # then made without a PyBullet visual shape, so no baked OBJ copy per (scale, texture) is written, parsed by
         # PyBullet and parsed again by the renderer (~7 ms each, ~250 of them in a 60-image tabletop run), and tints
-        # are not sent to PyBullet (the renderer reads `_tinted`). URDF bodies keep their visual shapes.
+        # are not sent to PyBullet (the renderer reads `_tinted`). A URDF body is its own file loaded at globalScaling
+        # (no per-scale copy baked): the renderer draws its meshes from getVisualShapeData, at the scale reported there.
         self.pybullet_draws = True
         self.mesh_of: dict[int, MeshDraw] = {}
         self.flushes = 0
@@ -233,9 +234,13 @@ class RenderWorld(ClientOwner):
                 a = assets.resolve(name)
                 if a.kind == "urdf":
                     try:
-                        # scale written into a copy: EGL draws every globalScaling of one file at the first one's
-                        # ... and without collision shapes: this client only draws (no collision mesh baked, no hulls)
-                        b = self.client.loadURDF(str(assets.scaled_urdf(a.path, float(scale), visual_only=True)), PARK, useFixedBase=True)
+                        if self.pybullet_draws:
+                            # scale written into a copy: EGL draws every globalScaling of one file at the first one's
+                            # ... and without collision shapes: this client only draws (no collision mesh baked, no hulls)
+                            b = self.client.loadURDF(str(assets.scaled_urdf(a.path, float(scale), visual_only=True)), PARK, useFixedBase=True)
+                        else:  # the renderer draws the source meshes at the scale PyBullet reports: no copy to bake
+                            b = self.client.loadURDF(str(a.path), PARK, useFixedBase=True, globalScaling=float(scale),
+                                                     flags=p.URDF_IGNORE_COLLISION_SHAPES)
                     except p.error:
                         raise AssetError(f"PyBullet cannot load URDF `{a.path}`; check that its mesh files exist next to it.") from None
                 else:

@@ -3,6 +3,7 @@ renderer on the same worlds, deterministic images, and one clear line where it c
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,19 +239,14 @@ def test_auto_keeps_pybullets_renderers_for_a_urdf_gl_cannot_draw(tmp_path):
     assert gl_cannot_draw([ok, tmp_path / "x.obj"]) is None
 
 
-class _KeepsNothing(dict):
-    def __setitem__(self, key, value) -> None:
-        pass
-
-
 @pytest.mark.parametrize("scene", ["dice", "tabletop", "custom"])
-def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene, monkeypatch):
-    """Under gl a pooled mesh body has no PyBullet visual shape, and a URDF's per-scale baked meshes are looked up in
-    assets.BAKED_FROM: the renderer draws the source OBJ with the scale, offset, box-projected UVs and texture a baked
-    copy holds. Drawn from the baked copies themselves instead (the world told that PyBullet draws, the lookup
-    emptied), the same scenes give the same instance maps and the same pixels within a level or two."""
+def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene):
+    """Under gl a pooled mesh body has no PyBullet visual shape, and a URDF is loaded from its own file at globalScaling:
+    the renderer draws each source OBJ with the scale, offset, box-projected UVs and texture a baked copy holds (for a
+    URDF, the scale PyBullet reports). With the world told that PyBullet draws, every body is made from baked copies
+    instead (a URDF from a copy with its scale written in), which the renderer parses as they are: the same scenes give
+    the same instance maps and the same pixels within a level or two."""
     gl_or_skip()
-    from simgen import assets
     from simgen.pipeline import Generator
     from simgen.run import quiet_stdout
 
@@ -261,15 +257,17 @@ def test_gl_draws_source_meshes_as_their_baked_copies(tmp_path, scene, monkeypat
         mesh = _cube_obj(tmp_path / "off.obj", (0.5, 0.3, 0.2))
         extra = ["~scene.objects.box", f"+scene.objects.widget={{asset: {mesh}, scale: [1.0, 1.5], count: [2, 3], texture: bank}}"]
     cfg = small_config(tmp_path, "renderer=gl", "width=320", "height=240", "randomization.sensor.enabled=false", f"scene={scene}", *extra)
-    out = {}
+    out, urdf_files = {}, {}
     for baked in (False, True):
-        with monkeypatch.context() as m:
-            if baked:  # a lookup that keeps nothing: the renderer parses every baked file, as it did before
-                m.setattr(assets, "BAKED_FROM", _KeepsNothing())
-            with quiet_stdout(), Generator(cfg) as g:
-                g.world.pybullet_draws = baked  # before any body exists: every pooled body is made one way
-                out[baked] = [g.draw(i).frame for i in range(4)]
-                assert bool(g.world.mesh_of) != baked
+        with quiet_stdout(), Generator(cfg) as g:
+            g.world.pybullet_draws = baked  # before any body exists: every pooled body is made one way
+            out[baked] = [g.draw(i).frame for i in range(4)]
+            assert bool(g.world.mesh_of) != baked
+            urdf_files[baked] = {Path(s[4].decode()).name for b in g.world.active for s in g.world.client.getVisualShapeData(b)
+                                 if b not in g.world.mesh_of and s[2] == 5}  # GEOM_MESH visuals of URDF bodies
+    if scene == "tabletop":  # its URDFs: their own meshes under gl, baked copies otherwise
+        assert urdf_files[False] and not any(n.startswith("mesh-") for n in urdf_files[False])
+        assert urdf_files[True] and all(n.startswith("mesh-") for n in urdf_files[True])
     for a, b in zip(out[False], out[True]):
         assert np.array_equal(a.instance, b.instance)
         diff = np.abs(a.rgb.astype(int) - b.rgb).max(axis=2)
