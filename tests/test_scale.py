@@ -283,6 +283,7 @@ def test_webdataset_resumes_after_kill_per_image_and_overwrite_drops_old_tars(tm
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rendered_this_run"] == 24 - len(done), "staged or packed images were rendered again"
+    assert manifest["workers"] == 2 and manifest["processes"] in (1, 2)
     assert not (out / ".simgen").exists() and not list(out.rglob(".*.tmp"))
     ref = tmp_path / "ref"
     assert subprocess.run([*base, "n_images=24", f"out={ref}"], capture_output=True, timeout=300).returncode == 0

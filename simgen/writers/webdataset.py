@@ -128,7 +128,8 @@ def _write_tars(job, shard_size: int, log) -> Path:
                 "categories": categories, "seed": cfg.seed, "renderer": cfg.renderer, "renderer_choice": cfg.renderer_note,
                 "objects_unlabelled": dict(sorted(unlabelled.items())) if known else None,
                 "images_per_second": round(len(render) / wall, 3) if render and wall > 0 else None,
-                "rendered_this_run": len(render),  # from what is staged: a killed worker's last stats never came back "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),
+                # what was missing when this run started: a killed worker's last stats never came back
+                "rendered_this_run": len(render), "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),
                 "timings_ms": timings,
                 "versions": versions(), "git_commit": git_commit(), "state": {"config_hash": config_hash(cfg)}, "config": cfg.resolved,
                 "sources": generation_sources(cfg)}
