@@ -300,7 +300,7 @@ class GLRenderer(Renderer):
         self.device = device
         self.vendor = ""
         self.ctx = None
-        self._meshes: dict[str | tuple, _Mesh] = {}
+        self._meshes: dict[tuple, _Mesh] = {}  # (source path, box-projected UVs) or a URDF primitive
         self._textures: dict[Path | None, object] = {}
         self._bodies: dict[int, list[tuple[_Mesh, np.ndarray, object, np.ndarray, int, tuple]]] = {}
         self._inertial: dict[int, np.ndarray] = {}

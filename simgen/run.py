@@ -206,7 +206,7 @@ def start_method() -> str:
     return "fork" if fork_is_safe(maps, threading.enumerate()) else "spawn"
 
 
-def spawn_pool(workers: int, initializer, initargs: tuple):
+def spawn_pool(workers: int, initializer, initargs: tuple, method: str | None = None):
     """A ``ProcessPoolExecutor`` of processes started by :func:`start_method` whose workers die with this process. A
     worker that dies breaks the pool with ``BrokenProcessPool`` instead of being respawned in a silent loop, as
     multiprocessing.Pool does.
@@ -216,7 +216,7 @@ def spawn_pool(workers: int, initializer, initargs: tuple):
     process spawns, see :func:`start_method`)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    method = start_method()  # before the reset below: a launcher's worker spawns
+    method = method or start_method()  # before the reset below: a launcher's worker spawns
     if mp.get_start_method(allow_none=True) not in (None, *STDLIB_START_METHODS):
         mp.set_start_method("spawn", force=True)
     return ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_init_with_parent,
@@ -224,9 +224,9 @@ def spawn_pool(workers: int, initializer, initargs: tuple):
 
 
 @contextlib.contextmanager
-def worker_pool(workers: int, initializer, initargs: tuple) -> Iterator:
+def worker_pool(workers: int, initializer, initargs: tuple, method: str | None = None) -> Iterator:
     """:func:`spawn_pool` for the span of a ``with`` block, whose error drops the tasks still queued."""
-    with spawn_pool(workers, initializer, initargs) as pool:
+    with spawn_pool(workers, initializer, initargs, method) as pool:
         try:
             yield pool
         except BaseException:
@@ -658,7 +658,7 @@ def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:
     triangle), so a dense scan with `texture: bank` grows a process by gigabytes (measured: a process at 6.9 GB
     after 100 images of a 240k-triangle mesh in 8 scale bins x 25 looks), where a built-in mesh costs kilobytes.
     ``renderer=gl`` makes no copies of a mesh (it draws the source once, whatever its scales and looks): only
-    URDFs, whose per-scale copies PyBullet still loads, are weighed there."""
+    URDFs are weighed there, since the render client still loads one body per scale bin with its visual meshes."""
     from . import assets
     from .pipeline import texture_banks
     from .render import SHAPE_BYTES_PER_TRIANGLE
@@ -808,7 +808,8 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
     devices = egl_devices(cfg)
     try:
         for restart in range(POOL_RESTARTS + 1):
-            counter = mp.get_context(start_method()).Value("i", 1)  # slot 0 (the first EGL device) is this process's
+            method = start_method()  # read once a pool: the counter, the warm-up and the pool agree
+            counter = mp.get_context(method).Value("i", 1)  # slot 0 (the first EGL device) is this process's
             feeders = feeder_wanted(cfg.physics_process, workers, scene_count(left, cfg.views_per_scene))
             # a feeder learns a task's scenes when the task starts, so each task's first scene waits for it: 8 scenes a task
             per_task = 8 if feeders else max(1, 8 // cfg.views_per_scene)
@@ -820,12 +821,12 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
                     own.append(_own_generator(cfg, devices[0] if devices else None, workers, feeders))
                 return own[0]
 
-            if start_method() == "fork":  # the workers inherit what is built here
+            if method == "fork":  # the workers inherit what is built here
                 from .pipeline import warm_up
 
                 warm_up(cfg)
             try:
-                with worker_pool(workers - 1, _init_worker, (cfg, devices, counter, workers, feeders)) as pool:
+                with worker_pool(workers - 1, _init_worker, (cfg, devices, counter, workers, feeders), method) as pool:
                     _share_tasks(pool, tasks, generator, spare_core(workers), workers - 1, bar, stats, on_image)
                 return stats
             except BrokenProcessPool:
