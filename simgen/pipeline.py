@@ -214,6 +214,12 @@ class Generator:
 
     def draw(self, i: int) -> Drawn:
         """Image i up to its rendered frame: scene, view, render; :func:`finish` makes its record (labels, sensor model)."""
+        return self.done(self.start(i))
+
+    def start(self, i: int) -> Started:
+        """:meth:`draw` up to the frame submitted to the renderer: call :meth:`done` with it, before the next start.
+        Between the two the renderer may still be drawing (``renderer=gl``): :func:`simgen.run.render_each` labels and
+        writes the previous image there."""
         cfg = self.cfg
         state, stats = self.scene(i)
         _, view_ss = image_seeds(cfg.seed, i, cfg.views_per_scene)
@@ -221,14 +227,36 @@ class Generator:
         view = sample_view(cfg.scene, cfg.randomization, cfg.width, cfg.height, rng, state.objects)  # objects: truncation anchors
         t0 = time.perf_counter()
         self.world.stage(state)
-        frame = self.renderer.render(self.world, view.camera, view.light, depth=cfg.labels.depth is not None)
-        stats = {**stats, "render_ms": 1e3 * (time.perf_counter() - t0)}
+        frame = self.renderer.submit(self.world, view.camera, view.light, depth=cfg.labels.depth is not None)
+        return Started(index=i, state=state, sensor=view.sensor, rng=rng, stats=stats, frame=frame,
+                       submit_ms=1e3 * (time.perf_counter() - t0))
+
+    def done(self, started: Started) -> Drawn:
+        """The :class:`Drawn` view of a :meth:`start`: its frame read back."""
+        t0 = time.perf_counter()
+        frame = started.frame()
+        stats = {**started.stats, "render_ms": started.submit_ms + 1e3 * (time.perf_counter() - t0)}
         self._made += 1
         if self._made % 16 == 0:  # workers are never closed, only ended: keep the visibility table on disk as it grows
             from .annotate import save_ratio_cache
 
             save_ratio_cache()
-        return Drawn(index=i, seed=(cfg.seed, i), frame=frame, state=state, sensor=view.sensor, rng=rng, stats=stats)
+        i = started.index
+        return Drawn(index=i, seed=(self.cfg.seed, i), frame=frame, state=started.state, sensor=started.sensor,
+                     rng=started.rng, stats=stats)
+
+
+@dataclass(frozen=True, eq=False)
+class Started:
+    """One view submitted to the renderer (:meth:`Generator.start`); ``frame()`` waits for and returns its frame."""
+
+    index: int
+    state: SceneState
+    sensor: Sensor
+    rng: np.random.Generator  # the view's generator after the view was drawn
+    stats: dict
+    frame: Callable[[], Frame]
+    submit_ms: float
 
 
 @dataclass(frozen=True, eq=False)

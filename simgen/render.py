@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -406,6 +407,15 @@ class Renderer:
             flags=flags)
         return (np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4), np.asarray(depth, np.float32).reshape(cam.height, cam.width),
                 np.asarray(seg, np.int32).reshape(cam.height, cam.width))
+
+    def submit(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Callable[[], Frame]:
+        """Start drawing the staged scene; the returned call gives its :meth:`render` frame. The render world may be
+        staged for the next scene once this returns. A renderer that draws asynchronously (``renderer=gl``) returns
+        while the frame is still being drawn, so the caller's work on the previous image overlaps it; PyBullet's
+        renderers draw inside one call that holds the interpreter, so here the frame is done before this returns.
+        At most one submitted frame is outstanding: call the result before the next submit."""
+        frame = self.render(world, cam, light, depth)
+        return lambda: frame
 
     def render(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Frame:
         """RGB, metric depth (None unless ``depth``) and the instance map of the staged scene."""

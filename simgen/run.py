@@ -325,23 +325,16 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
     again (its label part is written last)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def generate(i: int) -> tuple:
-        t0 = time.perf_counter()
-        with quiet_stdout():
-            rec = gen.generate(i)
-        return rec, 1e3 * (time.perf_counter() - t0)
-
     gen.plan(indices)  # a physics feeder, where the generator has one, settles these scenes ahead
     if not overlap:
-        for i in indices:
-            yield _write(cfg, *generate(i), cat_ids, on_thread=False)
+        for rec, gen_ms in generated(gen, indices):
+            yield _write(cfg, rec, gen_ms, cat_ids, on_thread=False)
         return
 
     with ThreadPoolExecutor(1, thread_name_prefix="simgen-write") as writer:
         pending = None
         try:
-            for i in indices:
-                rec, gen_ms = generate(i)
+            for rec, gen_ms in generated(gen, indices):
                 if pending is not None:
                     yield pending.result()
                 pending = writer.submit(_write, cfg, rec, gen_ms, cat_ids, on_thread=True)
@@ -352,6 +345,39 @@ def render_each(gen, cfg: RenderConfig, indices: list[int], cat_ids: dict[str, i
             if pending is not None:  # stopped early (an error, Ctrl-C): let the write in flight finish whole
                 with contextlib.suppress(Exception):
                     pending.result()
+
+
+def generated(gen, indices: list[int]) -> Iterator[tuple]:
+    """(record, ms spent generating it) of each index in order, as ``gen.generate`` makes them, with the next image's
+    frame submitted before this one's labels and sensor model: under ``renderer=gl`` the GPU (or llvmpipe's raster
+    threads) draws image k+1 while this thread finishes image k. Every record is a function of its index alone, so
+    the order of the work changes no byte. An error while starting the next image comes after this one's record."""
+    from .pipeline import finish
+
+    if not indices:
+        return
+    t0 = time.perf_counter()
+    with quiet_stdout():
+        started = gen.start(indices[0])
+    ms = 1e3 * (time.perf_counter() - t0)
+    for pos, i in enumerate(indices):
+        nxt, error, next_ms = None, None, 0.0
+        with quiet_stdout():
+            t0 = time.perf_counter()
+            drawn = gen.done(started)
+            t1 = time.perf_counter()
+            if pos + 1 < len(indices):
+                try:
+                    nxt = gen.start(indices[pos + 1])
+                except BaseException as e:  # raised once this image's record is out
+                    error = e
+            t2 = time.perf_counter()
+            rec = finish(drawn, gen.cfg.labels)
+        next_ms = 1e3 * (t2 - t1)
+        yield rec, ms + 1e3 * ((t1 - t0) + (time.perf_counter() - t2))
+        if error is not None:
+            raise error
+        started, ms = nxt, next_ms
 
 
 def _write(cfg: RenderConfig, rec, gen_ms: float, cat_ids: dict[str, int], on_thread: bool) -> dict:

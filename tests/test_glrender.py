@@ -325,3 +325,34 @@ def test_the_gl_probe_started_early_is_the_one_collected(monkeypatch):
     assert proc.returncode == 0 and None not in eglprobe.gl_started
     eglprobe.start_gl_probe()  # the answer is known now: nothing to start
     assert None not in eglprobe.gl_started
+
+
+def test_gl_draws_the_next_image_while_this_one_is_labelled_and_writes_the_same_bytes(tmp_path):
+    """render_each submits image k+1 to the GL renderer before labelling and writing image k (the draw overlaps that
+    work): the files are byte for byte those of generating and writing one image at a time, scenes shared by views
+    included; and a frame read after the next one was submitted (drawn over) is an error, not a wrong image."""
+    gl_or_skip()
+    from simgen import run
+    from simgen.pipeline import Generator
+    from simgen.writers import coco
+
+    outs = {}
+    for mode in ("one at a time", "pipelined"):
+        cfg = small_config(tmp_path, "renderer=gl", "scene=tabletop", "n_images=5", "views_per_scene=2", "width=200",
+                           "height=150", "labels.depth=npy", name=mode.replace(" ", "_"))
+        cat_ids = {c: k + 1 for k, c in enumerate(cfg.scene.categories)}
+        cfg.out.mkdir(parents=True)
+        with run.quiet_stdout(), Generator(cfg) as gen:
+            if mode == "pipelined":
+                stats = list(run.render_each(gen, cfg, list(range(5)), cat_ids, overlap=False))
+                assert [s["index"] for s in stats] == list(range(5)) and all(s["render_ms"] > 0 for s in stats)
+            else:
+                for i in range(5):
+                    coco.write_record(cfg.out, gen.generate(i), cat_ids, cfg.image_format, cfg.labels.depth, cfg.labels.semantic)
+            first, second = gen.start(0), gen.start(1)
+            with pytest.raises(RuntimeError, match="read each frame before submitting the next"):
+                first.frame()
+            assert second.frame().instance.max() >= 0
+        outs[mode] = {p.relative_to(cfg.out).as_posix(): p.read_bytes() for p in sorted(cfg.out.rglob("*")) if p.is_file()}
+    assert len(outs["pipelined"]) == 15  # 5 images, 5 depth maps, 5 label parts
+    assert outs["pipelined"] == outs["one at a time"]
