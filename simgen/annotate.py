@@ -220,12 +220,20 @@ def project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> 
     return (cam[:, :2] / cam[:, 2:3]) * f + cxy
 
 
-def amodal_box(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tuple[float, float, float, float] | None:
+def hull_uv(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pixel coordinates of the object's hull vertices in front of the camera: the outline's extremes and its convex
+    hull lie among them. :func:`annotate` projects them once for both :func:`amodal_area` and :func:`amodal_box`."""
+    return project(assets.resolve(obj.sample.asset).hull_points * obj.sample.scale, R, t, K)
+
+
+def amodal_box(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray,
+               uv: np.ndarray | None = None) -> tuple[float, float, float, float] | None:
     """Float pixel xyxy of the whole object projected, occluders and image borders ignored (so it may reach beyond the
     image). Same projection as :func:`amodal_area`: the extremes of the projected surface points are the extremes of
     the silhouette. Shifted by half a pixel into :func:`tight_box`'s convention (pixel c covers [c, c+1)), so an
-    unoccluded object's amodal box and tight box agree. None when no point is in front of the camera."""
-    uv = project(assets.resolve(obj.sample.asset).hull_points * obj.sample.scale, R, t, K)  # extremes lie on the hull
+    unoccluded object's amodal box and tight box agree. None when no point is in front of the camera. ``uv``: the
+    object's :func:`hull_uv`, where the caller has it."""
+    uv = hull_uv(obj, R, t, K) if uv is None else uv  # extremes lie on the hull
     if not len(uv):
         return None
     (x0, y0), (x1, y1) = uv.min(axis=0) + 0.5, uv.max(axis=0) + 0.5
@@ -254,12 +262,14 @@ def amodal_mask(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     return coverage(tris + 0.5, width, height)  # +0.5: pixel-centre coordinates to coverage()'s pixel edges
 
 
-def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple[float, bool]:
+def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int,
+                uv: np.ndarray | None = None) -> tuple[float, bool]:
     """Area in pixels of the object's projected silhouette, ignoring occluders and image borders, and
     whether it crosses a border. Convex objects (dice, boxes): the exact area of the projected hull.
-    Concave ones (mug, duck): the hull's area times the share of it the mesh covers from that view."""
+    Concave ones (mug, duck): the hull's area times the share of it the mesh covers from that view.
+    ``uv``: the object's :func:`hull_uv`, where the caller has it."""
     asset = assets.resolve(obj.sample.asset)
-    uv = project(asset.hull_points * obj.sample.scale, R, t, K)  # the outline's hull: its vertices suffice
+    uv = hull_uv(obj, R, t, K) if uv is None else uv  # the outline's hull: its vertices suffice
     if len(uv) < 3:
         return 0.0, True
     hull = cv2.convexHull(uv.astype(np.float32))
@@ -294,7 +304,8 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter 
         mask = (inst_t == i).T
         area = int(counts[i])
         R, t = object_to_camera(obj, frame.world_to_cam)
-        full, truncated = amodal_area(obj, R, t, K, frame.camera.width, frame.camera.height)
+        uv = hull_uv(obj, R, t, K)
+        full, truncated = amodal_area(obj, R, t, K, frame.camera.width, frame.camera.height, uv)
         visible = 1.0 if full <= 0 else float(min(1.0, area / full))
         if visible < spec.min_visible_fraction:
             skipped["below_min_visible_fraction"] += 1
@@ -308,5 +319,5 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter 
         out.append(Instance(object_index=i, category=obj.category, bbox_xyxy=box, mask=mask, area=area,
                             visible_fraction=round(visible, 4), truncated=truncated,
                             pose_R=tuple(tuple(float(x) for x in row) for row in R), pose_t=tuple(float(x) for x in t),  # type: ignore[arg-type]
-                            bbox_amodal=amodal_box(obj, R, t, K), mask_amodal=full_mask))
+                            bbox_amodal=amodal_box(obj, R, t, K, uv), mask_amodal=full_mask))
     return tuple(out)
