@@ -518,8 +518,8 @@ class GLRenderer(Renderer):
     def submit(self, world: RenderWorld, cam: Camera, light: Light, depth: bool = True) -> Callable[[], Frame]:
         """Issue the frame's draw calls and flush them, and return without waiting: the GPU (or llvmpipe's raster
         threads) draws while the caller labels and writes the previous image; the returned call reads the frame back.
-        Measured on llvmpipe (tabletop 640x480, pre-settled, one process): 0.82x the wall time an image of drawing and
-        reading back in one go, with the same bytes (docs/throughput.md)."""
+        Measured on llvmpipe (640x480, one process, interleaved with drawing and reading back in one go): 0.78-0.93x the
+        wall time an image on pre-settled tabletop scenes, 0.84-0.98x on dice; the same bytes (docs/throughput.md)."""
         world.frame(cam)
         with self.ctx:  # moderngl draws into whichever context is current: another renderer's, or a probe's
             fbo = self._draw(world, cam, light)
