@@ -307,7 +307,7 @@ class GLRenderer(Renderer):
         self._inertial: dict[int, np.ndarray] = {}
         self._flushes = -1
         self._fbos: dict[tuple[int, int], tuple] = {}
-        self._submitted = 0  # frames submitted: a frame's reader checks that no later one has drawn over it
+        self._submitted = 0  # frames drawn: a submitted frame's reader checks that no later draw has drawn over it
         self._gl_flush: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -451,6 +451,7 @@ class GLRenderer(Renderer):
     def _draw(self, world: RenderWorld, cam: Camera, light: Light):
         """Draw the staged world; the framebuffer holds colour, body id + 1 (0: nothing) and depth."""
         ctx = self.ctx
+        self._submitted += 1  # first: a draw that fails half-way, or raw()'s, has also drawn over the frame before it
         items = self._draw_list(world)
         shadows = bool(light.shadow)
         ctx.enable_only(ctx.DEPTH_TEST)  # no culling: the ground box is seen from inside, and y is flipped below
@@ -528,11 +529,12 @@ class GLRenderer(Renderer):
         # id + 1 -> instance through the table shifted by one: slot 0 ("nothing drawn") and every id past it are -1.
         # Taken now: the world may be staged for the next scene before this frame is read.
         lut = np.concatenate([[-1], world.lut]).astype(np.int32)
-        self._submitted += 1
         ticket = self._submitted
 
         def frame() -> Frame:
-            if ticket != self._submitted:  # one framebuffer: a later submit has drawn over this frame
+            if self.ctx is None:
+                raise RuntimeError("renderer=gl: the renderer was closed before its frame was read.")
+            if ticket != self._submitted:  # one framebuffer: a later draw has drawn over this frame
                 raise RuntimeError("renderer=gl: a frame was read after the next one was submitted; read each frame "
                                    "before submitting the next.")
             with self.ctx:
@@ -544,9 +546,10 @@ class GLRenderer(Renderer):
         return frame
 
     def _flush(self) -> None:
-        """glFlush (moderngl has only finish, which waits), from EGL's loader; a no-op where EGL offers none."""
+        """glFlush (moderngl has only finish, which waits), found as glcontext finds GL functions; a no-op where
+        neither library has it."""
         if self._gl_flush is None:
-            self._gl_flush = _egl_proc("glFlush") or (lambda: None)
+            self._gl_flush = _gl_proc("glFlush") or (lambda: None)
         self._gl_flush()
 
     def close(self) -> None:
@@ -556,13 +559,20 @@ class GLRenderer(Renderer):
             self.ctx = None
 
 
-def _egl_proc(name: str) -> Callable[[], None] | None:
-    """A GL entry point taking no arguments, from eglGetProcAddress (EGL 1.5 and Mesa's and NVIDIA's EGL give core GL
-    functions this way too), or None where libEGL or the function is missing."""
+def _gl_proc(name: str) -> Callable[[], None] | None:
+    """A GL entry point taking no arguments, looked up as glcontext's EGL backend looks them up for moderngl: in the
+    GL library (GLCONTEXT_LINUX_LIBGL, else libGL.so.1), else through eglGetProcAddress of the EGL library
+    (GLCONTEXT_LINUX_LIBEGL, else libEGL.so.1). None where neither has it."""
     import ctypes
 
     try:
-        egl = ctypes.CDLL("libEGL.so.1")
+        function = getattr(ctypes.CDLL(os.environ.get("GLCONTEXT_LINUX_LIBGL") or "libGL.so.1"), name)
+        function.restype, function.argtypes = None, []
+        return function
+    except (OSError, AttributeError):
+        pass
+    try:
+        egl = ctypes.CDLL(os.environ.get("GLCONTEXT_LINUX_LIBEGL") or "libEGL.so.1")
     except OSError:
         return None
     egl.eglGetProcAddress.restype = ctypes.c_void_p

@@ -372,7 +372,12 @@ def generated(gen, indices: list[int]) -> Iterator[tuple]:
                 except BaseException as e:  # raised once this image's record is out
                     error = e
             t2 = time.perf_counter()
-            rec = finish(drawn, gen.cfg.labels)
+            try:
+                rec = finish(drawn, gen.cfg.labels)
+            except BaseException:
+                if error is not None:  # both: the held one, with this one as its context
+                    raise error
+                raise
         next_ms = 1e3 * (t2 - t1)
         yield rec, ms + 1e3 * ((t1 - t0) + (time.perf_counter() - t2))
         if error is not None:

@@ -344,7 +344,7 @@ def test_gl_draws_the_next_image_while_this_one_is_labelled_and_writes_the_same_
         cfg.out.mkdir(parents=True)
         with run.quiet_stdout(), Generator(cfg) as gen:
             if mode == "pipelined":
-                stats = list(run.render_each(gen, cfg, list(range(5)), cat_ids, overlap=False))
+                stats = list(run.render_each(gen, cfg, list(range(5)), cat_ids, overlap=True))  # and the writer thread
                 assert [s["index"] for s in stats] == list(range(5)) and all(s["render_ms"] > 0 for s in stats)
             else:
                 for i in range(5):

@@ -573,3 +573,48 @@ def test_a_scene_larger_than_the_egl_shape_budget_is_one_clear_error(tmp_path):
         g.world.shape_budget = 1000
         with pytest.raises(AssetError, match="renderer=egl holds 0.0 MB .* use renderer=tiny"):
             g.generate(0)
+
+
+def test_an_error_starting_the_next_image_comes_after_this_ones_record(monkeypatch):
+    """The render loop submits image k+1 before it finishes image k (run.generated): an error while starting k+1 must
+    not lose image k, which is finished and handed out first; where finishing k fails too, the error from k+1 is
+    raised with k's as its context, not dropped. Images before the failure come out in order, each once."""
+    from types import SimpleNamespace
+
+    from simgen import pipeline, run
+
+    class Fake:
+        cfg = SimpleNamespace(labels=None)
+
+        def __init__(self, bad_start: int, bad_finish: int | None = None):
+            self.bad_start, self.bad_finish = bad_start, bad_finish
+
+        def start(self, i):
+            if i == self.bad_start:
+                raise ValueError(f"cannot start {i}")
+            return i
+
+        def done(self, i):
+            return i
+
+    def finish(drawn, labels):
+        if drawn == current.bad_finish:
+            raise KeyError(f"cannot finish {drawn}")
+        return f"record {drawn}"
+
+    monkeypatch.setattr(pipeline, "finish", finish)
+    current = Fake(bad_start=2)
+    got = []
+    with pytest.raises(ValueError, match="cannot start 2"):
+        for rec, ms in run.generated(current, [0, 1, 2, 3]):
+            got.append(rec)
+            assert ms >= 0
+    assert got == ["record 0", "record 1"]
+
+    current = Fake(bad_start=2, bad_finish=1)
+    got = []
+    with pytest.raises(ValueError, match="cannot start 2") as e:
+        for rec, _ in run.generated(current, [0, 1, 2, 3]):
+            got.append(rec)
+    assert got == ["record 0"] and isinstance(e.value.__context__, KeyError)
+    assert [r for r, _ in run.generated(Fake(bad_start=-1), [5, 3, 4])] == ["record 5", "record 3", "record 4"]
