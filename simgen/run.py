@@ -360,8 +360,8 @@ def generated(gen, indices: list[int]) -> Iterator[tuple]:
     with quiet_stdout():
         started = gen.start(indices[0])
     ms = 1e3 * (time.perf_counter() - t0)
-    for pos, i in enumerate(indices):
-        nxt, error, next_ms = None, None, 0.0
+    for pos in range(len(indices)):
+        nxt, error = None, None
         with quiet_stdout():
             t0 = time.perf_counter()
             drawn = gen.done(started)
