@@ -251,3 +251,11 @@ def start_gl_probe(device: int | None = None) -> None:
         return
     gl_started[device] = gl_probe_process(device)
     atexit.register(_stop, gl_started, device)
+
+
+def stop_gl_probes() -> None:
+    """Stop and reap the GL probes started early that nobody will collect: a run that settled on another renderer
+    (``renderer=auto`` keeps TinyRenderer for small images without asking the GL renderer) would otherwise carry the
+    finished probe as a zombie child until it exits."""
+    for device in list(gl_started):
+        _stop(gl_started, device)

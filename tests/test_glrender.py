@@ -327,6 +327,32 @@ def test_the_gl_probe_started_early_is_the_one_collected(monkeypatch):
     assert None not in eglprobe.gl_started
 
 
+def test_a_gl_probe_started_early_but_not_needed_is_stopped_and_reaped(tmp_path, monkeypatch):
+    """renderer=auto at 64x64 keeps TinyRenderer without asking the GL renderer: the probe the command line started
+    early is stopped and reaped once the run has chosen, not left as a zombie child for the run's length (where a test
+    that kills "the first child" took it for a render worker)."""
+    from simgen import eglprobe
+    from simgen.run import render_dataset
+
+    gl_or_skip()
+    monkeypatch.delenv("SIMGEN_GL_OK_None", raising=False)
+    eglprobe.start_gl_probe()
+    proc = eglprobe.gl_started[None]
+    cfg = small_config(tmp_path, "renderer=auto", "width=64", "height=64", "n_images=2")
+    seen = {}
+
+    def render_images(cfg, todo, *a, **k):  # the run's work starts here: the probe must be gone by then
+        seen["renderer"], seen["probe"], seen["code"] = cfg.renderer, dict(eglprobe.gl_started), proc.returncode
+        return real(cfg, todo, *a, **k)
+
+    from simgen import run
+
+    real = run.render_images
+    monkeypatch.setattr(run, "render_images", render_images)
+    render_dataset(cfg, log=lambda m: None)
+    assert seen["renderer"] == "tiny" and seen["probe"] == {} and seen["code"] is not None
+
+
 def test_gl_draws_the_next_image_while_this_one_is_labelled_and_writes_the_same_bytes(tmp_path):
     """render_each submits image k+1 to the GL renderer before labelling and writing image k (the draw overlaps that
     work): the files are byte for byte those of generating and writing one image at a time, scenes shared by views
