@@ -182,3 +182,6 @@ class Record:
     world_to_cam: np.ndarray
     jpeg_quality: int = 95
     stats: dict = field(default_factory=dict)
+    # the frame's instance map (HxW int32, indices into the scene's objects, -1 elsewhere): every instance's mask is the
+    # map == its object_index, so a writer can encode them all in one pass over it (simgen.writers.coco.rles_of)
+    instance_map: np.ndarray | None = None

