@@ -164,7 +164,9 @@ def _ratio_file(asset: assets.Asset) -> Path:
 
 
 def warm(asset: assets.Asset) -> None:
-    """Read a concave asset's visibility table from the cache folder now (see :func:`warm_up` in simgen.pipeline)."""
+    """Find an asset's outline points and read a concave asset's visibility table from the cache folder now (see
+    :func:`warm_up` in simgen.pipeline)."""
+    _ = asset.outline_points  # a cached property: found once, inherited by forked workers
     if not asset.convex and asset.key not in _LOADED:
         _load_ratios(asset)
 
@@ -223,7 +225,7 @@ def project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> 
 def hull_uv(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Pixel coordinates of the object's hull vertices in front of the camera: the outline's extremes and its convex
     hull lie among them. :func:`annotate` projects them once for both :func:`amodal_area` and :func:`amodal_box`."""
-    return project(assets.resolve(obj.sample.asset).hull_points * obj.sample.scale, R, t, K)
+    return project(assets.resolve(obj.sample.asset).outline_points * obj.sample.scale, R, t, K)
 
 
 def amodal_box(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray,
@@ -250,7 +252,7 @@ def amodal_mask(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     plane)."""
     asset = assets.resolve(obj.sample.asset)
     if asset.convex or not len(asset.triangles):
-        uv = project(asset.hull_points * obj.sample.scale, R, t, K)  # the outline's hull: its vertices suffice
+        uv = project(asset.outline_points * obj.sample.scale, R, t, K)  # the outline's hull: its vertices suffice
         if len(uv) < 3:
             return np.zeros((height, width), bool)
         hull = cv2.convexHull(uv.astype(np.float32))[:, 0, :].astype(np.float64)
