@@ -135,9 +135,9 @@ def settled_scene(cfg: RenderConfig, banks: dict[str, tuple[str, ...]], physics:
 
 def warm_up(cfg: RenderConfig) -> None:
     """What every rendering process builds on its first images and then keeps, built once in the run's process before
-    its workers fork, so that they inherit it instead of each building its own: the sensor model's noise fields and
-    the visibility tables of the scene's concave meshes (~0.1-0.2 s of CPU a worker, measured on tabletop). Pure CPU,
-    no GL; the run's process would build the same for its own first images anyway."""
+    its workers fork, so that they inherit it instead of each building its own: the sensor model's noise fields, the
+    labelled meshes' outline points and the visibility tables of the concave ones (~0.1-0.2 s of CPU a worker,
+    measured on tabletop). Pure CPU, no GL; the run's process would build the same for its own first images anyway."""
     from . import annotate, assets, sensor
 
     if cfg.randomization.sensor.enabled:
