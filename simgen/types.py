@@ -1,6 +1,7 @@
 """Frozen dataclasses exchanged between the stages (sample -> simulate -> render -> annotate -> write)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,12 @@ class Frame:
     camera: Camera
     world_to_cam: np.ndarray  # 4x4, OpenCV convention (x right, y down, z forward)
 
+    @functools.cached_property
+    def columns(self) -> np.ndarray:
+        """``instance`` transposed, C-contiguous (WxH): the image's pixels in column-major order, COCO RLE's order.
+        Masks are cut from it Fortran-ordered and the writer RLE-encodes every mask from it: one copy a frame."""
+        return np.ascontiguousarray(self.instance.T)
+
 
 @dataclass(frozen=True, eq=False)
 class Instance:
@@ -182,6 +189,7 @@ class Record:
     world_to_cam: np.ndarray
     jpeg_quality: int = 95
     stats: dict = field(default_factory=dict)
-    # the frame's instance map (HxW int32, indices into the scene's objects, -1 elsewhere): every instance's mask is the
-    # map == its object_index, so a writer can encode them all in one pass over it (simgen.writers.coco.rles_of)
-    instance_map: np.ndarray | None = None
+    # the frame's instance map in column-major order (Frame.columns: WxH int32, indices into the scene's objects, -1
+    # elsewhere): every instance's mask is the map == its object_index, so a writer can encode them all in one pass
+    # over it (simgen.writers.coco.rles_of)
+    instance_columns: np.ndarray | None = None

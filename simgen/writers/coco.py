@@ -64,13 +64,14 @@ def rle(mask: np.ndarray) -> dict:
     return {"size": [int(x) for x in r["size"]], "counts": r["counts"].decode("ascii")}
 
 
-def rles_of(instance: np.ndarray, ids: list[int]) -> list[dict]:
-    """:func:`rle` of the mask ``instance == i`` for each ``i`` of ``ids``, from one pass over the instance map: its
-    column-major runs of equal values (COCO's order), split by value into each mask's alternating zero/one counts,
-    which pycocotools compresses (``frPyObjects``). The same strings as encoding the masks one by one, each of which
-    reads the whole map (measured on dice, 8 instances an image: 0.66-0.72 vs 1.04-1.58 ms)."""
-    h, w = instance.shape
-    flat = np.ascontiguousarray(instance.T).ravel()
+def rles_of(columns: np.ndarray, ids: list[int]) -> list[dict]:
+    """:func:`rle` of the mask ``instance == i`` for each ``i`` of ``ids``, from one pass over the instance map given
+    in column-major order (``columns``: the HxW map transposed, WxH, as :attr:`simgen.types.Frame.columns`): its runs of
+    equal values, split by value into each mask's alternating zero/one counts, which pycocotools compresses
+    (``frPyObjects``). The same strings as encoding the masks one by one, each of which reads the whole map (measured
+    on dice, 8 instances an image: 0.66-0.72 vs 1.04-1.58 ms)."""
+    w, h = columns.shape
+    flat = np.ascontiguousarray(columns).ravel()
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     starts, ends = np.concatenate(([0], change)), np.concatenate((change, [flat.size]))
     values = flat[starts]
@@ -102,7 +103,7 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
              "scene": {k: rec.stats[k] for k in ("sim_steps", "settled", "dropped", "redraws", "redraw_reasons", "unlabelled")
                        if rec.stats.get(k) not in (None, [], {})}}
     anns = []
-    masks = rles_of(rec.instance_map, [inst.object_index for inst in rec.instances]) if rec.instance_map is not None else None
+    masks = rles_of(rec.instance_columns, [inst.object_index for inst in rec.instances]) if rec.instance_columns is not None else None
     for j, inst in enumerate(rec.instances):
         x0, y0, x1, y1 = inst.bbox_xyxy
         anns.append({"id": rec.index * 1000 + j + 1, "image_id": image_id, "category_id": cat_ids[inst.category],
