@@ -175,7 +175,7 @@ def _load_ratios(asset: assets.Asset) -> None:
     path = _LOADED[asset.key] = _ratio_file(asset)
     try:
         table = np.load(path)
-    except (OSError, ValueError):
+    except Exception:  # missing, empty or cut short (OSError, EOFError, ValueError): computed again
         return
     if table.shape == (len(VIEW_BINS),):
         for b in np.flatnonzero(np.isfinite(table)):
@@ -225,7 +225,18 @@ def project(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> 
 def hull_uv(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Pixel coordinates of the object's hull vertices in front of the camera: the outline's extremes and its convex
     hull lie among them. :func:`annotate` projects them once for both :func:`amodal_area` and :func:`amodal_box`."""
-    return project(assets.resolve(obj.sample.asset).outline_points * obj.sample.scale, R, t, K)
+    return project(outline_of(obj, R, t), R, t, K)
+
+
+def outline_of(obj: PlacedObject, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The object's points (object frame, scaled) whose projection outlines it: its convex hull's vertices; all of
+    ``hull_points`` where one of those is behind the camera plane, since :func:`project` drops such points and what
+    remains of an object cut by the plane is outlined by its other points too."""
+    asset = assets.resolve(obj.sample.asset)
+    pts = asset.outline_points * obj.sample.scale
+    if len(pts) < len(asset.hull_points) and float((pts @ R[2] + t[2]).min()) <= NEAR_Z:
+        return asset.hull_points * obj.sample.scale
+    return pts
 
 
 def amodal_box(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray,
@@ -252,7 +263,7 @@ def amodal_mask(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     plane)."""
     asset = assets.resolve(obj.sample.asset)
     if asset.convex or not len(asset.triangles):
-        uv = project(asset.outline_points * obj.sample.scale, R, t, K)  # the outline's hull: its vertices suffice
+        uv = project(outline_of(obj, R, t), R, t, K)  # the outline's hull: its vertices suffice
         if len(uv) < 3:
             return np.zeros((height, width), bool)
         hull = cv2.convexHull(uv.astype(np.float32))[:, 0, :].astype(np.float64)

@@ -76,12 +76,11 @@ class Asset:
         -> 132), which took labels from 2.68 to 1.75 ms an image with the same annotations (60 tabletop and 60 dice
         images compared). Found once per mesh and machine: the hull's vertex indices are kept in the cache folder,
         so a run does not import scipy (~0.3 s) for them again. ``hull_points`` (what physics builds bodies from)
-        keeps every point of a small mesh, so no body changes."""
+        keeps every point of a small mesh, so no body changes. An object cut by the camera plane is outlined from
+        ``hull_points`` instead (:func:`simgen.annotate.hull_uv`)."""
         if len(self.points) <= OUTLINE_ALL_UP_TO:
             return self.points
-        if len(self.hull_points) < len(self.points):  # a dense mesh: its hull is found already
-            return self.hull_points
-        return self.points[_cached_hull_indices(self.points)]
+        return _hull_vertices(self.points)
 
     @functools.cached_property
     def collision_hull(self) -> np.ndarray | None:
@@ -544,28 +543,33 @@ def _cached_hull_indices(points: np.ndarray) -> np.ndarray:
     from .textures import atomic_write_bytes, cache_dir
 
     points = np.ascontiguousarray(points, np.float64)
-    path = cache_dir() / "hulls" / f"{hashlib.sha1(points.tobytes()).hexdigest()[:20]}-{len(points)}.npy"
     try:
-        idx = np.load(path)
-        if idx.ndim == 1 and idx.dtype.kind == "i" and len(idx) and idx.min() >= 0 and idx.max() < len(points):
-            return idx
-    except (OSError, ValueError):
-        pass
+        path: Path | None = cache_dir() / "hulls" / f"{hashlib.sha1(points.tobytes()).hexdigest()[:20]}-{len(points)}.npy"
+    except OSError:  # no cache folder to be had (a read-only home): found in every run
+        path = None
+    if path is not None:
+        try:
+            idx = np.load(path)
+            if idx.ndim == 1 and idx.dtype.kind == "i" and len(idx) and idx.min() >= 0 and idx.max() < len(points):
+                return idx
+        except Exception:  # a missing, empty or cut-short file (OSError, EOFError, ValueError): found again, rewritten
+            pass
     idx = _hull_indices(points)
-    buf = io.BytesIO()
-    np.save(buf, idx)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError:  # a read-only cache: found again next time
-        pass
+    if path is not None:
+        buf = io.BytesIO()
+        np.save(buf, idx)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError:  # a read-only cache: found again next time
+            pass
     return idx
 
 
 def _hull_vertices(points: np.ndarray) -> np.ndarray:
-    """The points that are vertices of their convex hull (Qhull); all of them when they span no volume (a flat
-    mesh), which Qhull refuses."""
-    return points[_hull_indices(points)]
+    """The points that are vertices of their convex hull (Qhull, once per point set and machine:
+    :func:`_cached_hull_indices`); all of them when they span no volume (a flat mesh), which Qhull refuses."""
+    return points[_cached_hull_indices(points)]
 
 
 def _hull_indices(points: np.ndarray) -> np.ndarray:

@@ -606,10 +606,11 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
         chosen = resolve_renderer(cfg, log, previous_renderer(cfg))
         if chosen.renderer != cfg.renderer:  # auto chose on one device: every worker's device is checked too
             probe_devices(chosen)
-        if chosen.renderer != "gl":  # a GL probe the command line started early is not needed: no zombie child
-            from .eglprobe import stop_gl_probes
+        # Every GL probe still needed has been collected by now (validate, the choice, the devices' checks); one the
+        # command line started early for a renderer not chosen would stay a zombie child for the whole run
+        from .eglprobe import stop_gl_probes
 
-            stop_gl_probes()
+        stop_gl_probes()
         cfg = chosen
         if prepare_out(cfg):
             log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")

@@ -191,5 +191,6 @@ class Record:
     stats: dict = field(default_factory=dict)
     # the frame's instance map in column-major order (Frame.columns: WxH int32, indices into the scene's objects, -1
     # elsewhere): every instance's mask is the map == its object_index, so a writer can encode them all in one pass
-    # over it (simgen.writers.coco.rles_of)
+    # over it (simgen.writers.coco.rles_of). A record made with instances other than the map's keeps it None (the writer
+    # checks each instance's pixel count against the map and encodes a mask that differs one by one)
     instance_columns: np.ndarray | None = None

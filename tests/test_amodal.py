@@ -157,3 +157,31 @@ def test_outlines_from_the_hull_vertices_equal_those_from_every_point(asset, mon
     assert list((tmp_path / "hulls").glob("*.npy"))
     monkeypatch.setattr(assets, "_hull_indices", lambda points: pytest.fail("Qhull ran again: the cached hull was not used"))
     assert np.array_equal(assets._cached_hull_indices(a.points), first)
+
+
+def test_outlines_of_an_object_cut_by_the_camera_plane_and_a_broken_hull_cache(monkeypatch, tmp_path):
+    """An object partly behind the camera is outlined from all its hull_points, as before outline points (project()
+    drops what is behind the plane, and the hull's vertices alone would then leave out points in front of it); a hull
+    cache file that is empty or cut short is found again and rewritten, not an error in every label."""
+    from simgen import annotate as A
+    from simgen import assets
+
+    a = assets.resolve("duck")
+    cam = Camera(width=640, height=480, fx=500, fy=500, cx=320, cy=240, eye=(0, 0, 1), target=(0, 0, 0), up=(0, 1, 0), near=0.01, far=5)
+    s = 4.0
+    z = float(a.points[:, 2].mean()) * s
+    pos = (0.0, 0.0, 1.0 - z)  # W2C puts the camera 1 m above the origin: the duck's middle on the camera plane
+    obj = PlacedObject(0, ObjectSample("duck", "duck", s, pos, (0, 0, 0, 1), (1, 1, 1, 1)), pos, (0, 0, 0, 1), "duck")
+    R, t = object_to_camera(obj, W2C)
+    assert np.array_equal(A.outline_of(obj, R, t), a.hull_points * s)
+    old = A.project(a.hull_points * s, R, t, cam.K)
+    assert A.amodal_area(obj, R, t, cam.K, 640, 480) == A.amodal_area(obj, R, t, cam.K, 640, 480, old)
+    assert amodal_box(obj, R, t, cam.K) == amodal_box(obj, R, t, cam.K, old)
+
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path))
+    first = assets._cached_hull_indices(a.points)
+    (path,) = (tmp_path / "hulls").glob("*.npy")
+    for broken in (b"", path.read_bytes()[:40]):
+        path.write_bytes(broken)
+        assert np.array_equal(assets._cached_hull_indices(a.points), first)
+        assert np.array_equal(np.load(path), first)

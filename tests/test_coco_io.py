@@ -109,7 +109,33 @@ def test_every_mask_encoded_in_one_pass_is_the_mask_encoded_alone():
     for m in maps:
         ids = [-1, 0, 1, 2, 3, 4, 7]  # 7: absent
         got = coco.rles_of(np.ascontiguousarray(m.T), ids)
-        for i, r in zip(ids, got):
+        for i, (r, n) in zip(ids, got):
             alone = coco.rle(m == i)
-            assert r == alone, (i, r, alone)
+            assert r == alone and n == int((m == i).sum()), (i, r, alone)
             assert np.array_equal(mask_utils.decode({"size": r["size"], "counts": r["counts"].encode()}).astype(bool), m == i)
+
+
+def test_a_record_whose_instances_were_edited_has_its_masks_encoded_one_by_one(tmp_path):
+    """The writer encodes masks from the record's instance map only where the map is that mask: a record built with an
+    instance whose mask no longer matches the map (a user's edit) gets that mask's own encoding."""
+    import dataclasses
+
+    import numpy as np
+
+    from simgen.pipeline import Generator
+    from simgen.run import quiet_stdout
+    from simgen.writers import coco
+
+    cfg = small_config(tmp_path, "n_images=1")
+    with quiet_stdout(), Generator(cfg) as g:
+        rec = g.generate(0)
+    assert rec.instances and rec.instance_columns is not None
+    cats = {c: k + 1 for k, c in enumerate(cfg.scene.categories)}
+    plain = coco.record_entries(rec, cats, "x.jpg", {})["annotations"]
+    assert [a["segmentation"] for a in plain] == [coco.rle(i.mask) for i in rec.instances]
+    first = rec.instances[0]
+    mask = np.zeros_like(first.mask)
+    mask[:2, :3] = True
+    edited = dataclasses.replace(rec, instances=(dataclasses.replace(first, mask=mask, area=6), *rec.instances[1:]))
+    got = coco.record_entries(edited, cats, "x.jpg", {})["annotations"]
+    assert got[0]["segmentation"] == coco.rle(mask) != plain[0]["segmentation"]

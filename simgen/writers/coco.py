@@ -64,8 +64,8 @@ def rle(mask: np.ndarray) -> dict:
     return {"size": [int(x) for x in r["size"]], "counts": r["counts"].decode("ascii")}
 
 
-def rles_of(columns: np.ndarray, ids: list[int]) -> list[dict]:
-    """:func:`rle` of the mask ``instance == i`` for each ``i`` of ``ids``, from one pass over the instance map given
+def rles_of(columns: np.ndarray, ids: list[int]) -> list[tuple[dict, int]]:
+    """(:func:`rle`, pixel count) of the mask ``instance == i`` for each ``i`` of ``ids``, from one pass over the instance map given
     in column-major order (``columns``: the HxW map transposed, WxH, as :attr:`simgen.types.Frame.columns`): its runs of
     equal values, split by value into each mask's alternating zero/one counts, which pycocotools compresses
     (``frPyObjects``). The same strings as encoding the masks one by one, each of which reads the whole map (measured
@@ -80,13 +80,14 @@ def rles_of(columns: np.ndarray, ids: list[int]) -> list[dict]:
         picked = values == i
         s, e = starts[picked], ends[picked]
         if not len(s):
-            counts = [flat.size]
+            counts, area = [flat.size], 0
         else:
+            area = int((e - s).sum())
             runs = np.empty(2 * len(s) + 1, np.int64)  # zeros before the first run, then ones and zeros in turn
             runs[0], runs[1::2], runs[2:-1:2], runs[-1] = s[0], e - s, s[1:] - e[:-1], flat.size - e[-1]
             counts = runs.tolist() if runs[-1] else runs[:-1].tolist()
         r = mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
-        out.append({"size": [int(h), int(w)], "counts": r["counts"].decode("ascii")})
+        out.append(({"size": [int(h), int(w)], "counts": r["counts"].decode("ascii")}, area))
     return out
 
 
@@ -106,9 +107,11 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
     masks = rles_of(rec.instance_columns, [inst.object_index for inst in rec.instances]) if rec.instance_columns is not None else None
     for j, inst in enumerate(rec.instances):
         x0, y0, x1, y1 = inst.bbox_xyxy
+        # the map's encoding stands for the mask where it covers the mask's pixel count (a record whose instances were
+        # edited after the map was taken has its masks encoded one by one)
+        segmentation = masks[j][0] if masks is not None and masks[j][1] == inst.area else rle(inst.mask)
         anns.append({"id": rec.index * 1000 + j + 1, "image_id": image_id, "category_id": cat_ids[inst.category],
-                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0,
-                     "segmentation": masks[j] if masks is not None else rle(inst.mask),
+                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0, "segmentation": segmentation,
                      "visible_fraction": inst.visible_fraction, "truncated": inst.truncated,
                      "pose": {"R": [[round(x, 9) for x in row] for row in inst.pose_R], "t": [round(x, 9) for x in inst.pose_t]},
                      "object_index": inst.object_index, **amodal_entries(inst)})
