@@ -386,6 +386,9 @@ class Renderer:
 
     name = "base"
     pybullet_renderer = p.ER_TINY_RENDERER
+    # Whether frames are drawn off this process's CPU cores (a GPU), so that drawing the next one ahead of time
+    # (submit) costs no core: run.render_each draws ahead where this holds or a core is free
+    offloads = False
 
     def attach(self, world: RenderWorld) -> None:
         """Prepare ``world``'s client for this renderer (load plugins, warm up)."""
