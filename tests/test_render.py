@@ -618,3 +618,25 @@ def test_an_error_starting_the_next_image_comes_after_this_ones_record(monkeypat
             got.append(rec)
     assert got == ["record 0"] and isinstance(e.value.__context__, KeyError)
     assert [r for r, _ in run.generated(Fake(bad_start=-1), [5, 3, 4])] == ["record 5", "record 3", "record 4"]
+
+
+def test_the_next_frame_is_drawn_ahead_only_on_a_gpu_or_a_free_core(monkeypatch):
+    """Drawing image k+1 while image k is labelled pays where the drawing runs elsewhere: a GPU (Renderer.offloads)
+    or a free core for llvmpipe's raster threads (the writer thread's rule, `overlap`); with every core busy it only
+    made threads contend (measured), so the loop then draws one image at a time."""
+    from types import SimpleNamespace
+
+    from simgen import run
+
+    seen = []
+
+    def generated(gen, indices, ahead=True):
+        seen.append(ahead)
+        return iter(())
+
+    monkeypatch.setattr(run, "generated", generated)
+    for offloads in (False, True):
+        for overlap in (False, True):
+            gen = SimpleNamespace(plan=lambda indices: None, renderer=SimpleNamespace(offloads=offloads))
+            list(run.render_each(gen, None, [0, 1], {}, overlap=overlap))
+    assert seen == [False, True, True, True]
