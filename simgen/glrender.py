@@ -28,7 +28,7 @@ import pybullet as p
 
 from .errors import ConfigError, RendererUnavailable
 from . import assets
-from .render import BACKGROUND, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
+from .render import BACKGROUND, SOFTWARE_GL, Renderer, RenderWorld, look_at, metric_depth, projection_matrix, world_to_cam
 from .textures import render_texture
 from .types import Camera, Frame, Light, MeshDraw
 
@@ -315,8 +315,6 @@ class GLRenderer(Renderer):
         self.ctx = _context(self.device)
         self.ctx.__enter__()  # current from here; render() makes it current again around each frame
         self.vendor = f"{self.ctx.info['GL_RENDERER']} ({self.ctx.info['GL_VERSION']})"
-        from .render import SOFTWARE_GL
-
         self.offloads = not any(s in self.vendor.lower() for s in SOFTWARE_GL)  # a GPU draws; llvmpipe draws on our cores
         self.program = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         self.depth_program = self.ctx.program(vertex_shader=_DEPTH_VERTEX, fragment_shader=_DEPTH_FRAGMENT)

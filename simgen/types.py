@@ -191,6 +191,7 @@ class Record:
     stats: dict = field(default_factory=dict)
     # the frame's instance map in column-major order (Frame.columns: WxH int32, indices into the scene's objects, -1
     # elsewhere): every instance's mask is the map == its object_index, so a writer can encode them all in one pass
-    # over it (simgen.writers.coco.rles_of). A record made with instances other than the map's keeps it None (the writer
-    # checks each instance's pixel count against the map and encodes a mask that differs one by one)
+    # over it (simgen.writers.coco.rles_of). A record whose instances were changed after the map was taken still writes
+    # right: the writer takes the map's encoding only for an instance whose pixel count it matches, and encodes the
+    # others from their own masks
     instance_columns: np.ndarray | None = None
