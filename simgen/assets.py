@@ -537,10 +537,7 @@ OUTLINE_ALL_UP_TO = 64  # points up to which a mesh's outline is projected from 
 def _cached_hull_indices(points: np.ndarray) -> np.ndarray:
     """Indices of the points that are vertices of their convex hull (:func:`_hull_vertices`), kept in the cache folder
     per point set: Qhull (scipy) is imported and run once per mesh and machine, not in every run."""
-    import hashlib
     import io
-
-    from .textures import atomic_write_bytes, cache_dir
 
     points = np.ascontiguousarray(points, np.float64)
     try:

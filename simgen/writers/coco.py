@@ -68,8 +68,8 @@ def rles_of(columns: np.ndarray, ids: list[int]) -> list[tuple[dict, int]]:
     """(:func:`rle`, pixel count) of the mask ``instance == i`` for each ``i`` of ``ids``, from one pass over the
     instance map given in column-major order (``columns``: the HxW map transposed, WxH, as
     :attr:`simgen.types.Frame.columns`): its runs of equal values, split by value into each mask's alternating
-    zero/one counts, which pycocotools compresses (``frPyObjects``). The same strings as encoding the masks one by one, each of which reads the whole map (measured
-    on dice, 8 instances an image: 0.66-0.72 vs 1.04-1.58 ms)."""
+    zero/one counts, which pycocotools compresses (``frPyObjects``). The same strings as encoding the masks one by one,
+    each of which reads the whole map (measured on dice, 8 instances an image: 0.66-0.72 vs 1.04-1.58 ms)."""
     w, h = columns.shape
     flat = np.ascontiguousarray(columns).ravel()
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
