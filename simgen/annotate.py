@@ -28,7 +28,18 @@ def object_to_camera(obj: PlacedObject, world_to_cam: np.ndarray) -> tuple[np.nd
 
 
 def tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """Float pixel xyxy of a mask: pixel (r, c) covers [c, c+1) x [r, r+1)."""
+    """Float pixel xyxy of a mask: pixel (r, c) covers [c, c+1) x [r, r+1).
+
+    OpenCV's bounding rectangle of the non-zero pixels where the mask is one block of memory (C order, or F order as
+    :func:`annotate`'s transposed masks are: read transposed, x and y swapped): one pass in C instead of two numpy
+    reductions and their index lists (25 vs 59 us on a 640x480 mask)."""
+    if mask.ndim == 2 and mask.dtype in (bool, np.uint8) and (mask.flags.c_contiguous or mask.flags.f_contiguous):
+        if mask.flags.c_contiguous:
+            x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+        else:
+            y, x, h, w = cv2.boundingRect(mask.T.view(np.uint8))
+        if w:  # else empty: the reductions below say so as they always did
+            return float(x), float(y), float(x + w), float(y + h)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)

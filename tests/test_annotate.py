@@ -26,6 +26,25 @@ def test_tight_box_is_half_open_pixels():
     assert tight_box(m) == (3.0, 2.0, 7.0, 5.0)
 
 
+def test_tight_box_is_the_extent_of_the_mask_in_any_memory_layout():
+    """tight_box reads C- and F-ordered masks with OpenCV (x and y swapped for F order, as annotate's transposed masks
+    are) and anything else with numpy: every layout gives the rows' and columns' extent."""
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(400):
+        h, w = (int(x) for x in rng.integers(1, 50, 2))
+        m = rng.random((h, w)) < rng.choice([0.002, 0.05, 0.5])
+        if not m.any():
+            continue
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        want = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+        for layout in (m, np.asfortranarray(m), m.astype(np.uint8), np.asfortranarray(m.astype(np.uint8)),
+                       np.ascontiguousarray(m.T).T, np.pad(m, 1)[1:-1, 1:-1]):
+            assert tight_box(layout) == want, (layout.flags, h, w)
+            checked += 1
+    assert checked > 1000
+
+
 def test_square_boxes_grow_about_the_centre_and_clip_to_the_image():
     assert square_box((10.0, 20.0, 14.0, 30.0), 64, 48) == (7.0, 20.0, 17.0, 30.0)
     assert square_box((0.0, 0.0, 4.0, 2.0), 64, 48) == (0.0, 0.0, 4.0, 3.0)  # clipped at the top
