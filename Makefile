@@ -12,5 +12,6 @@ bench:
 	python benchmarks/vs_script.py
 	python benchmarks/invariant_sweep.py
 	python benchmarks/gpu_throughput.py --smoke
+	python benchmarks/cpu_side.py
 	python benchmarks/egl_frame.py
 	python benchmarks/dice_bank.py

@@ -65,3 +65,20 @@ def test_steady_rate_leaves_out_start_and_end(tmp_path: Path) -> None:
         os.utime(f, (t, t))
     assert bench.steady_rate(images) == pytest.approx(10.0, rel=0.02)
     assert bench.steady_rate(tmp_path / "missing") is None
+
+
+def test_cpu_side_times_every_stage_of_a_real_render(tmp_path: Path) -> None:
+    """benchmarks/cpu_side.py (the GPU target's CPU part, measured here) on a tiny GL render: every stage it names was
+    timed, and they add up to no more than the worker thread's CPU time."""
+    from .test_glrender import gl_or_skip
+
+    gl_or_skip()
+    spec = importlib.util.spec_from_file_location("cpu_side", ROOT / "benchmarks" / "cpu_side.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.measure("dice", n=4, views=2, width=64, height=48)
+    stages = got["stages"]
+    assert set(stages) == {*bench.STAGES, "other"}
+    for k in ("physics", "submit", "readback", "labels", "files"):
+        assert stages[k] > 0, k
+    assert got["thread"] > 0 and stages["other"] > -1e-6 and got["process"] >= got["thread"] * 0.99
