@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from simgen.errors import ConfigError
+from simgen.errors import ConfigError, DatasetError
 from simgen.train import engine
 from simgen.train.sizes import SyntheticSplit, gap_warnings, plan_sizes, split_indices
 from simgen.train.threads import ThreadChoice, apply_threads, choose, decide
@@ -304,7 +304,7 @@ def test_cli_sets_a_passive_omp_wait_policy_before_torch_loads():
 
 def test_run_identity_ignores_display_settings_and_unused_folders(tmp_path, folders):
     """A finished TRTR run is reused when only progress/threads/checkpointing or the (unused) synthetic
-    folder change; a setting that changes what is learned retrains."""
+    folder change; a setting that changes what is learned is refused, and retrains with overwrite=true."""
     base = ["trainer.max_steps=2", "utility.tstr=false", "utility.fractions=[]", "utility.finetune=false"]
     run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base))))
     metrics = tmp_path / "u/runs/TRTR-s0/metrics.json"
@@ -314,8 +314,38 @@ def test_run_identity_ignores_display_settings_and_unused_folders(tmp_path, fold
     same[same.index(f"data.synthetic=[{folders['syn']}]")] = f"data.synthetic=[{other_syn}]"
     run_utility(utility_config(compose_dict("utility", same)))
     assert metrics.stat().st_mtime_ns == before  # read back, not retrained
-    run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base, "trainer.lr=0.0005"))))
+    with pytest.raises(DatasetError, match="other settings.*overwrite=true"):  # never silently replaced
+        run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base, "trainer.lr=0.0005"))))
+    assert metrics.stat().st_mtime_ns == before
+    run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base, "trainer.lr=0.0005", "overwrite=true"))))
     assert metrics.stat().st_mtime_ns != before
+
+
+def test_utility_claims_every_arm_folder_before_training_any(tmp_path, folders, monkeypatch):
+    """One arm made with other settings stops the whole command before the first arm trains: nothing half-done."""
+    base = ["trainer.max_steps=2", "utility.fractions=[]", "utility.finetune=false"]
+    run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base, "utility.tstr=false"))))  # TRTR only
+    trained = []
+    monkeypatch.setattr("simgen.train.utility.train", lambda *a, **k: trained.append(1))
+    with pytest.raises(DatasetError, match="TRTR \\(seed 0\\).*other settings"):  # TSTR comes first but must not train
+        run_utility(utility_config(compose_dict("utility", overrides(folders, tmp_path / "u", *base, "trainer.lr=0.0005"))))
+    assert not trained and not (tmp_path / "u/runs/TSTR-s0").exists()
+
+
+def test_a_run_never_writes_into_a_dataset_or_a_data_folder(tmp_path, folders):
+    """out that is a dataset, the holdout, or inside a training folder is refused before anything is written there."""
+    (folders["syn"] / "manifest.json").write_text("{}")
+    before = {p: p.stat().st_mtime_ns for p in folders["syn"].rglob("*")}
+    for out, says in ((folders["syn"], "is the data.synthetic folder"), (folders["hold"], "is the data.holdout folder"),
+                      (folders["real"] / "run", "inside the data.real folder")):
+        with pytest.raises(ConfigError, match=says):
+            job_config(compose_dict("train", overrides(folders, out)))
+    elsewhere = tmp_path / "other"
+    write_folder(elsewhere, [noise(900, 64)])  # a dataset that is not one of this run's folders
+    with pytest.raises(ConfigError, match="holds a dataset \\(annotations.json\\)"):
+        job_config(compose_dict("train", overrides(folders, elsewhere)))
+    assert {p: p.stat().st_mtime_ns for p in folders["syn"].rglob("*")} == before
+    assert not (folders["real"] / "run").exists() and not (elsewhere / "DATASHEET.md").exists()
 
 
 # ---------------------------------------------------------------------------- mosaic

@@ -24,8 +24,8 @@ import torch
 from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError
-from .engine import (Mosaic, Phase, TrainerConfig, TrainResult, eval_transforms, finished, phase_skips, predict, resolve_device,
-                     resumable, train, train_transforms, trainer_config)
+from .engine import (Mosaic, Phase, TrainerConfig, TrainResult, eval_transforms, finished, load_checkpoint, phase_skips, predict,
+                     resolve_device, resumable, train, train_transforms, trainer_config)
 from .evaluate import any_class_scores, coco_evaluate, coco_results, label_to_category, write_json
 from .files import atomic_text, disk_full_guard, save_figure
 from .guard import check_no_leak, dataset_identity, holdout_identity
@@ -61,6 +61,7 @@ class Job:
     out: Path
     seed: int = 0
     resolved: dict = field(default_factory=dict, compare=False)
+    overwrite: bool = False  # replace a run in ``out`` (or an arm's folder) that was made with other settings
 
 
 # The real phase of the finetune arm, in passes over the real training images (``utility.finetune_split=auto``).
@@ -142,8 +143,10 @@ def data_config(d: dict) -> DataConfig:
 def job_config(d: dict, utility: bool = False) -> Job:
     """The model, trainer and data groups and the top-level keys (``utility`` too when ``utility``, for
     :func:`utility_config`), every field checked: a bad one is one line, raised before anything is written."""
-    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "", ("model", "trainer", "data", "out", "seed", *(("utility",) if utility else ())))
+    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "",
+                 ("model", "trainer", "data", "out", "seed", "overwrite", *(("utility",) if utility else ())))
     seed = top.integer("seed", 0, lo=0, hi=SEED_MAX)
+    overwrite = top.flag("overwrite", False)
     for k in ("model", "trainer", "data"):
         if not isinstance(d.get(k), dict):
             raise ConfigError(f"config has no `{k}` group; compose conf/train.yaml (simgen train) or pass {k}=<option>.")
@@ -153,10 +156,68 @@ def job_config(d: dict, utility: bool = False) -> Job:
     model, trainer = model_config(d["model"]), trainer_config(d["trainer"])
     resolve_device(trainer.device)  # a device this machine lacks: one line now, not after the first log lines
     job = Job(model, trainer, data_config(d["data"]), Path(str(out)), seed,  # type: ignore[arg-type]
-              resolved={k: v for k, v in d.items() if k != "hydra"})
+              resolved={k: v for k, v in d.items() if k != "hydra"}, overwrite=overwrite)
     if not job.data.synthetic and not job.data.real:
         raise ConfigError("no training data: pass data.synthetic=<folder> (or a list [a,b]) and/or data.real=<folder>.")
+    check_out_folder(job)
     return job
+
+
+def check_out_folder(job: Job) -> None:
+    """Refuse an ``out`` that is not a run's own folder, before anything is written: a run writes checkpoint.pt,
+    metrics.json, predictions.json, provenance.json and DATASHEET.md there, which would land inside a dataset (and
+    replace its datasheet) or inside the holdout."""
+    out = job.out.resolve()
+    data = [("data.holdout", job.data.holdout), *(("data.synthetic", r) for r in job.data.synthetic),
+            *(("data.real", r) for r in job.data.real)]
+    for key, root in data:
+        root = Path(root).resolve()
+        if out == root or out.is_relative_to(root):
+            raise ConfigError(f"out={job.out} is {'the' if out == root else 'inside the'} {key} folder {root}: a run writes its "
+                              "checkpoint, scores and DATASHEET.md into out; give it a folder of its own, e.g. out=runs/<name>.")
+    for marker in ("annotations.json", "manifest.json"):
+        if (out / marker).is_file():
+            raise ConfigError(f"out={job.out} holds a dataset ({marker}): a run writes its checkpoint, scores and DATASHEET.md "
+                              "into out, which would replace the dataset's; give the run a folder of its own, e.g. out=runs/<name>.")
+
+
+RUN_FILES = ("metrics.json", "predictions.json", "checkpoint.pt", "provenance.json", "DATASHEET.md")
+
+
+def other_run(out: Path, key: str) -> str | None:
+    """What in ``out`` says it holds a run made with other settings than ``key`` (None: nothing, or the same run).
+    A checkpoint that cannot be read is not counted here: :func:`simgen.train.engine.resumable` says so and replaces it."""
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        try:
+            got = json.loads(metrics.read_text()).get("settings_hash")
+        except (OSError, ValueError, AttributeError):
+            got = None
+        if got != key:
+            return f"{metrics} is from other settings"
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file():
+        try:
+            meta = load_checkpoint(ckpt).get("meta", {})
+        except Exception:  # damaged: handled where the run starts
+            return None
+        if isinstance(meta, dict) and meta.get("settings_hash") not in (None, key):
+            return f"{ckpt} is from other settings"
+    return None
+
+
+def claim_run_folder(out: Path, key: str, overwrite: bool, name: str) -> None:
+    """Keep a run made with other settings unless ``overwrite``: a changed command must not silently replace the
+    results it would otherwise have read back (``simgen render`` refuses the same way). With ``overwrite`` that
+    run's files go first, so that a kill half-way leaves no stale scores beside the new checkpoint."""
+    why = other_run(out, key)
+    if why is None:
+        return
+    if not overwrite:
+        raise DatasetError(f"{name}: {out} holds a run made with other settings ({why}); pass overwrite=true to replace it, "
+                           "or a new out=<folder>.")
+    for f in RUN_FILES:
+        (out / f).unlink(missing_ok=True)
 
 
 def utility_config(d: dict) -> UtilityConfig:
@@ -385,6 +446,31 @@ def model_identity(m: ModelConfig) -> dict:
     return d
 
 
+def _roots(job: Job, arm: Arm) -> tuple[tuple, tuple]:
+    """The synthetic and real folders an arm trains on."""
+    data = job.data
+    return (data.synthetic if arm.fraction != 0.0 else (),
+            data.real if arm.fraction != 1.0 or arm.finetune_split is not None else ())
+
+
+def run_key(job: Job, arm: Arm, seed: int, hh: dict) -> str:
+    """The settings hash of one run: what it learns from and how (not progress bars, threads or checkpoint timing), so
+    that a finished run with the same key is read back instead of trained again."""
+    data = job.data
+    roots_s, roots_r = _roots(job, arm)
+    settings = {"model": model_identity(job.model), "trainer": run_identity(job.trainer),
+                "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
+                "fraction": arm.fraction, "seed": seed, "categories": model_categories(data),
+                # the holdout by content (images and labels), not only its path: an edited holdout must not
+                # reuse stale scores
+                "holdout_content": [sorted(hh), file_sha256(data.holdout / "annotations.json")]}
+    if arm.finetune_split is not None:
+        settings["finetune_split"] = arm.finetune_split
+    if arm.subset is not None:
+        settings["synthetic_subset"] = asdict(arm.subset)
+    return _hash(settings)
+
+
 def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str = "train",
             holdout_hashes: dict | None = None, log=None, arm: Arm | None = None) -> dict:
     """Train one model on ``job.data`` at ``synthetic_fraction`` (or as ``arm`` says) and score it on the holdout.
@@ -402,20 +488,11 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     log = log or (lambda m: None)
     arm = arm or Arm(name, synthetic_fraction)
     name, data, t, m = arm.name, job.data, job.trainer, job.model
-    roots_s = data.synthetic if arm.fraction != 0.0 else ()
-    roots_r = data.real if arm.fraction != 1.0 or arm.finetune_split is not None else ()
+    roots_s, roots_r = _roots(job, arm)
     hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
     cats = model_categories(data)
-    settings = {"model": model_identity(m), "trainer": run_identity(t), "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
-                "fraction": arm.fraction, "seed": seed, "categories": cats,
-                # the holdout by content (images and labels), not only its path: an edited holdout must not
-                # reuse stale scores
-                "holdout_content": [sorted(hh), file_sha256(data.holdout / "annotations.json")]}
-    if arm.finetune_split is not None:
-        settings["finetune_split"] = arm.finetune_split
-    if arm.subset is not None:
-        settings["synthetic_subset"] = asdict(arm.subset)
-    key = _hash(settings)
+    key = run_key(job, arm, seed, hh)
+    claim_run_folder(out, key, job.overwrite, f"{name} (seed {seed})")
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():
         prev = json.loads(metrics_file.read_text())
@@ -574,7 +651,11 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     finetune = resolve_finetune_split(u) if u.finetune and job.data.real else None  # (split, how it was chosen)
     if finetune:
         log(f"finetune: synthetic for {finetune_until(job.trainer, finetune[0]):.0%} of the budget, then real; {finetune[1]}")
-    for arm in arms(u, finetune[0] if finetune else None):
+    planned = arms(u, finetune[0] if finetune else None)
+    for arm in planned:  # every arm's folder claimed before the first trains: a refusal leaves nothing half-done
+        for seed in u.seeds:
+            claim_run_folder(job.out / "runs" / f"{arm.name}-s{seed}", run_key(job, arm, seed, hh), job.overwrite, f"{arm.name} (seed {seed})")
+    for arm in planned:
         for seed in u.seeds:
             runs.append(run_one(job, job.out / "runs" / f"{arm.name}-s{seed}", arm.fraction, seed, arm.name, hh, log, arm=arm))
     summary = summarize(runs)
