@@ -53,3 +53,15 @@ def test_workers_auto_counts_the_cores_a_container_grants(monkeypatch, tmp_path)
     monkeypatch.setattr("simgen.train.threads._cgroup_quota", lambda: 2.5)
     assert render_config(compose_dict("render", [f"out={tmp_path}", "workers=auto"])).workers == 3
     assert render_config(compose_dict("render", [f"out={tmp_path}", "workers=5"])).workers == 5
+
+
+def test_documented_override_forms_need_no_plus():
+    """README's `scene.camera.K=[fx,fy,cx,cy]` and docs/targeted.md's `scene.objects.<name>.weight=3` are plain
+    overrides on every built-in scene: the keys are in the scene configs (null and 1 by default)."""
+    from simgen.config import render_config
+
+    for scene, name in (("dice", "die"), ("tabletop", "duck"), ("custom", "box")):
+        cfg = render_config(compose_dict("render", [f"scene={scene}", "scene.camera.K=[500,500,320,240]",
+                                                    f"scene.objects.{name}.weight=3"]))
+        assert cfg.scene.camera.K is not None
+        assert [g.weight for g in cfg.scene.objects if g.category == name or g.asset == name] == [3.0]
