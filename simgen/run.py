@@ -635,7 +635,7 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
             log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
             yield None
             return
-        for w in mesh_memory_warnings(cfg):  # every writer's run, before its progress bar
+        for w in (*mesh_memory_warnings(cfg), *framing_warnings(cfg)):  # every writer's run, before its progress bar
             log(w)
         categories = list(cfg.scene.categories)
         try:
@@ -705,6 +705,31 @@ def free_space(path: Path) -> str:
 
 
 MESH_MEMORY_WARN = 2 * 2**30  # bytes of one object's render copies in a process above which a run says so
+
+
+def framing_warnings(cfg: RenderConfig) -> list[str]:
+    """A labelled object that, at its smallest scale, spans more than half of what the camera sees across at its
+    farthest (the shorter side of the image) fills most of every image it is in: its boxes cover the frame, and a
+    detector learns little from it. Legal (:func:`check_sizes` refuses only what the scene cannot hold), so a warning:
+    most often a URDF at its own size in a scene made for small objects."""
+    from . import assets
+
+    cam = cfg.scene.camera
+    far = _dist_bounds(cam.distance)[1]
+    if cam.K is not None:
+        fx, fy = cam.K[0], cam.K[1]
+        seen = far * min(cfg.width / fx, cfg.height / fy)
+    else:
+        fov = min(_dist_bounds(cam.fov_deg)[1], 179.0)
+        seen = 2 * far * math.tan(math.radians(fov) / 2) * min(1.0, cfg.width / cfg.height)  # fov is vertical
+    out = []
+    for g in cfg.scene.objects:
+        size = float(np.ptp(assets.resolve(g.asset).points, axis=0).max()) * _dist_bounds(g.scale)[0]
+        if size > seen / 2:
+            out.append(f"warning: {_group_key(g)}: `{g.asset}` is {size:.2g} m long at its smallest scale, more than half "
+                       f"of the {seen:.2g} m the camera sees across at its farthest (scene.camera.distance, fov_deg): its "
+                       f"boxes will cover most of every image; lower its scale or move the camera back.")
+    return out
 
 
 def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:

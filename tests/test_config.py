@@ -65,3 +65,20 @@ def test_documented_override_forms_need_no_plus():
                                                     f"scene.objects.{name}.weight=3"]))
         assert cfg.scene.camera.K is not None
         assert [g.weight for g in cfg.scene.objects if g.category == name or g.asset == name] == [3.0]
+
+
+def test_an_object_larger_than_the_view_is_warned_about():
+    """A URDF at its own size in a scene made for small objects: legal (the scene holds it), but its boxes would cover
+    most of every image, so the run says so; the built-in scenes say nothing."""
+    import pybullet_data
+
+    from simgen.run import framing_warnings
+
+    for scene in ("dice", "tabletop", "custom"):
+        assert framing_warnings(render_config(compose_dict("render", [f"scene={scene}"]))) == []
+    r2 = f"+scene.objects.r2={{asset: {pybullet_data.getDataPath()}/r2d2.urdf, count: [1, 2]}}"
+    cfg = render_config(compose_dict("render", ["scene=custom", "~scene.objects.box", r2]))
+    (w,) = framing_warnings(cfg)
+    assert w.startswith("warning: scene.objects.r2:") and "more than half" in w and "lower its scale" in w
+    small = render_config(compose_dict("render", ["scene=custom", "~scene.objects.box", r2.replace("count", "scale: 0.1, count")]))
+    assert framing_warnings(small) == []
