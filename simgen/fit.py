@@ -314,6 +314,51 @@ def load_real(real_dir: Path):
     return real
 
 
+def _scene_categories(path: Path) -> list[str]:
+    """The categories a scene file in conf/scene names (``categories``, else its object groups'), without composing it."""
+    import yaml
+
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    objs = d.get("objects") if isinstance(d, dict) else None
+    cats = d.get("categories") or ([g.get("category", k) if isinstance(g, dict) else k for k, g in objs.items()]
+                                   if isinstance(objs, dict) else [])
+    return [str(c) for c in cats]
+
+
+def check_categories(real, cfg, render: dict) -> str | None:
+    """The scene's categories against the real set's: the warning to print, None when the sets are the same. None shared:
+    the counts and sizes are fitted to other objects. A warning, not an error: a real set labelled with one class (say
+    "die") against a scene whose labeler names top faces shares no name and is still a fair fit of sizes and counts.
+    Some shared: count_keys fits per-category counts for the shared ones only, and the real objects of other categories
+    still count toward them."""
+    scene = list(dict.fromkeys(cfg.scene.categories))
+    names = list(dict.fromkeys(c["name"] for c in real.doc["categories"]))
+    where = real.root / "annotations.json"
+    if not set(scene) & set(names):
+        from .cli import conf_dir
+
+        fits = [p.stem for p in sorted((conf_dir() / "scene").glob("*.yaml"))
+                if p.stem != cfg.scene.name and set(_scene_categories(p)) & set(names)]
+        objs = (render.get("scene") or {}).get("objects")
+        groups = list(objs) if isinstance(objs, dict) else []
+        rename = (f", or name the scene's objects after the real categories (e.g. +scene.objects.{groups[0] if groups else '<group>'}"
+                  f".category={names[0] if names else '<name>'})") if cfg.scene.labeler == "category" else ""
+        return (f"none of the categories of scene={cfg.scene.name} ({', '.join(scene)}) is in `{where}` "
+                f"({', '.join(names) or 'no categories'}): the sizes and counts below are fitted to other objects; if they are "
+                f"not the same objects, pick the scene whose categories match "
+                f"({'scene=' + ', scene='.join(fits) if fits else 'e.g. scene=custom with your objects'}){rename}.")
+    only_scene, only_real = [c for c in scene if c not in names], [c for c in names if c not in scene]
+    if not only_scene and not only_real:
+        return None
+    parts = ([f"scene={cfg.scene.name} categories {', '.join(only_scene)} are not in `{where}` (their counts are not fitted)"]
+             if only_scene else []) + ([f"real categories {', '.join(only_real)} are not in scene={cfg.scene.name} (their objects "
+                                         "still count toward the fitted counts)"] if only_real else [])
+    return "; ".join(parts) + "; pick the scene whose categories match, or name its objects after the real categories."
+
+
 def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Callable[[str], None] = print) -> dict:
     """Fit the randomization ranges of ``render`` (a composed render config dict: scene, randomization, ...)
     to the real COCO folder ``real_dir``. Returns {"keys": [Key], "overlay": nested dict, "notes": [...],
@@ -328,6 +373,9 @@ def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Call
     size = _calibration_size(render, real)
     with tempfile.TemporaryDirectory(prefix="simgen-fit-") as tmp:
         cfg = calibration_config(render, size, opts, Path(tmp) / "geometry")  # validated before any work
+        mismatch = check_categories(real, cfg, render)  # said before any render
+        if mismatch:
+            print(f"simgen: warning: {mismatch}", file=sys.stderr)
         log(f"fit: measuring {len(real.image_ids)} real images in {real_dir}")
         real_px = pixel_stats(real, opts.progress)
         calib = calibrate(cfg, "1/3, as configured: object size and count", log)
@@ -352,7 +400,7 @@ def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Call
         if trained is not None:  # the detector's measure replaces the edge measure (kept in the comment)
             keys = [k for k in keys if k.path != ("labels", "box_pad_px")] + [run_pad_key(trained, real_dir, box[1], log)]
     notes = ["not fitted: colours, textures, grounds and lights (the scene's own ranges are kept; the sensor gain below "
-             "carries any overall brightness difference), saturation."]
+             "carries any overall brightness difference), saturation.", *([f"warning: {mismatch}"] if mismatch else [])]
     meta = {"real": str(real_dir), "n_images": len(real.image_ids), "n_boxes": len(real.doc["annotations"]),
             "scene": cfg.scene.name, "calibration": {"images": opts.calibration_images, "width": size[0], "height": size[1]},
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "simgen_version": _version(),

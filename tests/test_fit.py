@@ -316,3 +316,68 @@ def test_fit_run_pad_adds_what_the_detector_misses_to_its_training_padding(tmp_p
     key = run_pad_key(run, holdout, Key(("labels", "box_pad_px"), 1.3, ""), lambda m: None)
     assert key.path == ("labels", "box_pad_px") and key.value == 2.5, key.source
     assert "padded 0.5 px" in key.source and "the edge measure said 1.3 px" in key.source
+
+
+def _tiny_real(root: Path, names: list[str]) -> Path:
+    """Two 64x64 PNGs with one box per category: just enough for `simgen fit` to load the set."""
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(2):
+        img = np.full((64, 64, 3), 90, np.uint8)
+        img[10:30, 10:30] = 220
+        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
+        images.append({"id": i + 1, "file_name": f"images/{i}.png", "width": 64, "height": 64})
+        anns += [{"id": len(anns) + k + 1, "image_id": i + 1, "category_id": k + 1, "bbox": [10, 10, 20, 20], "area": 400,
+                  "iscrowd": 0} for k in range(len(names))]
+    cats = [{"id": k + 1, "name": n} for k, n in enumerate(names)]
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root
+
+
+def test_a_scene_sharing_no_category_with_the_real_set_is_warned_about(tmp_path, monkeypatch, capsys):
+    """Dice photos fitted with scene=tabletop: one warning line naming both sets and the scene that matches, before any
+    render. A warning, not a refusal: a one-class real set ("die") against the dice scene shares no name either."""
+    import simgen.fit as fit_mod
+    from simgen.fit import FitOptions, fit
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **kw):
+        raise Stop
+
+    monkeypatch.setattr(fit_mod, "pixel_stats", stop)  # the first measurement: the category check has run by then
+    real = _tiny_real(tmp_path / "real", ["one", "two", "three", "four", "five", "six"])
+    with pytest.raises(Stop):
+        fit(real, compose_dict("render", ["scene=tabletop"]), FitOptions(progress=False), log=lambda m: None)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("simgen: warning: none of the categories of scene=tabletop"), line
+    assert "(duck, teddy, mug, lego, can, ball)" in line and "(one, two, three, four, five, six)" in line
+    assert "pick the scene whose categories match (scene=dice)" in line and "+scene.objects.duck.category=one" in line
+
+
+def test_a_scene_sharing_some_categories_warns_once_on_stderr(tmp_path, monkeypatch, capsys):
+    """Some categories shared: one warning line on stderr before any render (and in the overlay's notes); the same
+    categories on both sides: no warning."""
+    import simgen.fit as fit_mod
+    from simgen.fit import FitOptions, fit
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **kw):
+        raise Stop
+
+    monkeypatch.setattr(fit_mod, "pixel_stats", stop)  # the first measurement: the category check has run by then
+    render = compose_dict("render", PLAIN)
+    with pytest.raises(Stop):
+        fit(_tiny_real(tmp_path / "some", ["one", "two", "seven"]), render, FitOptions(progress=False), log=lambda m: None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("simgen: warning: scene=dice categories three, four, five, six are not in"), err
+    assert "real categories seven are not in scene=dice" in err[0]
+    with pytest.raises(Stop):
+        fit(_tiny_real(tmp_path / "same", ["one", "two", "three", "four", "five", "six"]), render, FitOptions(progress=False),
+            log=lambda m: None)
+    assert capsys.readouterr().err == ""

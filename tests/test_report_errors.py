@@ -203,3 +203,50 @@ def test_a_run_scored_on_other_photos_fails_the_identity_check(ctx: ReportContex
     (run / "provenance.json").write_text(json.dumps(prov))
     s = error_section(replace(ctx, run=run))
     assert {c.name: c.status for c in s.checks}["holdout identity"] == "fail" and s.status == "fail"
+
+
+# ---------------------------------------------------------------------------- report.features refused up front
+
+
+def _report_dict(ctx: ReportContext, tmp_path: Path, **report) -> dict:
+    return {"data": {"real": str(ctx.real.root), "synthetic": str(ctx.synthetic.root)}, "out": str(tmp_path / "rep"),
+            "report": {"progress": False, **report}}
+
+
+def test_unknown_or_unusable_report_features_are_refused_before_any_work(ctx: ReportContext, tmp_path: Path):
+    from simgen.errors import ConfigError
+    from simgen.report.cli import report_context
+
+    missing = {"data": {"real": str(tmp_path / "nope"), "synthetic": str(tmp_path / "nope")}, "out": str(tmp_path / "rep")}
+    with pytest.raises(ConfigError, match=r"unknown report.features \['clip'\]; known: stats, random_cnn, detector, weights"):
+        report_context({**missing, "report": {"features": ["stats", "clip"]}})  # refused before the (missing) folders are read
+    with pytest.raises(ConfigError, match=r"report.features=\[detector\] .*needs report.run=<simgen train or simgen utility output folder>"):
+        report_context({**missing, "report": {"features": ["detector"]}})
+    with pytest.raises(ConfigError, match=r"report.features=\[weights\] needs report.weights="):
+        report_context({**missing, "report": {"features": "weights"}})
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_detector_run_without_a_checkpoint_stays_a_warn(ctx: ReportContext, tmp_path: Path):
+    """report.run given but holding no checkpoint: a runtime problem, reported as a "not computed" warn, not refused."""
+    from simgen.report.cli import report_context
+    from simgen.report.distance import feature_section
+
+    (tmp_path / "norun").mkdir()
+    c = report_context(_report_dict(ctx, tmp_path, features=["detector"], run=str(tmp_path / "norun")))
+    assert c.features == ("detector",) and c.run == tmp_path / "norun"
+    s = feature_section(c)
+    assert [(k.name, k.status) for k in s.checks] == [("detector: features", "warn")] and "no checkpoint.pt" in s.checks[0].detail
+
+
+def test_cli_unknown_report_feature_is_one_line_exit_2_and_writes_nothing(ctx: ReportContext, tmp_path: Path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "simgen", "report", f"data.real={ctx.real.root}", f"data.synthetic={ctx.synthetic.root}",
+                        f"out={tmp_path / 'rep'}", "report.features=[clip]", "report.progress=false"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("simgen: error: unknown report.features ['clip']"), r.stderr
+    assert "known: stats, random_cnn, detector, weights" in lines[0]
+    assert not (tmp_path / "rep").exists() and not list(tmp_path.glob(".rep*"))

@@ -47,6 +47,23 @@ def _check_options(d: dict[str, Any], r: dict[str, Any]) -> tuple[int, int | Non
     return f.integer("seed", 0, lo=0, hi=SEED_MAX), f.integer("max_images", None, lo=1, optional=True, example=200)  # type: ignore[return-value]
 
 
+def _check_features(features: list[Any], run: Path | None, weights: Path | None) -> None:
+    """report.features: known extractor names only, and those that need an input have it (before any work).
+    A weights file or checkpoint that turns out unreadable stays a "not computed" warn in the report."""
+    from .features import EXTRACTORS
+
+    unknown = [f for f in features if f not in EXTRACTORS]
+    if unknown:
+        raise ConfigError(f"unknown report.features {unknown}; known: {', '.join(EXTRACTORS)} "
+                          "(e.g. report.features=[stats,random_cnn]).")
+    if "detector" in features and run is None:
+        raise ConfigError("report.features=[detector] uses the features of your trained detector and needs report.run=<simgen train "
+                          "or simgen utility output folder>; add it, or drop detector from report.features.")
+    if "weights" in features and weights is None:
+        raise ConfigError("report.features=[weights] needs report.weights=<local torchvision ResNet-18/50 .pth file>; add it, "
+                          "or drop weights from report.features.")
+
+
 def report_context(d: dict[str, Any]):
     """The ReportContext for a composed config; loads and samples both sides (DatasetError on bad input)."""
     from .build import FAIL_ON, load_side
@@ -72,6 +89,7 @@ def report_context(d: dict[str, Any]):
     weights = Path(r["weights"]) if r.get("weights") else None
     features = r.get("features") or ["stats"]
     features = [features] if isinstance(features, str) else list(features)
+    _check_features(features, run, weights)
     if r.get("sections") is not None:  # validated here so that a typo fails before any work
         from .build import section_functions
 

@@ -207,6 +207,7 @@ def detector(paths: Sequence[Path], run: Path, progress: bool = False) -> tuple[
 
 # ---------------------------------------------------------------------------- shared, cached per report
 
+EXTRACTORS = ("stats", "random_cnn", "detector", "weights")  # the names report.features takes (checked by report.cli)
 _CACHE: dict[tuple, object] = {}
 # what a missing run, a foreign checkpoint or an unreadable weights file raises: the section says so and goes on
 EXTRACT_ERRORS = (ValueError, KeyError, OSError, RuntimeError, SimgenError)
@@ -243,7 +244,7 @@ def extract(ctx, name: str) -> list[tuple[Features, Features]]:
             raise ValueError("the weights extractor needs report.weights=<local torchvision .pth>")
         pairs = [(weights(pr, ctx.weights, ctx.progress), weights(ps, ctx.weights, ctx.progress))]
     else:
-        raise ValueError(f"unknown feature extractor `{name}`; known: stats, random_cnn, detector, weights")
+        raise ValueError(f"unknown feature extractor `{name}`; known: {', '.join(EXTRACTORS)}")
     _CACHE[key] = pairs
     return pairs
 
