@@ -208,6 +208,10 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
         proc.communicate()
         raise RendererUnavailable("renderer=egl: the EGL probe hung; check the GPU driver or use renderer=tiny.") from None
     if "SIMGEN_EGL_OK" not in out:
+        count = egl_device_count() if device is not None else None
+        if count is not None and device >= count:  # EGL works; the index asked for does not exist
+            raise RendererUnavailable(f"renderer=egl: no EGL device {device} here (this machine has {count}, numbered from 0); "
+                                      "check renderer.devices (or CUDA_VISIBLE_DEVICES).")
         raise RendererUnavailable("renderer=egl: EGL cannot start here (no EGL vendor library or device); install Mesa's libegl1 "
                                   "or the NVIDIA driver, or use renderer=tiny.")
     vendor = [ln.split("=", 1)[1].strip() for ln in out.splitlines() if ln.strip().startswith("GL_RENDERER=")]
@@ -215,6 +219,27 @@ def probe_egl(device: int | None = None, timeout: float = 120.0) -> str:
     os.environ[f"SIMGEN_EGL_OK_{device}"] = name
     _remember(device, name)
     return name
+
+
+_COUNT_DEVICES = r"""
+import ctypes
+egl = ctypes.CDLL("libEGL.so.1")
+egl.eglGetProcAddress.restype = ctypes.c_void_p
+query = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
+n = ctypes.c_int(0)
+if query and ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))(query)(0, None, ctypes.byref(n)):
+    print(n.value)
+"""
+
+
+def egl_device_count() -> int | None:
+    """How many EGL devices this machine has (eglQueryDevicesEXT, asked in a throwaway process so that this one loads no
+    EGL), or None where that cannot be told. Only asked after a probe failed: to tell a wrong device index from no EGL."""
+    try:
+        r = subprocess.run([sys.executable, "-c", _COUNT_DEVICES], capture_output=True, text=True, timeout=60)
+        return int(r.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 # simgen's GL renderer (renderer=gl) asks the same of EGL through moderngl: an OpenGL 3.3 context. Its probe lives

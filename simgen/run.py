@@ -30,7 +30,7 @@ import numpy as np
 
 from . import __version__
 from .config import RenderConfig
-from .errors import ConfigError, PlacementError, RenderError
+from .errors import ConfigError, PlacementError, RenderError, RendererUnavailable
 from .writers import coco
 from .datasheet import write_dataset_docs
 from .provenance import generation_sources
@@ -677,6 +677,10 @@ def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, 
                 device = cfg.egl_devices[0]
             paths = tuple(assets.resolve(g.asset).path for g in (*cfg.scene.objects, *cfg.scene.distractors))
             name, note = choose_renderer(cfg.width, cfg.height, processes or cfg.workers, device, paths)
+        if cfg.egl_devices and "no EGL device" in note:  # devices named on purpose: a wrong index is the user's to fix
+            reason = note[note.index("no EGL device"):].removesuffix(")")  # inside "EGL unavailable (...)"
+            raise RendererUnavailable(f"renderer.devices={list(cfg.egl_devices)}: {reason}; "
+                                      "check renderer.devices (or CUDA_VISIBLE_DEVICES).")
     log(f"renderer=auto: {name} ({note})")
     return replace(cfg, renderer=name, renderer_note=note)
 

@@ -640,3 +640,24 @@ def test_the_next_frame_is_drawn_ahead_only_on_a_gpu_or_a_free_core(monkeypatch)
             gen = SimpleNamespace(plan=lambda indices: None, renderer=SimpleNamespace(offloads=offloads))
             list(run.render_each(gen, None, [0, 1], {}, overlap=overlap))
     assert seen == [False, True, True, True]
+
+
+def test_a_device_index_that_does_not_exist_is_named_as_such(monkeypatch, tmp_path):
+    """renderer.devices=[99] on a machine where EGL works: the line says the device does not exist and how many there
+    are, not that EGL is missing; under renderer=auto the run stops too (the device was named on purpose) instead of
+    falling back to TinyRenderer."""
+    from dataclasses import replace
+
+    from simgen.eglprobe import egl_device_count
+    from simgen.run import resolve_renderer
+
+    egl_or_skip()
+    count = egl_device_count()
+    if count is None:
+        pytest.skip("eglQueryDevicesEXT is not available here")
+    monkeypatch.delenv("SIMGEN_EGL_OK_99", raising=False)
+    with pytest.raises(RendererUnavailable, match=f"no EGL device 99 here \\(this machine has {count}, numbered from 0\\)"):
+        probe_egl(99)
+    cfg = replace(small_config(tmp_path), renderer="auto", egl_devices=(99,))
+    with pytest.raises(RendererUnavailable, match="renderer.devices=\\[99\\]: no EGL device 99 here"):
+        resolve_renderer(cfg, log=lambda m: None)
