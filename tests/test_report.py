@@ -220,3 +220,12 @@ def test_report_renders_in_chromium(sets, tmp_path):
     assert not console, console
     img = cv2.imread(str(tmp_path / "shot.png"))
     assert img is not None and img.shape[:2] == (2400, 1400) and img.std() > 10  # rendered something, not blank
+
+
+def test_progress_into_a_log_has_no_cursor_escapes(sets, tmp_path):
+    """With progress on and stderr a pipe (a log, CI), only the report's own bar is drawn: the per-image and feature bars
+    nested under it would move the cursor up, which in a log is a stream of escape codes."""
+    r = simgen(f"data.real={sets['base']}", f"data.synthetic={sets['bright']}", "report.features=[stats]",
+               "report.sections=[labels,pixels]", "report.fail_on=never", f"out={tmp_path / 'a'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "report" in r.stderr and "\x1b[A" not in r.stderr, r.stderr[-500:]

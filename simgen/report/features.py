@@ -50,7 +50,9 @@ def _sha(*parts: object) -> str:
 
 
 def _progress(it, total: int, desc: str, show: bool):
-    if not show:
+    import sys
+
+    if not show or not sys.stderr.isatty():  # a bar nested under the report's own moves the cursor up: escapes in a log
         return it
     from tqdm import tqdm
 

@@ -9,6 +9,7 @@ with like across resolutions; box-edge margins run at full resolution because bo
 from __future__ import annotations
 
 import io
+import sys
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from functools import lru_cache
@@ -96,7 +97,9 @@ def image_size(side: Side, im: dict) -> tuple[int, int]:
 
 
 def _bar(side: Side, what: str, ctx: ReportContext):
-    return tqdm(side.image_ids, desc=f"{what} ({side.name})", unit="img", leave=False, disable=not ctx.progress)
+    # nested under the report's own bar, which moves the cursor up: only on a terminal, where that draws, not in a log
+    return tqdm(side.image_ids, desc=f"{what} ({side.name})", unit="img", leave=False,
+                disable=not ctx.progress or not sys.stderr.isatty())
 
 
 # ---------------------------------------------------------------- figures (matplotlib, Agg: no display needed)
