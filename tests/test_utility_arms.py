@@ -57,6 +57,7 @@ def test_finetune_arm_spends_the_budget_once_synthetic_then_real(tmp_path, folde
     assert on_disk["runs"] == report["runs"]
     md = (tmp_path / "u/report.md").read_text()
     assert "| finetune |" in md and "synthetic only for the first 70% of the budget" in md
+    assert "| finetune | 0 | 0.7 of the budget, then real (0.70) |" in md  # its number is a split of the budget, not a mix
     assert (tmp_path / "u/map_vs_fraction.png").stat().st_size > 1000
     prov = json.loads((tmp_path / "u/runs/finetune-s0/provenance.json").read_text())
     assert [(p["name"], p["start_step"], p["steps"]) for p in prov["phases"]] == [("synthetic", 0, 7), ("real", 7, 3)]

@@ -790,11 +790,19 @@ def failed_warnings(runs: list[dict], summary: list[dict]) -> list[str]:
     return lines
 
 
+def fraction_cell(e: dict) -> str:
+    """The synthetic-fraction cell of a run or arm: for the finetune arm its number is the share of the budget trained
+    on synthetic before the switch to real (nothing is mixed), which the cell says."""
+    if e.get("kind") == "finetune":
+        return f"{e['synthetic_fraction']:g} of the budget, then real"
+    return f"{e['synthetic_fraction']:g}"
+
+
 def summary_table(summary: list[dict]) -> str:
     def cell(e: dict, k: str) -> str:
         return f"{e[k + '_mean']:.3f} ± {e[k + '_std']:.3f}" if k + "_mean" in e else "-"
 
-    rows = [f"| {e['name']} | {e['synthetic_fraction']:g} | {len(e['seeds'])} | {cell(e, 'map')} | {cell(e, 'map50')} | "
+    rows = [f"| {e['name']} | {fraction_cell(e)} | {len(e['seeds'])} | {cell(e, 'map')} | {cell(e, 'map50')} | "
             f"{cell(e, 'map50_agnostic')} |" for e in summary]
     return "\n".join(["| arm | synthetic fraction | seeds | mAP (mean ± std) | AP50 | AP50 any class |", "|---|---|---|---|---|---|", *rows])
 
@@ -808,7 +816,7 @@ def markdown_table(runs: list[dict]) -> str:
     for r in runs:
         pc = "".join(f" {'-' if r['per_class'].get(c) is None else format(r['per_class'][c], '.3f')} |" for c in classes)
         seen = r.get("synthetic_share_seen")
-        rows.append(f"| {r['name']} | {r['seed']} | {r['synthetic_fraction']:g} ({'-' if seen is None else format(seen, '.2f')}) | "
+        rows.append(f"| {r['name']} | {r['seed']} | {fraction_cell(r)} ({'-' if seen is None else format(seen, '.2f')}) | "
                     f"{r['train_images']} | {r['steps']} | {r.get('minutes', 0):.1f} | {r['map']:.3f} | {r['map50']:.3f} | "
                     f"{r.get('map50_agnostic', float('nan')):.3f} |{pc}")
     return "\n".join([head, sep, *rows])
