@@ -184,16 +184,22 @@ def check_out_folder(job: Job) -> None:
 RUN_FILES = ("metrics.json", "predictions.json", "checkpoint.pt", "provenance.json", "DATASHEET.md")
 
 
-def other_run(out: Path, key: str) -> str | None:
-    """What in ``out`` says it holds a run made with other settings than ``key`` (None: nothing, or the same run).
-    A checkpoint that cannot be read is not counted here: :func:`simgen.train.engine.resumable` says so and replaces it."""
+def other_run(out: Path, keys: tuple[str, str]) -> str | None:
+    """What in ``out`` says it holds a run made with other settings than ``keys`` (:func:`run_keys`; None: nothing, the
+    same run, or the same command whose holdout has changed since). A checkpoint that cannot be read is not counted here:
+    :func:`simgen.train.engine.resumable` says so and replaces it."""
+    key, config = keys
+
+    def other(got: dict) -> bool:
+        return got.get("settings_hash") not in (None, key) and got.get("config_hash") != config
+
     metrics = out / "metrics.json"
     if metrics.is_file():
         try:
-            got = json.loads(metrics.read_text()).get("settings_hash")
-        except (OSError, ValueError, AttributeError):
-            got = None
-        if got != key:
+            got = json.loads(metrics.read_text())
+        except (OSError, ValueError):  # unreadable: not evidence of another run (the run says what is wrong with it)
+            got = {}
+        if isinstance(got, dict) and other(got):
             return f"{metrics} is from other settings"
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
@@ -201,16 +207,16 @@ def other_run(out: Path, key: str) -> str | None:
             meta = load_checkpoint(ckpt).get("meta", {})
         except Exception:  # damaged: handled where the run starts
             return None
-        if isinstance(meta, dict) and meta.get("settings_hash") not in (None, key):
+        if isinstance(meta, dict) and other(meta):
             return f"{ckpt} is from other settings"
     return None
 
 
-def claim_run_folder(out: Path, key: str, overwrite: bool, name: str) -> None:
+def claim_run_folder(out: Path, keys: tuple[str, str], overwrite: bool, name: str) -> None:
     """Keep a run made with other settings unless ``overwrite``: a changed command must not silently replace the
     results it would otherwise have read back (``simgen render`` refuses the same way). With ``overwrite`` that
     run's files go first, so that a kill half-way leaves no stale scores beside the new checkpoint."""
-    why = other_run(out, key)
+    why = other_run(out, keys)
     if why is None:
         return
     if not overwrite:
@@ -453,9 +459,11 @@ def _roots(job: Job, arm: Arm) -> tuple[tuple, tuple]:
             data.real if arm.fraction != 1.0 or arm.finetune_split is not None else ())
 
 
-def run_key(job: Job, arm: Arm, seed: int, hh: dict) -> str:
-    """The settings hash of one run: what it learns from and how (not progress bars, threads or checkpoint timing), so
-    that a finished run with the same key is read back instead of trained again."""
+def run_keys(job: Job, arm: Arm, seed: int, hh: dict) -> tuple[str, str]:
+    """(settings hash, config hash) of one run. The settings: what it learns from and how (not progress bars, threads or
+    checkpoint timing) and the holdout's content, so that a finished run with the same key is read back instead of
+    trained again. The config hash leaves the holdout's content out: a run whose holdout was edited since is the same
+    command, scored again, not a run made with other settings (:func:`claim_run_folder`)."""
     data = job.data
     roots_s, roots_r = _roots(job, arm)
     settings = {"model": model_identity(job.model), "trainer": run_identity(job.trainer),
@@ -468,7 +476,7 @@ def run_key(job: Job, arm: Arm, seed: int, hh: dict) -> str:
         settings["finetune_split"] = arm.finetune_split
     if arm.subset is not None:
         settings["synthetic_subset"] = asdict(arm.subset)
-    return _hash(settings)
+    return _hash(settings), _hash({k: v for k, v in settings.items() if k != "holdout_content"})
 
 
 def run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, name: str = "train",
@@ -491,8 +499,8 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     roots_s, roots_r = _roots(job, arm)
     hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
     cats = model_categories(data)
-    key = run_key(job, arm, seed, hh)
-    claim_run_folder(out, key, job.overwrite, f"{name} (seed {seed})")
+    key, config_key = run_keys(job, arm, seed, hh)
+    claim_run_folder(out, (key, config_key), job.overwrite, f"{name} (seed {seed})")
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():
         prev = json.loads(metrics_file.read_text())
@@ -523,7 +531,7 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     resume = None if done is not None else resumable(out / "checkpoint.pt", key)  # killed mid-training: continue from its checkpoint
     phases, used, how = _phases(arm, real, syn, t, seed, resume)
     model = build_model(m, len(cats))
-    meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key}
+    meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key, "config_hash": config_key}
     log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, {how}, {used} images, budget {t.budget()}")
     if done is not None:
         model.load_state_dict(done["model"])
@@ -573,7 +581,7 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     }
     write_json(out / "provenance.json", json.loads(json.dumps(provenance, default=str)))
     write_run_datasheet(out, provenance, entry)  # DATASHEET.md: datasets + hashes, holdout, guard, model, metrics
-    write_json(metrics_file, {"settings_hash": key, "entry": entry, "metrics": metrics})
+    write_json(metrics_file, {"settings_hash": key, "config_hash": config_key, "entry": entry, "metrics": metrics})
     log(f"{name} (seed {seed}): mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  ({res.steps} steps, {res.minutes:.1f} min)")
     return entry
 
@@ -654,7 +662,7 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     planned = arms(u, finetune[0] if finetune else None)
     for arm in planned:  # every arm's folder claimed before the first trains: a refusal leaves nothing half-done
         for seed in u.seeds:
-            claim_run_folder(job.out / "runs" / f"{arm.name}-s{seed}", run_key(job, arm, seed, hh), job.overwrite, f"{arm.name} (seed {seed})")
+            claim_run_folder(job.out / "runs" / f"{arm.name}-s{seed}", run_keys(job, arm, seed, hh), job.overwrite, f"{arm.name} (seed {seed})")
     for arm in planned:
         for seed in u.seeds:
             runs.append(run_one(job, job.out / "runs" / f"{arm.name}-s{seed}", arm.fraction, seed, arm.name, hh, log, arm=arm))
