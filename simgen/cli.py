@@ -269,14 +269,25 @@ def _render(d: dict) -> None:
 def _preview(args: list[str]) -> None:
     import argparse
 
-    from .preview import contact_sheet
+    from .preview import LIMITS, check_value, contact_sheet, limit_text
 
-    ap = argparse.ArgumentParser(prog="simgen preview", description="Contact sheet of a COCO dataset with boxes, masks and names.")
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2, like every simgen error
+            fail(f"{message} (`simgen preview --help` lists the options)")
+
+    def flag(name: str) -> Callable[[str], int]:
+        def parse(v: str) -> int:
+            try:
+                return check_value(name, v)
+            except ConfigError as e:
+                raise argparse.ArgumentTypeError(str(e).removeprefix(f"{name} ")) from None
+        return parse
+
+    ap = Parser(prog="simgen preview", description="Contact sheet of a COCO dataset with boxes, masks and names.")
     ap.add_argument("dataset", help="dataset folder (with annotations.json)")
     ap.add_argument("--out", default=None, help="PNG path (default: <dataset>/preview.png)")
-    ap.add_argument("--n", type=int, default=16, help="number of images")
-    ap.add_argument("--cols", type=int, default=4)
-    ap.add_argument("--size", type=int, default=320, help="tile size in pixels")
+    for name, what in (("--n", "number of images"), ("--cols", "images per row"), ("--size", "tile size in pixels")):
+        ap.add_argument(name, type=flag(name), default=LIMITS[name][2], help=f"{what} ({limit_text(name).removeprefix('must be ')})")
     a = ap.parse_args(args)
     path = contact_sheet(Path(a.dataset), Path(a.out) if a.out else None, n=a.n, cols=a.cols, tile=a.size)
     print(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .data import load_coco, safe_path
 from .errors import ConfigError, DatasetError, did_you_mean
-from .merge import link_or_copy
+from .merge import link_or_copy, webdataset_render
 from .provenance import sha256_file
 from .writers.coco import atomic_json, flush_all
 from .writers.yolo import DATA_YAML, YoloLabels, YoloOptions, data_yaml, remove_stale, write_texts, yolo_labels
@@ -102,10 +102,21 @@ def source_files(src: Path, doc: dict) -> dict[int, Path]:
     return files
 
 
+def check_source(src: Path) -> None:
+    """A WebDataset render has no annotations.json: say that, not "render one" (it was rendered, as tar shards)."""
+    if not (src / "annotations.json").is_file() and webdataset_render(src):
+        raise DatasetError(f"{src} is a WebDataset render (writer=webdataset: tar shards, no annotations.json) and export reads "
+                           "a COCO dataset; render with writer=coco and export that, or with writer=yolo for COCO plus a YOLO view in one folder.")
+
+
 def check_target(src: Path, out: Path, overwrite: bool) -> None:
     s, o = src.resolve(), out.resolve()
-    if o == s or s.is_relative_to(o):
-        raise ConfigError(f"out={out} is (or holds) the source dataset; choose another folder. "
+    # Inside the source, the export would sit among the dataset's own files: a re-render with overwrite=true of the
+    # source keeps it (stale labels over new images), and ``out=<src>/images`` or ``<src>/labels`` mixes the two.
+    if o == s or s.is_relative_to(o) or o.is_relative_to(s):
+        where = "is" if o == s else ("holds" if s.is_relative_to(o) else "is inside")
+        beside = src.parent / f"{src.name}-yolo" if src.name not in ("", "..") else s.parent / f"{s.name}-yolo"
+        raise ConfigError(f"out={out} {where} the source dataset {src}; choose a folder outside it (e.g. out={beside}). "
                           "`simgen render writer=yolo` adds a YOLO view to a dataset in place.")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out} is a file; choose a folder path for the export.")
@@ -155,6 +166,7 @@ def build(tmp: Path, req: ExportRequest, doc: dict, files: dict[int, Path]) -> d
 
 def export_dataset(req: ExportRequest) -> dict:
     """Check everything, build the export beside ``out`` and rename it into place. Returns the export.json record."""
+    check_source(req.src)
     doc = load_coco(req.src)  # missing or corrupt annotations.json: one line, before anything is written
     files = source_files(req.src, doc)
     check_target(req.src, req.out, req.overwrite)

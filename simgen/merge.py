@@ -39,6 +39,45 @@ def link_or_copy(src: Path, dst: Path) -> bool:
     return linked
 
 
+def webdataset_render(d: Path) -> bool:
+    """Whether ``d`` holds a finished ``writer=webdataset`` render: tar shards and a manifest saying
+    ``"format": "webdataset"``, no annotations.json."""
+    try:
+        man = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(man, dict) and man.get("format") == "webdataset"
+
+
+def shard_folders(d: Path) -> list[Path]:
+    """The folders under ``d/shards``, where a render with shard.count > 1 writes shard k of n
+    (``d/shards/0000k-of-0000n``, :func:`simgen.run.shard_out`); [] when there are none."""
+    sub = d / "shards"
+    return sorted(p for p in sub.iterdir() if p.is_dir()) if sub.is_dir() else []
+
+
+def check_folders(dirs: list[Path], out: Path) -> None:
+    """Name what each folder really is, before reading any: missing, a WebDataset render, or the ``out=`` of a
+    sharded render (its datasets are the folders under ``shards/``)."""
+    for d in dirs:
+        if not d.exists():
+            raise DatasetError(f"{d} does not exist; pass the folders a render wrote (its out=, or each out/shards/<k>-of-<n> "
+                               "of a render with shard.count > 1).")
+        if not d.is_dir():
+            raise DatasetError(f"{d} is not a folder; pass dataset folders (each holds manifest.json and annotations.json).")
+    parents = [d for d in dirs if not (d / "manifest.json").exists() and shard_folders(d)]
+    folders = [s for d in dirs for s in (shard_folders(d) if d in parents else [d])]
+    for d in folders:
+        if webdataset_render(d):
+            raise DatasetError(f"{d} is a WebDataset render (writer=webdataset: tar shards, no annotations.json) and merge joins "
+                               "COCO renders; its shard-*.tar files need no merge (stream them, from one folder or several, with "
+                               "simgen.data.webdataset), or render with writer=coco to get folders merge can join.")
+    if parents:
+        which = " and ".join(str(d) for d in parents)
+        raise DatasetError(f"{which} {'holds' if len(parents) == 1 else 'hold'} no dataset, only the shard folders of a render "
+                           f"with shard.count > 1 (under shards/); pass those: simgen merge {' '.join(str(f) for f in folders)} out={out}")
+
+
 def read_shards(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     """Manifest and COCO document of every folder, each a finished simgen dataset."""
     manifests, docs = [], []
@@ -65,6 +104,10 @@ def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> N
     ids: dict[int, Path] = {}
     for d, doc in zip(dirs, docs):
         for im in doc["images"]:
+            for k in FILE_KEYS:  # a file missing halfway through the copy would leave a half merge
+                if k in im and not safe_path(d, im[k]).is_file():
+                    raise DatasetError(f"`{im[k]}` listed in {d / 'annotations.json'} is missing; restore it, or rerun that "
+                                       "folder's render command with overwrite=true.")
             if im["id"] in ids:
                 raise DatasetError(f"image id {im['id']} is in both {ids[im['id']]} and {d}; a shard was given twice.")
             ids[im["id"]] = d
@@ -92,6 +135,7 @@ def prepare(out: Path, dirs: list[Path], overwrite: bool) -> None:
 def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path:
     if not dirs:
         raise DatasetError("merge needs at least one dataset folder.")
+    check_folders(dirs, out)
     manifests, docs = read_shards(dirs)
     check_shards(dirs, manifests, docs)
     check_out(out)  # the render's ownership rule: never write into a non-empty folder that is not a simgen dataset

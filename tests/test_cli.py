@@ -293,3 +293,115 @@ def test_the_gl_probe_starts_early_only_where_it_will_be_asked():
     assert gl_probe_wanted([]) and gl_probe_wanted(["renderer=gl", "n_images=3"]) and gl_probe_wanted(["renderer=egl", "renderer=auto"])
     assert not gl_probe_wanted(["renderer=egl"]) and not gl_probe_wanted(["renderer=tiny"])
     assert not gl_probe_wanted(["renderer.devices=[0,1]"])
+
+
+# ---------------------------------------------------------------------------- preview and merge: arguments and folders checked first
+
+
+@pytest.fixture(scope="module")
+def tiny_renders(tmp_path_factory):
+    """64x48 renders with the tiny renderer: a COCO dataset, a WebDataset one, and shard.count=2 rendered into two out=
+    folders (s0, s1), whose datasets are s0/shards/00000-of-00002 and s1/shards/00001-of-00002."""
+    from simgen.run import render_dataset
+    from simgen.writers.webdataset import render_webdataset
+
+    from .conftest import small_config
+
+    root = tmp_path_factory.mktemp("tiny")
+    size = ("width=64", "height=48")
+    render_dataset(small_config(root, *size, name="coco"), log=lambda m: None)
+    render_webdataset(small_config(root, *size, "writer=webdataset", name="wds"), shard_size=2, log=lambda m: None)
+    for k in range(2):
+        render_dataset(small_config(root, *size, "shard.count=2", f"shard.index={k}", name=f"s{k}"), log=lambda m: None)
+    return root
+
+
+def one_line_error(capfd, *args) -> tuple[int, list[str]]:
+    """Run the CLI in this process; its exit status and the non-empty lines on the stderr file descriptor (where OpenCV
+    and argparse write too)."""
+    from simgen.cli import main
+
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code, [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--size", "0"], "argument --size: must be an integer from 16 to 4096, got `0`; e.g. --size 320"),
+    (["--size", "2"], "argument --size: must be an integer from 16 to 4096, got `2`"),
+    (["--cols", "0"], "argument --cols: must be an integer from 1 to 64, got `0`; e.g. --cols 4"),
+    (["--n", "-3"], "argument --n: must be an integer >= 1, got `-3`; e.g. --n 16"),
+    (["--n", "0"], "argument --n: must be an integer >= 1, got `0`"),
+    (["--n", "two"], "argument --n: must be an integer >= 1, got `two`"),
+    (["--nn", "3"], "unrecognized arguments: --nn 3"),
+    (["--out", "OUT/sheet.txt"], "must end in an image extension such as .png or .jpg"),
+    (["--out", "OUT"], "is a folder"),
+])
+def test_preview_flags_are_one_line_and_checked_before_anything_is_read(tiny_renders, tmp_path, capfd, flags, match):
+    flags = [f.replace("OUT", str(tmp_path)) for f in flags]
+    out = ["--out", str(tmp_path / "sheet.png")] if "--out" not in flags else []
+    code, err = one_line_error(capfd, "preview", str(tiny_renders / "coco"), *out, *flags)
+    assert code == 2 and len(err) == 1 and err[0].startswith("simgen: error:") and match in err[0], err
+    assert "lists no images" not in err[0] and list(tmp_path.iterdir()) == []
+
+
+def test_preview_api_checks_its_values_and_the_sheet_size(tiny_renders, tmp_path, monkeypatch):
+    from simgen import preview
+    from simgen.errors import ConfigError
+
+    for kw, match in (({"n": 0}, "--n must be an integer >= 1"), ({"cols": -1}, "--cols must be"), ({"tile": 0}, "--size must be")):
+        with pytest.raises(ConfigError, match=match):
+            preview.contact_sheet(tiny_renders / "coco", tmp_path / "p.png", **kw)
+    monkeypatch.setattr(preview, "MAX_SHEET_PIXELS", 100 * 100)
+    with pytest.raises(ConfigError, match="would be 200x100 pixels; lower --n, --cols or --size"):
+        preview.contact_sheet(tiny_renders / "coco", tmp_path / "p.png", n=2, tile=100)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_of_a_missing_image_is_one_line_without_opencvs_warning(tiny_renders, tmp_path, capfd):
+    import shutil
+
+    src = tmp_path / "ds"
+    shutil.copytree(tiny_renders / "coco", src)
+    (src / "images" / "00000001.jpg").unlink()
+    code, err = one_line_error(capfd, "preview", str(src))
+    assert code == 2 and err == ["simgen: error: image `images/00000001.jpg` is missing or unreadable; restore it or re-render the dataset."], err
+    assert not (src / "preview.png").exists()
+
+
+def test_merge_says_what_a_folder_is_when_it_is_not_a_coco_render(tiny_renders, tmp_path, capfd):
+    """A WebDataset render is not a corrupt manifest, the out= of a sharded render is not an unfinished render (its
+    datasets are under shards/, and the message names them), and a folder that is not there does not exist."""
+    r, out = tiny_renders, tmp_path / "merged"
+    shards = [r / "s0" / "shards" / "00000-of-00002", r / "s1" / "shards" / "00001-of-00002"]
+    for dirs, match in (([r / "wds"], f"{r / 'wds'} is a WebDataset render (writer=webdataset"),
+                        ([r / "s0", r / "s1"], f"{r / 's0'} and {r / 's1'} hold no dataset, only the shard folders of a render with "
+                                               f"shard.count > 1 (under shards/); pass those: simgen merge {shards[0]} {shards[1]} out={out}"),
+                        ([r / "s0", shards[1]], f"pass those: simgen merge {shards[0]} {shards[1]} out={out}"),
+                        ([r / "nonexist"], f"{r / 'nonexist'} does not exist")):
+        code, err = one_line_error(capfd, "merge", *map(str, dirs), f"out={out}")
+        assert code == 2 and len(err) == 1 and match in err[0], err
+        assert "corrupt" not in err[0] and "not a finished" not in err[0]
+    assert not out.exists()
+    from simgen.cli import main
+
+    main(["merge", *map(str, shards), f"out={out}"])  # the folders the message named are the ones to pass
+    assert json.loads((out / "manifest.json").read_text())["n_images"] == 3
+
+
+def test_merge_of_a_dataset_with_a_missing_image_is_one_line_and_writes_nothing(tiny_renders, tmp_path, capfd):
+    import shutil
+
+    src, out = tmp_path / "ds", tmp_path / "merged"
+    shutil.copytree(tiny_renders / "coco", src)
+    (src / "images" / "00000002.jpg").unlink()
+    code, err = one_line_error(capfd, "merge", str(src), f"out={out}")
+    assert code == 2 and len(err) == 1 and "`images/00000002.jpg` listed in" in err[0] and "is missing" in err[0], err
+    assert not out.exists()
+
+
+def test_preview_of_a_webdataset_render_says_so(tiny_renders, capfd):
+    code, err = one_line_error(capfd, "preview", str(tiny_renders / "wds"))
+    assert code == 2 and len(err) == 1 and f"{tiny_renders / 'wds'} is a WebDataset render" in err[0] and "writer=coco" in err[0], err
+    assert not (tiny_renders / "wds" / "preview.png").exists()

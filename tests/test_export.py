@@ -210,3 +210,40 @@ def test_export_refuses_images_outside_the_folder(rendered, tmp_path):
     with pytest.raises(DatasetError, match="outside the dataset folder"):
         export_dataset(ExportRequest(src, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_export_of_a_webdataset_render_says_it_needs_a_coco_one(tmp_path, capsys):
+    from simgen.cli import main
+    from simgen.writers.webdataset import render_webdataset
+
+    wds = render_webdataset(small_config(tmp_path, "width=64", "height=48", "writer=webdataset", name="wds"), shard_size=2, log=lambda m: None)
+    out = tmp_path / "yolo"
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(wds), "format=yolo", f"out={out}"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err, err
+    assert f"{wds} is a WebDataset render (writer=webdataset" in err and "writer=coco" in err and "render one with" not in err, err
+    assert not out.exists()
+
+
+def test_export_refuses_an_out_inside_the_source(rendered, tmp_path):
+    """Inside the source the export sits among the dataset's own files (a re-render with overwrite=true keeps it over new
+    images; out=<src>/images or <src>/labels mixes into them): refused like out=<src>, with a folder beside it to use."""
+    before = sorted(p.relative_to(rendered) for p in rendered.rglob("*"))
+    for bad in (rendered / "yolo", rendered / "images", rendered / "labels" / "yolo"):
+        with pytest.raises(ConfigError, match=f"out={bad} is inside the source dataset {rendered}; choose a folder outside it "
+                                              f"\\(e.g. out={rendered.parent / (rendered.name + '-yolo')}\\)"):
+            export_dataset(ExportRequest(rendered, bad))
+    assert sorted(p.relative_to(rendered) for p in rendered.rglob("*")) == before
+
+
+def test_a_json_error_names_line_and_column_without_a_doubled_at(rendered, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(rendered, src)
+    (src / "annotations.json").write_text('{"images": [{"file_name": "abc')
+    with pytest.raises(DatasetError) as e:
+        export_dataset(ExportRequest(src, tmp_path / "out"))
+    assert "is not valid JSON (Unterminated string starting at line 1, column 27); the file is corrupt" in str(e.value), e.value
+    assert not (tmp_path / "out").exists()
