@@ -50,11 +50,18 @@ def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
         raise DatasetError(f"dataset folder `{root}` does not exist; pass a folder that holds annotations.json.")
     path = Path(ann_file) if ann_file else root / "annotations.json"
     if not path.is_file():
+        if ann_file is None:
+            from .merge import webdataset_render
+
+            if webdataset_render(root):  # rendered, as tar shards: "render one" would send the user round in a circle
+                raise DatasetError(f"{root} is a WebDataset render (writer=webdataset: tar shards, no annotations.json); this "
+                                   "command reads a COCO dataset: render with writer=coco, or stream the shards with "
+                                   "simgen.data.webdataset.")
         raise DatasetError(f"`{path}` not found; a dataset folder needs annotations.json (render one with `simgen render out={root}`).")
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise DatasetError(f"`{path}` is not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt: re-render it or restore it.") from None
+        raise DatasetError(f"`{path}` is not valid JSON ({e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno}); the file is corrupt: re-render it or restore it.") from None
     except UnicodeDecodeError:
         raise DatasetError(f"`{path}` is not a text JSON file; the file is corrupt: re-render it or restore it.") from None
     except RecursionError:

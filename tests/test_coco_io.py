@@ -139,3 +139,21 @@ def test_a_record_whose_instances_were_edited_has_its_masks_encoded_one_by_one(t
     edited = dataclasses.replace(rec, instances=(dataclasses.replace(first, mask=mask, area=6), *rec.instances[1:]))
     got = coco.record_entries(edited, cats, "x.jpg", {})["annotations"]
     assert got[0]["segmentation"] == coco.rle(mask) != plain[0]["segmentation"]
+
+
+def test_a_webdataset_render_is_named_as_such_where_coco_is_read(tmp_path):
+    """report, train, preview and export read COCO; a writer=webdataset folder (a manifest saying so, tar shards, no
+    annotations.json) gets a line naming what it is, not "render one" (it was rendered)."""
+    import json
+
+    import pytest
+
+    from simgen.data import load_coco
+    from simgen.errors import DatasetError
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "webdataset"}))
+    with pytest.raises(DatasetError, match="is a WebDataset render .*writer=coco"):
+        load_coco(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "coco"}))
+    with pytest.raises(DatasetError, match="not found; a dataset folder needs annotations.json"):
+        load_coco(tmp_path)
