@@ -68,16 +68,16 @@ def refuse_code_overrides(overrides: list[str]) -> None:
 def precheck(config_name: str, overrides: list[str]) -> Any:
     """Compose once before Hydra's app does, to turn composition errors into one line each. Returns the composed
     config (an OmegaConf DictConfig), or None where Hydra's own flags (help, --cfg, multirun) leave it to Hydra."""
-    if any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith(("--cfg", "-c", "--shell-completion")) for a in overrides):
+    if any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--shell-completion") for a in overrides):
         return None
-    if any(a in ("-m", "--multirun") for a in overrides):
-        return None
-    for a in overrides:
+    for a in overrides:  # before Hydra's own flags too: `--cfg job scene=dcie` says what is wrong in one line as well
         key, sep, value = a.lstrip("+~").partition("=")
         if sep and "/" not in key and (conf_dir() / key).is_dir() and "," not in value:
             options = group_options(key)
             if value not in options:
                 fail(f"unknown {key} `{value}`." + did_you_mean(value, options))
+    if any(a in ("-m", "--multirun") or a.startswith(("--cfg", "-c")) for a in overrides):
+        return None
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -87,10 +87,78 @@ def precheck(config_name: str, overrides: list[str]) -> Any:
             return compose(config_name, overrides=plain)
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(unknown_key(config_name, plain, first)
+        fail(unknown_key(config_name, plain, first) or quoting_hint(first)
              or f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
     finally:
         GlobalHydra.instance().clear()
+
+
+def quoting_hint(first: str) -> str | None:
+    """Hydra's lexer refuses an unquoted value with characters outside its plain set (an accent, ``&``, ``(``...), and
+    says only "LexerNoViableAltException: <override>": the key is fine, the value needs quotes."""
+    if not first.startswith("LexerNoViableAltException"):
+        return None
+    override = first.split(":", 1)[1].strip()
+    key, sep, value = override.partition("=")
+    if not sep:
+        return None
+    return (f"override `{override}`: Hydra needs quotes around a value with characters like these; write it as "
+            f"'{key}=\"{value}\"' (single quotes for the shell, double quotes for Hydra).")
+
+
+def _is_sweep(value: str) -> bool:
+    """Whether an override's value is a Hydra sweep (``1,2``, ``range(0,3)``, ``choice(a,b)``, ``glob(*)``) rather than
+    one value (a list ``[1,2]`` or a quoted string may hold commas too)."""
+    v = value.strip()
+    if v.startswith(("range(", "choice(", "glob(", "interval(")):
+        return True
+    depth, quote = 0, ""
+    for ch in v:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return True
+    return False
+
+
+def _out_value(cmd: str, overrides: list[str]) -> str | None:
+    """The command's ``out`` as written (its interpolations unresolved): the override's, else the config's default."""
+    for a in reversed(overrides):
+        key, sep, value = a.lstrip("+").partition("=")
+        if sep and key == "out":
+            return value
+    for line in (conf_dir() / f"{cmd}.yaml").read_text().splitlines():
+        if line.startswith("out:"):
+            return line.split(":", 1)[1].split("#", 1)[0].strip() or None
+    return None
+
+
+def check_sweep_outs(cmd: str, overrides: list[str]) -> None:
+    """A multirun whose jobs differ in keys its ``out`` does not name writes every job into one folder: the second job
+    finds the first's dataset (or run) and stops, after the first has run. Said before any job. Render shards
+    (shard.index) go to out/shards/<k>-of-<n> by themselves."""
+    swept = []
+    for a in overrides:
+        key, sep, value = a.lstrip("+~").partition("=")
+        if sep and not a.startswith("-") and not key.startswith("hydra") and _is_sweep(value):
+            swept.append(key)
+    out = _out_value(cmd, overrides)
+    if out is None or "out" in swept:
+        return
+    free = ("shard.index", "shard.count") if cmd == "render" else ()
+    missing = [k for k in swept if k not in free and "${" + k not in out and f"choices.{k}" not in out]
+    if missing:
+        k = missing[0]
+        # a config group's choice: the scene's own name field, else Hydra's record of the choice
+        ref = k if not (conf_dir() / k).is_dir() else "scene.name" if k == "scene" else f"hydra:runtime.choices.{k}"
+        raise ConfigError(f"-m sweeps {', '.join(missing)} but every job would write into out={out}, so the second would find "
+                          f"the first's output and stop; name the swept keys in out, e.g. 'out={out}_${{{ref}}}'.")
 
 
 def unknown_key(config_name: str, overrides: list[str], first: str) -> str | None:
@@ -368,13 +436,28 @@ def main(argv: list[str] | None = None) -> None:
                                       lambda groups: composed("render", groups))
                 refuse_code_overrides(rest)
         cfg = precheck(cmd, rest)
+        sweep_dir = None
+        if any(a in ("-m", "--multirun") for a in rest) and not any(a.startswith("hydra.sweep.dir=") for a in rest):
+            check_sweep_outs(cmd, rest)
+            out = _out_value(cmd, rest)
+            if out is not None and "${" in out:  # Hydra resolves sweep.dir (${out}/...) with the base config's values: a
+                import tempfile                  # stray folder for a job nobody asked for; its multirun.yaml goes here
+
+                sweep_dir = tempfile.mkdtemp(prefix="simgen-multirun-")
+                rest = [*rest, f"hydra.sweep.dir={sweep_dir}"]
         if any(a in ("--help", "-h") for a in rest):
             extra = help_override(cmd, rest)
             rest = [*rest, extra] if extra else rest
         sys.argv = [f"simgen {cmd}", *rest]
         if cfg is not None and not needs_hydra_app(rest):
             return run_task(hydra_task(cmd), cfg)
-        return hydra_app(cmd, hydra_task(cmd))()
+        try:
+            return hydra_app(cmd, hydra_task(cmd))()
+        finally:
+            if sweep_dir is not None:
+                import shutil
+
+                shutil.rmtree(sweep_dir, ignore_errors=True)
     except SimgenError as e:
         fail(str(e), e.exit_code)
     except BrokenPipeError:  # e.g. `simgen render --help | head`: the reader left, that is fine

@@ -405,3 +405,30 @@ def test_preview_of_a_webdataset_render_says_so(tiny_renders, capfd):
     code, err = one_line_error(capfd, "preview", str(tiny_renders / "wds"))
     assert code == 2 and len(err) == 1 and f"{tiny_renders / 'wds'} is a WebDataset render" in err[0] and "writer=coco" in err[0], err
     assert not (tiny_renders / "wds" / "preview.png").exists()
+
+
+def test_a_value_hydra_cannot_lex_gets_the_quoting_it_needs(tmp_path):
+    """`out=aud/é`: Hydra says only "LexerNoViableAltException"; the line says the value needs quotes, and how."""
+    r = simgen("render", "out=aud/é", "n_images=1", cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "needs quotes" in lines[0] and """'out="aud/é"'""" in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_print_config_with_an_unknown_group_option_is_one_line(tmp_path):
+    r = simgen("render", "--cfg", "job", "scene=dcie", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "simgen: error: unknown scene `dcie`. Did you mean `dice`? Known: custom, dice, tabletop."
+
+
+def test_a_sweep_whose_jobs_share_one_out_is_refused_before_any_job(tmp_path):
+    """-m seed=1,2 out=x would render job 1 into x and stop at job 2 (x holds another config's dataset): refused up
+    front, with the out that names the swept key; that one runs, and leaves no folder for the base config's seed."""
+    small = ["n_images=2", "width=64", "height=64", "renderer=tiny", "progress=false"]
+    r = simgen("render", "-m", "seed=1,2", *small, "out=sw", cwd=tmp_path)
+    assert r.returncode == 2 and "-m sweeps seed but every job would write into out=sw" in r.stderr and "'out=sw_${seed}'" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = simgen("render", "-m", "seed=1,2", *small, "out=sw_${seed}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sw_1", "sw_2"]  # no sw_0/.hydra-multirun
+    r = simgen("train", "-m", "seed=0,1", "data.synthetic=x", cwd=tmp_path)  # train's default out names no key either
+    assert r.returncode == 2 and "every job would write into out=runs/train" in r.stderr
