@@ -106,6 +106,36 @@ def quoting_hint(first: str) -> str | None:
             f"'{key}=\"{value}\"' (single quotes for the shell, double quotes for Hydra).")
 
 
+def render_config_of(overrides: list[str] | tuple[str, ...] = ()):
+    """The :class:`simgen.config.RenderConfig` that ``simgen render <overrides>`` would run, for Python callers
+    (:meth:`simgen.data.RenderedDataset.from_overrides`): composed by Hydra here, at the edge, with the command line's
+    syntax and checks. Raises ConfigError with the line the command line would print."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from .config import render_config
+
+    overrides = [str(a) for a in overrides]
+    for a in overrides:
+        key, sep, value = a.lstrip("+~").partition("=")
+        if key.startswith("hydra") or "_target_" in a or a.startswith("-"):
+            raise ConfigError(f"override `{a}`: only render settings compose here (no Hydra flags, hydra.* or _target_).")
+        if sep and "/" not in key and (conf_dir() / key).is_dir() and value not in group_options(key):
+            raise ConfigError(f"unknown {key} `{value}`." + did_you_mean(value, group_options(key)))
+    try:
+        with initialize_config_module("simgen.conf", version_base="1.3"):
+            d = OmegaConf.to_container(compose("render", overrides=overrides), resolve=True)
+    except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(unknown_key("render", overrides, first) or quoting_hint(first)
+                          or f"bad override: {first} (check the key's spelling; `simgen render --cfg job` prints the whole config)") from None
+    finally:
+        GlobalHydra.instance().clear()
+    d.pop("hydra", None)  # type: ignore[union-attr]
+    return render_config(d)  # type: ignore[arg-type]
+
+
 def _is_sweep(value: str) -> bool:
     """Whether an override's value is a Hydra sweep (``1,2``, ``range(0,3)``, ``choice(a,b)``, ``glob(*)``) rather than
     one value (a list ``[1,2]`` or a quoted string may hold commas too)."""

@@ -300,6 +300,14 @@ class RenderedDataset(torch.utils.data.Dataset):
         self._gen = None
         self._pid = None
 
+    @classmethod
+    def from_overrides(cls, overrides: list[str] | tuple[str, ...] = (), transforms=None, masks: bool = True) -> "RenderedDataset":
+        """The images ``simgen render <overrides>`` would write, rendered on the fly: the same ``key=value`` overrides
+        and checks as the command line, e.g. ``RenderedDataset.from_overrides(["scene=dice", "n_images=10000"])``."""
+        from .cli import render_config_of
+
+        return cls(render_config_of(overrides), transforms=transforms, masks=masks)
+
     def __len__(self) -> int:
         return self.cfg.n_images
 

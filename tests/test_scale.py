@@ -478,3 +478,23 @@ if __name__ == "__main__":
     # Workers' stdout is muted (no plugin goodbye). Known, not fixed: under heavy load a worker can still abort in
     # the EGL/llvmpipe teardown after its last batch ("terminate called ..."), which the DataLoader only reports.
     assert "Destroy EGL" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_rendered_dataset_from_the_command_lines_overrides(tmp_path):
+    """RenderedDataset.from_overrides takes `simgen render`'s own key=value overrides and checks: its samples are that
+    command's images, and a bad override is the command line's one line, as a ConfigError."""
+    from simgen.errors import ConfigError
+
+    from dataclasses import replace
+
+    cfg = small_config(tmp_path, "n_images=2", "image_format=png", name="png")
+    disk = render_dataset(cfg, **QUIET)
+    ds = RenderedDataset.from_overrides(["n_images=2", "width=128", "height=128", "workers=1", "progress=false",
+                                         "renderer=tiny", "image_format=png"])
+    assert len(ds) == 2 and replace(ds.cfg, out=cfg.out) == cfg
+    for (img, t), (img2, t2) in zip([ds[0], ds[1]], CocoDataset(disk)):
+        assert torch.equal(img, img2) and torch.equal(t["boxes"], t2["boxes"])
+    with pytest.raises(ConfigError, match="unknown scene `dcie`. Did you mean `dice`"):
+        RenderedDataset.from_overrides(["scene=dcie"])
+    with pytest.raises(ConfigError, match="no key `n_imagez`. Did you mean `n_images`"):
+        RenderedDataset.from_overrides(["n_imagez=3"])
