@@ -71,7 +71,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
     from tqdm import tqdm
 
     from ..errors import ConfigError
-    from ..run import config_hash, git_commit, render_images, timing_means, unlabelled_warning, versions
+    from ..run import config_hash, git_commit, render_images, summary_line, timing_means, unlabelled_warning, versions
 
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     tars = [indices[j:j + shard_size] for j in range(0, len(indices), shard_size)]
@@ -139,7 +139,10 @@ def _write_tars(job, shard_size: int, log) -> Path:
     warn = unlabelled_warning(dict(unlabelled), n_ann) if known else None
     if warn:  # before the closing line, which stays the last
         log(warn)
-    log(f"{cfg.out}: {len(indices)} images in {len(names)} WebDataset shards")
+    # the COCO writer's closing line (annotations, and after a resume what was already done), then the shards
+    line = summary_line(cfg.out, len(indices), n_ann if n_ann is not None else 0, len(indices) - len(render), len(render), wall)
+    log(f"{line}; {len(names)} WebDataset shard{'s' if len(names) != 1 else ''}" if known else
+        f"{cfg.out}: {len(indices)} images in {len(names)} WebDataset shard{'s' if len(names) != 1 else ''}")
     return cfg.out
 
 
