@@ -21,7 +21,7 @@ import numpy as np
 
 from .annotate import annotate
 from .config import LabelSpec, RenderConfig
-from .errors import SceneError
+from .errors import ConfigError, SceneError
 from .physics import PhysicsWorld
 from .render import RenderWorld, make_renderer
 from .sample import sample_scene, sample_view
@@ -171,6 +171,8 @@ class Generator:
         self.renderer = make_renderer(cfg.renderer, egl_device)
         self.renderer.attach(self.world)
         self.label = labeler(cfg.scene.labeler)
+        self._categories = tuple(cfg.scene.categories)
+        self._known = frozenset(self._categories)
         self._scene: tuple[int, SceneState, dict] | None = None
         self._made = 0
 
@@ -204,10 +206,21 @@ class Generator:
             return self._scene[1], {**self._scene[2], "sample_ms": 0.0, "simulate_ms": 0.0}
         got = self.feeder.take(first) if self.feeder is not None else None
         state, stats = got if got is not None else settled_scene(self.cfg, self.banks, self.physics, first)
-        state = replace(state, objects=tuple(replace(o, category=self.label(o)) for o in state.objects),
+        state = replace(state, objects=tuple(replace(o, category=self._labelled(o)) for o in state.objects),
                         ground_size=self.cfg.scene.ground_size)
         self._scene = (first, state, stats)
         return state, stats
+
+    def _labelled(self, obj) -> str | None:
+        """The labeler's category for ``obj``; one it names that the scene does not list is a config error (the
+        category ids of annotations.json come from scene.categories), said in one line instead of a KeyError later."""
+        category = self.label(obj)
+        if category is not None and category not in self._known:
+            raise ConfigError(f"scene.labeler `{self.cfg.scene.labeler}` named an object `{category}`, which is not one of "
+                              f"scene.categories ({', '.join(self._categories)}); list it there "
+                              f"(e.g. scene.categories=[{', '.join(dict.fromkeys((*self._categories, str(category))))}]) "
+                              "or use a labeler that returns the scene's categories.")
+        return category
 
     def generate(self, i: int) -> Record:
         return finish(self.draw(i), self.cfg.labels)

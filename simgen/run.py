@@ -103,6 +103,15 @@ def remove_partial_files(out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def holds_no_images(out: Path) -> bool:
+    """Whether ``out`` holds nothing a render finished: only simgen's own state (and empty folders), no image, label
+    part, shard or manifest."""
+    parts = out / coco.PARTS
+    if parts.is_dir() and any(parts.iterdir()):
+        return False
+    return all(p.is_dir() or p.is_relative_to(out / ".simgen") or p == out / LOCK for p in out.rglob("*"))
+
+
 def prepare_out(cfg: RenderConfig) -> bool:
     """Check and prepare the output folder. Returns True when the dataset is already complete."""
     out, h = cfg.out, config_hash(cfg)  # begin() has run check_out(out) before taking the lock
@@ -125,8 +134,10 @@ def prepare_out(cfg: RenderConfig) -> bool:
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-        elif not same:
+        elif not same and not holds_no_images(out):
             raise ConfigError(f"out={out} holds a dataset made with a different config; use a new out= folder, or overwrite=true to replace it.")
+        elif not same:  # a run that stopped before its first image (a config error found then): nothing to keep
+            shutil.rmtree(out / ".simgen", ignore_errors=True)
         elif (out / "manifest.json").exists():
             return True
     remove_partial_files(out)  # leftovers of a killed run
@@ -269,9 +280,10 @@ def out_lock(out: Path) -> Iterator[None]:
             yield
         finally:
             path.unlink(missing_ok=True)  # still ours: nobody else can hold it while we do
-            if created:  # a run stopped before writing anything (a device that cannot start) leaves no empty folder
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+            # a run stopped before writing anything (a device that cannot start, a labeler naming an unknown category at
+            # the first scene) leaves no folder behind, not even its own state
+            if created and holds_no_images(out):
+                shutil.rmtree(out, ignore_errors=True)
     finally:
         os.close(fd)
 

@@ -661,3 +661,40 @@ def test_a_device_index_that_does_not_exist_is_named_as_such(monkeypatch, tmp_pa
     cfg = replace(small_config(tmp_path), renderer="auto", egl_devices=(99,))
     with pytest.raises(RendererUnavailable, match="renderer.devices=\\[99\\]: no EGL device 99 here"):
         resolve_renderer(cfg, log=lambda m: None)
+
+
+def test_a_users_own_labeler_module_or_file_is_found(tmp_path, monkeypatch):
+    """scene.labeler (and texture banks) name simgen's scene modules, the user's importable module, or a file: no edit
+    inside the installed package. A module in the working directory is found even where the `simgen` console script
+    leaves the working directory off sys.path."""
+    from simgen.errors import ConfigError
+    from simgen.scenes_api import builtin_modules, scene_ref
+
+    (tmp_path / "mylabels.py").write_text("def lab(obj):\n    return obj.category\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert "dice" in builtin_modules()
+    assert scene_ref("dice:top_face_label", "scene.labeler").__name__ == "top_face_label"
+    assert scene_ref("mylabels:lab", "scene.labeler").__name__ == "lab"
+    assert scene_ref(f"{tmp_path / 'mylabels.py'}:lab", "scene.labeler").__name__ == "lab"
+    for ref, says in (("nope:f", "no scenes/nope.py and no importable module `nope`"), ("dice:nofn", "has no function `nofn`"),
+                      ("./none.py:f", "no file ./none.py"), ("mylabels", "must look like `module:function`")):
+        with pytest.raises(ConfigError, match=says):
+            scene_ref(ref, "scene.labeler")
+
+
+def test_a_labeler_naming_an_unknown_category_is_one_line_and_leaves_nothing(tmp_path):
+    """A labeler returning a name scene.categories lacks stopped with a KeyError deep in the writer and left a folder
+    that refused the corrected command ("a different config"). Now: one line naming the category, no folder; and a
+    folder holding only a stopped run's state is taken over by the next run."""
+    out = tmp_path / "lb"
+    base = [sys.executable, "-m", "simgen", "render", "scene=custom", "n_images=3", "width=64", "height=64", "renderer=tiny",
+            "progress=false", f"out={out}"]
+    r = subprocess.run([*base, "scene.labeler=dice:top_face_label"], capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "scene.labeler `dice:top_face_label` named an object" in lines[0], r.stderr
+    assert "not one of scene.categories (box)" in lines[0] and not out.exists()
+    (out / ".simgen").mkdir(parents=True)
+    (out / ".simgen" / "state.json").write_text('{"config_hash": "another config"}')
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "3 images" in r.stderr, r.stderr
