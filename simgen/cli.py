@@ -117,6 +117,11 @@ def render_config_of(overrides: list[str] | tuple[str, ...] = ()):
     from .config import render_config
 
     overrides = [str(a) for a in overrides]
+    if any(a.lstrip("+").startswith("overlay=") for a in overrides):  # as the command line: its overrides first
+        from .fit import expand_overlay
+
+        overrides = expand_overlay(overrides, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
+                                   lambda groups: composed("render", groups))
     for a in overrides:
         key, sep, value = a.lstrip("+~").partition("=")
         if key.startswith("hydra") or "_target_" in a or a.startswith("-"):

@@ -494,6 +494,9 @@ def test_rendered_dataset_from_the_command_lines_overrides(tmp_path):
     assert len(ds) == 2 and replace(ds.cfg, out=cfg.out) == cfg
     for (img, t), (img2, t2) in zip([ds[0], ds[1]], CocoDataset(disk)):
         assert torch.equal(img, img2) and torch.equal(t["boxes"], t2["boxes"])
+    overlay = tmp_path / "overlay.yaml"  # a `simgen fit` overlay (or a scene of one's own) applies as on the command line
+    overlay.write_text("scene:\n  camera:\n    distance: [0.3, 0.31]\n")
+    assert RenderedDataset.from_overrides([f"overlay={overlay}"]).cfg.scene.camera.distance != ds.cfg.scene.camera.distance
     with pytest.raises(ConfigError, match="unknown scene `dcie`. Did you mean `dice`"):
         RenderedDataset.from_overrides(["scene=dcie"])
     with pytest.raises(ConfigError, match="no key `n_imagez`. Did you mean `n_images`"):
