@@ -479,22 +479,22 @@ def _rpy_matrix(r: float, p: float, y: float) -> np.ndarray:
                      [-sp, cp * sr, cp * cr]])
 
 
-@functools.lru_cache(maxsize=None)
-def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Visual geometry of the URDF's base link in the link frame: (points Nx3, triangles Tx3x3), for
-    extents, hulls and silhouettes."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
-    link = root.find("link")
-    pts, tris = [], []
-    for vis in (link.findall("visual") if link is not None else []):
-        origin = vis.find("origin")
-        xyz = np.array([float(x) for x in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()])
-        rpy = [float(x) for x in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
+def _origin(el) -> np.ndarray:
+    """The 4x4 transform of an element's ``<origin xyz rpy>`` (identity without one)."""
+    origin = el.find("origin") if el is not None else None
+    xyz = [float(x) for x in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()]
+    rpy = [float(x) for x in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = _rpy_matrix(*rpy), xyz
+    return T
+
+
+def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(points, triangles) of each readable ``<visual>`` of a link, in the link's frame, at their URDF size."""
+    out = []
+    for vis in link.findall("visual"):
         geom = vis.find("geometry")
-        local = None  # (points, triangles) at their URDF size
+        local = None
         if geom is not None and geom.find("mesh") is not None:
             m = geom.find("mesh")
             mesh_path = (path.parent / m.get("filename", "")).resolve()
@@ -516,9 +516,50 @@ def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
             v, t = obj_geometry(procedural_obj("can"))
             local = (v * k, t * k)
         if local is not None:
-            R = _rpy_matrix(*rpy)
-            pts.append(local[0] @ R.T + xyz)
-            tris.append(local[1] @ R.T + xyz)
+            T = _origin(vis)
+            out.append((local[0] @ T[:3, :3].T + T[:3, 3], local[1] @ T[:3, :3].T + T[:3, 3]))
+    return out
+
+
+def urdf_links(path: Path) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """Every link of a URDF with its pose in the base link's frame at the joints' zero positions (the tree walked from
+    the root link through each joint's ``<origin>``), and the names of the links that hang off a movable joint."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+    links = [ln.get("name") for ln in root.findall("link")]
+    joints = root.findall("joint")
+    children = {j.find("child").get("link"): j for j in joints if j.find("child") is not None and j.find("parent") is not None}
+    base = next((n for n in links if n not in children), links[0] if links else None)
+    poses, moving, todo = {base: np.eye(4)}, [], [base]
+    while todo:  # breadth-first from the base: a joint's child sits at its parent's pose times the joint's origin
+        parent = todo.pop(0)
+        for child, j in children.items():
+            if j.find("parent").get("link") == parent and child not in poses:
+                poses[child] = poses[parent] @ _origin(j)
+                if j.get("type", "fixed") != "fixed" or parent in moving:
+                    moving.append(child)
+                todo.append(child)
+    return [(n, poses[n]) for n in links if n in poses], moving
+
+
+@functools.lru_cache(maxsize=None)
+def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Visual geometry of the whole URDF in its base link's frame: (points Nx3, triangles Tx3x3), for extents, hulls,
+    silhouettes and amodal boxes. Every link counts, placed through its joints' origins: exact for links on fixed
+    joints; a link on a movable joint is taken at the joint's zero position (:func:`urdf_links` names them, and the
+    render warns). Before, only the base link counted, so a two-link model's amodal box was its base's alone."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+    by_name = {ln.get("name"): ln for ln in root.findall("link")}
+    pts, tris = [], []
+    for name, T in urdf_links(path)[0]:
+        for p_, t_ in _link_visuals(by_name[name], path):
+            pts.append(p_ @ T[:3, :3].T + T[:3, 3])
+            tris.append(t_ @ T[:3, :3].T + T[:3, 3])
     if not pts:
         # No readable visual mesh: a 10 cm cube stands in for extents; say so via a clear error
         # only if the URDF cannot load at all (PyBullet decides that later).

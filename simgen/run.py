@@ -647,7 +647,7 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
             log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
             yield None
             return
-        for w in (*mesh_memory_warnings(cfg), *framing_warnings(cfg)):  # every writer's run, before its progress bar
+        for w in (*mesh_memory_warnings(cfg), *framing_warnings(cfg), *joint_warnings(cfg)):  # before the progress bar
             log(w)
         categories = list(cfg.scene.categories)
         try:
@@ -745,6 +745,24 @@ def framing_warnings(cfg: RenderConfig) -> list[str]:
             out.append(f"warning: {_group_key(g)}: `{g.asset}` is {size:.2g} m long at its smallest scale, more than half "
                        f"of the {seen:.2g} m the camera sees across at its farthest (scene.camera.distance, fov_deg): its "
                        f"boxes will cover most of every image; lower its scale or move the camera back.")
+    return out
+
+
+def joint_warnings(cfg: RenderConfig) -> list[str]:
+    """A labelled URDF with links on movable joints: its label geometry (extents, amodal box, visible fraction) takes
+    those links at the joints' zero position (:func:`simgen.assets.urdf_geometry`), while the render draws them where
+    the settle left them; the instance masks and tight boxes are exact either way."""
+    from . import assets
+
+    out = []
+    for g in cfg.scene.objects:
+        a = assets.resolve(g.asset)
+        if a.kind == "urdf":
+            moving = assets.urdf_links(a.path)[1]
+            if moving:
+                out.append(f"warning: {_group_key(g)}: `{g.asset}` has links on movable joints ({', '.join(moving[:4])}"
+                           f"{', ...' if len(moving) > 4 else ''}); its amodal box and visible fraction take them at the joints' "
+                           "zero position (masks and boxes are exact): make those joints fixed where the model is rigid.")
     return out
 
 

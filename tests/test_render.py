@@ -698,3 +698,46 @@ def test_a_labeler_naming_an_unknown_category_is_one_line_and_leaves_nothing(tmp
     (out / ".simgen" / "state.json").write_text('{"config_hash": "another config"}')
     r = subprocess.run(base, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "3 images" in r.stderr, r.stderr
+
+
+TWO_LINK = """<?xml version="1.0"?>
+<robot name="twolink">
+  <link name="base">
+    <inertial><mass value="0.1"/><inertia ixx="1e-4" ixy="0" ixz="0" iyy="1e-4" iyz="0" izz="1e-4"/></inertial>
+    <visual><geometry><box size="0.04 0.04 0.04"/></geometry></visual>
+    <collision><geometry><box size="0.04 0.04 0.04"/></geometry></collision>
+  </link>
+  <link name="arm">
+    <inertial><mass value="0.05"/><inertia ixx="1e-5" ixy="0" ixz="0" iyy="1e-5" iyz="0" izz="1e-5"/></inertial>
+    <visual><geometry><box size="0.06 0.02 0.02"/></geometry></visual>
+    <collision><geometry><box size="0.06 0.02 0.02"/></geometry></collision>
+  </link>
+  <joint name="j" type="JOINT"><parent link="base"/><child link="arm"/><origin xyz="0.05 0 -0.01"/>LIMIT</joint>
+</robot>
+"""
+
+
+def test_a_multi_link_urdf_is_labelled_as_a_whole(tmp_path):
+    """Every link of a URDF counts for its label geometry: an unoccluded two-link model's amodal box holds its visible
+    box (it was the base link's alone, smaller than what is seen). A movable joint is warned about."""
+    from simgen import assets
+    from simgen.run import joint_warnings
+
+    urdf = tmp_path / "twolink.urdf"
+    urdf.write_text(TWO_LINK.replace("JOINT", "fixed").replace("LIMIT", ""))
+    pts = assets.resolve(str(urdf)).points
+    assert np.ptp(pts[:, 0]) == pytest.approx(0.10) and pts[:, 0].max() == pytest.approx(0.08)  # base -2..2 cm, arm 2..8 cm
+    cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.twolink={{asset: {urdf}, count: [1, 2]}}",
+                       "n_images=6", "width=160", "height=160")
+    assert joint_warnings(cfg) == []
+    doc = json.loads((render_dataset(cfg, log=lambda m: None) / "annotations.json").read_text())
+    whole = [a for a in doc["annotations"] if a["visible_fraction"] >= 0.97 and not a["truncated"]]
+    assert len(whole) >= 3
+    for a in whole:
+        (x, y, w, h), (ax, ay, aw, ah) = a["bbox"], a["bbox_amodal"]
+        assert ax <= x + 1 and ay <= y + 1 and ax + aw >= x + w - 1 and ay + ah >= y + h - 1, (a["bbox"], a["bbox_amodal"])
+    moving = tmp_path / "hinge.urdf"
+    moving.write_text(TWO_LINK.replace("JOINT", "revolute").replace("LIMIT", '<axis xyz="0 0 1"/><limit lower="-1" upper="1" effort="1" velocity="1"/>'))
+    cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.hinge={{asset: {moving}, count: [1, 2]}}")
+    (w,) = joint_warnings(cfg)
+    assert w.startswith("warning: scene.objects.hinge:") and "movable joints (arm)" in w
