@@ -37,7 +37,7 @@ def test_sources_list_texture_dir_file_with_its_sha256(rendered):
     user = [s for s in man["sources"] if s["kind"] == "texture_dir"]
     assert len(user) == 1 and user[0]["path"] == str(png)
     assert user[0]["sha256"] == hashlib.sha256(png.read_bytes()).hexdigest()
-    assert user[0]["bytes"] == png.stat().st_size and user[0]["source"] == "user" and user[0]["licence"] is None
+    assert user[0]["bytes"] == png.stat().st_size and user[0]["source"] == "user" and user[0]["licence"] == "unknown (user-supplied: check its terms)"
     kinds = {s["kind"] for s in man["sources"]}
     assert {"texture", "ground_texture", "scene_bank", "mesh"} <= kinds  # dice: bank, ground, die atlas, meshes
     for s in man["sources"]:
