@@ -18,7 +18,8 @@ the fitted framing:
 - JPEG quality: straight from the real files' quantisation tables;
 - box convention: square real boxes while the calibration's tight boxes are not -> ``labels.box: square``;
   real boxes sitting further outside the objects' edges than tight ones (the report's box-edge margins) ->
-  ``labels.box_pad_px``, the annotators' padding.
+  ``labels.box_pad_px``, the annotators' padding, in px of the render size the overlay is for (the real
+  photos' margins are measured on the photos resized to it, see ``box_looseness``).
 
 Ranges cover the real percentiles ``quantiles`` (default 5th-95th) widened by ``margin``: the aim is
 coverage of the real set, not a copy of it. Plain Python: the CLI (Hydra) hands in a composed dict.
@@ -114,15 +115,17 @@ class Labels:
     classes: Counter
 
 
-def label_stats(side, shrink_px: float = 0.0) -> Labels:
+def label_stats(side, shrink_px: float = 0.0, shrink_side: float | None = None) -> Labels:
     """The longer box side is used (not sqrt(w h)) so that square and tight boxes of one object agree;
-    ``shrink_px`` removes a measured looseness of the annotators' boxes from each side."""
+    ``shrink_px`` removes a measured looseness of the annotators' boxes from each side. It is given in px of an
+    image whose shorter side is ``shrink_side`` and scaled to each image's own size (None: px of every image)."""
     from .report.props import boxes_by_image, image_size, label_values
 
     sizes, squares, classes = [], [], Counter()
     for image_id, boxes in boxes_by_image(side).items():
-        _, H = image_size(side, side.images_by_id[image_id])
-        per = [(max(w, h) - 2 * shrink_px) / H for _, (_, _, w, h), _ in boxes]
+        W, H = image_size(side, side.images_by_id[image_id])
+        shrink = shrink_px * min(W, H) / shrink_side if shrink_side else shrink_px
+        per = [(max(w, h) - 2 * shrink) / H for _, (_, _, w, h), _ in boxes]
         sizes.append(float(np.median(per)) if per else math.nan)
         squares += [abs(w - h) <= SQUARE_TOL_PX for _, (_, _, w, h), _ in boxes]
         classes.update(name for name, _, _ in boxes)
@@ -144,18 +147,37 @@ def pixel_stats(side, progress: bool) -> dict[str, list]:
     return out
 
 
-def box_looseness(real, calib, progress: bool) -> float | None:
-    """How many px the real boxes sit further outside their objects than tight boxes do (the report's
-    box-tightness measure), or None when too few boxes have measurable edges."""
-    from .report.model import ReportContext
-    from .report.props import _margin_check, edge_margins
+def shorter_side(side) -> int:
+    """The shorter side (px) of the side's most common image size."""
+    from .report.props import image_size
 
-    ctx = ReportContext(real=real, synthetic=calib, out=Path(tempfile.gettempdir()), progress=progress)
-    rm, cm = edge_margins(real, ctx), edge_margins(calib, ctx)
-    if min(len(rm), len(cm)) < MIN_MARGIN_BOXES:
+    W, H = Counter(image_size(side, side.images_by_id[i]) for i in side.image_ids).most_common(1)[0][0]
+    return min(W, H)
+
+
+def looseness(real: list[dict[str, float]], calib: list[dict[str, float]]) -> float | None:
+    """How many px the real boxes sit further outside their objects than tight boxes do: the report's box-tightness
+    measure (20%-trimmed mean of each box's median side margin, real less calibration), from margins measured at one
+    image size (:func:`edge_margins`); None when fewer than MIN_MARGIN_BOXES boxes have measurable edges on a side."""
+    from .report.props import _margin_check
+
+    if min(len(real), len(calib)) < MIN_MARGIN_BOXES:
         return None
-    data = _margin_check(rm, cm, 0.0)[1]  # same trimmed-mean aggregation as the report
+    data = _margin_check(real, calib, 0.0)[1]  # same trimmed-mean aggregation as the report
     return float(data["real_trimmed_mean_px"] - data["synthetic_trimmed_mean_px"])
+
+
+def box_looseness(real, calib, progress: bool, side_px: float | None = None) -> float | None:
+    """:func:`looseness` in px of the render the overlay is for: both sides measured at a shorter side of ``side_px``
+    (None: the calibration's, which is rendered at that size). The annotators pad a few px around 35-50 px dice in
+    ~640 px photos; a render of the same framing at 320 px draws the dice at half the px, and the same habit is half
+    the px there. Comparing margins of 640-px photos with those of 320-px renders would double the padding."""
+    from .report.model import ReportContext
+    from .report.props import edge_margins
+
+    side_px = side_px or shorter_side(calib)
+    ctx = ReportContext(real=real, synthetic=calib, out=Path(tempfile.gettempdir()), progress=progress)
+    return looseness(edge_margins(real, ctx, side_px), edge_margins(calib, ctx, side_px))
 
 
 def camera_of(im: dict) -> tuple[float, float]:
@@ -398,7 +420,7 @@ def fit(real_dir: Path, render: dict, opts: FitOptions = FitOptions(), log: Call
                     f"another size; real images are mostly {Counter(real_px['size']).most_common(1)[0][0]})"),
                 Key(("height",), cfg.height, ""), *sensor_keys(real_px, calib, cfg, opts), *box]
         if trained is not None:  # the detector's measure replaces the edge measure (kept in the comment)
-            keys = [k for k in keys if k.path != ("labels", "box_pad_px")] + [run_pad_key(trained, real_dir, box[1], log)]
+            keys = [k for k in keys if k.path != ("labels", "box_pad_px")] + [run_pad_key(trained, real_dir, box[1], log, size)]
     notes = ["not fitted: colours, textures, grounds and lights (the scene's own ranges are kept; the sensor gain below "
              "carries any overall brightness difference), saturation.", *([f"warning: {mismatch}"] if mismatch else [])]
     meta = {"real": str(real_dir), "n_images": len(real.image_ids), "n_boxes": len(real.doc["annotations"]),
@@ -441,12 +463,16 @@ def _version() -> str:
 
 
 def real_boxes(real, calib, opts: FitOptions) -> tuple[Labels, list[Key], float | None]:
-    """The real label statistics with box looseness removed, the box-convention and padding keys, and the looseness (px)."""
+    """The real label statistics with box looseness removed, the box-convention and padding keys, and the looseness
+    (px of the real photos' most common size). The calibration is rendered at the size the overlay is for, so the
+    padding key is in its px (the real photos are measured resized to it); the real boxes are shrunk in their own px."""
     cal = label_stats(calib)
     square = label_stats(real).square_share >= SQUARE_SHARE and cal.square_share <= CALIB_SQUARE_MAX
-    loose = box_looseness(real, calib, opts.progress)
-    labels = label_stats(real, shrink_px=max(0.0, loose) if loose is not None else 0.0)
-    return labels, [box_key(labels, cal, square), pad_key(loose, square_growth(calib) if square else 0.0)], loose
+    at = shorter_side(calib)
+    loose = box_looseness(real, calib, opts.progress, at)  # px at the render size
+    labels = label_stats(real, shrink_px=max(0.0, loose) if loose is not None else 0.0, shrink_side=at)
+    pad = pad_key(loose, square_growth(calib) if square else 0.0, at, shorter_side(real))
+    return labels, [box_key(labels, cal, square), pad], (loose * shorter_side(real) / at if loose is not None else None)
 
 
 def square_growth(calib) -> float:
@@ -458,18 +484,23 @@ def square_growth(calib) -> float:
     return float(np.mean(g)) if g else 0.0
 
 
-def pad_key(loose: float | None, square: float) -> Key:
+def pad_key(loose: float | None, square: float, side_px: float | None = None, real_side: float | None = None) -> Key:
     """``labels.box_pad_px`` from the measured looseness: how far the real boxes' sides sit outside the objects'
-    edges beyond where tight boxes sit (the report's box-edge margins), less what squaring them adds already."""
+    edges beyond where tight boxes sit (the report's box-edge margins), less what squaring them adds already.
+    Both in px of the render the overlay is for (shorter side ``side_px``; :func:`box_looseness` measures the real
+    photos resized to it); ``real_side``, the photos' shorter side, only for the comment."""
     k = ("labels", "box_pad_px")
     if loose is None:
         return Key(k, None, f"labels.box_pad_px not set: fewer than {MIN_MARGIN_BOXES} boxes with measurable edges on a side")
+    at = (f" at the render size (the real photos measured resized from a shorter side of {real_side:g} to {side_px:g} px; "
+          f"~{loose * real_side / side_px:.1f} px at theirs)" if side_px and real_side and side_px != real_side else "")
     pad = round(loose - square, 1)
     if pad < PAD_MIN_PX:
-        return Key(k, None, f"labels.box_pad_px not set: real boxes sit {loose:.1f} px further outside their objects than tight boxes"
-                   + (f", {square:.1f} of it from squaring" if square else "") + f"; under {PAD_MIN_PX:g} px is within the measure's noise")
-    return Key(k, pad, f"real boxes sit {loose:.1f} px further outside their objects' edges than tight boxes (trimmed mean of the "
-               "report's box-edge margins)" + (f", {square:.1f} of it from squaring" if square else "")
+        return Key(k, None, f"labels.box_pad_px not set: real boxes sit {loose:.1f} px further outside their objects than tight "
+                   f"boxes{at}" + (f", {square:.1f} of it from squaring" if square else "") + f"; under {PAD_MIN_PX:g} px is within "
+                   "the measure's noise")
+    return Key(k, pad, f"real boxes sit {loose:.1f} px further outside their objects' edges than tight boxes{at} (trimmed mean of "
+               "the report's box-edge margins)" + (f", {square:.1f} of it from squaring" if square else "")
                + ": a detector trained on tighter boxes draws them smaller than the annotators did")
 
 
@@ -605,11 +636,26 @@ def box_pads(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray, min_score: fl
     return [float(x) for x in d[iou.numpy() >= min_iou]]
 
 
-def run_pad_key(folder: Path, real_dir: Path, edge: Key, log: Callable[[str], None]) -> Key:
+def detector_pad(pads: Sequence[float], sides: Sequence[float], base: float, base_side: float | None,
+                 side_px: float | None) -> tuple[float, list[float]]:
+    """The annotators' padding in px of an image whose shorter side is ``side_px`` (None: px as measured), from
+    ``pads`` (px per side the real boxes are larger than the detector's, each measured in a photo whose shorter side
+    is in ``sides``) and ``base``, the padding of the detector's training data (px at its shorter side
+    ``base_side``; None: taken as is). Both scale with the image: the detector resizes photos and training renders
+    alike, so a pad it learnt at 640 px is twice the px in a 1280-px photo, and half in a 320-px render.
+    Returns (padding, the pads scaled)."""
+    if side_px is None:
+        return base + float(np.median(pads)), [float(p) for p in pads]
+    scaled = [float(p) * side_px / s for p, s in zip(pads, sides)]
+    return base * (side_px / base_side if base_side else 1.0) + float(np.median(scaled)), scaled
+
+
+def run_pad_key(folder: Path, real_dir: Path, edge: Key, log: Callable[[str], None], size: tuple[int, int] | None = None) -> Key:
     """``labels.box_pad_px`` measured by a detector trained on synthetic labels: on the real photos, the median of how
     much larger the annotators' boxes are than the boxes it draws (which match the synthetic labels it learnt), added
     to the padding its training data already had. The edge measure (``pad_key``) compares box sides with image edges;
-    this one asks the question that matters for training, what box a model learns to draw for a real object."""
+    this one asks the question that matters for training, what box a model learns to draw for a real object.
+    In px of a render of ``size`` (the overlay's width, height; None: of the real photos), see :func:`detector_pad`."""
     import json
 
     import torch
@@ -619,10 +665,12 @@ def run_pad_key(folder: Path, real_dir: Path, edge: Key, log: Callable[[str], No
     from .train.models import model_from_run
 
     model, cfg, prov = model_from_run(folder)
-    base = 0.0
+    base, base_side = 0.0, None
     for d in prov.get("datasets", {}).get("synthetic", []):
         try:
-            base = float(json.loads((Path(d["path"]) / "manifest.json").read_text())["config"]["labels"].get("box_pad_px", 0.0))
+            c = json.loads((Path(d["path"]) / "manifest.json").read_text())["config"]
+            base = float(c["labels"].get("box_pad_px", 0.0))
+            base_side = min(int(c["width"]), int(c["height"])) if c.get("width") and c.get("height") else None
         except (OSError, ValueError, KeyError, TypeError):
             pass
     log(f"fit: box padding from {folder}: its boxes on {real_dir}")
@@ -630,20 +678,30 @@ def run_pad_key(folder: Path, real_dir: Path, edge: Key, log: Callable[[str], No
     with torch.inference_mode():
         preds = predict(model, ds, torch.device("cpu"), input_size=cfg.input_size, max_size=cfg.max_size)
     pads: list[float] = []
+    sides: list[float] = []
     for i in range(len(ds)):
-        _, t = ds[i]
+        img, t = ds[i]
         p = preds[int(t["image_id"])]
-        pads += box_pads(np.asarray(t["boxes"], np.float64).reshape(-1, 4), p["boxes"].numpy(), p["scores"].numpy())
+        got = box_pads(np.asarray(t["boxes"], np.float64).reshape(-1, 4), p["boxes"].numpy(), p["scores"].numpy())
+        pads += got
+        sides += [float(min(img.shape[-2:]))] * len(got)
     k = ("labels", "box_pad_px")
     edge_txt = f"; the edge measure said {edge.value} px" if edge.value is not None else ""
     if len(pads) < MIN_MARGIN_BOXES:
         return Key(k, None, f"labels.box_pad_px not set: only {len(pads)} real boxes matched a box of {folder} (IoU >= 0.5){edge_txt}")
-    med = float(np.median(pads))
-    pad = round(max(0.0, base + med), 1)
+    side_px = float(min(size)) if size else None
+    total, scaled = detector_pad(pads, sides, base, base_side, side_px)
+    med = float(np.median(scaled))
+    pad = round(max(0.0, total), 1)
+    at = ""
+    if side_px is not None and (any(s != side_px for s in sides) or (base_side and base_side != side_px)):
+        at = (f" (px at the {size[0]}x{size[1]} render: the photos' px scaled by {side_px:g} / their shorter side"
+              + (f", the training renders' by {side_px:g} / {base_side:g}" if base_side and base_side != side_px else "") + ")")
     return Key(k, pad if pad >= PAD_MIN_PX else None,
-               f"the detector in {folder}, trained on synthetic boxes padded {base:g} px, draws real objects {med:.1f} px per side "
-               f"smaller than the annotators (median of {len(pads)} matched boxes, IQR {np.percentile(pads, 25):.1f} to "
-               f"{np.percentile(pads, 75):.1f}){edge_txt}")
+               f"the detector in {folder}, trained on synthetic boxes padded {base:g} px"
+               + (f" in renders of shorter side {base_side:g} px" if base_side and side_px and base_side != side_px else "")
+               + f", draws real objects {med:.1f} px per side smaller than the annotators (median of {len(pads)} matched boxes, "
+               f"IQR {np.percentile(scaled, 25):.1f} to {np.percentile(scaled, 75):.1f}){at}{edge_txt}")
 
 
 def box_key(real: Labels, cal: Labels, square: bool) -> Key:

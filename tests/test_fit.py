@@ -381,3 +381,101 @@ def test_a_scene_sharing_some_categories_warns_once_on_stderr(tmp_path, monkeypa
         fit(_tiny_real(tmp_path / "same", ["one", "two", "three", "four", "five", "six"]), render, FitOptions(progress=False),
             log=lambda m: None)
     assert capsys.readouterr().err == ""
+
+
+def _squares(root: Path, side: int, pad: float, n: int = 8) -> Path:
+    """``n`` photos of ``side`` x ``side`` px, each with 4 light squares of 36-50 px at 640 (the same framing at any
+    size: positions and sizes scale with ``side``) on a darker ground, antialiased; boxed ``pad`` px a side (at
+    ``side``) outside each square."""
+    import cv2
+
+    rng, s, sup = np.random.default_rng(3), side / 640, 4
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(n):
+        big = np.full((side * sup, side * sup), int(rng.integers(50, 100)), np.uint8)
+        for cx, cy in ((160, 160), (480, 160), (160, 480), (480, 480)):
+            a = float(rng.uniform(36, 50))
+            x, y = cx + float(rng.uniform(-60, 60)) - a / 2, cy + float(rng.uniform(-60, 60)) - a / 2
+            x0, y0, w = round(x * s * sup), round(y * s * sup), round(a * s * sup)  # whole pixels of the supersampled image
+            big[y0:y0 + w, x0:x0 + w] = int(rng.integers(170, 230))
+            bx, by, bw = x0 / sup, y0 / sup, w / sup  # the square's exact extent at ``side``
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "bbox": [bx - pad, by - pad, bw + 2 * pad, bw + 2 * pad],
+                         "area": bw * bw, "iscrowd": 0})
+        cv2.imwrite(str(root / "images" / f"{i}.png"), cv2.resize(big, (side, side), interpolation=cv2.INTER_AREA))
+        images.append({"id": i + 1, "file_name": f"images/{i}.png", "width": side, "height": side})
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "one"}]}))
+    return root
+
+
+def test_box_padding_is_written_in_px_of_the_render_size(tmp_path):
+    """The same real photos (640 px, boxes 3 px a side outside 36-50 px squares) against tight calibrations of the same
+    framing at 640 and at 320 px: labels.box_pad_px ~3 at 640 and half that at 320, where the squares, and the same
+    annotators' habit, are half the px. The real boxes are shrunk by the same photo px at both sizes. (Comparing the
+    photos' 640-px margins with 320-px calibration margins wrote ~3 at both: boxes 2x too loose at 320.)"""
+    from simgen.fit import FitOptions, real_boxes
+    from simgen.report.build import load_side
+
+    real = load_side("real", _squares(tmp_path / "real", 640, pad=3.0))
+    pads, loose = {}, {}
+    for side in (640, 320):
+        calib = load_side("calibration", _squares(tmp_path / f"calib{side}", side, pad=0.0))
+        _, (box, pad), loose[side] = real_boxes(real, calib, FitOptions(progress=False))
+        assert box.value is None, box.source  # squares are square when tight: no square-box convention
+        pads[side] = pad.value
+    assert pads[640] is not None and 2.5 <= pads[640] <= 3.5, pads
+    assert pads[320] is not None and abs(pads[320] - pads[640] / 2) <= 0.25, pads
+    assert abs(loose[320] - loose[640]) <= 0.3, loose  # px of the photos: the objects' size is corrected alike
+
+
+def test_detector_pad_is_in_px_of_the_render_size():
+    """fit.run's measure in one unit: real boxes 2 px a side larger than the detector's in 640-px photos, the detector
+    trained on 640-px renders padded 1 px: 3 px for a 640 render, 1.5 for a 320 one; trained on 320-px renders padded
+    0.5 px (the same padding relative to the image): 3 px at 640 again."""
+    from simgen.fit import detector_pad
+
+    pads, sides = [2.0, 2.0, 1.0, 3.0, 2.0], [640.0] * 5
+    assert detector_pad(pads, sides, 1.0, 640, 640)[0] == pytest.approx(3.0)
+    assert detector_pad(pads, sides, 1.0, 640, 320)[0] == pytest.approx(1.5)
+    assert detector_pad(pads, sides, 0.5, 320, 640)[0] == pytest.approx(3.0)
+    assert detector_pad([4.0, 4.0, 2.0], [1280.0, 1280.0, 640.0], 1.0, 640, 640)[0] == pytest.approx(3.0)  # mixed photo sizes
+    assert detector_pad(pads, sides, 1.0, None, None)[0] == pytest.approx(3.0)  # no size: px as measured
+
+
+def test_fit_run_pad_is_scaled_to_the_overlay_size(tmp_path, holdout, monkeypatch):
+    """run_pad_key for a 320x320 overlay: the detector draws boxes 2 px a side smaller than the annotators in the 640-px
+    holdout photos and was trained on 640x640 renders padded 1 px: (1 + 2) / 2 = 1.5 px at 320."""
+    import torch
+
+    import simgen.train.engine as engine
+    from simgen.fit import Key, run_pad_key
+    from simgen.train.engine import save_checkpoint
+    from simgen.train.models import ModelConfig, build_model
+
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    manifest = {"config": {"width": 640, "height": 640, "labels": {"box": "square", "box_pad_px": 1.0}}}
+    (syn / "manifest.json").write_text(json.dumps(manifest))
+    run = tmp_path / "run"
+    run.mkdir()
+    m = ModelConfig(name="fcos_lite", trunk="tiny", input_size=64, max_size=64, channels=32)
+    save_checkpoint(run / "checkpoint.pt", build_model(m, 6), {"categories": ["one", "two", "three", "four", "five", "six"]})
+    (run / "provenance.json").write_text(json.dumps({
+        "sources_seen": {"real": 0, "synthetic": 16}, "categories": ["one", "two", "three", "four", "five", "six"],
+        "datasets": {"synthetic": [{"path": str(syn)}]},
+        "model": {"name": "fcos_lite", "trunk": "tiny", "input_size": 64, "max_size": 64, "channels": 32}}))
+
+    def shrunk(model, dataset, device, **kw):
+        out = {}
+        for i in range(len(dataset)):
+            _, t = dataset[i]
+            b = torch.as_tensor(t["boxes"]).float() + torch.tensor([2.0, 2.0, -2.0, -2.0])
+            out[int(t["image_id"])] = {"boxes": b, "scores": torch.ones(len(b)), "labels": torch.ones(len(b), dtype=torch.int64)}
+        return out
+
+    monkeypatch.setattr(engine, "predict", shrunk)
+    edge = Key(("labels", "box_pad_px"), 0.7, "")
+    assert run_pad_key(run, holdout, edge, lambda m: None, (640, 640)).value == 3.0
+    key = run_pad_key(run, holdout, edge, lambda m: None, (320, 320))
+    assert key.value == 1.5, key.source
+    assert "320x320" in key.source and "the edge measure said 0.7 px" in key.source

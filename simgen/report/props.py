@@ -246,13 +246,25 @@ def box_margin(gray: np.ndarray, box: Sequence[float], pad_frac: float = 0.15, m
     return out or None
 
 
-def edge_margins(side: Side, ctx: ReportContext) -> list[dict[str, float]]:
+def edge_margins(side: Side, ctx: ReportContext, side_px: float | None = None) -> list[dict[str, float]]:
+    """:func:`box_margin` of every box with measurable edges. ``side_px``: each image resized first, with its boxes, to
+    that shorter side, so that the margins are px at that size (``simgen fit`` compares photos with renders of another
+    size: the measure has a part constant in px, a 3x3 gradient and the band's rounding, which only cancels between two
+    sets measured at one size)."""
     per_image, found = boxes_by_image(side), []
     for image_id in _bar(side, "box edges", ctx):
         if not per_image[image_id]:
             continue
         gray = cv2.cvtColor(load_bgr(side.image_path(image_id)), cv2.COLOR_BGR2GRAY)
-        found += [m for _, box, _ in per_image[image_id] if (m := box_margin(gray, box)) is not None]
+        H, W = gray.shape
+        fx = fy = 1.0
+        if side_px and round(side_px) != min(W, H):
+            f = side_px / min(W, H)
+            size = (max(1, round(W * f)), max(1, round(H * f)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+            fx, fy = size[0] / W, size[1] / H
+        found += [m for _, (x, y, w, h), _ in per_image[image_id]
+                  if (m := box_margin(gray, [x * fx, y * fy, w * fx, h * fy] if fx != 1.0 or fy != 1.0 else [x, y, w, h])) is not None]
     return found
 
 
