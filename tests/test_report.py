@@ -229,3 +229,27 @@ def test_progress_into_a_log_has_no_cursor_escapes(sets, tmp_path):
                "report.sections=[labels,pixels]", "report.fail_on=never", f"out={tmp_path / 'a'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "report" in r.stderr and "\x1b[A" not in r.stderr, r.stderr[-500:]
+
+
+def test_large_and_small_numbers_share_one_compact_format(tmp_path):
+    """User audit: `random_cnn: KID` read 1,326,681 in the HTML beside a floor of 0.9365 (and 1.327e+06 in its table).
+    A value and its threshold or floor now use one format: 3 significant digits, scientific at >= 1e4 and < 1e-3."""
+    from simgen.report import distance as D
+    from simgen.report.html import num, render_html
+    from simgen.report.model import Section
+
+    assert [num(v) for v in (1326681.4, 0.93655, 4.123e-4, -0.3934, 15.28, 1234.5, 12.0, 50, 0.0, None)] == \
+        ["1.33e+06", "0.937", "4.12e-04", "-0.393", "15.3", "1234", "12", "50", "0", "—"]
+    prdc = {"precision": (0.0, 0.0), "recall": (1.0, 0.0), "density": (0.0, 0.0), "coverage": (0.0, 0.0)}
+    ms = [{"kid": 1326681.4, "kid_ci95": (1.19e6, 1.46e6), "kid_subset_size": 20, "precision": 0.0, "recall": 1.0, "density": 0.0,
+           "coverage": 0.0, "auc": 0.9, "auc_null_std": 0.08, "auc_floor": (0.5, 0.1), "matched": {"kid": (1326681.4, 495.0), **prdc},
+           "floor": {"kid": (-0.39345, 0.665), **{k: (0.95, 0.05) for k in prdc}}}]
+    kid = D._checks("random_cnn", ms)[0]
+    assert num(kid.value) == "1.33e+06" and kid.threshold.startswith("pass <= floor mean + 2 std = 0.937,"), kid.threshold
+    row = D._table("random_cnn", ms).rows[0]
+    assert row[1:] == ("1.33e+06 (95% CI 1.19e+06..1.46e+06)", "1.33e+06 ± 495", "-0.393 ± 0.665"), row
+    report = {"verdict": "fail", "counts": {"pass": 0, "warn": 0, "fail": 1, "info": 0}, "created": "now", "options": {},
+              "unavailable_sections": [], "inputs": {s: {"root": s, "images_sampled": 1, "images_total": 1} for s in ("real", "synthetic")} | {"run": None},
+              "sections": [Section("features", "Features", "", (kid,), (), (D._table("random_cnn", ms),)).as_dict()]}
+    page = render_html(report, tmp_path)
+    assert "1,326,681" not in page and "1.327e+06" not in page and ">1.33e+06<" in page

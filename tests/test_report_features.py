@@ -245,3 +245,49 @@ def test_box_tightness_check_points_looser_real_boxes_at_the_padding_setting():
     assert check.status == "warn" and "labels.box_pad_px" not in check.detail
     check, _ = _margin_check(boxes(1.0), boxes(0.4), 1.5)
     assert check.status == "pass" and "same convention" in check.detail
+
+
+def test_diversity_grades_coverage_with_the_feature_sections_numbers(tmp_path, sets, monkeypatch):
+    """User audit: the Diversity chip read PASS beside "coverage 0, 50 of 50 real images not covered". Coverage is graded
+    there by the features section's rule (matched coverage >= floor - 2 std), with its numbers, computed once."""
+    ctx = context(tmp_path, sets["real"], sets["dark"])
+    feat = D.feature_section(ctx)
+    calls = []
+    measure = D.measure
+    monkeypatch.setattr(D, "measure", lambda *a, **kw: calls.append(1) or measure(*a, **kw))
+    div = diversity_section(ctx)
+    assert not calls  # reused from the features section, not computed again
+    fc, dc = by_name(feat, "stats: coverage"), by_name(div, "stats: coverage")
+    assert (dc.value, dc.status, dc.threshold) == (fc.value, fc.status, fc.threshold) and dc.status == "fail"
+    assert by_name(div, "synthetic near-duplicate rate").status == "pass" and div.status == "fail"
+    row = next(r for r in div.tables[0].rows if r[0] == "stats")
+    assert float(row[1]) == pytest.approx(dc.value, abs=1e-3) and "±" in row[2]  # the graded number, its floor beside it
+    same = diversity_section(context(tmp_path / "same", sets["real"], sets["real"]))
+    assert by_name(same, "stats: coverage").status == "pass" and same.status == "pass"
+
+
+def test_giveaway_strips_never_share_an_image(tmp_path, sets, monkeypatch):
+    """User audit: with 20 synthetic images the "most obviously synthetic" and "most real-looking" strips (12 each) shared
+    images, so the real-looking strip showed P(synthetic) 0.99. Now each gets half when there are too few, and says so."""
+    from simgen.report import features as F
+
+    shown: dict[str, list[str]] = {}
+    sheet = F.contact_sheet
+
+    def record(paths, captions, out, **kw):
+        shown[out.name] = [p.name for p in paths]
+        return sheet(paths, captions, out, **kw)
+
+    monkeypatch.setattr(F, "contact_sheet", record)
+    ctx = context(tmp_path, sets["real"], sets["dark"])
+    det = D.Detection(1.0, 0.08, np.linspace(0.9, 0.99, 20), np.arange(20), [])  # 20 scored, all look synthetic
+    figs = D.giveaway_figures(ctx, "stats", {"detection": det})
+    most, real_looking = shown["features_stats_most-synthetic.png"], shown["features_stats_most-real.png"]
+    assert len(most) == len(real_looking) == 10 and not set(most) & set(real_looking)
+    assert all("Only 10 per strip: 20 synthetic images were scored" in f.caption for f in figs)
+    assert "P(synthetic) >= 0.90" in figs[1].caption and "P(synthetic) >=" not in figs[0].caption
+    det = D.Detection(0.5, 0.08, np.linspace(0, 1, 40), np.arange(40), [])  # enough images: 12 each, no note
+    figs = D.giveaway_figures(ctx, "stats", {"detection": det})
+    most, real_looking = shown["features_stats_most-synthetic.png"], shown["features_stats_most-real.png"]
+    assert len(most) == len(real_looking) == 12 and not set(most) & set(real_looking)
+    assert not any("Only" in f.caption or "Even these" in f.caption for f in figs)

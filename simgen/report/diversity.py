@@ -4,6 +4,8 @@ Near-duplicates by 64-bit perceptual hash (imagehash pHash): all pairs at once a
 bit vectors (Hamming = a.(1-b) + (1-a).b), in row chunks, so no BK-tree and no Python double loop.
 The uncovered real images follow FiftyOne Brain's representativeness idea: a real image whose nearest
 synthetic neighbour is far compared with its own k-NN radius among real images is not represented.
+Coverage is graded as in the features section, with its numbers (distance.measurements, computed once per
+report): a real half's coverage by an equal-size synthetic sample against the real-vs-real floor.
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ def _pair_sheet(ctx, paths: Sequence[Path], pairs: list[tuple[int, int, int]], n
 
 def diversity_section(ctx) -> "object":
     """Near-duplicate rate inside the synthetic set, coverage of the real set, real images nothing resembles."""
-    from .distance import prdc, scaled_spaces
+    from .distance import coverage_check, coverage_numbers, measurements, scaled_spaces
     from .features import contact_sheet, side_paths
     from .model import Check, Figure, Section, Table, graded
 
@@ -115,16 +117,24 @@ def diversity_section(ctx) -> "object":
     if nd["pairs"]:
         figures.append(_pair_sheet(ctx, syn_paths, nd["pairs"], "diversity_near_duplicates.png"))
         data["near_duplicates"]["examples"] = [(syn_paths[i].name, syn_paths[j].name, d) for i, j, d in nd["pairs"][:20]]
-    rows = []
+    rows, said = [], []
+
     def not_computed(name: str, e: Exception) -> None:
         checks.append(Check(f"{name}: coverage", None, "warn", "", f"not computed: {e}"))
 
     for fname, r, s in scaled_spaces(ctx, not_computed):
         name = fname.split("/")[0]
-        cov = prdc(r, s, k)["coverage"]
+        ms = measurements(ctx, name)  # the features section's numbers (computed there first when it is built)
+        matched, floor, floor_std = coverage_numbers(ms)
+        said.append(f"{name} covers {matched:.0%} of a real half (real-vs-real floor {floor:.0%})")
+        checks.append(coverage_check(name, ms, " The same numbers and rule as the features section's check of this name "
+                                               "(so it counts in both parts)."))
+        data[f"coverage_{name}"] = {"matched": matched, "floor": floor, "floor_std": floor_std, "pass_at": floor - 2 * floor_std,
+                                    "all_real_vs_all_synthetic": ms[0]["coverage"], "space": fname}
         ratio = uncovered(r, s, k)
         order = np.argsort(-ratio)
-        rows.append((fname, round(cov, 3), int((ratio > 1).sum()), round(float(np.median(ratio)), 3)))
+        rows.append((fname, f"{matched:.3f}", f"{floor:.3f} ± {floor_std:.3f}", f"{ms[0]['coverage']:.3f}",
+                     f"{int((ratio > 1).sum())} of {len(ratio)}", round(float(np.median(ratio)), 3)))
         data[f"uncovered_{name}"] = [(real_paths[i].name, round(float(ratio[i]), 3)) for i in order[:20]]
         sheet = f"diversity_uncovered_{name}.png"
         sel = order[:12]
@@ -132,8 +142,10 @@ def diversity_section(ctx) -> "object":
         figures.append(Figure(f"figures/{sheet}", f"{fname}: real images that nothing synthetic resembles: distance to the nearest "
                                                   f"synthetic image as a multiple of the image's own {k}-NN radius among real images."))
     if rows:
-        tables.append(Table("Coverage of the real set", ("feature space", "coverage (share of real images with a synthetic image in their k-NN ball)",
-                                                         "real images not covered", "median distance ratio"), tuple(rows)))
+        tables.append(Table("Coverage of the real set (share of real images with a synthetic image in their k-NN ball)",
+                            ("feature space", "graded: real half vs equal-size synthetic sample (mean over splits and over seeds)",
+                             "noise floor: real half vs other real half (mean ± std)", "all real vs all synthetic",
+                             "real images not covered", "median distance ratio"), tuple(rows)))
     summary = (f"{nd['redundant']} of {nd['n']} synthetic images are near-duplicates of another ({nd['rate']:.1%}); "
-               + "; ".join(f"{r[0]} covers {r[1]:.0%} of the real images" for r in rows) + ".")
+               + "; ".join(said) + ".")
     return Section("diversity", "Diversity and coverage", summary, tuple(checks), tuple(figures), tuple(tables), data)

@@ -219,6 +219,14 @@ def side_paths(side) -> list[Path]:
     return [side.image_path(i) for i in side.image_ids]
 
 
+def cache_key(ctx, name: str) -> tuple:
+    """What identifies one extractor's features in one report: the images of both sides and the extractor's settings."""
+    seeds = tuple(ctx.options.get("cnn_seeds", CNN_SEEDS))
+    size = int(ctx.options.get("cnn_size", CNN_SIZE))
+    return (name, str(ctx.real.root), ctx.real.image_ids, str(ctx.synthetic.root), ctx.synthetic.image_ids, seeds, size,
+            str(ctx.run), str(ctx.weights))
+
+
 def extract(ctx, name: str) -> list[tuple[Features, Features]]:
     """(real, synthetic) Features pairs for one extractor named in ctx.features, computed once per report.
 
@@ -226,8 +234,7 @@ def extract(ctx, name: str) -> list[tuple[Features, Features]]:
     leakage sections all ask for the same spaces."""
     seeds = tuple(ctx.options.get("cnn_seeds", CNN_SEEDS))
     size = int(ctx.options.get("cnn_size", CNN_SIZE))
-    key = (name, str(ctx.real.root), ctx.real.image_ids, str(ctx.synthetic.root), ctx.synthetic.image_ids, seeds, size,
-           str(ctx.run), str(ctx.weights))
+    key = cache_key(ctx, name)
     if key in _CACHE:
         return _CACHE[key]  # type: ignore[return-value]
     pr, ps = side_paths(ctx.real), side_paths(ctx.synthetic)

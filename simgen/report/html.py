@@ -9,6 +9,8 @@ from typing import Any
 
 import jinja2
 
+from .model import fmt_num
+
 TEMPLATE = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -111,16 +113,13 @@ similarities follow SDMetrics' QualityReport (1 &minus; KS statistic for numbers
 
 
 def num(v: Any) -> str:
-    """Numbers for people: 4 significant digits, thousands plain, None as a dash."""
-    if v is None:
-        return "—"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        if isinstance(v, dict):
-            return ", ".join(f"{k}: {n}" for k, n in v.items())
-        return str(v)
-    if isinstance(v, int) or float(v).is_integer() and abs(v) < 1e9:
-        return f"{int(v)}"
-    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    """Table cells: numbers in the report's one format (model.fmt_num: 3 significant digits, scientific at or above 1e4
+    and below 1e-3), None as a dash, dicts as ``key: value`` lists, text as it is."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {n}" for k, n in v.items())
+    if v is None or isinstance(v, (int, float)) and not isinstance(v, bool):
+        return fmt_num(v)
+    return str(v)
 
 
 def render_html(report: dict[str, Any], folder: Path) -> str:

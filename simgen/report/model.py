@@ -4,6 +4,7 @@ Sections are plain data so that report.json holds every number and every thresho
 only a view of the same objects."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,26 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "status": self.status, "threshold": self.threshold, "detail": self.detail}
+
+
+def fmt_num(v: Any) -> str:
+    """A number for people, in the one format used wherever a value and its threshold or noise floor stand side by side:
+    3 significant digits, scientific notation at or above 1e4 and below 1e-3 (so a KID of 1.33e+06 is never printed
+    as 1,326,681 beside a floor of 0.936); integers as they are, None as a dash."""
+    if v is None:
+        return "—"
+    kind = getattr(getattr(v, "dtype", None), "kind", "")  # numpy scalars
+    if isinstance(v, bool) or kind == "b" or not (isinstance(v, (int, float)) or kind in ("i", "u", "f")):
+        return str(v)
+    if isinstance(v, int) or kind in ("i", "u"):
+        return str(int(v))
+    v = float(v)
+    a = abs(v)
+    if not math.isfinite(v) or a == 0:
+        return "0" if a == 0 else str(v)
+    if a < 1e-3 or float(f"{a:.3g}") >= 1e4:
+        return f"{v:.2e}"
+    return f"{v:.0f}" if a >= 100 else f"{v:.3g}"
 
 
 def graded(name: str, value: float | None, pass_at: float, warn_at: float, higher_is_better: bool = True,
