@@ -313,3 +313,22 @@ def test_a_finished_run_is_not_reused_after_its_holdout_changed(tmp_path):
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert prov["holdout"]["n_images"] == 3
 
+
+def test_a_finished_run_is_trained_again_after_its_training_data_changed(tmp_path):
+    """The same command on a training folder re-rendered since (other labels) trains again instead of reading back the
+    old scores; an untouched folder is read back."""
+    from simgen.train.utility import job_config, run_one
+
+    syn = write_folder(tmp_path / "syn", [noise(100 + i, 64) for i in range(4)])
+    hold = write_folder(tmp_path / "hold", [noise(300 + i, 64) for i in range(2)])
+    job = job_config(compose_dict("train", [*TINY_TRAIN, f"data.synthetic=[{syn}]", f"data.holdout={hold}", f"out={tmp_path / 'run'}"]))
+    run_one(job, tmp_path / "run", 1.0, 0)
+    lines: list[str] = []
+    run_one(job, tmp_path / "run", 1.0, 0, log=lines.append)
+    assert any("already done" in ln for ln in lines), lines
+    write_folder(syn, [noise(500 + i, 64) for i in range(5)])  # re-rendered: other images and labels, same path
+    lines.clear()
+    run_one(job, tmp_path / "run", 1.0, 0, log=lines.append)
+    assert not any("already done" in ln for ln in lines) and any("changed since" in ln for ln in lines), lines
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["entry"]["train_images"] == 5
+

@@ -286,3 +286,38 @@ def test_disk_full_in_utility_names_the_folder_and_the_rerun_finishes(tmp_path, 
     if fails_on != "checkpoint.pt":
         assert any("already done" in ln for ln in err), err  # the finished run is read back, not retrained
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_training_categories_the_holdout_lacks_are_warned_about(tmp_path):
+    """A real folder labelled pip1/pip2 where the renders say one/two trained a model of four classes, two never scored,
+    without a word; now one warning line names them and the mapping that would join them."""
+    from simgen.train.utility import job_config, unscored_categories
+
+    from .conftest import compose_dict
+
+    syn = write_folder(tmp_path / "syn", [noise(1, 64)])
+    real = write_folder(tmp_path / "real", [noise(2, 64)], categories=("pip1", "pip2"))
+    hold = write_folder(tmp_path / "hold", [noise(3, 64)])
+    base = ["trainer=smoke", f"data.synthetic=[{syn}]", f"data.holdout={hold}", f"out={tmp_path / 'run'}"]
+    w = unscored_categories(job_config(compose_dict("train", [*base, f"data.real={real}"])).data)
+    assert w is not None and w.startswith("warning: training categories pip1, pip2") and "+data.category_map.pip1=" in w
+    mapped = [*base, f"data.real={real}", "+data.category_map.pip1=one", "+data.category_map.pip2=two"]
+    assert unscored_categories(job_config(compose_dict("train", mapped)).data) is None
+    assert unscored_categories(job_config(compose_dict("train", base)).data) is None
+
+
+def test_a_short_step_budget_still_reaches_its_learning_rate():
+    """trainer=cpu warms up over 200 steps; a 30-step run used to peak at 4% of trainer.lr and learn nothing. The warmup
+    now takes at most a fifth of max_steps; the recipes' 1,000 steps keep their 200."""
+    from dataclasses import replace as dc_replace
+
+    from simgen.train.engine import _lr_factor, trainer_config, warmup_steps
+
+    from .conftest import compose_dict
+
+    cpu = trainer_config(compose_dict("train", ["trainer=cpu"])["trainer"])
+    assert cpu.warmup_steps == 200 and warmup_steps(dc_replace(cpu, max_steps=1000)) == 200
+    short = dc_replace(cpu, max_steps=30)
+    assert warmup_steps(short) == 6
+    assert max(_lr_factor(s / 30, s, short) for s in range(30)) > 0.9
+    assert warmup_steps(dc_replace(cpu, max_steps=None, max_minutes=5)) == 200  # a minute budget: steps unknown

@@ -312,6 +312,25 @@ def model_categories(data: DataConfig) -> list[str]:
     return cats
 
 
+def unscored_categories(data: DataConfig) -> str | None:
+    """A warning when training folders name categories the holdout does not: the model learns them and they are never
+    scored, which is most often two names for one class (a real folder labelled `pip1` where the renders say `one`)."""
+    hold = {AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]}
+    extra: dict[str, list[str]] = {}
+    for root in (*data.synthetic, *data.real):
+        for c in load_coco(root)["categories"]:
+            n = data.name_of(c["name"])
+            if n not in hold:
+                extra.setdefault(n, []).append(str(root))
+    if not extra:
+        return None
+    names = list(extra)
+    return (f"warning: training categories {', '.join(names[:8])}{', ...' if len(names) > 8 else ''} (in "
+            f"{', '.join(dict.fromkeys(r for v in extra.values() for r in v))}) are not in the holdout: the model learns them "
+            f"and they are never scored; if they are holdout classes under other names, map them "
+            f"(+data.category_map.{names[0]}=<holdout name>).")
+
+
 def _train_set(root: Path, cats: list[str], data: DataConfig, transforms, masks: bool) -> Relabeled:
     ds = CocoDataset(root, transforms=transforms, masks=masks)
     lut = [0] + [cats.index(data.name_of(n)) + 1 for n in ds.categories]
@@ -459,6 +478,22 @@ def _roots(job: Job, arm: Arm) -> tuple[tuple, tuple]:
             data.real if arm.fraction != 1.0 or arm.finetune_split is not None else ())
 
 
+def content_key(job: Job, arm: Arm) -> str:
+    """What the settings hash names by path only: the content of the folders an arm trains on (each one's
+    annotations.json: a re-render writes other labels) and of a weights file it starts from. A finished run whose key
+    differs is trained again, not read back: the same command on data re-rendered since. Runs written before this
+    key existed are read back as before."""
+    roots_s, roots_r = _roots(job, arm)
+    ident = {}
+    for root in (*roots_s, *roots_r):
+        ann = Path(root) / "annotations.json"
+        ident[str(root)] = file_sha256(ann) if ann.is_file() else None
+    w = job.model.weights
+    if w and w != "DEFAULT" and Path(w).is_file():
+        ident["weights"] = file_sha256(Path(w))
+    return _hash(ident)
+
+
 def run_keys(job: Job, arm: Arm, seed: int, hh: dict) -> tuple[str, str]:
     """(settings hash, config hash) of one run. The settings: what it learns from and how (not progress bars, threads or
     checkpoint timing) and the holdout's content, so that a finished run with the same key is read back instead of
@@ -501,10 +536,14 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     cats = model_categories(data)
     key, config_key = run_keys(job, arm, seed, hh)
     claim_run_folder(out, (key, config_key), job.overwrite, f"{name} (seed {seed})")
+    content = content_key(job, arm)
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():
         prev = json.loads(metrics_file.read_text())
-        if prev.get("settings_hash") == key:
+        if prev.get("settings_hash") == key and prev.get("content_hash") not in (None, content):
+            log(f"{name} (seed {seed}): its training data or starting weights changed since {metrics_file} was written; "
+                "training again")
+        elif prev.get("settings_hash") == key:
             log(f"{name} (seed {seed}): already done, reading {metrics_file}")
             return _rescored(prev["entry"], out, data)
 
@@ -529,9 +568,13 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     # Trained before but its scores were never written (a full disk, a kill): score that model, do not train again.
     done = finished(out / "checkpoint.pt", key)
     resume = None if done is not None else resumable(out / "checkpoint.pt", key)  # killed mid-training: continue from its checkpoint
+    for got in (done, resume):  # a checkpoint of the same settings trained on data (or from weights) since changed
+        if got is not None and (got.get("meta") or {}).get("content_hash") not in (None, content):
+            done = resume = None
     phases, used, how = _phases(arm, real, syn, t, seed, resume)
     model = build_model(m, len(cats))
-    meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key, "config_hash": config_key}
+    meta = {"categories": cats, "model": m.name, "input_size": m.input_size, "seed": seed, "settings_hash": key, "config_hash": config_key,
+            "content_hash": content}
     log(f"{name} (seed {seed}): {m.name} at {m.input_size}px, {len(cats)} classes, {how}, {used} images, budget {t.budget()}")
     if done is not None:
         model.load_state_dict(done["model"])
@@ -581,7 +624,7 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     }
     write_json(out / "provenance.json", json.loads(json.dumps(provenance, default=str)))
     write_run_datasheet(out, provenance, entry)  # DATASHEET.md: datasets + hashes, holdout, guard, model, metrics
-    write_json(metrics_file, {"settings_hash": key, "config_hash": config_key, "entry": entry, "metrics": metrics})
+    write_json(metrics_file, {"settings_hash": key, "config_hash": config_key, "content_hash": content, "entry": entry, "metrics": metrics})
     log(f"{name} (seed {seed}): mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  ({res.steps} steps, {res.minutes:.1f} min)")
     return entry
 
@@ -745,15 +788,21 @@ SUMMARY_METRICS = ("map", "map50", "map50_agnostic")
 FAILED_SHARE = 0.5
 
 
+FAILED_GAP = 0.02  # mAP: and at least this far under it, so that seeds of a barely trained arm (0.009 vs 0.018) are noise
+
+
 def failed_seeds(rs: list[dict]) -> list[int]:
-    """Seeds of one arm's runs that failed to train: mAP under FAILED_SHARE of the median of the arm's other runs.
-    Needs three runs or more (with two, which one failed cannot be told)."""
+    """Seeds of one arm's runs that failed to train: mAP under FAILED_SHARE of the median of the arm's other runs, and
+    FAILED_GAP or more under it. Needs three runs or more (with two, which one failed cannot be told)."""
     if len(rs) < 3:
         return []
     out = []
     for r in rs:
         others = [o["map"] for o in rs if o is not r and o.get("map") is not None]
-        if r.get("map") is not None and others and r["map"] < FAILED_SHARE * float(np.median(others)):
+        if r.get("map") is None or not others:
+            continue
+        median = float(np.median(others))
+        if r["map"] < FAILED_SHARE * median and median - r["map"] >= FAILED_GAP:
             out.append(r["seed"])
     return out
 
