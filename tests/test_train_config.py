@@ -321,3 +321,21 @@ def test_a_short_step_budget_still_reaches_its_learning_rate():
     assert warmup_steps(short) == 6
     assert max(_lr_factor(s / 30, s, short) for s in range(30)) > 0.9
     assert warmup_steps(dc_replace(cpu, max_steps=None, max_minutes=5)) == 200  # a minute budget: steps unknown
+
+
+def test_category_map_keys_must_be_training_names(tmp_path):
+    """+data.category_map.onee=one (a typo) was silently ignored; a missing holdout class's hint named a holdout name as
+    the key. Now the typo is one line with the closest name, and the hint names a spare training category."""
+    from simgen.errors import DatasetError
+    from simgen.train.utility import job_config, model_categories
+
+    from .conftest import compose_dict
+
+    syn = write_folder(tmp_path / "syn", [noise(1, 64)], categories=("one", "pip2"))
+    hold = write_folder(tmp_path / "hold", [noise(3, 64)], categories=("one", "two"))
+    base = ["trainer=smoke", f"data.synthetic=[{syn}]", f"data.holdout={hold}", f"out={tmp_path / 'run'}"]
+    with pytest.raises(DatasetError, match="key `onee` is not a training category name.*Did you mean `one`"):
+        model_categories(job_config(compose_dict("train", [*base, "+data.category_map.onee=one"])).data)
+    with pytest.raises(DatasetError, match=r"holdout category `two` is not in the training data.*\+data.category_map.pip2=two"):
+        model_categories(job_config(compose_dict("train", base)).data)
+    assert model_categories(job_config(compose_dict("train", [*base, "+data.category_map.pip2=two"])).data) == ["one", "two"]

@@ -23,7 +23,7 @@ import torch
 
 from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, did_you_mean
 from .engine import (Mosaic, Phase, TrainerConfig, TrainResult, eval_transforms, finished, load_checkpoint, phase_skips, predict,
                      resolve_device, resumable, train, train_transforms, trainer_config)
 from .evaluate import any_class_scores, coco_evaluate, coco_results, label_to_category, write_json
@@ -297,18 +297,28 @@ class Relabeled(torch.utils.data.Dataset):
 
 
 def model_categories(data: DataConfig) -> list[str]:
-    """Training category names after mapping, first seen first; checked against the holdout's."""
+    """Training category names after mapping, first seen first; checked against the holdout's, and every
+    data.category_map key against the training names (a misspelt key was silently ignored)."""
     cats: list[str] = []
+    raw: list[str] = []
     for root in (*data.synthetic, *data.real):
         for c in sorted(load_coco(root)["categories"], key=lambda c: c["id"]):
+            raw.append(c["name"])
             n = data.name_of(c["name"])
             if n not in cats:
                 cats.append(n)
+    unknown = [k for k, _ in data.category_map if k not in raw]
+    if unknown:
+        raise DatasetError(f"data.category_map key `{unknown[0]}` is not a training category name (they are "
+                           f"{list(dict.fromkeys(raw))}); keys name training categories, values holdout ones."
+                           + did_you_mean(unknown[0], list(dict.fromkeys(raw))))
     hold = [AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]]
     missing = [n for n in dict.fromkeys(hold) if n not in cats]
     if missing:
+        # suggest a training name the holdout does not use yet: the one most likely to be the missing class renamed
+        spare = [n for n in dict.fromkeys(raw) if data.name_of(n) not in hold] or list(dict.fromkeys(raw)) or ["name"]
         raise DatasetError(f"holdout category `{missing[0]}` is not in the training data (which has {cats}); render it, or map a training "
-                           f"category onto it with data.category_map (e.g. +data.category_map.{cats[0] if cats else 'name'}={missing[0]}).")
+                           f"category onto it with data.category_map (e.g. +data.category_map.{spare[0]}={missing[0]}).")
     return cats
 
 
