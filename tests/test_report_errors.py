@@ -203,6 +203,9 @@ def test_a_run_scored_on_other_photos_fails_the_identity_check(ctx: ReportContex
     (run / "provenance.json").write_text(json.dumps(prov))
     s = error_section(replace(ctx, run=run))
     assert {c.name: c.status for c in s.checks}["holdout identity"] == "fail" and s.status == "fail"
+    # and nothing is counted from predictions of other photos: no TIDE numbers, no figures, one line saying so
+    assert [c.name for c in s.checks] == ["holdout identity"] and not s.figures and not s.tables
+    assert s.summary.startswith("Not analysed: run was scored on another holdout") and "tide" not in s.data
 
 
 # ---------------------------------------------------------------------------- report.features refused up front

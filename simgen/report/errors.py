@@ -502,6 +502,10 @@ def error_section(ctx: ReportContext) -> Section | None:
     prov_file = run_dir / "provenance.json"
     prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
     checks = [holdout_check(prov, ctx)]
+    if checks[0].status == "fail":  # its predictions are of other photos: any error count from them would be wrong
+        return Section("errors", "Error analysis on the real holdout",
+                       f"Not analysed: {run_dir.name} was scored on another holdout ({checks[0].detail}).", tuple(checks), (), (),
+                       {"run": str(run_dir), "arm": run_dir.name, "analysed": False})
     gt_doc, res, ids = load_predictions(run_dir, prov, ctx)
     metrics = coco_evaluate(gt_doc, res, image_ids=ids)
     agn = any_class_scores(gt_doc, res, ids, bool(prov.get("class_agnostic")))
