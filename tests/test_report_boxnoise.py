@@ -131,3 +131,13 @@ def test_error_section_compares_the_other_arms(ctx: ReportContext, tmp_path):  #
     assert {"box edges vs labels", "label box noise (estimated)"} <= {c.name for c in s.checks}
     assert any("ceiling" in x for x in s.data["suggestions"])
     json.dumps(s.as_dict())
+
+
+def test_the_ceiling_from_a_barely_trained_run_is_called_a_rough_bound():
+    """A run that found a fifth of the objects gave a confident ceiling; the line now says it is a rough bound."""
+    from simgen.report.boxnoise import ceiling_line
+
+    bp = {"ceiling": {"map": 0.53, "map75": 0.6}, "now": {"map": 0.3}, "label_sigma_px": 3.7, "label_sigma": 0.08,
+          "run": "TSTR-s0", "pairs": ["a", "b"], "matched": 40, "objects": 201}
+    assert "A rough bound: TSTR-s0 found only 40 of 201 objects" in ceiling_line(bp)
+    assert "rough bound" not in ceiling_line({**bp, "matched": 150})

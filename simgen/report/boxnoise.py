@@ -140,12 +140,20 @@ def across_runs(gt_doc: dict, ids: list[int], results: dict[str, list[dict]], be
     return {"run": best, **box_precision(gt_doc, ids, gt, make_boxes(results[best], keep, False), others, min_score, trials, seed)}
 
 
+WEAK_RUN_FOUND = 0.5  # share of the holdout's objects the analysed run matched, under which its ceiling is a rough bound
+
+
 def ceiling_line(bp: dict[str, Any]) -> str | None:
     """One sentence for a report, or None when there is no ceiling to state."""
     if "ceiling" not in bp:
         return None
+    found = bp.get("matched", 0) / bp["objects"] if bp.get("objects") else 1.0
+    # from barely trained runs the detectors' box errors are neither small nor independent of each other: say so
+    caveat = (f" A rough bound: {bp['run']} found only {bp.get('matched', 0)} of {bp['objects']} objects, and the estimate "
+              "assumes detectors whose box errors are small and independent; train longer for a firmer one."
+              if found < WEAK_RUN_FOUND else "")
     return (f"Box labels: the holdout's own boxes wander by about {bp['label_sigma_px']:.1f} px per edge "
             f"({100 * bp['label_sigma']:.1f}% of the side, estimated from {bp['run']} against {len(bp['pairs'])} other run(s)); "
             f"a detector whose every box sat exactly on its object would score about {bp['ceiling']['map']:.2f} mAP@[.5:.95] "
             f"(AP75 {bp['ceiling']['map75']:.2f}) here, and one that found and named every object with {bp['run']}'s boxes "
-            f"{bp['now']['map']:.2f}. Read mAP against that ceiling, not 1.0 (docs/report.md, box precision).")
+            f"{bp['now']['map']:.2f}. Read mAP against that ceiling, not 1.0 (docs/report.md, box precision).{caveat}")
