@@ -285,34 +285,9 @@ def test_fit_run_must_have_trained_on_synthetic_only(tmp_path):
 def test_fit_run_pad_adds_what_the_detector_misses_to_its_training_padding(tmp_path, holdout, monkeypatch):
     """Known answer: a 'detector' whose boxes are the real boxes 2 px a side smaller, trained on data padded 0.5 px:
     the annotators pad 2.5 px."""
-    import torch
-
-    import simgen.train.engine as engine
     from simgen.fit import Key, run_pad_key
-    from simgen.train.engine import save_checkpoint
-    from simgen.train.models import ModelConfig, build_model
 
-    syn = tmp_path / "syn"
-    syn.mkdir()
-    (syn / "manifest.json").write_text(json.dumps({"config": {"labels": {"box": "square", "box_pad_px": 0.5}}}))
-    run = tmp_path / "run"
-    run.mkdir()
-    m = ModelConfig(name="fcos_lite", trunk="tiny", input_size=64, max_size=64, channels=32)
-    save_checkpoint(run / "checkpoint.pt", build_model(m, 6), {"categories": ["one", "two", "three", "four", "five", "six"]})
-    (run / "provenance.json").write_text(json.dumps({
-        "sources_seen": {"real": 0, "synthetic": 16}, "categories": ["one", "two", "three", "four", "five", "six"],
-        "datasets": {"synthetic": [{"path": str(syn)}]},
-        "model": {"name": "fcos_lite", "trunk": "tiny", "input_size": 64, "max_size": 64, "channels": 32}}))
-
-    def shrunk(model, dataset, device, **kw):
-        out = {}
-        for i in range(len(dataset)):
-            _, t = dataset[i]
-            b = torch.as_tensor(t["boxes"]).float() + torch.tensor([2.0, 2.0, -2.0, -2.0])
-            out[int(t["image_id"])] = {"boxes": b, "scores": torch.ones(len(b)), "labels": torch.ones(len(b), dtype=torch.int64)}
-        return out
-
-    monkeypatch.setattr(engine, "predict", shrunk)
+    run = _shrinking_run(tmp_path, monkeypatch, {"labels": {"box": "square", "box_pad_px": 0.5}})
     key = run_pad_key(run, holdout, Key(("labels", "box_pad_px"), 1.3, ""), lambda m: None)
     assert key.path == ("labels", "box_pad_px") and key.value == 2.5, key.source
     assert "padded 0.5 px" in key.source and "the edge measure said 1.3 px" in key.source
@@ -445,17 +420,28 @@ def test_detector_pad_is_in_px_of_the_render_size():
 def test_fit_run_pad_is_scaled_to_the_overlay_size(tmp_path, holdout, monkeypatch):
     """run_pad_key for a 320x320 overlay: the detector draws boxes 2 px a side smaller than the annotators in the 640-px
     holdout photos and was trained on 640x640 renders padded 1 px: (1 + 2) / 2 = 1.5 px at 320."""
+    from simgen.fit import Key, run_pad_key
+
+    run = _shrinking_run(tmp_path, monkeypatch, {"width": 640, "height": 640, "labels": {"box": "square", "box_pad_px": 1.0}})
+    edge = Key(("labels", "box_pad_px"), 0.7, "")
+    assert run_pad_key(run, holdout, edge, lambda m: None, (640, 640)).value == 3.0
+    key = run_pad_key(run, holdout, edge, lambda m: None, (320, 320))
+    assert key.value == 1.5, key.source
+    assert "320x320" in key.source and "the edge measure said 0.7 px" in key.source
+
+
+def _shrinking_run(tmp_path, monkeypatch, render_config: dict):
+    """A run folder (checkpoint, provenance) trained on a synthetic folder rendered with ``render_config``, and a
+    detector (engine.predict patched) that draws every holdout box 2 px a side smaller than the annotators did."""
     import torch
 
     import simgen.train.engine as engine
-    from simgen.fit import Key, run_pad_key
     from simgen.train.engine import save_checkpoint
     from simgen.train.models import ModelConfig, build_model
 
     syn = tmp_path / "syn"
     syn.mkdir()
-    manifest = {"config": {"width": 640, "height": 640, "labels": {"box": "square", "box_pad_px": 1.0}}}
-    (syn / "manifest.json").write_text(json.dumps(manifest))
+    (syn / "manifest.json").write_text(json.dumps({"config": render_config}))
     run = tmp_path / "run"
     run.mkdir()
     m = ModelConfig(name="fcos_lite", trunk="tiny", input_size=64, max_size=64, channels=32)
@@ -474,8 +460,4 @@ def test_fit_run_pad_is_scaled_to_the_overlay_size(tmp_path, holdout, monkeypatc
         return out
 
     monkeypatch.setattr(engine, "predict", shrunk)
-    edge = Key(("labels", "box_pad_px"), 0.7, "")
-    assert run_pad_key(run, holdout, edge, lambda m: None, (640, 640)).value == 3.0
-    key = run_pad_key(run, holdout, edge, lambda m: None, (320, 320))
-    assert key.value == 1.5, key.source
-    assert "320x320" in key.source and "the edge measure said 0.7 px" in key.source
+    return run
