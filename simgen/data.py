@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,26 @@ def safe_path(root: Path, rel: object) -> Path:
     except (ValueError, OSError):  # a NUL byte, a path too long or a symlink loop: no file it could name
         raise DatasetError(f"file_name {show(rel)} in {root} is not a usable path; fix it or re-render the dataset.") from None
     if Path(rel).is_absolute() or not p.is_relative_to(root.resolve()):
+        link = _link_out(root, rel)
+        if link is not None:  # inside by name, outside through a link: say which, it is most often a linked images/ folder
+            raise DatasetError(f"file_name {show(rel)} in {root} leads outside the dataset folder through the symbolic link {link} "
+                               f"(-> {os.readlink(link)}); simgen reads only files inside a dataset folder: copy or hard-link "
+                               "the files in, or use the folder the link leads to as the dataset.")
         raise DatasetError(f"file_name {show(rel)} points outside the dataset folder {root}; file names must be relative paths inside it.")
     return p
+
+
+def _link_out(root: Path, rel: str) -> Path | None:
+    """The first symbolic link on the way from ``root`` to ``rel`` when ``rel`` stays inside ``root`` by name."""
+    parts = Path(os.path.normpath(rel)).parts
+    if not parts or parts[0] == ".." or Path(rel).is_absolute():
+        return None
+    here = root
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            return here
+    return None
 
 
 def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:

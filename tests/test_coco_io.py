@@ -157,3 +157,27 @@ def test_a_webdataset_render_is_named_as_such_where_coco_is_read(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "coco"}))
     with pytest.raises(DatasetError, match="not found; a dataset folder needs annotations.json"):
         load_coco(tmp_path)
+
+
+def test_an_images_folder_linked_from_elsewhere_is_named_as_such(tmp_path):
+    """A symlinked images/ leads outside the dataset folder, which simgen refuses to read (a downloaded archive could
+    link anywhere); the line names the link and what to do, instead of "points outside" for a name that does not."""
+    import json
+    import os
+
+    import pytest
+
+    from simgen.data import safe_path
+    from simgen.errors import DatasetError
+
+    elsewhere = tmp_path / "photos"
+    elsewhere.mkdir()
+    (elsewhere / "a.jpg").write_bytes(b"x")
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    os.symlink(elsewhere, ds / "images")
+    (ds / "annotations.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(DatasetError, match=r"through the symbolic link .*images \(-> .*photos\).*copy or hard-link"):
+        safe_path(ds, "images/a.jpg")
+    with pytest.raises(DatasetError, match="points outside the dataset folder"):
+        safe_path(ds, "../photos/a.jpg")
