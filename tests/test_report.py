@@ -253,3 +253,14 @@ def test_large_and_small_numbers_share_one_compact_format(tmp_path):
               "sections": [Section("features", "Features", "", (kid,), (), (D._table("random_cnn", ms),)).as_dict()]}
     page = render_html(report, tmp_path)
     assert "1,326,681" not in page and "1.327e+06" not in page and ">1.33e+06<" in page
+
+
+def test_numeric_columns_get_right_aligned_headers():
+    """A column of numbers is right-aligned, its header too: a left-aligned header over right-aligned numbers put each
+    number under the next column's header (the per-arm table read TSTR's fraction 1 as its mAP)."""
+    from simgen.report.html import TEMPLATE, numeric_columns
+
+    t = {"columns": ["arm", "synthetic fraction", "mAP", "status"], "rows": [["TSTR", 1, 0.51, "pass"], ["TRTR", 0, None, "warn"]]}
+    assert numeric_columns(t) == [False, True, True, False]
+    assert numeric_columns({"columns": ["a"], "rows": []}) == [False]
+    assert "th.num { text-align: right; }" in TEMPLATE

@@ -46,6 +46,7 @@ table { border-collapse: collapse; width: 100%; font-size: 13.5px; margin: 6px 0
 th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { color: var(--muted); font-weight: 600; font-size: 12.5px; background: #f8fafc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num { text-align: right; }
 td.detail { color: var(--muted); font-size: 12.5px; }
 tr.group td { background: #f8fafc; font-weight: 600; padding-top: 9px; }
 tr.group a { color: var(--ink); }
@@ -93,7 +94,7 @@ details[open] summary { margin-bottom: 6px; }
   <p class="summary">{{ s.summary }}</p>
   {% for f in s.figures %}<figure><img alt="{{ f.caption }}" src="data:image/png;base64,{{ images[f.path] }}"><figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}
   {% for t in s.tables %}<h3>{{ t.title }}</h3>
-  <div class="{{ 'scroll' if t.rows|length > 30 else '' }}"><table><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+  <div class="{{ 'scroll' if t.rows|length > 30 else '' }}"><table><tr>{% for c in t.columns %}<th class="{{ 'num' if (t|numeric_columns)[loop.index0] else '' }}">{{ c }}</th>{% endfor %}</tr>
   {% for r in t.rows %}<tr>{% for v in r %}{% if v in statuses %}<td><span class="badge {{ v }}">{{ v }}</span></td>{% else %}<td class="{{ 'num' if v is number or v is none else '' }}">{{ v|num }}</td>{% endif %}{% endfor %}</tr>{% endfor %}
   </table></div>{% endfor %}
   {% if s.checks %}<details{{ ' open' if not s.tables else '' }}><summary>{{ s.checks|length }} checks: thresholds and what they mean</summary>
@@ -122,12 +123,21 @@ def num(v: Any) -> str:
     return str(v)
 
 
+def numeric_columns(table: dict[str, Any]) -> list[bool]:
+    """Which columns hold numbers (or dashes) in every row: their headers are right-aligned like their cells, so a number
+    does not sit under the next column's header."""
+    rows = table.get("rows") or []
+    return [bool(rows) and all(len(r) > i and (r[i] is None or isinstance(r[i], (int, float)) and not isinstance(r[i], bool))
+                               for r in rows) for i in range(len(table.get("columns") or []))]
+
+
 def render_html(report: dict[str, Any], folder: Path) -> str:
     """The page for ``report`` (report.json's dict); figures are read from ``folder`` and inlined."""
     import json
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = num
+    env.filters["numeric_columns"] = numeric_columns
     images = {f["path"]: base64.b64encode((folder / f["path"]).read_bytes()).decode("ascii")
               for s in report["sections"] for f in s["figures"]}
     return env.from_string(TEMPLATE).render(**report, images=images, statuses=("pass", "warn", "fail", "info"), options_text=json.dumps(report["options"], indent=1))
