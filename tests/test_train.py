@@ -223,8 +223,13 @@ def test_checkpoint_round_trip(tmp_path, name, classifier):
                         "classifier": classifier})
     loaded = build_model(cfg, num_classes=3)  # model.weights=<path> loads it too
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
-    with pytest.raises(ConfigError, match="do not fit this model"):
-        build_model(cfg, num_classes=5)
+    # other classes: the network carries over and only the class-sized outputs start fresh (fine-tuning to new classes)
+    other = build_model(cfg, num_classes=5).state_dict()
+    fresh = {k for k, v in model.state_dict().items() if v.shape != other[k].shape}
+    assert fresh and all(any(p in k for p in ("cls_logits", "cls_score", "bbox_pred", "classifier.fc.")) for k in fresh)
+    assert all(torch.equal(v, other[k]) for k, v in model.state_dict().items() if k not in fresh)
+    with pytest.raises(ConfigError, match="do not fit this model"):  # another network: refused
+        build_model(model_config({**cfg.__dict__, "channels": 64}), num_classes=3)
 
 
 def test_default_weights_offline_is_a_clear_error(monkeypatch):

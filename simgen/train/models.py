@@ -8,6 +8,7 @@ download them).
 """
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -314,4 +315,27 @@ def load_weights(model: nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError(f"weights `{path}` do not fit this model ({str(e).splitlines()[0][:150]}); use the same model and categories they were trained with.") from None
+        heads = class_heads(model.state_dict(), state)
+        if heads is None:
+            raise ConfigError(f"weights `{path}` do not fit this model ({str(e).splitlines()[0][:150]}); use the same model and "
+                              "categories they were trained with.") from None
+        # the same network for another set of classes: everything but the class-sized outputs carries over, and those
+        # start fresh (the usual fine-tuning recipe, as for COCO-pretrained heads)
+        model.load_state_dict({k: v for k, v in state.items() if k not in heads}, strict=False)
+        print(f"simgen: weights `{path}` were trained for other classes: {len(state) - len(heads)} of {len(state)} tensors "
+              f"loaded; the class outputs ({', '.join(sorted(heads))}) start fresh for this run's classes.", file=sys.stderr)
+
+
+# the layers whose size follows the number of classes: FCOS's logits, Faster/Mask R-CNN's predictors, the crop classifier's
+CLASS_SIZED = ("cls_logits", "cls_score", "bbox_pred", "mask_fcn_logits", "classifier.fc.")
+
+
+def class_heads(mine: dict, theirs: dict) -> set[str] | None:
+    """The keys of ``theirs`` that differ from ``mine`` only in the class-sized layers' shapes, or None when the two
+    are other networks (other keys, or other shapes elsewhere)."""
+    if set(mine) != set(theirs):
+        return None
+    differ = {k for k in mine if tuple(mine[k].shape) != tuple(theirs[k].shape)}
+    if not differ or not all(any(part in k for part in CLASS_SIZED) for k in differ):
+        return None
+    return differ
