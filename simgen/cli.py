@@ -70,25 +70,38 @@ def precheck(config_name: str, overrides: list[str]) -> Any:
     config (an OmegaConf DictConfig), or None where Hydra's own flags (help, --cfg, multirun) leave it to Hydra."""
     if any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--shell-completion") for a in overrides):
         return None
-    for a in overrides:  # before Hydra's own flags too: `--cfg job scene=dcie` says what is wrong in one line as well
-        key, sep, value = a.lstrip("+~").partition("=")
-        if sep and "/" not in key and (conf_dir() / key).is_dir() and "," not in value:
-            options = group_options(key)
-            if value not in options:
-                fail(f"unknown {key} `{value}`." + did_you_mean(value, options))
+    # before Hydra's own flags too: `--cfg job scene=dcie` says what is wrong in one line as well
+    check_group_options(overrides, sweeps=True)
     if any(a in ("-m", "--multirun") or a.startswith(("--cfg", "-c")) for a in overrides):
         return None
+    return compose_checked(config_name, [a for a in overrides if not a.startswith("hydra")])
+
+
+def check_group_options(overrides: list[str], sweeps: bool) -> None:
+    """A config group's option that does not exist (``scene=dcie``) is one ConfigError with the closest ones; with
+    ``sweeps``, a comma-separated value (a multirun's sweep) is left to Hydra."""
+    for a in overrides:
+        key, sep, value = a.lstrip("+~").partition("=")
+        if sep and "/" not in key and (conf_dir() / key).is_dir() and not (sweeps and "," in value):
+            options = group_options(key)
+            if value not in options:
+                raise ConfigError(f"unknown {key} `{value}`." + did_you_mean(value, options))
+
+
+def compose_checked(config_name: str, overrides: list[str]) -> Any:
+    """Hydra's composition of ``overrides`` (an OmegaConf DictConfig); an override that cannot work is one ConfigError:
+    the key's closest names, the quoting a value needs, or Hydra's own first line."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    plain = [a for a in overrides if not a.startswith("hydra")]
     try:
         with initialize_config_module("simgen.conf", version_base="1.3"):
-            return compose(config_name, overrides=plain)
+            return compose(config_name, overrides=overrides)
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(unknown_key(config_name, plain, first) or quoting_hint(first)
-             or f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
+        raise ConfigError(unknown_key(config_name, overrides, first) or quoting_hint(first)
+                          or f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole "
+                          "config)") from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -110,8 +123,6 @@ def render_config_of(overrides: list[str] | tuple[str, ...] = ()):
     """The :class:`simgen.config.RenderConfig` that ``simgen render <overrides>`` would run, for Python callers
     (:meth:`simgen.data.RenderedDataset.from_overrides`): composed by Hydra here, at the edge, with the command line's
     syntax and checks. Raises ConfigError with the line the command line would print."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from .config import render_config
@@ -123,20 +134,15 @@ def render_config_of(overrides: list[str] | tuple[str, ...] = ()):
         overrides = expand_overlay(overrides, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
                                    lambda groups: composed("render", groups))
     for a in overrides:
-        key, sep, value = a.lstrip("+~").partition("=")
-        if key.startswith("hydra") or "_target_" in a or a.startswith("-"):
+        if a.lstrip("+~").startswith("hydra") or "_target_" in a or a.startswith("-"):
             raise ConfigError(f"override `{a}`: only render settings compose here (no Hydra flags, hydra.* or _target_).")
-        if sep and "/" not in key and (conf_dir() / key).is_dir() and value not in group_options(key):
-            raise ConfigError(f"unknown {key} `{value}`." + did_you_mean(value, group_options(key)))
+    check_group_options(overrides, sweeps=False)
+    cfg = compose_checked("render", overrides)
     try:
-        with initialize_config_module("simgen.conf", version_base="1.3"):
-            d = OmegaConf.to_container(compose("render", overrides=overrides), resolve=True)
-    except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
+        d = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(unknown_key("render", overrides, first) or quoting_hint(first)
-                          or f"bad override: {first} (check the key's spelling; `simgen render --cfg job` prints the whole config)") from None
-    finally:
-        GlobalHydra.instance().clear()
+        raise ConfigError(f"bad override: {first} (check the key's spelling; `simgen render --cfg job` prints the whole config)") from None
     d.pop("hydra", None)  # type: ignore[union-attr]
     return render_config(d)  # type: ignore[arg-type]
 
