@@ -199,8 +199,10 @@ def other_run(out: Path, keys: tuple[str, str]) -> str | None:
             got = json.loads(metrics.read_text())
         except (OSError, ValueError):  # unreadable: not evidence of another run (the run says what is wrong with it)
             got = {}
-        if isinstance(got, dict) and other(got):
-            return f"{metrics} is from other settings"
+        if isinstance(got, dict) and got.get("settings_hash"):
+            # written last, from the same run as the checkpoint beside it: no need to load that (a few hundred MB for
+            # the larger models) on every rerun
+            return f"{metrics} is from other settings" if other(got) else None
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
         try:
@@ -296,27 +298,30 @@ class Relabeled(torch.utils.data.Dataset):
         return img, t
 
 
+def _training_names(data: DataConfig) -> list[tuple[Path, str]]:
+    """(folder, category name as written) of every training folder's categories, in id order within each."""
+    return [(Path(root), c["name"]) for root in (*data.synthetic, *data.real)
+            for c in sorted(load_coco(root)["categories"], key=lambda c: c["id"])]
+
+
+def _holdout_names(data: DataConfig) -> list[str]:
+    return [AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]]
+
+
 def model_categories(data: DataConfig) -> list[str]:
     """Training category names after mapping, first seen first; checked against the holdout's, and every
     data.category_map key against the training names (a misspelt key was silently ignored)."""
-    cats: list[str] = []
-    raw: list[str] = []
-    for root in (*data.synthetic, *data.real):
-        for c in sorted(load_coco(root)["categories"], key=lambda c: c["id"]):
-            raw.append(c["name"])
-            n = data.name_of(c["name"])
-            if n not in cats:
-                cats.append(n)
+    raw = list(dict.fromkeys(name for _, name in _training_names(data)))
+    cats = list(dict.fromkeys(data.name_of(n) for n in raw))
     unknown = [k for k, _ in data.category_map if k not in raw]
     if unknown:
         raise DatasetError(f"data.category_map key `{unknown[0]}` is not a training category name (they are "
-                           f"{list(dict.fromkeys(raw))}); keys name training categories, values holdout ones."
-                           + did_you_mean(unknown[0], list(dict.fromkeys(raw))))
-    hold = [AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]]
+                           f"{raw}); keys name training categories, values holdout ones." + did_you_mean(unknown[0], raw))
+    hold = _holdout_names(data)
     missing = [n for n in dict.fromkeys(hold) if n not in cats]
     if missing:
         # suggest a training name the holdout does not use yet: the one most likely to be the missing class renamed
-        spare = [n for n in dict.fromkeys(raw) if data.name_of(n) not in hold] or list(dict.fromkeys(raw)) or ["name"]
+        spare = [n for n in raw if data.name_of(n) not in hold] or raw or ["name"]
         raise DatasetError(f"holdout category `{missing[0]}` is not in the training data (which has {cats}); render it, or map a training "
                            f"category onto it with data.category_map (e.g. +data.category_map.{spare[0]}={missing[0]}).")
     return cats
@@ -325,13 +330,11 @@ def model_categories(data: DataConfig) -> list[str]:
 def unscored_categories(data: DataConfig) -> str | None:
     """A warning when training folders name categories the holdout does not: the model learns them and they are never
     scored, which is most often two names for one class (a real folder labelled `pip1` where the renders say `one`)."""
-    hold = {AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]}
+    hold = set(_holdout_names(data))
     extra: dict[str, list[str]] = {}
-    for root in (*data.synthetic, *data.real):
-        for c in load_coco(root)["categories"]:
-            n = data.name_of(c["name"])
-            if n not in hold:
-                extra.setdefault(n, []).append(str(root))
+    for root, name in _training_names(data):
+        if data.name_of(name) not in hold:
+            extra.setdefault(data.name_of(name), []).append(str(root))
     if not extra:
         return None
     names = list(extra)
@@ -504,16 +507,17 @@ def content_key(job: Job, arm: Arm) -> str:
     return _hash(ident)
 
 
-def run_keys(job: Job, arm: Arm, seed: int, hh: dict) -> tuple[str, str]:
+def run_keys(job: Job, arm: Arm, seed: int, hh: dict, cats: list[str]) -> tuple[str, str]:
     """(settings hash, config hash) of one run. The settings: what it learns from and how (not progress bars, threads or
     checkpoint timing) and the holdout's content, so that a finished run with the same key is read back instead of
     trained again. The config hash leaves the holdout's content out: a run whose holdout was edited since is the same
-    command, scored again, not a run made with other settings (:func:`claim_run_folder`)."""
+    command, scored again, not a run made with other settings (:func:`claim_run_folder`). ``cats``: the job's
+    :func:`model_categories`, read once by the caller."""
     data = job.data
     roots_s, roots_r = _roots(job, arm)
     settings = {"model": model_identity(job.model), "trainer": run_identity(job.trainer),
                 "data": {**asdict(data), "synthetic": roots_s, "real": roots_r},
-                "fraction": arm.fraction, "seed": seed, "categories": model_categories(data),
+                "fraction": arm.fraction, "seed": seed, "categories": cats,
                 # the holdout by content (images and labels), not only its path: an edited holdout must not
                 # reuse stale scores
                 "holdout_content": [sorted(hh), file_sha256(data.holdout / "annotations.json")]}
@@ -544,7 +548,7 @@ def _run_one(job: Job, out: Path, synthetic_fraction: float | None, seed: int, n
     roots_s, roots_r = _roots(job, arm)
     hh = check_no_leak([*roots_s, *roots_r], data.holdout, holdout_hashes)
     cats = model_categories(data)
-    key, config_key = run_keys(job, arm, seed, hh)
+    key, config_key = run_keys(job, arm, seed, hh, cats)
     claim_run_folder(out, (key, config_key), job.overwrite, f"{name} (seed {seed})")
     content = content_key(job, arm)
     metrics_file = out / "metrics.json"
@@ -703,7 +707,7 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     log = log or (lambda m: None)
     job = u.job
     hh = check_no_leak([*job.data.synthetic, *job.data.real], job.data.holdout)
-    model_categories(job.data)  # fail fast on category mismatch, before any training
+    cats = model_categories(job.data)  # fail fast on category mismatch, before any training
     if u.synthetic_sizes:
         size_arms(u, None)  # fail fast on a synthetic_val that leaves nothing to train on
     if not job.data.real and u.fractions:  # after the checks above: an error stays the only line
@@ -715,7 +719,7 @@ def run_utility(u: UtilityConfig, log=None) -> dict:
     planned = arms(u, finetune[0] if finetune else None)
     for arm in planned:  # every arm's folder claimed before the first trains: a refusal leaves nothing half-done
         for seed in u.seeds:
-            claim_run_folder(job.out / "runs" / f"{arm.name}-s{seed}", run_keys(job, arm, seed, hh), job.overwrite, f"{arm.name} (seed {seed})")
+            claim_run_folder(job.out / "runs" / f"{arm.name}-s{seed}", run_keys(job, arm, seed, hh, cats), job.overwrite, f"{arm.name} (seed {seed})")
     for arm in planned:
         for seed in u.seeds:
             runs.append(run_one(job, job.out / "runs" / f"{arm.name}-s{seed}", arm.fraction, seed, arm.name, hh, log, arm=arm))
