@@ -521,13 +521,20 @@ def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def urdf_links(path: Path) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """Every link of a URDF with its pose in the base link's frame at the joints' zero positions (the tree walked from
-    the root link through each joint's ``<origin>``), and the names of the links that hang off a movable joint."""
+@functools.lru_cache(maxsize=None)
+def _urdf_root(path: Path):
+    """The parsed URDF (read only: shared by :func:`urdf_links` and :func:`urdf_geometry`)."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+    return root
+
+
+def urdf_links(path: Path) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """Every link of a URDF with its pose in the base link's frame at the joints' zero positions (the tree walked from
+    the root link through each joint's ``<origin>``), and the names of the links that hang off a movable joint."""
+    root = _urdf_root(path)
     links = [ln.get("name") for ln in root.findall("link")]
     joints = root.findall("joint")
     children = {j.find("child").get("link"): j for j in joints if j.find("child") is not None and j.find("parent") is not None}
@@ -550,10 +557,7 @@ def urdf_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     silhouettes and amodal boxes. Every link counts, placed through its joints' origins: exact for links on fixed
     joints; a link on a movable joint is taken at the joint's zero position (:func:`urdf_links` names them, and the
     render warns). Before, only the base link counted, so a two-link model's amodal box was its base's alone."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise AssetError(f"URDF `{path}` is not valid XML ({e}); fix the file or use an OBJ mesh.") from None
+    root = _urdf_root(path)
     by_name = {ln.get("name"): ln for ln in root.findall("link")}
     pts, tris = [], []
     for name, T in urdf_links(path)[0]:
