@@ -20,6 +20,19 @@ def frame(inst):
     return Frame(rgb=np.zeros((h, w, 3), np.uint8), depth=np.ones((h, w), np.float32), instance=inst, camera=CAM, world_to_cam=W2C)
 
 
+def test_frame_columns_is_the_instance_map_transposed_for_every_shape_and_dtype():
+    """Frame.columns takes OpenCV's transpose for the int32 maps the renderers give and numpy's for anything else:
+    the same C-contiguous WxH array either way."""
+    rng = np.random.default_rng(5)
+    for shape in ((48, 64), (1, 7), (7, 1), (480, 640), (0, 5)):
+        for dtype in (np.int32, np.int64, np.int16):
+            inst = rng.integers(-1, 9, shape).astype(dtype)
+            cols = frame(inst).columns if inst.size else Frame(None, None, inst, CAM, W2C).columns
+            assert cols.dtype == dtype and cols.flags.c_contiguous and np.array_equal(cols, inst.T)
+    view = rng.integers(-1, 9, (40, 60)).astype(np.int32)[::2, 1:]  # not contiguous
+    assert np.array_equal(frame(view).columns, view.T)
+
+
 def test_tight_box_is_half_open_pixels():
     m = np.zeros((10, 10), bool)
     m[2:5, 3:7] = True
