@@ -41,6 +41,12 @@ def measure(scene: str, n: int, views: int, width: int, height: int) -> dict:
     from simgen.config import render_config
     from simgen.writers import coco
 
+    import cv2
+
+    # A worker of a machine whose cores all render (16-24 workers on 16 cores) has one OpenCV thread
+    # (simgen.render.share_cv_threads), so its whole sensor model runs on the thread timed here. With OpenCV's default
+    # pool (a thread per core) part of that work ran on pool threads this script did not count.
+    cv2.setNumThreads(1)
     spent: collections.Counter = collections.Counter()
     originals: list[tuple[object, str, object]] = []
 

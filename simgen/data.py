@@ -340,11 +340,13 @@ class RenderedDataset(torch.utils.data.Dataset):
 
         if self._gen is None or self._pid != os.getpid():
             from .pipeline import Generator
-            from .render import share_software_gl
+            from .render import share_cv_threads, share_software_gl
             from .run import quiet_stdout
 
             info = torch.utils.data.get_worker_info()
             share_software_gl(info.num_workers if info is not None else 1)
+            if info is not None:  # a worker process of its own: the DataLoader's workers share the cores
+                share_cv_threads(info.num_workers)
             if info is not None:  # a DataLoader worker: PyBullet's and the EGL plugin's lines must not reach the terminal
                 from .run import mute_stdout
 

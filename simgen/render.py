@@ -486,6 +486,23 @@ def share_software_gl(processes: int) -> None:
         os.environ["LP_NUM_THREADS"] = str(gl_threads(processes))
 
 
+def share_cv_threads(processes: int) -> int:
+    """OpenCV runs its parallel loops (the sensor model's blurs and filters, colour conversions) on a pool of one thread
+    per core in every process: N rendering processes on N cores would run N pools of N threads, each loop waiting for
+    its slowest thread while the others' work preempts it. Give each process its share of the cores, as Mesa's raster
+    threads get (:func:`share_software_gl`); the pixels are the same whatever the count. Returns the count before, for a
+    caller that renders in its own process (a test session, a notebook) to put back. OpenCV's own variable
+    (OPENCV_FOR_THREADS_NUM), where the user set it, wins."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    if processes > 1 and "OPENCV_FOR_THREADS_NUM" not in os.environ:
+        from .train.threads import usable_cores  # no torch: the affinity mask, capped by a cgroup quota
+
+        cv2.setNumThreads(max(1, usable_cores() // processes))
+    return before
+
+
 # ---------------------------------------------------------------------------- renderer=auto
 _SPEED_PROBE = r"""
 import json, os, sys, tempfile, time, importlib.util

@@ -292,9 +292,10 @@ def _init_worker(cfg: RenderConfig, devices: tuple[int, ...] | None, counter, wo
     global _GEN, _OVERLAP
     with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2
         from .pipeline import Generator
-        from .render import share_software_gl
+        from .render import share_cv_threads, share_software_gl
 
     share_software_gl(workers)
+    share_cv_threads(workers)
     mute_stdout()
     # Where memory runs out, the kernel should kill a worker (the pool restarts for its images) rather than the run's
     # own process, which now renders too and is the largest: a process may raise its own OOM score, never lower it.
@@ -916,10 +917,13 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
 
     from .feeder import wanted as feeder_wanted
 
+    from .render import share_cv_threads
+
     stats: list[dict] = []
     left = todo
     own: list = []  # this process's generator, made when it first takes a task (after the pool's first tasks are out)
     devices = egl_devices(cfg)
+    cv_threads = share_cv_threads(workers)  # this process renders beside its workers: the same share of the cores
     try:
         for restart in range(POOL_RESTARTS + 1):
             method = start_method()  # read once a pool: the counter, the warm-up and the pool agree
@@ -951,6 +955,9 @@ def _render_parallel(cfg: RenderConfig, todo: list[int], cat_ids: dict[str, int]
                                       "check memory (fewer workers=) and rerun the same command to resume.") from None
                 log(f"a render worker died; restarting the pool for the {len(left)} images left")
     finally:
+        import cv2
+
+        cv2.setNumThreads(cv_threads)
         if own:
             with quiet_stdout((1, 2)):  # the EGL plugin says goodbye on stdout
                 own[0].close()

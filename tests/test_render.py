@@ -161,6 +161,29 @@ def test_software_gl_threads_shared_between_workers(monkeypatch):
     assert os.environ["LP_NUM_THREADS"] == "1"
 
 
+def test_opencv_threads_shared_between_workers(monkeypatch):
+    """OpenCV's pool of one thread per core in every render process oversubscribes the cores as llvmpipe's did:
+    each process gets its share, the count before is handed back, and OpenCV's own variable wins."""
+    import cv2
+
+    from simgen.render import share_cv_threads
+
+    monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr("simgen.train.threads._cgroup_quota", lambda: None)
+    start = cv2.getNumThreads()
+    try:
+        assert share_cv_threads(1) == start and cv2.getNumThreads() == start  # one process: OpenCV's default
+        assert share_cv_threads(4) == start and cv2.getNumThreads() == 4
+        assert share_cv_threads(24) == 4 and cv2.getNumThreads() == 1  # more processes than cores: one each
+        cv2.setNumThreads(start)
+        monkeypatch.setenv("OPENCV_FOR_THREADS_NUM", "3")
+        share_cv_threads(8)
+        assert cv2.getNumThreads() == start
+    finally:
+        cv2.setNumThreads(start)
+
+
 def test_egl_draws_urdf_assets_at_their_own_scale(tmp_path):
     """The same URDF at two scales in one process: under EGL the second body used to be drawn at the
     first one's scale (the plugin caches meshes by file name), so its mask was too big or too small."""

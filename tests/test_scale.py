@@ -36,8 +36,12 @@ def single(tmp_path_factory):
 
 
 def test_two_workers_equal_one(tmp_path, single):
+    import cv2
+
+    threads = cv2.getNumThreads()
     two = render_dataset(small_config(tmp_path, "n_images=6", "workers=2"), **QUIET)
     same_dataset(single, two)
+    assert cv2.getNumThreads() == threads  # the run's own share of OpenCV's threads was put back
     manifest = json.loads((two / "manifest.json").read_text())  # configured workers, and the processes that rendered
     assert manifest["workers"] == 2 and manifest["processes"] in (1, 2)
     assert json.loads((single / "manifest.json").read_text())["processes"] == 1
