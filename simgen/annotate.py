@@ -2,6 +2,7 @@
 visibility from the object's projected geometry, poses from the settled state."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,18 @@ def object_to_camera(obj: PlacedObject, world_to_cam: np.ndarray) -> tuple[np.nd
     R = world_to_cam[:3, :3] @ R_wo
     t = world_to_cam[:3, :3] @ np.asarray(obj.position) + world_to_cam[:3, 3]
     return R, t
+
+
+def file_frame_t(obj: PlacedObject, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The camera-frame position of the origin of the object's own file, for the pose written to the labels.
+
+    simgen moves a user OBJ so that its bounding-box centre is the origin it simulates and draws about
+    (:attr:`simgen.assets.Asset.offset`, mesh units); the labels' pose is the file's frame instead, so that
+    ``K (R (scale * v) + t)`` projects the file's own vertices ``v`` (6D pose with the user's model, as BOP does)."""
+    offset = assets.resolve(obj.sample.asset).offset
+    if not any(offset):
+        return t
+    return np.asarray(t) - obj.sample.scale * (R @ np.asarray(offset, float))
 
 
 def tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -302,9 +315,33 @@ def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
     truncated = bool(x0 < 0 or y0 < 0 or x1 > width or y1 > height)
     area = float(cv2.contourArea(hull))
     if not asset.convex and len(asset.triangles) and np.linalg.norm(t) > 0:
+        exact = perspective_silhouette_area(asset, obj.sample.scale, R, t, K) if len(asset.triangles) <= EXACT_SILHOUETTE_TRIS else None
+        if exact is not None:
+            return min(area, exact), truncated
         # direction from the camera to the object, in the object's frame
         area *= silhouette_hull_ratio(asset, R.T @ (np.asarray(t) / np.linalg.norm(t)))
     return area, truncated
+
+
+# A concave mesh of up to this many triangles has its silhouette rasterized in the image's own projection for every
+# view: exact, and cheap (~0.1 ms for 128 triangles). The table of silhouette-to-hull ratios over 512 fixed directions
+# is ~5 degrees off and orthographic, which is a few percent for a mug or a duck but was up to 14% for a thin
+# multi-link URDF seen unoccluded (visible_fraction 0.86 with every pixel visible). Every built-in concave mesh (mug 864
+# triangles and up) keeps the table, so their labels are unchanged.
+EXACT_SILHOUETTE_TRIS = 512
+
+
+def perspective_silhouette_area(asset: assets.Asset, scale: float, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> float | None:
+    """Pixel area of the asset's triangles projected through ``K`` from pose (R, t) and filled (pixel-centre sampling
+    on a canvas at least the object's own pixel size), borders ignored; None where part of it is behind the camera."""
+    cam = (asset.triangles.reshape(-1, 3) * scale) @ R.T + np.asarray(t)
+    if float(cam[:, 2].min()) <= NEAR_Z:
+        return None
+    uv = (cam @ np.asarray(K, float).T)
+    uv = (uv[:, :2] / uv[:, 2:]).reshape(-1, 3, 2)
+    extent = float(np.ptp(uv.reshape(-1, 2), axis=0).max())
+    side = int(min(512, max(64, math.ceil(extent))))
+    return silhouette_area(uv, max_side=side)
 
 
 def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter | None = None) -> tuple[Instance, ...]:
@@ -342,6 +379,7 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter 
         full_mask = amodal_mask(obj, R, t, K, frame.camera.width, frame.camera.height) if spec.amodal_mask else None
         out.append(Instance(object_index=i, category=obj.category, bbox_xyxy=box, mask=mask, area=area,
                             visible_fraction=round(visible, 4), truncated=truncated,
-                            pose_R=tuple(tuple(float(x) for x in row) for row in R), pose_t=tuple(float(x) for x in t),  # type: ignore[arg-type]
+                            pose_R=tuple(tuple(float(x) for x in row) for row in R),  # type: ignore[arg-type]
+                            pose_t=tuple(float(x) for x in file_frame_t(obj, R, t)), scale=float(obj.sample.scale),  # type: ignore[arg-type]
                             bbox_amodal=amodal_box(obj, R, t, K, uv), mask_amodal=full_mask))
     return tuple(out)

@@ -174,11 +174,12 @@ class Instance:
     visible_fraction: float
     truncated: bool
     pose_R: tuple[tuple[float, ...], ...]  # 3x3 object->camera rotation
-    pose_t: tuple[float, float, float]  # metres, object origin in camera frame
+    pose_t: tuple[float, float, float]  # metres, the origin of the object's file (mesh or URDF link) in camera frame
     # The whole object projected (occluded and out-of-frame parts included): float pixel xyxy, may reach beyond the
     # image; None only when no point of the object is in front of the camera.
     bbox_amodal: tuple[float, float, float, float] | None = None
     mask_amodal: np.ndarray | None = None  # HxW bool, the projected mesh clipped to the image (labels.amodal_mask)
+    scale: float = 1.0  # the object's scale: file units to metres, K (R (scale v) + t) projects its file's vertices v
 
 
 @dataclass(frozen=True, eq=False)

@@ -185,3 +185,26 @@ def test_outlines_of_an_object_cut_by_the_camera_plane_and_a_broken_hull_cache(m
         path.write_bytes(broken)
         assert np.array_equal(assets._cached_hull_indices(a.points), first)
         assert np.array_equal(np.load(path), first)
+
+
+def test_a_thin_concave_models_silhouette_area_is_exact_from_any_view(tmp_path):
+    """visible_fraction divides by amodal_area. For a concave mesh of few triangles (a thin multi-link URDF, a user's
+    simple mesh) that is its triangles rasterized in the image's own projection: within 1% of the amodal mask's pixel
+    count from 30 random views, where the table of 512 orthographic directions was off by up to 20% (an unoccluded arm
+    labelled 0.86 visible)."""
+    from scipy.spatial.transform import Rotation
+
+    from simgen.annotate import amodal_area
+
+    from .test_render import THIN_ARM
+
+    urdf = tmp_path / "arm.urdf"
+    urdf.write_text(THIN_ARM)
+    K = np.array([[500.0, 0, 240], [0, 500.0, 240], [0, 0, 1]])
+    for k in range(30):
+        q = tuple(Rotation.random(random_state=k).as_quat())
+        obj = PlacedObject(0, ObjectSample(str(urdf), "arm", 1.0, (0, 0, 0), q, (1, 1, 1, 1)), (0, 0, 0), q, "arm")
+        R, t = Rotation.from_quat(q).as_matrix(), np.array([0.0, 0.0, 0.35])
+        pixels = int(amodal_mask(obj, R, t, K, 480, 480).sum())  # the whole arm is in view: every pixel of it counted
+        area, truncated = amodal_area(obj, R, t, K, 480, 480)
+        assert not truncated and area == pytest.approx(pixels, rel=0.01), (k, area, pixels)
