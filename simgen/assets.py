@@ -48,6 +48,7 @@ class Asset:
     # placement radius and centre of mass wrong (a 4 cm cube half a metre off its origin "measured" a metre).
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
     own_texture: bool = False  # a user OBJ whose own material has a texture map: its look, kept untinted in hue
+    own_color: tuple[float, float, float, float] | None = None  # a user OBJ's material colour (Kd), drawn when colours are not randomized
 
     @functools.cached_property
     def convex(self) -> bool:
@@ -292,17 +293,36 @@ def _face_indices(line: str, seen: int, part: int = 0) -> list[int]:
 def obj_geometry(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices Nx3, triangles Tx3x3) of an OBJ; polygons are fanned into triangles."""
     pts, faces = [], []
+    fix = "fix that line or export the mesh again as a Wavefront OBJ"
     with open(path, errors="replace") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             if line.startswith("v "):
-                pts.append([float(x) for x in line.split()[1:4]])
+                try:
+                    xyz = [float(x) for x in line.split("#")[0].split()[1:4]]
+                except ValueError:
+                    xyz = []
+                if len(xyz) != 3 or not all(math.isfinite(x) for x in xyz):
+                    raise AssetError(f"mesh `{path}` line {n}: a vertex needs three finite numbers, got `{line.strip()}`; {fix}.")
+                pts.append(xyz)
             elif line.startswith("f "):
-                idx = _face_indices(line, len(pts))
+                try:
+                    idx = _face_indices(line, len(pts))
+                except ValueError:
+                    raise AssetError(f"mesh `{path}` line {n}: a face lists vertex numbers, got `{line.strip()}`; {fix}.") from None
+                if len(idx) < 3 or min(idx) < 0:
+                    raise AssetError(f"mesh `{path}` line {n}: a face needs three or more vertices, each numbered from 1 "
+                                     f"(or counted back with negative numbers), got `{line.strip()}`; {fix}.")
                 faces += [(idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1)]
     if not pts:
         raise AssetError(f"mesh `{path}` has no vertices; export it again as a Wavefront OBJ with geometry.")
     v = np.asarray(pts, float)
-    f_ = np.asarray([t for t in faces if max(t) < len(v) and min(t) >= 0], int).reshape(-1, 3)
+    f_ = np.asarray(faces, int).reshape(-1, 3)
+    if not len(f_):
+        raise AssetError(f"mesh `{path}` has vertices but no faces (`f` lines); export it again as a Wavefront OBJ with its "
+                         "surface (triangles or polygons), not as points or lines.")
+    if f_.max() >= len(v):  # PyBullet would draw what such a face names, while labels could not see it
+        raise AssetError(f"mesh `{path}`: a face names vertex {int(f_.max()) + 1} but the file has {len(v)} vertices; fix the "
+                         "face or export the mesh again as a Wavefront OBJ.")
     return v, v[f_]
 
 
@@ -322,6 +342,39 @@ def obj_has_own_texture(mesh: Path) -> bool:
     """The OBJ's own material file has a texture map (map_Kd)."""
     mtl = _material_file(mesh)
     return mtl is not None and any(ln.strip().startswith("map_Kd") for ln in open(mtl, errors="replace"))
+
+
+def own_color(mesh: Path) -> tuple[float, float, float, float] | None:
+    """The diffuse colour (``Kd``) of a user OBJ's first material, where it has one."""
+    mtl = _material_file(mesh)
+    for ln in open(mtl, errors="replace") if mtl is not None else ():
+        parts = ln.split()
+        if parts[:1] == ["Kd"] and len(parts) >= 4:
+            try:
+                r, g, b = (min(1.0, max(0.0, float(x))) for x in parts[1:4])
+            except ValueError:
+                return None
+            return (r, g, b, 1.0)
+    return None
+
+
+def check_own_textures(mesh: Path) -> None:
+    """Every texture map a user OBJ's material names exists and decodes: a missing or broken one rendered untextured
+    with no word (or a bare OpenCV warning), while the dataset looked fine."""
+    import cv2
+
+    mtl = _material_file(mesh)
+    for ln in open(mtl, errors="replace") if mtl is not None else ():
+        if ln.strip().startswith("map_Kd"):
+            name = ln.strip().split(None, 1)[1].strip() if len(ln.split(None, 1)) > 1 else ""
+            tex = (mesh.parent / name).resolve()
+            if not tex.is_file():
+                raise AssetError(f"mesh `{mesh}`: its material {mtl.name} names texture `{name}`, which does not exist next to "
+                                 f"it ({tex}); put the image there, or fix the map_Kd line.")
+            img = cv2.imread(str(tex), cv2.IMREAD_UNCHANGED)
+            if img is None or img.size == 0:
+                raise AssetError(f"mesh `{mesh}`: texture `{name}` of its material {mtl.name} cannot be read as an image; "
+                                 "save it again as PNG or JPEG.")
 
 
 def _own_material(mesh: Path) -> str:
@@ -521,6 +574,21 @@ def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def unread_visuals(path: Path) -> list[str]:
+    """``link: file`` of each visual mesh of a URDF that its label geometry leaves out: not an OBJ (PyBullet draws an
+    STL; simgen's labels read OBJ only) or not there. The render draws what it can; the amodal box and visible fraction
+    then miss that part, so the run warns."""
+    out = []
+    for link in _urdf_root(path).findall("link"):
+        for vis in link.findall("visual"):
+            m = vis.find("geometry/mesh")
+            if m is not None:
+                f = (path.parent / m.get("filename", "")).resolve()
+                if f.suffix.lower() != ".obj" or not f.exists():
+                    out.append(f"{link.get('name')}: {m.get('filename', '')}")
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def _urdf_root(path: Path):
     """The parsed URDF (read only: shared by :func:`urdf_links` and :func:`urdf_geometry`)."""
@@ -679,10 +747,11 @@ def resolve(name: str) -> Asset:
         path = path.resolve()
         if path.suffix.lower() == ".obj":
             v, tris = obj_geometry(path)
+            check_own_textures(path)
             c = (v.min(axis=0) + v.max(axis=0)) / 2
             # texturable with or without its own UVs: baked_obj projects some onto a mesh that has none
             return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c),
-                         own_texture=obj_has_own_texture(path))
+                         own_texture=obj_has_own_texture(path), own_color=own_color(path))
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")

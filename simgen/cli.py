@@ -115,6 +115,13 @@ def quoting_hint(first: str) -> str | None:
     key, sep, value = override.partition("=")
     if not sep:
         return None
+    plain = key.lstrip("+~")
+    if not all(c.isascii() and (c.isalnum() or c in "._-[]") for c in plain):
+        # the key is what Hydra cannot lex (a category named with a space or an accent): quoting the value cannot help
+        group = plain.rsplit(".", 1)
+        return (f"override `{override}`: a key cannot hold `{plain}` (Hydra keys are plain ASCII words); give the group a "
+                f"plain name and set the category's own name inside, e.g. '{key[:len(key) - len(plain)]}{group[0]}.mygroup="
+                f"{{..., category: \"{group[-1]}\"}}'.")
     return (f"override `{override}`: Hydra needs quotes around a value with characters like these; write it as "
             f"'{key}=\"{value}\"' (single quotes for the shell, double quotes for Hydra).")
 
@@ -415,7 +422,7 @@ def _merge(args: list[str]) -> None:
         fail("usage: simgen merge <dir> [<dir> ...] out=<dir>")
     overwrite = any(a.lower() in ("overwrite=true", "--overwrite") for a in args)
     dirs = [d for d in dirs if not d.startswith("overwrite=")]
-    merged = merge_datasets([Path(d) for d in dirs], Path(outs[-1][4:]), overwrite=overwrite)
+    merged = merge_datasets([Path(d) for d in dirs], Path(outs[-1][4:]), overwrite=overwrite, log=lambda m: print(m, file=sys.stderr))
     import json
 
     m = json.loads((merged / "manifest.json").read_text())

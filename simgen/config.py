@@ -346,6 +346,9 @@ def check_dist(v: Any, name: str, example: Any, lo: float | None = None, hi: flo
         return dist(v, integer=integer, name=name)
     except (TypeError, ValueError, IndexError, KeyError):
         raise bad_value(name, want, v, example) from None
+    except ConfigError as e:  # the distribution's own check (a reversed range): say which key holds it
+        msg = str(e)
+        raise ConfigError(msg if name in msg else f"{name}: {msg}") from None
 
 
 class Fields:
@@ -420,6 +423,9 @@ TOP_KEYS = ("scene", "renderer", "randomization", "writer", "n_images", "seed", 
 def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     f = Fields(d, where, GROUP_KEYS, example="{asset: die, category: die, count: [1, 5]}")
     asset = check_str(_req(d, "asset", where), f"{where}.asset", "box")
+    if distractor and d.get("category") is not None:  # it was accepted and ignored: a distractor is never labelled
+        raise ConfigError(f"{where}.category: distractors are never labelled, so they have no category; remove it, or move the "
+                          "group under scene.objects to label it.")
     category = None if distractor else str(d.get("category") or asset)
     return ObjectGroup(asset=asset, category=category, count=f.dist("count", 1, lo=0, integer=True),  # type: ignore[arg-type]
                        scale=f.dist("scale", 1.0, lo=0, lo_open=True), texture=f.text("texture", None, optional=True, example="bank"),
@@ -443,6 +449,8 @@ def _groups(v: Any, where: str, distractor: bool) -> tuple[ObjectGroup, ...]:
     items = v.items() if isinstance(v, dict) else enumerate(v)
     out = []
     for k, g in items:
+        if isinstance(v, dict) and g is None:
+            continue  # `<name>: null`: how an overlay takes out a group the scene has (the overlay merges over the scene)
         if isinstance(v, dict) and isinstance(g, dict) and not distractor and "category" not in g:
             g = {**g, "category": k}  # mapping form: the key names the category
         out.append(_group(g, f"{where}.{k}", distractor))
@@ -501,6 +509,15 @@ def scene_spec(d: dict) -> SceneSpec:
                      **_targeted(f, objects, f.integer("max_objects", 40, lo=1)))  # type: ignore[arg-type]
 
 
+def _most(d: Any) -> float:
+    """The largest value a count distribution draws (a normal: its mean + 3 std)."""
+    if hasattr(d, "options"):
+        return float(max(d.options))
+    if hasattr(d, "std"):
+        return float(d.mean + 3 * d.std)
+    return float(d.max)
+
+
 def _bank_ref(name: str, v: Any) -> tuple[str, str, int | None]:
     """One scene texture bank: ``"module:function"``, or ``{ref: "module:function", count: N}`` to draw N looks (a
     larger bank covers more of the real objects' looks; the function takes ``n``)."""
@@ -520,6 +537,17 @@ def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> 
     if raw is not None and max(_leaves(raw)) > max_objects:  # any form: a range, {randint: ...}, {choice: ...}
         raise ConfigError(f"scene.objects_total allows {max(_leaves(raw)):g} objects but scene.max_objects is {max_objects}; "
                           f"lower scene.objects_total or raise scene.max_objects.")
+    most = sum(_most(g.count) for g in objects)
+    if raw is None and most > max_objects:
+        # A scene is cut to max_objects objects in config order, so the last categories were silently never drawn
+        # (40 of `a` and 5 of `b`: every image had 40 a's and no b); distractors come after and are cut first
+        cut, upto = [], 0.0
+        for g in objects:
+            upto += _most(g.count)
+            if upto > max_objects:
+                cut.append(f"`{g.category}`")
+        raise ConfigError(f"scene.objects' counts allow {most:g} labelled objects an image but scene.max_objects is {max_objects}: "
+                          f"crowded images would lose {', '.join(cut)}; lower the counts or raise scene.max_objects.")
     if (total is not None or any(g.weight != 1 for g in objects)) and not sum(g.weight for g in objects) > 0:
         raise ConfigError("every scene.objects.*.weight is 0: give at least one category a weight > 0, e.g. scene.objects.<name>.weight=1")
     fb = None

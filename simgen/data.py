@@ -327,6 +327,25 @@ class RenderedDataset(torch.utils.data.Dataset):
 
         return cls(render_config_of(overrides), transforms=transforms, masks=masks)
 
+    @classmethod
+    def from_dataset(cls, folder: str | Path, transforms=None, masks: bool = True) -> "RenderedDataset":
+        """The images of a rendered dataset folder, rendered again on the fly: its manifest's config, with the renderer
+        that run used (``renderer=auto`` chooses by a speed probe, which another machine or thread count may answer
+        differently; the labels of two renderers differ by a pixel at edges)."""
+        from .config import render_config
+
+        folder = Path(folder)
+        try:
+            man = json.loads((folder / "manifest.json").read_text())
+            d = dict(man["config"])
+            used = man["renderer"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DatasetError(f"{folder / 'manifest.json'} is missing or not a simgen manifest; pass a folder `simgen render` "
+                               "finished.") from None
+        if used in ("tiny", "egl", "gl"):
+            d["renderer"] = {**(d.get("renderer") or {}), "name": used}
+        return cls(render_config(d), transforms=transforms, masks=masks)
+
     def __len__(self) -> int:
         return self.cfg.n_images
 

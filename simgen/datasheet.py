@@ -189,8 +189,10 @@ def datasheet_markdown(manifest: dict, doc: dict | None) -> str:
           f"- **Seeds**: base seed {manifest.get('seed')}; texture bank seed {(cfg.get('randomization') or {}).get('bank_seed')}; "
           f"config hash `{(manifest.get('state') or {}).get('config_hash')}`.",
           f"- **Code**: git commit `{manifest.get('git_commit')}`; command `{' '.join(map(str, manifest.get('command') or [])) or 'not recorded'}`.",
-          f"- **Timing**: {manifest.get('images_per_second')} images/s over {manifest.get('rendered_this_run', '?')} images rendered in the last run"
-          f" with {manifest.get('workers', '?')} worker(s).", ""]
+          (f"- **Timing**: merged from {len(manifest['merged_from'])} shard folders, {manifest.get('rendered_this_run', '?')} images "
+           "rendered in their last runs; each shard's manifest.json has its own rate and timings." if manifest.get("merged_from") else
+           f"- **Timing**: {manifest.get('images_per_second')} images/s over {manifest.get('rendered_this_run', '?')} images rendered in the last run"
+           f" with {manifest.get('workers', '?')} worker(s)."), ""]
     if sources:
         summary, named = _sources_rows(sources)
         L += ["Assets and textures read during generation (each file's path, SHA-256 and size are in `manifest.json` `sources`):", "",

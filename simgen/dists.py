@@ -43,7 +43,7 @@ class _Range:
 
     def __post_init__(self) -> None:
         if self.hi < self.lo:
-            raise ConfigError(f"{type(self).__name__} range [{self.lo}, {self.hi}] is reversed: write it as [low, high].")
+            raise ConfigError(f"range [{self.lo}, {self.hi}] is reversed: write it as [low, high].")
 
     @property
     def max(self) -> float:

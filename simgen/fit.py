@@ -1005,6 +1005,7 @@ def expand_overlay(args: list[str], is_group: Callable[[str], bool], is_option: 
     if not value:
         raise ConfigError(f"overlay= needs a file, e.g. overlay=fits/real.yaml (write one with `{USAGE}`).")
     d = copy.deepcopy(load_overlay(Path(value)))
+    _check_overlay_keys(d, value)
     rest = [a for a in args if a is not found[0]]
     scene = d.get("scene", {}).pop("name", None) if isinstance(d.get("scene"), dict) else None
     head = []
@@ -1019,6 +1020,20 @@ def expand_overlay(args: list[str], is_group: Callable[[str], bool], is_option: 
     groups = [a for a in [*head, *rest] if "=" in a and not a.startswith(("~", "hydra")) and "," not in a
               and "." not in a.split("=", 1)[0] and is_group(a.split("=", 1)[0].lstrip("+"))]
     return [*flags, *head, *overlay_overrides(d, compose(groups), is_group), *rest]
+
+
+def _check_overlay_keys(d: object, file: str, where: str = "") -> None:
+    """An overlay's keys become command-line overrides, and Hydra keys are plain ASCII words: a group named with a space
+    or an accent ("coffee mug:") failed with a quoting error about an override the user never typed."""
+    if not isinstance(d, dict):
+        return
+    for k, v in d.items():
+        name = str(k)
+        if not all(c.isascii() and (c.isalnum() or c in "_-") for c in name):
+            raise ConfigError(f"overlay `{file}`: key `{name}`{f' under {where}' if where else ''} is not a plain ASCII word, which "
+                              f"config keys must be; name the group plainly (e.g. `mygroup:`) and give the category its own name "
+                              f"inside it: `category: \"{name}\"`.")
+        _check_overlay_keys(v, file, f"{where}.{name}" if where else name)
 
 
 # Hydra's options that take a value (`--cfg job`); the overrides must stay one run of positionals after them

@@ -95,10 +95,49 @@ def read_shards(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     return manifests, docs
 
 
+def _flat(d: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_difference(a: dict, b: dict) -> str:
+    """The first setting two manifests' configs disagree on, as ``key: x vs y`` ('' when none shows)."""
+    from .run import NON_CONTENT_KEYS
+
+    fa, fb = (_flat({k: v for k, v in c.items() if k not in NON_CONTENT_KEYS}) for c in (a, b))
+    for k in sorted(set(fa) | set(fb)):
+        if fa.get(k) != fb.get(k):
+            return f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
+    return ""
+
+
 def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> None:
     """Refuse, before anything is written, folders that do not join into the whole dataset of one config."""
     if len({m["state"]["config_hash"] for m in manifests}) != 1:
-        raise DatasetError("the folders were rendered with different configs (or seeds); merge only shards of one render command.")
+        first = manifests[0]
+        other = next(k for k, m in enumerate(manifests) if m["state"]["config_hash"] != first["state"]["config_hash"])
+        diff = config_difference(first["config"], manifests[other]["config"])
+        why = f" ({dirs[0]} and {dirs[other]} differ in {diff})" if diff else \
+            f" ({dirs[0]} and {dirs[other]}: the same settings, but a mesh or texture file of the user's changed in between)"
+        raise DatasetError(f"the folders were rendered with different configs (or seeds){why}; merge only shards of one render command.")
+    counts = {m["shard"]["count"] for m in manifests}
+    if len(counts) != 1:
+        raise DatasetError("the folders are shards of different splits (shard.count " + " and ".join(str(c) for c in sorted(counts))
+                           + "); merge the shards of one render command, all rendered with the same shard.count.")
+    drawn: dict[str, list[str]] = {}
+    for d, m in zip(dirs, manifests):
+        drawn.setdefault(str(m.get("renderer")), []).append(d.name)
+    if len(drawn) > 1:
+        # renderer=auto picks by a speed probe, so shards on different machines can differ; their labels would differ by
+        # a pixel at the edges, and the merge would not be one render
+        which = "; ".join(f"{r}: {', '.join(names)}" for r, names in drawn.items())
+        most = max(drawn, key=lambda r: len(drawn[r]))
+        raise DatasetError(f"the shards were drawn by different renderers ({which}), whose labels differ by a pixel at edges; render "
+                           f"the others again with renderer={most} overwrite=true (the same command with that override), then merge.")
     if len({json.dumps(doc["categories"]) for doc in docs}) != 1:
         raise DatasetError("the folders have different categories; merge only shards of one render command.")
     ids: dict[int, Path] = {}
@@ -122,17 +161,28 @@ def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> N
                            "pass every folder under <out>/shards, rendering any missing shard first.")
 
 
+def merged_already(out: Path, dirs: list[Path], manifests: list[dict]) -> bool:
+    """Whether ``out`` is the finished merge of exactly these folders, as they are now (their annotations unchanged)."""
+    try:
+        done = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(done, dict) and done.get("merged_from") == [str(d.resolve()) for d in dirs]
+            and done.get("merged_annotations_sha256") == [m.get("annotations_sha256") for m in manifests])
+
+
 def prepare(out: Path, dirs: list[Path], overwrite: bool) -> None:
     """Claim ``out`` before its first file: the marker lets a rerun finish what a killed merge left."""
     if (out / "manifest.json").exists() and not overwrite:
-        raise DatasetError(f"out={out} already holds a dataset; choose another folder or pass overwrite=true.")
+        raise DatasetError(f"out={out} already holds a dataset (not the merge of these folders); choose another folder or pass "
+                           "overwrite=true.")
     for name in ("manifest.json", "annotations.json"):
         (out / name).unlink(missing_ok=True)
     remove_partial_files(out)  # copies cut short by the kill: never valid files
     atomic_json(out / STATE, {"merging": [str(d) for d in dirs]})
 
 
-def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path:
+def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False, log=lambda m: None) -> Path:
     if not dirs:
         raise DatasetError("merge needs at least one dataset folder.")
     check_folders(dirs, out)
@@ -140,6 +190,12 @@ def merge_datasets(dirs: list[Path], out: Path, overwrite: bool = False) -> Path
     check_shards(dirs, manifests, docs)
     check_out(out)  # the render's ownership rule: never write into a non-empty folder that is not a simgen dataset
     with out_lock(out):  # two merges (or a render) into one folder at once would interleave
+        if not overwrite and merged_already(out, dirs, manifests):
+            if not (out / "DATASHEET.md").is_file():  # killed between the manifest and its documents
+                write_dataset_docs(out)
+            shutil.rmtree(out / STATE.parent, ignore_errors=True)
+            log(f"{out}: already the merge of these folders; nothing to do.")
+            return out  # the same command again, as a render's rerun: already complete
         prepare(out, dirs, overwrite)
         try:
             _write(dirs, manifests, docs, out)
@@ -169,8 +225,16 @@ def _write(dirs: list[Path], manifests: list[dict], docs: list[dict], out: Path)
     for m in manifests:
         for k, v in m["counts_per_category"].items():
             total[k] = total.get(k, 0) + v
-    manifest = {**manifests[0], "n_images": len(images), "n_annotations": len(anns), "counts_per_category": total,
-                "shard": {"index": None, "count": 1}, "merged_from": [str(d) for d in dirs],
+    # What describes the whole merge, not shard 0: its folder and split in the config; the render work summed; timings
+    # stay in each shard's own manifest (a merge renders nothing)
+    config = {**manifests[0]["config"], "out": str(out), "shard": {"index": 0, "count": 1}}
+    manifest = {**manifests[0], "config": config, "n_images": len(images), "n_annotations": len(anns), "counts_per_category": total,
+                "shard": {"index": None, "count": 1}, "merged_from": [str(d.resolve()) for d in dirs],
+                "merged_annotations_sha256": [m.get("annotations_sha256") for m in manifests],
+                "rendered_this_run": sum(m.get("rendered_this_run") or 0 for m in manifests),
+                "workers": sum(m.get("workers") or 0 for m in manifests) or None,
+                "processes": sum(m.get("processes") or 0 for m in manifests) or None,
+                "images_per_second": None, "timings_ms": None, "writer_thread_share": None, "physics_process_share": None,
                 "shard_counts": sorted({m["shard"]["count"] for m in manifests}),
                 "objects_dropped": sum(m["objects_dropped"] for m in manifests),
                 "objects_unlabelled": unlabelled_counts(merged["images"]),

@@ -214,7 +214,15 @@ class Generator:
     def _labelled(self, obj) -> str | None:
         """The labeler's category for ``obj``; one it names that the scene does not list is a config error (the
         category ids of annotations.json come from scene.categories), said in one line instead of a KeyError later."""
-        category = self.label(obj)
+        try:
+            category = self.label(obj)
+        except Exception as e:  # the user's code: one line that says where, not a traceback through simgen's
+            import traceback
+
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            raise ConfigError(f"scene.labeler `{self.cfg.scene.labeler}` raised {type(e).__name__}: {e} (at {where.filename}:"
+                              f"{where.lineno}, labelling a `{obj.sample.asset}`); fix the labeler, or call it on the "
+                              "PlacedObject it was given to see the whole traceback.") from None
         if category is not None and category not in self._known:
             raise ConfigError(f"scene.labeler `{self.cfg.scene.labeler}` named an object `{category}`, which is not one of "
                               f"scene.categories ({', '.join(self._categories)}); list it there "

@@ -170,6 +170,31 @@ def generation_sources(cfg: RenderConfig) -> list[dict]:
     return list(found.values())
 
 
+def user_files(cfg: RenderConfig) -> dict[str, str]:
+    """{path: sha256} of the user's own files that rendering ``cfg`` reads (meshes, URDFs and what they reference,
+    texture_dir images): what a config's text does not pin. Built-in and procedural files are left out (they come
+    with simgen's version). Cheap after the first call: hashes are kept per (path, mtime, size)."""
+    from . import assets
+
+    found: dict[str, str] = {}
+
+    def add(path: Path) -> None:
+        p = Path(path).resolve()
+        if str(p) not in found and p.is_file() and _origin(p) == USER:
+            found[str(p)] = sha256_file(p)
+
+    for name in dict.fromkeys(g.asset for g in (*cfg.scene.objects, *cfg.scene.distractors)):
+        a = assets.resolve(name)
+        add(a.path)
+        for p, _ in urdf_dependencies(a.path) if a.kind == "urdf" else obj_dependencies(a.path):
+            add(p)
+    if cfg.randomization.texture_dir:
+        folder = Path(cfg.randomization.texture_dir).expanduser()
+        for p in sorted(q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []:
+            add(p)
+    return found
+
+
 def licences(sources: list[dict]) -> dict[str, list[str]]:
     """``{licence or "unknown (user-supplied)": [source kinds]}`` for a datasheet's licence list."""
     out: dict[str, set] = {}

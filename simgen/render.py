@@ -4,6 +4,7 @@ renderers (TinyRenderer, EGL) are swappable behind :class:`Renderer`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -582,8 +583,6 @@ def choose_renderer(width: int, height: int, processes: int = 1, device: int | N
 
 def _choose_pybullet_renderer(width: int, height: int, processes: int = 1, device: int | None = None) -> tuple[str, str]:
     """Between PyBullet's two renderers (see :func:`choose_renderer`)."""
-    import contextlib
-    import json
     import platform
 
     if width > EGL_MAX[0] or height > EGL_MAX[1]:
@@ -597,6 +596,36 @@ def _choose_pybullet_renderer(width: int, height: int, processes: int = 1, devic
     threads = gl_threads(processes)
     key = f"{platform.node()}|{vendor}|{width}x{height}|threads={threads}|pybullet={p.getAPIVersion()}"
     cache = cache_dir() / "renderer-auto.json"
+    with _probe_lock(cache):  # concurrent runs (the shards of one -m sweep) wait for one verdict instead of each timing
+        speed = _probe_speed(cache, key, width, height, threads, device)  # its own probe: two close timings could differ
+    if speed is None:
+        return "tiny", "the EGL speed probe failed"
+    tiny, egl, gl = speed["tiny_ms"], speed["egl_ms"], vendor.split(" (")[0]
+    if egl < tiny:
+        return "egl", f"EGL on {gl} draws a {width}x{height} probe in {egl:.0f} ms vs TinyRenderer {tiny:.0f} ms"
+    return "tiny", f"TinyRenderer draws a {width}x{height} probe in {tiny:.0f} ms vs EGL on {gl} {egl:.0f} ms"
+
+
+@contextlib.contextmanager
+def _probe_lock(cache: Path):
+    """An exclusive lock beside the probe's cache file (released when the process ends, however it ends)."""
+    import fcntl
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        f = open(cache.with_suffix(".lock"), "a")
+    except OSError:  # a read-only cache folder: probe without the lock, as before
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _probe_speed(cache: Path, key: str, width: int, height: int, threads: int, device: int | None) -> dict | None:
+    """The cached probe timings for ``key``, timed now (and cached) where there are none; None when the probe fails."""
+    import json
+
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
@@ -614,15 +643,12 @@ def _choose_pybullet_renderer(width: int, height: int, processes: int = 1, devic
         except subprocess.TimeoutExpired:
             speed = None
         if not speed or "egl_ms" not in speed:
-            return "tiny", "the EGL speed probe failed"
+            return None
         known[key] = speed
         with contextlib.suppress(OSError):
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(cache, json.dumps(known, indent=1).encode())
-    tiny, egl, gl = speed["tiny_ms"], speed["egl_ms"], vendor.split(" (")[0]
-    if egl < tiny:
-        return "egl", f"EGL on {gl} draws a {width}x{height} probe in {egl:.0f} ms vs TinyRenderer {tiny:.0f} ms"
-    return "tiny", f"TinyRenderer draws a {width}x{height} probe in {tiny:.0f} ms vs EGL on {gl} {egl:.0f} ms"
+    return speed
 
 
 def make_renderer(name: str, device: int | None = None) -> Renderer:

@@ -33,7 +33,7 @@ from .config import RenderConfig
 from .errors import ConfigError, PlacementError, RenderError, RendererUnavailable
 from .writers import coco
 from .datasheet import write_dataset_docs
-from .provenance import generation_sources
+from .provenance import generation_sources, user_files
 
 STATE = Path(".simgen") / "state.json"
 LOCK = ".simgen.lock"  # held by the running render (see out_lock); not part of the dataset
@@ -41,10 +41,15 @@ NON_CONTENT_KEYS = ("workers", "physics_process", "progress", "overwrite", "out"
 
 
 def config_hash(cfg: RenderConfig) -> str:
-    """Hash of everything that changes pixels or labels (not workers, progress, out...)."""
+    """Hash of everything that changes pixels or labels (not workers, progress, out...): the config, and the content of
+    the user's own meshes, URDFs and textures it names (a mesh edited between a killed run and its rerun made one
+    dataset of two meshes). A config of built-in assets only hashes as it did before user files counted."""
     content = {k: v for k, v in cfg.resolved.items() if k not in NON_CONTENT_KEYS}
     if isinstance(content.get("renderer"), dict):
         content["renderer"] = {k: v for k, v in content["renderer"].items() if k != "devices"}
+    files = user_files(cfg) if cfg.resolved else {}
+    if files:
+        content["user_files"] = files
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -93,6 +98,8 @@ def check_out(out: Path, markers: tuple[str | Path, ...] = (STATE, "manifest.jso
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out} is a file; choose a folder path for the output.")
     if is_nonempty(out) and not any((out / m).exists() for m in markers):
+        if STATE in markers and (out / ".simgen").is_dir() and holds_no_images(out):
+            return  # a run killed while writing its first state file: simgen's own leftovers, taken over by this run
         raise ConfigError(f"out={out} is not empty and is not {what}; choose an empty or new folder.")
 
 
@@ -135,6 +142,11 @@ def prepare_out(cfg: RenderConfig) -> bool:
                 elif p.exists():
                     p.unlink()
         elif not same and not holds_no_images(out):
+            was, now = state.get("user_files") or {}, user_files(cfg)
+            changed = [p for p in now if p in was and was[p] != now[p]]
+            if changed:
+                raise ConfigError(f"out={out} was rendered from another version of {changed[0]}, which has changed since; use a "
+                                  "new out= folder, or overwrite=true to render it all again from the file as it is now.")
             raise ConfigError(f"out={out} holds a dataset made with a different config; use a new out= folder, or overwrite=true to replace it.")
         elif not same:  # a run that stopped before its first image (a config error found then): nothing to keep
             shutil.rmtree(out / ".simgen", ignore_errors=True)
@@ -144,7 +156,7 @@ def prepare_out(cfg: RenderConfig) -> bool:
     try:
         (out / ".simgen").mkdir(parents=True, exist_ok=True)
         coco.atomic_json(out / STATE, {"config_hash": h, "n_images": cfg.n_images, "shard": [cfg.shard_index, cfg.shard_count],
-                                        "renderer": cfg.renderer})
+                                        "renderer": cfg.renderer, "user_files": user_files(cfg)})
     except OSError as e:
         raise ConfigError(f"cannot write to out={out} ({e.strerror}); choose a folder you can write to.") from None
     return False
@@ -558,7 +570,7 @@ def _units_hint(size_units: float, lo: float, hi: float) -> str:
     """What the scale would be if the mesh is in millimetres or centimetres, where that gives a plausible size."""
     for unit, k in (("millimetres", 1e-3), ("centimetres", 1e-2)):
         if 0.005 <= size_units * k * hi <= 1.0 or 0.005 <= size_units * k <= 1.0:
-            return f"if the mesh is in {unit}, use scale: [{lo * k:.3g}, {hi * k:.3g}]"
+            return f"if the mesh is in {unit}, use scale: " + (f"{lo * k:.3g}" if lo == hi else f"[{lo * k:.3g}, {hi * k:.3g}]")
     return "fix the scale"
 
 
@@ -582,13 +594,15 @@ def check_sizes(cfg: RenderConfig) -> None:
         sides = np.ptp(a.points, axis=0)  # the bounding box (a URDF keeps its own origin, which need not be inside it)
         units = float(sides.max())  # its longest side
         ext = " x ".join(f"{e:.3g}" for e in sides)
+        at = f"scale {lo:g}" if lo == hi else f"scale [{lo:g}, {hi:g}]"
         if units * lo > room:
-            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at scale [{lo:g}, {hi:g}] it is "
-                              f"{units * lo:.3g}-{units * hi:.3g} m long, more than this scene holds ({room:.2g} m: "
+            long = f"{units * lo:.3g}" if lo == hi else f"{units * lo:.3g}-{units * hi:.3g}"
+            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at {at} it is "
+                              f"{long} m long, more than this scene holds ({room:.2g} m: "
                               f"scene.area, scene.camera.distance); scale multiplies mesh units into metres: "
                               f"{_units_hint(units, lo, hi)}.")
         if units * hi < MIN_SIZE_M:
-            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at scale [{lo:g}, {hi:g}] it is under "
+            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at {at} it is under "
                               f"{units * hi * 1e3:.2g} mm long, too small to see; scale multiplies mesh units into "
                               f"metres (a URDF's own size): raise it.")
 
@@ -645,7 +659,13 @@ def begin(cfg: RenderConfig, log) -> Iterator[Job | None]:
         stop_gl_probes()
         cfg = chosen
         if prepare_out(cfg):
-            log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
+            if (cfg.out / ".simgen").is_dir() or not (cfg.out / "DATASHEET.md").is_file():
+                # a run stopped after manifest.json and before its documents (or they were deleted): write them now
+                write_dataset_docs(cfg.out)
+                shutil.rmtree(cfg.out / ".simgen", ignore_errors=True)
+                log(f"{cfg.out}: already complete (manifest.json present); wrote its DATASHEET.md and croissant.json again.")
+            else:
+                log(f"{cfg.out}: already complete (manifest.json present); nothing to do.")
             yield None
             return
         for w in (*mesh_memory_warnings(cfg), *framing_warnings(cfg), *joint_warnings(cfg)):  # before the progress bar
@@ -750,7 +770,7 @@ def framing_warnings(cfg: RenderConfig) -> list[str]:
 
 
 def joint_warnings(cfg: RenderConfig) -> list[str]:
-    """A labelled URDF with links on movable joints: its label geometry (extents, amodal box, visible fraction) takes
+    """A labelled URDF with visual meshes simgen cannot read (STL, DAE, missing), or links on movable joints: its label geometry (extents, amodal box, visible fraction) takes
     those links at the joints' zero position (:func:`simgen.assets.urdf_geometry`), while the render draws them where
     the settle left them; the instance masks and tight boxes are exact either way."""
     from . import assets
@@ -759,6 +779,11 @@ def joint_warnings(cfg: RenderConfig) -> list[str]:
     for g in cfg.scene.objects:
         a = assets.resolve(g.asset)
         if a.kind == "urdf":
+            unread = assets.unread_visuals(a.path)
+            if unread:  # an STL link was drawn but left out of the label geometry: amodal box smaller than the visible one
+                out.append(f"warning: {_group_key(g)}: `{g.asset}` has visual meshes simgen's labels cannot read ({'; '.join(unread[:3])}"
+                           f"{'; ...' if len(unread) > 3 else ''}): its amodal box and visible fraction leave them out (masks and "
+                           "boxes are exact); convert them to .obj and point the URDF at the .obj files.")
             moving = assets.urdf_links(a.path)[1]
             if moving:
                 out.append(f"warning: {_group_key(g)}: `{g.asset}` has links on movable joints ({', '.join(moving[:4])}"
@@ -1090,7 +1115,7 @@ def write_manifest(cfg: RenderConfig, doc: dict, stats: list[dict], wall: float,
         "annotations_sha256": hashlib.sha256((cfg.out / "annotations.json").read_bytes()).hexdigest(),
         "versions": versions(), "git_commit": git_commit(), "command": sys.argv,
         "sources": generation_sources(cfg),  # every texture/mesh file read, with sha256 and licence
-        "state": {"config_hash": config_hash(cfg)},
+        "state": {"config_hash": config_hash(cfg), "user_files": user_files(cfg)},
         "config": cfg.resolved,
     }
     coco.atomic_json(cfg.out / "manifest.json", manifest, indent=2)

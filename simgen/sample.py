@@ -44,15 +44,16 @@ def snap_scale(group: ObjectGroup, value: float) -> float:
 
 
 def _look(rng: np.random.Generator, group: ObjectGroup, r: RandomizationSpec, banks: dict[str, tuple[str, ...]],
-          texturable: bool, own_texture: bool = False) -> tuple[tuple[float, float, float, float], str | None]:
+          texturable: bool, own_texture: bool = False,
+          own_color: tuple[float, float, float, float] | None = None) -> tuple[tuple[float, float, float, float], str | None]:
     texture = None
     if group.texture and group.texture != "bank" and group.texture in banks:
         # A scene's own bank (e.g. dice faces) is part of what the object *is*: always applied.
         texture = banks[group.texture][int(rng.integers(len(banks[group.texture])))]
     elif group.texture == "bank" and r.textures and texturable and banks.get("bank") and rng.random() < r.texture_probability:
         texture = banks["bank"][int(rng.integers(len(banks["bank"])))]
-    if not r.colors:
-        return (1.0, 1.0, 1.0, 1.0), texture
+    if not r.colors:  # the mesh's own material colour (MTL Kd), which the renderers would not take from the file
+        return (own_color if own_color is not None and texture is None and not own_texture else (1.0, 1.0, 1.0, 1.0)), texture
     if texture is not None or own_texture:
         # textured: only a mild brightness tint (rgba multiplies the texture). A mesh's own texture (a user's
         # product, printed box, can) is what the real object looks like: a random hue would repaint it
@@ -309,7 +310,7 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
         if member is not None:
             member.add(p, radius)
         placed.append((p, radius))
-        rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture)
+        rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture, a.own_color)
         speed, heading = spec.throw_speed.sample(rng), rng.uniform(0, 2 * math.pi)
         spin = rng.normal(size=3) * spec.spin.sample(rng) * (SET_DOWN_SPIN if spot.set_down else 1.0)
         orientation = random_quaternion(rng)
@@ -352,7 +353,7 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
         dx, dy = rng.normal(0.0, OCCLUDER_OFFSET * assets.resolve(below.asset).radius * below.scale, 2)
         dz = OCCLUDER_GAP
         orientation = quat_axis_angle((0, 0, 1), float(rng.uniform(0, 2 * math.pi)))
-        rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture)
+        rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture, a.own_color)
         out.append(ObjectSample(asset=g.asset, category=None, scale=scale, position=(float(dx), float(dy), dz), orientation=orientation,
                                 rgba=rgba, texture=texture, anchor=k, mass=g.mass))
     return tuple(out)

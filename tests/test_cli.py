@@ -14,6 +14,8 @@ def simgen(*args, cwd=None):
     (["scene=nope"], "unknown scene `nope`"),
     (["+scene.objects.x={asset: /no/such/mesh.obj}"], "does not exist"),
     (["+scene.objects.x={asset: mugg}"], "Did you mean `mug`"),
+    # a category named with a space is a key Hydra cannot lex: quoting the value (the hint before) could not help
+    (["scene=custom", "+scene.objects.my widget={asset: box}"], "a key cannot hold `scene.objects.my widget`"),
     (["n_images=0"], "n_images must be an integer >= 1"),
     (["n_images=-3"], "n_images must be an integer >= 1"),
     (["width=4"], "width must be"),

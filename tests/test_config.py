@@ -28,7 +28,11 @@ def test_defaults_are_the_dice_scene():
 @pytest.mark.parametrize("override,match", [("n_images=0", "n_images"), ("width=8", "width"), ("height=99999", "height"),
                                             ("shard.index=3", "shard"), ("views_per_scene=0", "views_per_scene"),
                                             ("labels.depth=exr", "labels.depth"), ("image_format=gif", "image_format"),
-                                            ("scene.camera.near=0", "near")])
+                                            ("scene.camera.near=0", "near"),
+                                            # a reversed range names its key
+                                            ("scene.camera.distance=[0.8,0.5]", r"^scene\.camera\.distance: range \[0\.8, 0\.5\] is reversed"),
+                                            # counts past max_objects silently starved the last categories
+                                            ("+scene.max_objects=10", r"allow 14 labelled objects .* would lose `die`")])
 def test_impossible_overrides(override, match):
     with pytest.raises(ConfigError, match=match):
         render_config(compose_dict("render", [override]))

@@ -137,6 +137,53 @@ def test_a_killed_render_worker_costs_only_its_images(tmp_path):
     assert manifest["rendered_this_run"] == 40
 
 
+def test_kills_around_the_state_file_and_the_documents_are_resumed(tmp_path):
+    """Two kill windows a user hit: while the first state file was being written (the folder then held only simgen's
+    lock and a temporary file, and the rerun refused it as "not a simgen dataset"), and after manifest.json but before
+    DATASHEET.md and croissant.json (the rerun said "already complete" and never wrote them)."""
+    out = tmp_path / "ds"
+    (out / ".simgen").mkdir(parents=True)
+    (out / ".simgen.lock").touch()
+    (out / ".simgen" / ".state.json.123.tmp").write_text("{")
+    cfg = small_config(tmp_path, *TINY_RENDER)
+    render_dataset(cfg, **QUIET)
+    assert (out / "manifest.json").is_file() and not (out / ".simgen").exists()
+    sheet = (out / "DATASHEET.md").read_text()
+    (out / "DATASHEET.md").unlink()
+    (out / "croissant.json").unlink()
+    (out / ".simgen").mkdir()  # as the run leaves it until its documents are written
+    said: list[str] = []
+    render_dataset(cfg, log=said.append)
+    assert (out / "DATASHEET.md").read_text() == sheet and (out / "croissant.json").is_file() and not (out / ".simgen").exists()
+    assert "wrote its DATASHEET.md and croissant.json again" in said[-1]
+
+
+def test_a_mesh_edited_between_runs_is_not_mixed_into_its_dataset(tmp_path):
+    """A user's mesh edited between a killed run and its rerun gave one dataset of two meshes (the resume check hashed
+    the config's text only): the file's content counts now, and the line names the file."""
+    from simgen.errors import ConfigError
+
+    from .test_physics import _cube_obj
+
+    mesh = _cube_obj(tmp_path / "widget.obj", (0.0, 0.0, 0.0))
+    over = [*TINY_RENDER, "n_images=4", "scene=custom", "~scene.objects.box", f"+scene.objects.widget={{asset: {mesh}, scale: 1}}"]
+    first = render_dataset(small_config(tmp_path, *over), **QUIET)
+    state = json.loads((first / "manifest.json").read_text())["state"]
+    _cube_obj(mesh, (0.0, 0.0, 0.0), side=0.02)
+    for killed in (False, True):
+        if killed:  # as a run killed before its end leaves it: its state file, no manifest
+            (first / ".simgen").mkdir()
+            (first / ".simgen" / "state.json").write_text(json.dumps(state))
+            (first / "manifest.json").unlink()
+        with pytest.raises(ConfigError, match=r"rendered from another version of .*widget\.obj, which has changed since"):
+            render_dataset(small_config(tmp_path, *over), **QUIET)
+    # a built-in scene hashes as before user files counted: datasets made then still resume
+    cfg = small_config(tmp_path, *TINY_RENDER)
+    from simgen.run import config_hash
+
+    assert "user_files" not in json.dumps(cfg.resolved) and config_hash(cfg) == config_hash(small_config(tmp_path, *TINY_RENDER))
+
+
 def test_a_write_cut_short_mid_run_leaves_no_temporary_file(tmp_path, monkeypatch):
     """What a worker killed mid-write leaves (its temporary file) is gone once the restarted run finishes."""
     real_write, cut = coco.atomic_write, []
@@ -243,6 +290,46 @@ def test_interrupted_merge_is_rerun_to_the_same_result(tmp_path, shards, monkeyp
     assert (out / "annotations.json").read_bytes() == (reference / "annotations.json").read_bytes()
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(p.name for p in (reference / "images").iterdir())
     assert not (out / ".simgen").exists() and not (out / ".simgen.lock").exists() and not list(out.rglob(".*.tmp"))
+
+
+def test_a_finished_merge_rerun_is_complete_and_its_manifest_describes_the_merge(tmp_path, shards):
+    """The same merge command again is "already complete", as a render's rerun is (it was refused: "already holds a
+    dataset"); the merged manifest names the merge's folder and sums the shards' work instead of copying shard 0's."""
+    out = tmp_path / "merged"
+    merge_datasets(shards, out)
+    said: list[str] = []
+    merge_datasets(shards, out, log=said.append)
+    assert said == [f"{out}: already the merge of these folders; nothing to do."]
+    man = json.loads((out / "manifest.json").read_text())
+    parts_ = [json.loads((d / "manifest.json").read_text()) for d in shards]
+    assert man["config"]["out"] == str(out) and man["config"]["shard"] == {"index": 0, "count": 1}
+    assert man["rendered_this_run"] == sum(m["rendered_this_run"] for m in parts_) == 4 and man["images_per_second"] is None
+    assert man["merged_from"] == [str(d.resolve()) for d in shards]
+    assert "merged from 2 shard folders" in (out / "DATASHEET.md").read_text()
+    (out / "annotations.json").write_text("{}")  # not the merge of these folders any more: refused as before
+    (out / "manifest.json").write_text(json.dumps({**man, "merged_from": ["elsewhere"]}))
+    with pytest.raises(DatasetError, match="already holds a dataset"):
+        merge_datasets(shards, out)
+
+
+def test_merge_names_why_shards_do_not_join(tmp_path, shards):
+    """Shards drawn by different renderers (renderer=auto picks by a speed probe: two machines can differ) are refused,
+    and so are shards of different splits and of different settings, each naming what differs."""
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(shards[1], odd)
+    man = json.loads((odd / "manifest.json").read_text())
+    (odd / "manifest.json").write_text(json.dumps({**man, "renderer": "gl" if man["renderer"] != "gl" else "tiny"}))
+    with pytest.raises(DatasetError, match=r"drawn by different renderers .*render the others again with renderer="):
+        merge_datasets([shards[0], odd], tmp_path / "m1")
+    (odd / "manifest.json").write_text(json.dumps({**man, "shard": {"index": 1, "count": 3}}))
+    with pytest.raises(DatasetError, match=r"shards of different splits \(shard.count 2 and 3\)"):
+        merge_datasets([shards[0], odd], tmp_path / "m2")
+    other = {**man, "state": {**man["state"], "config_hash": "x"}, "config": {**man["config"], "n_images": 5}}
+    (odd / "manifest.json").write_text(json.dumps(other))
+    with pytest.raises(DatasetError, match=r"differ in n_images: 4 vs 5"):
+        merge_datasets([shards[0], odd], tmp_path / "m3")
 
 
 def test_merge_with_a_missing_shard_writes_nothing(tmp_path, shards):

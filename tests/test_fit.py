@@ -461,3 +461,20 @@ def _shrinking_run(tmp_path, monkeypatch, render_config: dict):
 
     monkeypatch.setattr(engine, "predict", shrunk)
     return run
+
+
+def test_an_overlay_takes_out_a_scene_group_with_null(tmp_path):
+    """`box: null` under scene.objects in an overlay removes the custom scene's placeholder (it was a TypeError
+    traceback; `box: {count: 0}` still left an empty `box` class in the categories)."""
+    from simgen.cli import render_config_of
+
+    f = tmp_path / "mine.yaml"
+    f.write_text("scene:\n  objects:\n    box: null\n    widget: {asset: can, scale: 0.04}\n")
+    cfg = render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])
+    assert cfg.scene.categories == ("widget",)
+    f.write_text("scene:\n  objects:\n    box: null\n")
+    with pytest.raises(ConfigError, match="scene.objects is empty"):
+        render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])
+    f.write_text('scene:\n  objects:\n    "coffee mug": {asset: can}\n')  # a key Hydra cannot take: named as such
+    with pytest.raises(ConfigError, match=r"key `coffee mug` under scene.objects is not a plain ASCII word.*category: \"coffee mug\""):
+        render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])

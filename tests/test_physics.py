@@ -114,6 +114,87 @@ def test_an_obj_far_from_its_origin_is_drawn_and_simulated_about_its_centre(tmp_
             assert np.allclose((lo + hi) / 2, 1.0, atol=1e-3) and np.allclose(hi - lo, 0.08, atol=0.01), (a.key, lo, hi)
 
 
+@pytest.mark.parametrize("text,match", [
+    ("v 0 0 0\nv 1 0 0\nv 0 0.05 abc\nf 1 2 3\n", r"line 3: a vertex needs three finite numbers, got `v 0 0.05 abc`"),
+    ("v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n", r"line 2: a vertex needs three finite numbers"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 nan\nf 1 2 3\n", r"line 3: a vertex needs three finite numbers"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n", r"line 4: a face lists vertex numbers, got `f 1 2 x`"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\n", r"line 4: a face needs three or more vertices"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", r"a face names vertex 9 but the file has 3 vertices"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", r"has vertices but no faces"),
+    ("# nothing\n", r"has no vertices"),
+])
+def test_a_malformed_obj_is_one_asset_error_naming_the_line(tmp_path, text, match):
+    """A hand-made or damaged OBJ used to end in a ValueError traceback (or, with a face naming a vertex that is not
+    there, render with labels missing that face): now one AssetError that names the line."""
+    from simgen import assets
+    from simgen.errors import AssetError
+
+    mesh = tmp_path / "bad.obj"
+    mesh.write_text(text)
+    with pytest.raises(AssetError, match=match):
+        assets.resolve(str(mesh))
+
+
+def test_an_objs_missing_or_broken_texture_is_one_asset_error(tmp_path):
+    """A material naming a texture that is not there, or is not an image, rendered untextured without a word."""
+    from simgen import assets
+    from simgen.errors import AssetError
+
+    mesh = _cube_obj(tmp_path / "t.obj", (0.0, 0.0, 0.0))
+    mesh.write_text("mtllib t.mtl\nusemtl m\n" + mesh.read_text())
+    (tmp_path / "t.mtl").write_text("newmtl m\nmap_Kd skin.png\n")
+    with pytest.raises(AssetError, match=r"names texture `skin.png`, which does not exist next to it"):
+        assets.resolve(str(mesh))
+    (tmp_path / "skin.png").write_bytes(b"not an image at all")
+    with pytest.raises(AssetError, match=r"texture `skin.png` of its material t.mtl cannot be read as an image"):
+        assets.resolve(str(mesh))
+    cv2.imwrite(str(tmp_path / "skin.png"), np.full((8, 8, 3), 200, np.uint8))
+    assert assets.resolve(str(mesh)).own_texture
+
+
+def test_an_objs_material_colour_is_its_look_where_colours_are_not_randomized(tmp_path):
+    """With randomization.colors off a mesh whose material says `Kd 1 0 0` was drawn white: no renderer takes the
+    colour from the file. It is the object's rgba now (with colours on it gets random ones, as documented)."""
+    from simgen import assets
+    from simgen.pipeline import draw_scene
+
+    mesh = _cube_obj(tmp_path / "red.obj", (0.0, 0.0, 0.0))
+    mesh.write_text("mtllib red.mtl\nusemtl red\n" + mesh.read_text())
+    (tmp_path / "red.mtl").write_text("newmtl red\nKd 1 0 0\n")
+    assert assets.resolve(str(mesh)).own_color == (1.0, 0.0, 0.0, 1.0)
+    over = ["scene=custom", "~scene.objects.box", f"+scene.objects.w={{asset: {mesh}, scale: 1}}", "scene.distractors=[]"]
+    for colours, want in (("false", {(1.0, 0.0, 0.0, 1.0)}), ("true", None)):
+        cfg = small_config(tmp_path, *over, f"randomization.colors={colours}")
+        banks = {name: tuple(sorted(f)) for name, f in texture_banks(cfg).items()}
+        seen = {o.rgba for k in range(4) for o in draw_scene(cfg, banks, k)[0].objects}
+        assert seen == want if want else (1.0, 0.0, 0.0, 1.0) not in seen
+
+
+def test_pose_of_an_obj_far_from_its_origin_is_in_its_files_frame(tmp_path):
+    """simgen simulates a user OBJ about its bounding-box centre, but the labels' pose is the file's own frame:
+    K (R (scale v) + t) of the file's vertices v is the amodal box (it was off by the unrecorded centring)."""
+    import json
+
+    from simgen.run import render_dataset
+
+    mesh = _cube_obj(tmp_path / "off.obj", (0.5, 0.3, 0.2))
+    out = render_dataset(small_config(tmp_path, "scene=custom", "~scene.objects.box", "n_images=3", "width=160", "height=120",
+                                      f"+scene.objects.widget={{asset: {mesh}, scale: 0.8, count: 2}}"), log=lambda m: None)
+    doc = json.loads((out / "annotations.json").read_text())
+    K = {im["id"]: np.array(im["K"]) for im in doc["images"]}
+    v = np.array([[float(t) for t in ln.split()[1:4]] for ln in open(mesh) if ln.startswith("v ")])
+    assert doc["annotations"]
+    for a in doc["annotations"]:
+        pose = a["pose"]
+        assert pose["scale"] == pytest.approx(0.8)
+        cam = (np.array(pose["R"]) @ (pose["scale"] * v).T).T + np.array(pose["t"])
+        uv = (K[a["image_id"]] @ cam.T).T
+        uv = uv[:, :2] / uv[:, 2:] + 0.5  # K puts pixel centres on integers; boxes take pixel c as [c, c+1)
+        x, y, w, h = a["bbox_amodal"]
+        assert np.allclose([uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max()], [x, y, x + w, y + h], atol=0.01)
+
+
 def _blob_obj(path, rings=60, segments=100, parts=1):
     """A bumpy (non-convex) sphere of rings*segments vertices, 3 cm across; ``parts`` > 1 writes that many copies
     side by side, each its own OBJ object (PyBullet then builds one collision hull per part)."""
@@ -207,7 +288,7 @@ def test_a_mesh_without_uvs_gets_box_projected_uvs_when_textured(tmp_path):
 
     mesh = _cube_obj(tmp_path / "cube.obj", (0.0, 0.0, 0.0))
     mesh.write_text(mesh.read_text().replace("f 1 2 4 3", "f 1//1 2//1 4//1 3//1").replace("f 5 7 8 6", "f -4 -2 -1 -3")
-                    .replace("f 2 6 8 4", "f 2 6 8 4  # a comment") + "vn 1 0 0\nf 1 2 99\n")  # a relative face; one naming no vertex is left out
+                    .replace("f 2 6 8 4", "f 2 6 8 4  # a comment") + "vn 1 0 0\n")  # a relative face (one naming no vertex is refused)
     a = assets.resolve(str(mesh))
     assert a.texturable and not assets.obj_has_uv(mesh) and len(a.triangles) == 12
     tex = tmp_path / "tex.png"

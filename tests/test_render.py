@@ -291,6 +291,35 @@ def test_renderer_auto_prefers_the_gl_renderer_where_it_runs(monkeypatch, tmp_pa
     assert name == "egl" and why.endswith("not simgen's GL renderer: `" + str(stl) + "` has a .stl visual mesh")
 
 
+def test_concurrent_runs_share_one_renderer_auto_verdict(tmp_path, monkeypatch):
+    """The shards of one `-m` sweep start together: each timed its own probe, and two close timings chose tiny for one
+    shard and egl for the other (a merge of the two mixed renderers). The probe now runs under a lock beside its cache:
+    the second run waits and reads the first's verdict."""
+    import json
+    import threading
+    import time
+    import types
+
+    from simgen import render
+
+    monkeypatch.setenv("SIMGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SIMGEN_EGL_OK_None", "llvmpipe (LLVM 15.0.6, 256 bits)")
+    verdicts = iter([{"tiny_ms": 20.0, "egl_ms": 30.0}, {"tiny_ms": 30.0, "egl_ms": 20.0}])  # the two runs' own timings
+
+    def probe(*a, **k):
+        time.sleep(0.3)  # both runs are inside the probe at once without the lock
+        return types.SimpleNamespace(stdout="SIMGEN_SPEED " + json.dumps(next(verdicts)) + "\n")
+
+    monkeypatch.setattr(render.subprocess, "run", probe)
+    got: list[str] = []
+    runs = [threading.Thread(target=lambda: got.append(render._choose_pybullet_renderer(272, 204)[0])) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert got == ["tiny", "tiny"]
+
+
 def test_resume_keeps_the_renderer_auto_chose(tmp_path):
     """A resumed run renders with what the interrupted one chose, whatever a new probe would say."""
     import dataclasses
@@ -723,6 +752,20 @@ def test_a_labeler_naming_an_unknown_category_is_one_line_and_leaves_nothing(tmp
     assert r.returncode == 0 and "3 images" in r.stderr, r.stderr
 
 
+def test_a_labeler_that_raises_is_one_line_naming_where(tmp_path):
+    """A labeler raising an exception gave a 44-line traceback through simgen; now one line with the exception and
+    the labeler's own file and line, and no folder."""
+    (tmp_path / "mylabels.py").write_text("def boom(obj):\n    raise RuntimeError('labeler exploded')\n")
+    out = tmp_path / "lb"
+    r = subprocess.run([sys.executable, "-m", "simgen", "render", "scene=custom", "n_images=2", "width=64", "height=64",
+                        "renderer=tiny", "progress=false", f"out={out}", "scene.labeler=mylabels.py:boom"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "raised RuntimeError: labeler exploded (at " in lines[0] and "mylabels.py:2, labelling a `box`" in lines[0]
+    assert not out.exists()
+
+
 TWO_LINK = """<?xml version="1.0"?>
 <robot name="twolink">
   <link name="base">
@@ -738,6 +781,35 @@ TWO_LINK = """<?xml version="1.0"?>
   <joint name="j" type="JOINT"><parent link="base"/><child link="arm"/><origin xyz="0.05 0 -0.01"/>LIMIT</joint>
 </robot>
 """
+
+
+def _link(name: str, size: str, xyz: str = "0 0 0") -> str:
+    box = f'<origin xyz="{xyz}"/><geometry><box size="{size}"/></geometry>'
+    return (f'<link name="{name}"><visual>{box}</visual><collision>{box}</collision><inertial><mass value="0.05"/>'
+            '<inertia ixx="1e-5" ixy="0" ixz="0" iyy="1e-5" iyz="0" izz="1e-5"/></inertial></link>')
+
+
+THIN_ARM = ('<?xml version="1.0"?><robot name="arm">' + _link("base", "0.06 0.06 0.02") + _link("post", "0.01 0.01 0.08", "0 0 0.04")
+            + _link("bar", "0.08 0.008 0.008", "0.03 0 0") +
+            '<joint name="a" type="fixed"><parent link="base"/><child link="post"/><origin xyz="0 0 0.01"/></joint>'
+            '<joint name="b" type="fixed"><parent link="post"/><child link="bar"/><origin xyz="0 0 0.08"/></joint></robot>')
+
+
+def test_a_urdf_link_whose_mesh_labels_cannot_read_is_warned_about(tmp_path):
+    """An STL link is drawn but was silently left out of the label geometry (the amodal box came out smaller than the
+    visible one); a missing mesh file likewise. The run now says which links, and what to do."""
+    from simgen.run import joint_warnings
+
+    urdf = tmp_path / "mixed.urdf"
+    urdf.write_text(THIN_ARM.replace('<geometry><box size="0.08 0.008 0.008"/></geometry>', '<geometry><mesh filename="bar.stl"/></geometry>'))
+    cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.arm={{asset: {urdf}, count: 1}}")
+    (w,) = joint_warnings(cfg)
+    assert w.startswith("warning: scene.objects.arm:") and "cannot read (bar: bar.stl)" in w and "convert them to .obj" in w
+    urdf.write_text(THIN_ARM)
+    from simgen import assets
+
+    assets.resolve.cache_clear(), assets._urdf_root.cache_clear()
+    assert joint_warnings(cfg) == []
 
 
 def test_a_multi_link_urdf_is_labelled_as_a_whole(tmp_path):
@@ -759,6 +831,19 @@ def test_a_multi_link_urdf_is_labelled_as_a_whole(tmp_path):
     for a in whole:
         (x, y, w, h), (ax, ay, aw, ah) = a["bbox"], a["bbox_amodal"]
         assert ax <= x + 1 and ay <= y + 1 and ax + aw >= x + w - 1 and ay + ah >= y + h - 1, (a["bbox"], a["bbox_amodal"])
+    # visible_fraction of a thin concave model is its silhouette rasterized in the image's projection: an unoccluded
+    # one is whole (the 512-direction table put a thin arm at 0.86-0.96 with every pixel visible)
+    arm = tmp_path / "arm.urdf"  # a plate, a thin post and a thin crossbar: a silhouette far from its hull
+    arm.write_text(THIN_ARM)
+    cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.arm={{asset: {arm}, count: 1}}",
+                       "scene.distractors=[]", "labels.amodal_mask=true", "n_images=8", "width=240", "height=180", name="vf")
+    doc = json.loads((render_dataset(cfg, log=lambda m: None) / "annotations.json").read_text())
+    from pycocotools import mask as mask_utils
+
+    seen = [(a["visible_fraction"], mask_utils.area(a["segmentation"]) / mask_utils.area(a["segmentation_amodal"]))
+            for a in doc["annotations"] if not a["truncated"]]
+    unoccluded = [vf for vf, share in seen if share >= 0.99]  # the amodal mask is rasterized apart: a pixel or two off
+    assert len(unoccluded) >= 3 and min(unoccluded) >= 0.97, seen
     moving = tmp_path / "hinge.urdf"
     moving.write_text(TWO_LINK.replace("JOINT", "revolute").replace("LIMIT", '<axis xyz="0 0 1"/><limit lower="-1" upper="1" effort="1" velocity="1"/>'))
     cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.hinge={{asset: {moving}, count: [1, 2]}}")

@@ -505,3 +505,21 @@ def test_rendered_dataset_from_the_command_lines_overrides(tmp_path):
         RenderedDataset.from_overrides(["scene=dcie"])
     with pytest.raises(ConfigError, match="no key `n_imagez`. Did you mean `n_images`"):
         RenderedDataset.from_overrides(["n_imagez=3"])
+
+
+def test_rendered_dataset_from_a_folder_uses_the_renderer_that_run_used(tmp_path, monkeypatch):
+    """RenderedDataset(manifest["config"]) chose `auto` again by its own probe, which another machine (or thread
+    count) can answer differently; from_dataset takes the renderer the run used, and its samples are that folder's."""
+    from simgen.errors import DatasetError
+
+    disk = render_dataset(small_config(tmp_path, "n_images=2", "image_format=png", "renderer=auto", name="png"), **QUIET)
+    used = json.loads((disk / "manifest.json").read_text())["renderer"]
+    import simgen.render as render
+
+    monkeypatch.setattr(render, "choose_renderer", lambda *a, **k: (_ for _ in ()).throw(AssertionError("probed again")))
+    ds = RenderedDataset.from_dataset(disk)
+    assert ds.cfg.renderer == used and len(ds) == 2
+    for (img, t), (img2, t2) in zip([ds[0], ds[1]], CocoDataset(disk)):
+        assert torch.equal(img, img2) and torch.equal(t["boxes"], t2["boxes"])
+    with pytest.raises(DatasetError, match="not a simgen manifest"):
+        RenderedDataset.from_dataset(tmp_path)
