@@ -574,6 +574,12 @@ def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _urdf_mesh_files(path: Path) -> list[str]:
+    """The mesh filenames a URDF's visuals and collisions name, as written (package:// and other URIs left out)."""
+    names = [m.get("filename", "") for m in _urdf_root(path).iter("mesh")]
+    return list(dict.fromkeys(n for n in names if n and "://" not in n))
+
+
 def unread_visuals(path: Path) -> list[str]:
     """``link: file`` of each visual mesh of a URDF that its label geometry leaves out: not an OBJ (PyBullet draws an
     STL; simgen's labels read OBJ only) or not there. The render draws what it can; the amodal box and visible fraction
@@ -752,6 +758,11 @@ def resolve(name: str) -> Asset:
             # texturable with or without its own UVs: baked_obj projects some onto a mesh that has none
             return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c),
                          own_texture=obj_has_own_texture(path), own_color=own_color(path))
+        missing = [f for f in _urdf_mesh_files(path) if not (path.parent / f).is_file()]
+        if missing:  # PyBullet's own error names the URDF only ("cannot load"), and only once physics loads it
+            raise AssetError(f"URDF `{path}` names mesh `{missing[0]}`, which does not exist (looked for "
+                             f"{(path.parent / missing[0]).resolve()}); mesh paths are relative to the URDF's folder: fix the "
+                             "filename or put the file there.")
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")

@@ -209,6 +209,40 @@ def check_sweep_outs(cmd: str, overrides: list[str]) -> None:
                           f"the first's output and stop; name the swept keys in out, e.g. 'out={out}_${{{ref}}}'.")
 
 
+SWEEP_JOBS_CHECKED = 64  # a sweep's jobs composed and checked before the first runs (each ~0.05 s)
+
+
+def check_sweep_jobs(cmd: str, overrides: list[str]) -> None:
+    """Every job of a ``-m`` sweep composed and checked before the first job runs: a bad value in one (shard.index=0,1
+    with shard.count=1; a value Hydra cannot lex) stopped the sweep after the jobs before it had written their output,
+    and a lexer error was Hydra's raw message. Up to SWEEP_JOBS_CHECKED jobs; larger sweeps check that many."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [a for a in overrides if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except Exception as e:  # the grammar's own refusal: the same hint as a single run gets
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(quoting_hint(first) or f"bad override: {first}") from None
+    choices = []
+    for o, text in zip(parsed, plain):
+        if o.is_sweep_override():
+            prefix = text[: len(text) - len(text.lstrip("+~"))]
+            choices.append([f"{prefix}{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    for job in itertools.islice(itertools.product(*choices), SWEEP_JOBS_CHECKED):
+        d = compose_checked(cmd, list(job))
+        if cmd == "render":
+            from omegaconf import OmegaConf
+
+            from .config import render_config
+
+            render_config(OmegaConf.to_container(d, resolve=False))  # type: ignore[arg-type]
+
+
 def unknown_key(config_name: str, overrides: list[str], first: str) -> str | None:
     """For Hydra's "Could not override 'a.b'" (a key the config does not have): which keys ``a`` has, and
     the closest one; None when that cannot be told."""
@@ -485,6 +519,8 @@ def main(argv: list[str] | None = None) -> None:
                 refuse_code_overrides(rest)
         cfg = precheck(cmd, rest)
         sweep_dir = None
+        if any(a in ("-m", "--multirun") for a in rest):
+            check_sweep_jobs(cmd, rest)
         if any(a in ("-m", "--multirun") for a in rest) and not any(a.startswith("hydra.sweep.dir=") for a in rest):
             check_sweep_outs(cmd, rest)
             out = _out_value(cmd, rest)

@@ -277,12 +277,24 @@ def webdataset(urls, transforms=None, masks: bool = True, allow_pipe: bool = Fal
         img, target = decode_wds_sample(sample, masks)
         return transforms(img, target) if transforms is not None else (img, target)
 
-    if isinstance(urls, (str, Path)) and Path(urls).is_dir():
-        urls = sorted(str(p) for p in Path(urls).glob("shard-*.tar"))
+    folders = [urls] if isinstance(urls, (str, Path)) else list(urls) if isinstance(urls, (list, tuple)) else []
+    if folders and all(Path(u).is_dir() for u in folders):
+        # a render's folder, the out= of a sharded one (its shards/<k>-of-<n> folders, each with its own shard-*.tar),
+        # or several such folders: every tar in them, in order
+        urls = [str(t) for d in folders for t in _wds_tars(Path(d))]
         if not urls:
-            raise DatasetError("no shard-*.tar files in that folder; render with writer=webdataset first.")
+            raise DatasetError(f"no shard-*.tar files in {', '.join(str(d) for d in folders)} (nor under shards/); render with "
+                               "writer=webdataset first, or pass the tar files.")
     kwargs.setdefault("shardshuffle", False)
     return wds.WebDataset(urls, **kwargs).map(to_pair)
+
+
+def _wds_tars(d: Path) -> list[Path]:
+    """The tar shards of a writer=webdataset render folder, or of each shard folder under its shards/."""
+    tars = sorted(d.glob("shard-*.tar"))
+    if not tars and (d / "shards").is_dir():
+        tars = [t for sub in sorted(p for p in (d / "shards").iterdir() if p.is_dir()) for t in sorted(sub.glob("shard-*.tar"))]
+    return tars
 
 
 def worker_context() -> str:
@@ -358,9 +370,11 @@ class RenderedDataset(torch.utils.data.Dataset):
         import os
 
         if self._gen is None or self._pid != os.getpid():
-            from .pipeline import Generator
-            from .render import share_cv_threads, share_software_gl
             from .run import quiet_stdout
+
+            with quiet_stdout((1, 2)):  # importing pybullet prints its build time on fd 2, in every DataLoader worker
+                from .pipeline import Generator
+                from .render import share_cv_threads, share_software_gl
 
             info = torch.utils.data.get_worker_info()
             share_software_gl(info.num_workers if info is not None else 1)
@@ -392,13 +406,23 @@ class RenderedDataset(torch.utils.data.Dataset):
     def record(self, idx: int):
         from .run import quiet_stdout
 
-        if not 0 <= idx < len(self):
-            raise IndexError(idx)
+        import operator
+
+        try:
+            idx = operator.index(idx)  # an int or a numpy integer; 1.5 or "3" is the caller's mistake, said as such
+        except TypeError:
+            raise TypeError(f"RenderedDataset indices are integers, got {idx!r} ({type(idx).__name__}).") from None
+        n = len(self)
+        if idx < 0:  # counted from the end, as a list (and CocoDataset) count
+            idx += n
+        if not 0 <= idx < n:
+            raise IndexError(f"image index {idx if idx >= 0 else idx - n} is out of range for {n} images (0..{n - 1}, or -{n}..-1).")
         with quiet_stdout():
             return self._generator().generate(idx)
 
     def __getitem__(self, idx: int):
         rec = self.record(idx)
+        idx = rec.index
         h, w = rec.rgb.shape[:2]
         boxes = torch.tensor([list(i.bbox_xyxy) for i in rec.instances], dtype=torch.float32).reshape(-1, 4)
         target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),

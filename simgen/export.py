@@ -117,7 +117,7 @@ def check_target(src: Path, out: Path, overwrite: bool) -> None:
         where = "is" if o == s else ("holds" if s.is_relative_to(o) else "is inside")
         beside = src.parent / f"{src.name}-yolo" if src.name not in ("", "..") else s.parent / f"{s.name}-yolo"
         raise ConfigError(f"out={out} {where} the source dataset {src}; choose a folder outside it (e.g. out={beside}). "
-                          "`simgen render writer=yolo` adds a YOLO view to a dataset in place.")
+                          "(A new render with writer=yolo writes COCO and its YOLO view into one folder.)")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out} is a file; choose a folder path for the export.")
     if out.is_dir() and any(out.iterdir()):
@@ -187,6 +187,7 @@ def export_dataset(req: ExportRequest) -> dict:
 
 
 def export_cli(args: list[str]) -> None:
+    import shlex
     import sys
 
     if "-h" in args or "--help" in args:
@@ -196,4 +197,4 @@ def export_cli(args: list[str]) -> None:
     r = export_dataset(req)
     how = "hard-linked" if not r["images"]["copied"] else ("copied" if not r["images"]["hardlinked"] else "hard-linked or copied")
     print(f"{req.out}: {r['n_images']} images ({how}), {r['n_objects']} {'polygons' if req.options.segments else 'boxes'}, "
-          f"{len(r['classes'])} classes; train with `yolo train data={req.out / DATA_YAML}`", file=sys.stderr)
+          f"{len(r['classes'])} classes; train with `yolo train {shlex.quote(f'data={req.out / DATA_YAML}')}`", file=sys.stderr)

@@ -70,8 +70,9 @@ def check_folders(dirs: list[Path], out: Path) -> None:
     for d in folders:
         if webdataset_render(d):
             raise DatasetError(f"{d} is a WebDataset render (writer=webdataset: tar shards, no annotations.json) and merge joins "
-                               "COCO renders; its shard-*.tar files need no merge (stream them, from one folder or several, with "
-                               "simgen.data.webdataset), or render with writer=coco to get folders merge can join.")
+                               "COCO renders; its shard-*.tar files need no merge (stream them with simgen.data.webdataset(\"<out>\"), the "
+                               "render's out= folder, or a list of its shard folders), or render with writer=coco to get folders "
+                               "merge can join.")
     if parents:
         which = " and ".join(str(d) for d in parents)
         raise DatasetError(f"{which} {'holds' if len(parents) == 1 else 'hold'} no dataset, only the shard folders of a render "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 
@@ -105,10 +106,16 @@ def contact_sheet(root: Path, out: Path | None = None, n: int = 16, cols: int = 
         raise DatasetError(f"{root}: annotations.json lists no images; nothing to preview.")
     cols = min(cols, len(images))  # no empty columns when the dataset has fewer images than that
     rows = (len(images) + cols - 1) // cols
-    if rows * tile * cols * tile > MAX_SHEET_PIXELS:
-        raise ConfigError(f"a sheet of {len(images)} images, {cols} across at --size {tile}, would be {cols * tile}x{rows * tile} pixels; "
+    # cells shaped as the images are (a 320x240 render in a square cell left a white band under every row); the
+    # longer side is --size
+    shapes = [(im.get("width"), im.get("height")) for im in images]
+    shapes = [(float(w), float(h)) for w, h in shapes if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0]
+    cell_w = max(1, math.ceil(tile * max((w / max(w, h) for w, h in shapes), default=1.0)))
+    cell_h = max(1, math.ceil(tile * max((h / max(w, h) for w, h in shapes), default=1.0)))
+    if rows * cell_h * cols * cell_w > MAX_SHEET_PIXELS:
+        raise ConfigError(f"a sheet of {len(images)} images, {cols} across at --size {tile}, would be {cols * cell_w}x{rows * cell_h} pixels; "
                           "lower --n, --cols or --size.")
-    sheet = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
+    sheet = np.full((rows * cell_h, cols * cell_w, 3), 255, np.uint8)
     for k, im in enumerate(images):
         path = safe_path(root, im["file_name"])
         # checked first: OpenCV prints a warning line of its own for a file it cannot open
@@ -116,10 +123,10 @@ def contact_sheet(root: Path, out: Path | None = None, n: int = 16, cols: int = 
         if bgr is None:
             raise DatasetError(f"image `{im['file_name']}` is missing or unreadable; restore it or re-render the dataset.")
         drawn = draw(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), by_image.get(im["id"], []), names, cat_index)
-        scale = tile / max(drawn.shape[:2])
-        size = (max(1, int(drawn.shape[1] * scale)), max(1, int(drawn.shape[0] * scale)))  # a thin image keeps a pixel
+        scale = min(cell_w / drawn.shape[1], cell_h / drawn.shape[0])  # fits its cell (an entry's size can be wrong)
+        size = (max(1, min(cell_w, int(drawn.shape[1] * scale))), max(1, min(cell_h, int(drawn.shape[0] * scale))))  # a thin image keeps a pixel
         small = cv2.resize(drawn, size, interpolation=cv2.INTER_AREA)
         r, c = divmod(k, cols)
-        sheet[r * tile:r * tile + small.shape[0], c * tile:c * tile + small.shape[1]] = small
+        sheet[r * cell_h:r * cell_h + small.shape[0], c * cell_w:c * cell_w + small.shape[1]] = small
     write_image(out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return out

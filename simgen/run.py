@@ -528,8 +528,15 @@ def validate(cfg: RenderConfig) -> None:
 
     if cfg.scene.max_objects >= 1000:
         raise ConfigError("scene.max_objects must be below 1000 (annotation ids reserve 1000 per image).")
-    for g in (*cfg.scene.objects, *cfg.scene.distractors):
-        assets.resolve(g.asset)
+    from .errors import AssetError
+
+    groups = [(f"scene.objects.{g.category}", g) for g in cfg.scene.objects]
+    groups += [(f"scene.distractors[{k}]", g) for k, g in enumerate(cfg.scene.distractors)]
+    for where, g in groups:
+        try:
+            assets.resolve(g.asset)
+        except AssetError as e:  # which group names it: a scene can hold many
+            raise AssetError(f"{where}: {e}") from None
     labeler(cfg.scene.labeler)
     for name, ref, count in cfg.scene.texture_banks:
         fn = scene_ref(ref, f"scene.texture_banks.{name}")
@@ -883,7 +890,10 @@ def unlabelled_warning(unlabelled: dict[str, int], n_ann: int) -> str | None:
     empty images is a config to fix (a URDF scaled as if it were a mesh in metres, a camera too far), said with the
     commonest reason and what to change, rather than found at training time."""
     placed = n_ann + sum(unlabelled.values())
-    if not placed or n_ann >= 0.5 * placed:
+    if not placed:  # every labelled count drew 0 (or every object fell off): a dataset with nothing to learn from
+        return ("warning: no labelled object was placed in any image, so there are 0 annotations; raise "
+                "scene.objects.<name>.count (every count drew 0) or check that objects stay on the ground (scene.area).")
+    if n_ann >= 0.5 * placed:
         return None
     reason, k = max(unlabelled.items(), key=lambda kv: kv[1])
     return (f"warning: only {n_ann} of the {placed} objects placed got a label; {k} were {UNLABELLED_REASONS[reason]}: "

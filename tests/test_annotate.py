@@ -113,7 +113,7 @@ def test_unlabelled_warning_names_the_commonest_reason_and_what_to_change():
     from simgen.run import unlabelled_warning
 
     assert unlabelled_warning({"not_visible": 11, "below_min_visible_fraction": 1}, 293) is None  # dice: 4% left out
-    assert unlabelled_warning({}, 0) is None  # no labelled objects at all: nothing to compare
+    assert "no labelled object was placed in any image" in unlabelled_warning({}, 0)  # every count drew 0: said, not silent
     line = unlabelled_warning({"below_min_area_px": 39, "not_visible": 1}, 3)
     assert line.startswith("warning: only 3 of the 43 objects placed got a label; 39 were smaller on screen than labels.min_area_px")
     assert "scene.objects.<name>.scale" in line and "\n" not in line

@@ -356,7 +356,7 @@ def test_preview_api_checks_its_values_and_the_sheet_size(tiny_renders, tmp_path
         with pytest.raises(ConfigError, match=match):
             preview.contact_sheet(tiny_renders / "coco", tmp_path / "p.png", **kw)
     monkeypatch.setattr(preview, "MAX_SHEET_PIXELS", 100 * 100)
-    with pytest.raises(ConfigError, match="would be 200x100 pixels; lower --n, --cols or --size"):
+    with pytest.raises(ConfigError, match="would be 200x75 pixels; lower --n, --cols or --size"):  # 64x48 renders: 4:3 cells
         preview.contact_sheet(tiny_renders / "coco", tmp_path / "p.png", n=2, tile=100)
     assert list(tmp_path.iterdir()) == []
 
@@ -420,6 +420,18 @@ def test_a_value_hydra_cannot_lex_gets_the_quoting_it_needs(tmp_path):
 def test_print_config_with_an_unknown_group_option_is_one_line(tmp_path):
     r = simgen("render", "--cfg", "job", "scene=dcie", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "simgen: error: unknown scene `dcie`. Did you mean `dice`? Known: custom, dice, tabletop."
+
+
+def test_every_job_of_a_sweep_is_checked_before_the_first_runs(tmp_path):
+    """-m shard.index=0,1 without shard.count wrote job 0's dataset, then job 1 failed; a value Hydra cannot lex in a
+    sweep was Hydra's raw LexerNoViableAltException. Both are one line now, before anything is written."""
+    small = ["n_images=2", "width=64", "height=64", "renderer=tiny", "progress=false"]
+    r = simgen("render", "-m", "shard.index=0,1", *small, "out=sw", cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and lines == ["simgen: error: shard.index must be in [0, shard.count), got index=1, count=1; e.g. shard.index=0"]
+    r = simgen("render", "-m", "shard.index=0,1", "shard.count=2", *small, "out=sp ace/ü", cwd=tmp_path)
+    assert r.returncode == 2 and "Hydra needs quotes around a value" in r.stderr and "LexerNoViable" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_sweep_whose_jobs_share_one_out_is_refused_before_any_job(tmp_path):

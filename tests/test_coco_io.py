@@ -85,6 +85,10 @@ def test_preview(dataset, tmp_path):
 
     img = cv2.imread(str(out))
     assert img.shape == (200, 200, 3)
+    # cells take the images' shape: a 4:3 render in a square cell left a white band under every row
+    wide = render_dataset(small_config(tmp_path, "width=160", "height=120", name="wide"), log=lambda m: None)
+    img = cv2.imread(str(contact_sheet(wide, tmp_path / "q.png", n=3, cols=2, tile=100)))
+    assert img.shape == (150, 200, 3) and img[-1, :100].mean() < 250  # the second row's image reaches the bottom
 
 
 def test_every_mask_encoded_in_one_pass_is_the_mask_encoded_alone():

@@ -797,9 +797,11 @@ THIN_ARM = ('<?xml version="1.0"?><robot name="arm">' + _link("base", "0.06 0.06
 
 def test_a_urdf_link_whose_mesh_labels_cannot_read_is_warned_about(tmp_path):
     """An STL link is drawn but was silently left out of the label geometry (the amodal box came out smaller than the
-    visible one); a missing mesh file likewise. The run now says which links, and what to do."""
+    visible one). The run now says which links, and what to do; a mesh file that is not there at all is refused,
+    named (PyBullet's own error named only the URDF)."""
     from simgen.run import joint_warnings
 
+    (tmp_path / "bar.stl").write_text("solid bar\nendsolid bar\n")
     urdf = tmp_path / "mixed.urdf"
     urdf.write_text(THIN_ARM.replace('<geometry><box size="0.08 0.008 0.008"/></geometry>', '<geometry><mesh filename="bar.stl"/></geometry>'))
     cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.arm={{asset: {urdf}, count: 1}}")
@@ -807,9 +809,14 @@ def test_a_urdf_link_whose_mesh_labels_cannot_read_is_warned_about(tmp_path):
     assert w.startswith("warning: scene.objects.arm:") and "cannot read (bar: bar.stl)" in w and "convert them to .obj" in w
     urdf.write_text(THIN_ARM)
     from simgen import assets
+    from simgen.errors import AssetError
 
     assets.resolve.cache_clear(), assets._urdf_root.cache_clear()
     assert joint_warnings(cfg) == []
+    gone = tmp_path / "gone.urdf"  # PyBullet's own error named the URDF only, at the first physics load
+    gone.write_text(THIN_ARM.replace('<geometry><box size="0.08 0.008 0.008"/></geometry>', '<geometry><mesh filename="parts/bar.obj"/></geometry>'))
+    with pytest.raises(AssetError, match=r"names mesh `parts/bar.obj`, which does not exist \(looked for .*parts/bar.obj\)"):
+        assets.resolve(str(gone))
 
 
 def test_a_multi_link_urdf_is_labelled_as_a_whole(tmp_path):

@@ -261,6 +261,19 @@ def test_webdataset_matches_coco(tmp_path, single):
                             shard_size=4, **QUIET)
     for name in ("shard-000000.tar", "shard-000001.tar"):  # member times fixed: byte-identical, whatever the workers
         assert (out / name).read_bytes() == (again / name).read_bytes() == (fed / name).read_bytes()
+    # a sharded WebDataset render streams from its out= folder or a list of its shard folders (merge says so); before,
+    # the folder had "no shard-*.tar files" and a list of folders was an IsADirectoryError
+    for k in range(2):
+        render_webdataset(small_config(tmp_path, "n_images=6", "writer=webdataset", f"shard.index={k}", "shard.count=2",
+                                       name="wsh"), shard_size=4, **QUIET)
+    whole = sorted(int(t["image_id"]) for _, t in webdataset(tmp_path / "wsh"))
+    assert whole == sorted(int(t["image_id"]) for _, t in coco) and len(whole) == 6
+    shard_dirs = sorted((tmp_path / "wsh" / "shards").iterdir())
+    assert sorted(int(t["image_id"]) for _, t in webdataset(shard_dirs)) == whole
+    from simgen.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="no shard-.*tar files in"):
+        webdataset(tmp_path / "wsh" / "shards")
 
 
 def test_webdataset_resumes_after_kill_per_image_and_overwrite_drops_old_tars(tmp_path):
@@ -523,3 +536,15 @@ def test_rendered_dataset_from_a_folder_uses_the_renderer_that_run_used(tmp_path
         assert torch.equal(img, img2) and torch.equal(t["boxes"], t2["boxes"])
     with pytest.raises(DatasetError, match="not a simgen manifest"):
         RenderedDataset.from_dataset(tmp_path)
+
+
+def test_rendered_dataset_indices_count_as_a_lists_do(tmp_path):
+    """A negative index counts from the end, as in CocoDataset and a list (it was IndexError('-1')); a bad index says
+    the range or the type (it was IndexError('30'), or a TypeError from deep in numpy's seeding)."""
+    ds = RenderedDataset(small_config(tmp_path, "n_images=3", "width=64", "height=64", name="unused"))
+    assert ds[-1][1]["image_id"] == ds[2][1]["image_id"] == 3
+    with pytest.raises(IndexError, match=r"image index 3 is out of range for 3 images \(0\.\.2, or -3\.\.-1\)"):
+        ds[3]
+    with pytest.raises(TypeError, match="RenderedDataset indices are integers, got 1.5"):
+        ds[1.5]
+    assert ds[np.int64(0)][1]["image_id"] == 1
