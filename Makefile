@@ -15,3 +15,5 @@ bench:
 	python benchmarks/cpu_side.py
 	python benchmarks/egl_frame.py
 	python benchmarks/dice_bank.py
+	python benchmarks/shadow_map.py
+	python benchmarks/cv_threads.py
