@@ -305,4 +305,5 @@ def finish(drawn: Drawn, labels: LabelSpec) -> Record:
     stats = {**drawn.stats, "annotate_ms": 1e3 * (time.perf_counter() - t), "unlabelled": dict(sorted(skipped.items()))}
     return Record(index=drawn.index, seed=drawn.seed, rgb=rgb, depth=frame.depth if labels.depth else None,
                   instances=instances, camera=frame.camera, world_to_cam=frame.world_to_cam,
-                  jpeg_quality=drawn.sensor.jpeg_quality, stats=stats, instance_columns=frame.columns)
+                  jpeg_quality=drawn.sensor.jpeg_quality, stats=stats, instance_columns=frame.columns,
+                  instance_runs=frame.runs)

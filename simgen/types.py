@@ -163,6 +163,16 @@ class Frame:
             return cv2.transpose(m)
         return np.ascontiguousarray(m.T)
 
+    @functools.cached_property
+    def runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, ends, values) of the runs of equal ids along :attr:`columns` flattened (column-major pixel order, COCO
+        RLE's): one pass over the map, from which every instance's pixel runs, box and RLE follow (annotate, the writer)."""
+        flat = self.columns.ravel()
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [flat.size]))
+        return starts, ends, flat[starts]
+
 
 @dataclass(frozen=True, eq=False)
 class Instance:
@@ -201,3 +211,4 @@ class Record:
     # right: the writer takes the map's encoding only for an instance whose pixel count it matches, and encodes the
     # others from their own masks
     instance_columns: np.ndarray | None = None
+    instance_runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # Frame.runs of that map, where taken

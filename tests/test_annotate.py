@@ -33,6 +33,39 @@ def test_frame_columns_is_the_instance_map_transposed_for_every_shape_and_dtype(
     assert np.array_equal(frame(view).columns, view.T)
 
 
+def test_boxes_from_the_maps_runs_are_each_masks_tight_box():
+    """annotate takes every instance's box from one pass over the map (Frame.runs, run_boxes) instead of a pass per
+    instance: each equals tight_box of that instance's mask, for blobs, single pixels, runs that cross from one column
+    into the next (an object touching the bottom and top rows), whole columns, and ids that are absent."""
+    from simgen.annotate import run_boxes
+
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        h, w = (int(x) for x in rng.integers(1, 40, 2))
+        n = int(rng.integers(1, 6))
+        inst = np.full((h, w), -1, np.int32)
+        for i in range(n - 1):  # the last id is never drawn
+            kind = rng.integers(3)
+            if kind == 0:
+                y, x = rng.integers(0, h), rng.integers(0, w)
+                inst[y:y + rng.integers(1, h + 1), x:x + rng.integers(1, w + 1)] = i
+            elif kind == 1:
+                inst[rng.random((h, w)) < 0.05] = i
+            else:  # bottom rows of one column and top rows of the next: one run in column-major order
+                c = int(rng.integers(0, max(1, w - 1)))
+                inst[h - 1, c] = i
+                if c + 1 < w:
+                    inst[0, c + 1] = i
+        f = frame(inst)
+        boxes = run_boxes(f.runs, h, n)
+        for i in range(n):
+            m = inst == i
+            if m.any():
+                assert tuple(boxes[i]) == tight_box(m), (trial, i)
+            else:
+                assert boxes[i, 0] > boxes[i, 2]
+
+
 def test_tight_box_is_half_open_pixels():
     m = np.zeros((10, 10), bool)
     m[2:5, 3:7] = True
