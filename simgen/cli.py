@@ -334,6 +334,9 @@ def hydra_app(config_name: str, task: Callable[[dict], None]) -> Callable[[], No
     return app
 
 
+OVERLAY: list[str] = []  # the overlay= file of the command being run, whose keys an error may be about
+
+
 def run_task(task: Callable[[dict], None], cfg: Any) -> None:
     """Run a command's task on its composed config, with simgen's errors as one line each."""
     from omegaconf import OmegaConf
@@ -345,6 +348,10 @@ def run_task(task: Callable[[dict], None], cfg: Any) -> None:
         except OmegaConfBaseException as e:
             raise ConfigError(f"bad config: {str(e).strip().splitlines()[0]} (check the interpolation it names)") from None
         task(d)  # type: ignore[arg-type]
+    except ConfigError as e:  # about a key an overlay set: the overlay is named
+        from .fit import blame_overlay
+
+        fail(blame_overlay(str(e), OVERLAY[0]) if OVERLAY else str(e), e.exit_code)
     except SimgenError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -503,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
             from .export import export_cli
 
             return export_cli(rest)
+        overlay = None  # the overlay file, whose keys an error may be about
         if cmd == "render":  # overlay=<file> becomes overrides placed first: explicit ones, applied later, win
             if not any(a.lstrip("+").startswith(("renderer=tiny", "-", "hydra")) for a in rest):
                 # renderer=auto and egl load EGL in a probe process first: start it now, beside composing the config
@@ -514,10 +522,19 @@ def main(argv: list[str] | None = None) -> None:
             if any(a.lstrip("+").startswith("overlay=") for a in rest):  # simgen.fit costs ~0.15 s to import: only then
                 from .fit import expand_overlay
 
+                overlay = next(a for a in rest if a.lstrip("+").startswith("overlay=")).split("=", 1)[1].strip("'\"")
+                OVERLAY[:] = [overlay]
                 rest = expand_overlay(rest, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
                                       lambda groups: composed("render", groups))
                 refuse_code_overrides(rest)
-        cfg = precheck(cmd, rest)
+        try:
+            cfg = precheck(cmd, rest)
+        except ConfigError as e:
+            if overlay is None:
+                raise
+            from .fit import blame_overlay
+
+            raise ConfigError(blame_overlay(str(e), overlay)) from None
         sweep_dir = None
         if any(a in ("-m", "--multirun") for a in rest):
             check_sweep_jobs(cmd, rest)

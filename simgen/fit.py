@@ -941,8 +941,23 @@ def load_overlay(path: Path) -> dict:
 
     if not path.is_file():
         raise ConfigError(f"overlay `{path}` not found; give the path of a YAML file such as one written by `{USAGE}`.")
+    class UniqueKeys(yaml.SafeLoader):
+        """A key given twice in one mapping is refused: YAML keeps the last silently, so an edit above a forgotten
+        line of the same key did nothing."""
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"overlay `{path}` line {key_node.start_mark.line + 1}: key `{key}` is given twice in one "
+                                  "mapping (YAML would keep the last silently); keep one.")
+            seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:
-        d = yaml.safe_load(path.read_text())
+        d = yaml.load(path.read_text(), Loader=UniqueKeys)  # noqa: S506  (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         where = getattr(getattr(e, "problem_mark", None), "line", None)
         raise ConfigError(f"overlay `{path}` is not valid YAML" + (f" (line {where + 1})" if where is not None else "")
@@ -1020,6 +1035,29 @@ def expand_overlay(args: list[str], is_group: Callable[[str], bool], is_option: 
     groups = [a for a in [*head, *rest] if "=" in a and not a.startswith(("~", "hydra")) and "," not in a
               and "." not in a.split("=", 1)[0] and is_group(a.split("=", 1)[0].lstrip("+"))]
     return [*flags, *head, *overlay_overrides(d, compose(groups), is_group), *rest]
+
+
+def blame_overlay(message: str, file: str) -> str:
+    """``message`` with the overlay named where the key it is about was set there (an overlay's typo was reported as
+    if the user had typed the override)."""
+    import re
+
+    try:
+        d = load_overlay(Path(file))
+    except ConfigError:
+        return message
+    paths: set[str] = set()
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                paths.add(f"{where}.{k}" if where else str(k))
+                walk(v, f"{where}.{k}" if where else str(k))
+
+    walk(d, "")
+    named = [m for m in re.findall(r"`([^`]+)`", message) if m.lstrip("+~").split("=")[0] in paths]
+    named += [p for p in paths if "." in p and re.search(rf"(?<![\w.]){re.escape(p)}(?![\w])", message)]
+    return f"{message.rstrip('.')} (set in overlay `{file}`)." if named else message
 
 
 def _check_overlay_keys(d: object, file: str, where: str = "") -> None:

@@ -422,6 +422,21 @@ def test_print_config_with_an_unknown_group_option_is_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "simgen: error: unknown scene `dcie`. Did you mean `dice`? Known: custom, dice, tabletop."
 
 
+def test_an_overlays_own_mistakes_name_the_overlay(tmp_path):
+    """A typo or a bad value in an overlay was reported as if typed on the command line, and a key given twice in one
+    mapping kept the last silently: each names the overlay file now (and the line, for the twice-given key)."""
+    f = tmp_path / "mine.yaml"
+    for text, match in (("scene:\n  camra: {distance: 0.5}\n", "unknown key `scene.camra`"),
+                        ("scene:\n  camera:\n    distance: [0.8, 0.5]\n", "scene.camera.distance: range [0.8, 0.5] is reversed"),
+                        ("scene:\n  camera:\n    distance: [0.3, 0.4]\n  camera:\n    tilt_deg: 10\n",
+                         "line 4: key `camera` is given twice in one mapping")):
+        f.write_text(text)
+        r = simgen("render", f"overlay={f}", f"out={tmp_path / 'ds'}", cwd=tmp_path)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and match in lines[0] and str(f) in lines[0], r.stderr
+    assert not (tmp_path / "ds").exists()
+
+
 def test_every_job_of_a_sweep_is_checked_before_the_first_runs(tmp_path):
     """-m shard.index=0,1 without shard.count wrote job 0's dataset, then job 1 failed; a value Hydra cannot lex in a
     sweep was Hydra's raw LexerNoViableAltException. Both are one line now, before anything is written."""
