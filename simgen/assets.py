@@ -361,20 +361,30 @@ def own_color(mesh: Path) -> tuple[float, float, float, float] | None:
 def check_own_textures(mesh: Path) -> None:
     """Every texture map a user OBJ's material names exists and decodes: a missing or broken one rendered untextured
     with no word (or a bare OpenCV warning), while the dataset looked fine."""
-    import cv2
+    from PIL import Image
 
     mtl = _material_file(mesh)
-    for ln in open(mtl, errors="replace") if mtl is not None else ():
-        if ln.strip().startswith("map_Kd"):
-            name = ln.strip().split(None, 1)[1].strip() if len(ln.split(None, 1)) > 1 else ""
-            tex = (mesh.parent / name).resolve()
-            if not tex.is_file():
-                raise AssetError(f"mesh `{mesh}`: its material {mtl.name} names texture `{name}`, which does not exist next to "
-                                 f"it ({tex}); put the image there, or fix the map_Kd line.")
-            img = cv2.imread(str(tex), cv2.IMREAD_UNCHANGED)
-            if img is None or img.size == 0:
-                raise AssetError(f"mesh `{mesh}`: texture `{name}` of its material {mtl.name} cannot be read as an image; "
-                                 "save it again as PNG or JPEG.")
+    for name, tex in texture_maps(mtl) if mtl is not None else ():
+        if not tex.is_file():
+            raise AssetError(f"mesh `{mesh}`: its material {mtl.name} names texture `{name}`, which does not exist next to "
+                             f"it ({tex}); put the image there, or fix the map_Kd line.")
+        try:  # Pillow reads what PyBullet's loader reads (PNG, JPEG, BMP, TGA...), where OpenCV has no TGA
+            with Image.open(tex) as im:
+                im.load()
+        except Exception:  # UnidentifiedImageError, OSError, a decompression bomb, a format plugin that fails to load
+            raise AssetError(f"mesh `{mesh}`: texture `{name}` of its material {mtl.name} cannot be read as an image; "
+                             "save it again as PNG or JPEG.") from None
+
+
+def texture_maps(mtl: Path) -> list[tuple[str, Path]]:
+    """(name as written, path) of each ``map_Kd`` of a material file: the file is the line's last word (options such
+    as ``-s 1 1 1`` come before it), relative to the material file's folder."""
+    out = []
+    for ln in open(mtl, errors="replace"):
+        parts = ln.split()
+        if parts[:1] == ["map_Kd"] and len(parts) > 1:
+            out.append((parts[-1], (mtl.parent / parts[-1]).resolve()))
+    return out
 
 
 def _own_material(mesh: Path) -> str:
@@ -384,8 +394,9 @@ def _own_material(mesh: Path) -> str:
         return ""
     out = []
     for ln in open(mtl, errors="replace"):
-        if ln.strip().startswith("map_Kd"):
-            tex = render_texture((mesh.parent / ln.split(None, 1)[1].strip()).resolve())
+        parts = ln.split()
+        if parts[:1] == ["map_Kd"] and len(parts) > 1:  # as texture_maps reads it: the last word, beside the material
+            tex = render_texture((mtl.parent / parts[-1]).resolve())
             ln = f"map_Kd {os.path.relpath(tex, cache_dir() / 'meshes')}\n"
         out.append(ln)
     return "".join(out)

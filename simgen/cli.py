@@ -98,12 +98,25 @@ def compose_checked(config_name: str, overrides: list[str]) -> Any:
         with initialize_config_module("simgen.conf", version_base="1.3"):
             return compose(config_name, overrides=overrides)
     except Exception as e:  # Hydra raises several types; all mean "this override cannot work"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(unknown_key(config_name, overrides, first) or quoting_hint(first)
-                          or f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole "
-                          "config)") from None
+        raise ConfigError(_compose_error(config_name, overrides, e)) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _compose_error(config_name: str, overrides: list[str], e: Exception) -> str:
+    """One line for an override Hydra could not compose: the key's closest names, the quoting a value needs, or Hydra's
+    own first line."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    _clear_hydra()
+    return (unknown_key(config_name, overrides, first) or quoting_hint(first)
+            or f"bad override: {first} (check the key's spelling; `simgen {config_name} --cfg job` prints the whole config)")
+
+
+def _clear_hydra() -> None:
+    """unknown_key composes again: not inside another initialisation."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
 
 
 def quoting_hint(first: str) -> str | None:
@@ -215,10 +228,14 @@ SWEEP_JOBS_CHECKED = 64  # a sweep's jobs composed and checked before the first 
 def check_sweep_jobs(cmd: str, overrides: list[str]) -> None:
     """Every job of a ``-m`` sweep composed and checked before the first job runs: a bad value in one (shard.index=0,1
     with shard.count=1; a value Hydra cannot lex) stopped the sweep after the jobs before it had written their output,
-    and a lexer error was Hydra's raw message. Up to SWEEP_JOBS_CHECKED jobs; larger sweeps check that many."""
+    and a lexer error was Hydra's raw message. Up to SWEEP_JOBS_CHECKED jobs, composed under one Hydra initialisation;
+    a sweep a sweeper draws from (``interval(0,1)``) cannot be listed and is left to Hydra."""
     import itertools
 
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     plain = [a for a in overrides if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     try:
@@ -228,19 +245,36 @@ def check_sweep_jobs(cmd: str, overrides: list[str]) -> None:
         raise ConfigError(quoting_hint(first) or f"bad override: {first}") from None
     choices = []
     for o, text in zip(parsed, plain):
-        if o.is_sweep_override():
-            prefix = text[: len(text) - len(text.lstrip("+~"))]
-            choices.append([f"{prefix}{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        else:
+        if not o.is_sweep_override():
             choices.append([text])
-    for job in itertools.islice(itertools.product(*choices), SWEEP_JOBS_CHECKED):
-        d = compose_checked(cmd, list(job))
-        if cmd == "render":
-            from omegaconf import OmegaConf
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except Exception:  # interval(...) and the like: only a sweeper that draws can take them
+            if any(a.lstrip("+").startswith("hydra/sweeper=") for a in overrides):
+                return  # that sweeper's own
+            raise ConfigError(f"override `{text}`: the basic sweeper runs listed values only (a,b,c or range(a,b)); "
+                              "interval() and the like need a sweeper that draws values (hydra/sweeper=<one installed>).") from None
+        prefix = text[: len(text) - len(text.lstrip("+~"))]
+        choices.append([f"{prefix}{o.get_key_element()}={v}" for v in values])
+    jobs = list(itertools.islice(itertools.product(*choices), SWEEP_JOBS_CHECKED))
+    try:
+        with initialize_config_module("simgen.conf", version_base="1.3"):
+            for job in jobs:
+                try:
+                    d = compose(cmd, overrides=list(job))
+                except Exception as e:  # the single run's message for it (which composes again, outside this context)
+                    raise ConfigError(_compose_error(cmd, list(job), e)) from None
+                if cmd == "render":
+                    from .config import render_config
 
-            from .config import render_config
-
-            render_config(OmegaConf.to_container(d, resolve=False))  # type: ignore[arg-type]
+                    try:
+                        values = OmegaConf.to_container(d, resolve=True)
+                    except Exception:  # an interpolation only Hydra's app resolves (${hydra:...}): composition is checked
+                        continue
+                    render_config(values)  # type: ignore[arg-type]
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def unknown_key(config_name: str, overrides: list[str], first: str) -> str | None:

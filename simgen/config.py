@@ -543,9 +543,9 @@ def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> 
         # (40 of `a` and 5 of `b`: every image had 40 a's and no b); distractors come after and are cut first
         cut, upto = [], 0.0
         for g in objects:
-            upto += _most(g.count)
+            before, upto = upto, upto + _most(g.count)
             if upto > max_objects:
-                cut.append(f"`{g.category}`")
+                cut.append(f"`{g.category}`" if before >= max_objects else f"some of `{g.category}`")
         raise ConfigError(f"scene.objects' counts allow {most:g} labelled objects an image but scene.max_objects is {max_objects}: "
                           f"crowded images would lose {', '.join(cut)}; lower the counts or raise scene.max_objects.")
     if (total is not None or any(g.weight != 1 for g in objects)) and not sum(g.weight for g in objects) > 0:

@@ -343,7 +343,8 @@ class RenderedDataset(torch.utils.data.Dataset):
     def from_dataset(cls, folder: str | Path, transforms=None, masks: bool = True) -> "RenderedDataset":
         """The images of a rendered dataset folder, rendered again on the fly: its manifest's config, with the renderer
         that run used (``renderer=auto`` chooses by a speed probe, which another machine or thread count may answer
-        differently; the labels of two renderers differ by a pixel at edges)."""
+        differently; the labels of two renderers differ by a pixel at edges). A shard's folder gives every image of the
+        whole dataset (its config's n_images), not only that shard's."""
         from .config import render_config
 
         folder = Path(folder)
@@ -355,7 +356,8 @@ class RenderedDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{folder / 'manifest.json'} is missing or not a simgen manifest; pass a folder `simgen render` "
                                "finished.") from None
         if used in ("tiny", "egl", "gl"):
-            d["renderer"] = {**(d.get("renderer") or {}), "name": used}
+            given = d.get("renderer")  # the composed {name, devices}, or a bare name where a script passed one
+            d["renderer"] = {**(given if isinstance(given, dict) else {}), "name": used}
         return cls(render_config(d), transforms=transforms, masks=masks)
 
     def __len__(self) -> int:

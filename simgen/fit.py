@@ -1067,7 +1067,7 @@ def _check_overlay_keys(d: object, file: str, where: str = "") -> None:
         return
     for k, v in d.items():
         name = str(k)
-        if not all(c.isascii() and (c.isalnum() or c in "_-") for c in name):
+        if not all(c.isascii() and (c.isalnum() or c in "_-.") for c in name):  # `scene.camera.distance:` is a path
             raise ConfigError(f"overlay `{file}`: key `{name}`{f' under {where}' if where else ''} is not a plain ASCII word, which "
                               f"config keys must be; name the group plainly (e.g. `mygroup:`) and give the category its own name "
                               f"inside it: `category: \"{name}\"`.")

@@ -122,13 +122,16 @@ def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> N
         first = manifests[0]
         other = next(k for k, m in enumerate(manifests) if m["state"]["config_hash"] != first["state"]["config_hash"])
         diff = config_difference(first["config"], manifests[other]["config"])
+        versions = {"user_files" in (m.get("state") or {}) for m in (first, manifests[other])}
         why = f" ({dirs[0]} and {dirs[other]} differ in {diff})" if diff else \
+            f" ({dirs[0]} and {dirs[other]}: the same settings, but made by simgen versions that hash the user's mesh and " \
+            "texture files differently; render the older one again)" if len(versions) > 1 else \
             f" ({dirs[0]} and {dirs[other]}: the same settings, but a mesh or texture file of the user's changed in between)"
         raise DatasetError(f"the folders were rendered with different configs (or seeds){why}; merge only shards of one render command.")
     counts = {m["shard"]["count"] for m in manifests}
-    if len(counts) != 1:
-        raise DatasetError("the folders are shards of different splits (shard.count " + " and ".join(str(c) for c in sorted(counts))
-                           + "); merge the shards of one render command, all rendered with the same shard.count.")
+    # shards of different splits can still cover the dataset exactly (checked below); where they do not, that is why
+    splits = ("; they are shards of different splits (shard.count " + " and ".join(str(c) for c in sorted(counts)) + ")") \
+        if len(counts) > 1 else ""
     drawn: dict[str, list[str]] = {}
     for d, m in zip(dirs, manifests):
         drawn.setdefault(str(m.get("renderer")), []).append(d.name)
@@ -149,7 +152,8 @@ def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> N
                     raise DatasetError(f"`{im[k]}` listed in {d / 'annotations.json'} is missing; restore it, or rerun that "
                                        "folder's render command with overwrite=true.")
             if im["id"] in ids:
-                raise DatasetError(f"image id {im['id']} is in both {ids[im['id']]} and {d}; a shard was given twice.")
+                raise DatasetError(f"image id {im['id']} is in both {ids[im['id']]} and {d}" + (splits or "; a shard was given twice")
+                                   + ".")
             ids[im["id"]] = d
     want = manifests[0]["config"]["n_images"]
     if len(ids) != want:  # a merge that is not the whole dataset would pass for it: refuse it
@@ -158,7 +162,7 @@ def check_shards(dirs: list[Path], manifests: list[dict], docs: list[dict]) -> N
         if len(counts) == 1:
             have = {m["shard"].get("index") for m in manifests}
             missing = " (shard " + ", ".join(str(k) for k in range(max(counts)) if k not in have) + f" of {max(counts)})"
-        raise DatasetError(f"these folders hold {len(ids)} images but the config asks for {want}; a shard is missing{missing}: "
+        raise DatasetError(f"these folders hold {len(ids)} images but the config asks for {want}; a shard is missing{missing}{splits}: "
                            "pass every folder under <out>/shards, rendering any missing shard first.")
 
 
@@ -168,15 +172,17 @@ def merged_already(out: Path, dirs: list[Path], manifests: list[dict]) -> bool:
         done = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(done, dict) and done.get("merged_from") == [str(d.resolve()) for d in dirs]
-            and done.get("merged_annotations_sha256") == [m.get("annotations_sha256") for m in manifests])
+    if not isinstance(done, dict) or not isinstance(done.get("merged_from"), list) or not isinstance(done.get("merged_annotations_sha256"), list):
+        return False
+    now = sorted(zip([str(d.resolve()) for d in dirs], [m.get("annotations_sha256") for m in manifests]))  # in any order
+    return sorted(zip(done["merged_from"], done["merged_annotations_sha256"])) == now and len(done["merged_from"]) == len(dirs)
 
 
 def prepare(out: Path, dirs: list[Path], overwrite: bool) -> None:
     """Claim ``out`` before its first file: the marker lets a rerun finish what a killed merge left."""
     if (out / "manifest.json").exists() and not overwrite:
-        raise DatasetError(f"out={out} already holds a dataset (not the merge of these folders); choose another folder or pass "
-                           "overwrite=true.")
+        raise DatasetError(f"out={out} already holds a dataset that is not the merge of these folders as they are now; choose "
+                           "another folder or pass overwrite=true.")
     for name in ("manifest.json", "annotations.json"):
         (out / name).unlink(missing_ok=True)
     remove_partial_files(out)  # copies cut short by the kill: never valid files

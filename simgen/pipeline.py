@@ -219,7 +219,9 @@ class Generator:
         except Exception as e:  # the user's code: one line that says where, not a traceback through simgen's
             import traceback
 
-            where = traceback.extract_tb(e.__traceback__)[-1]
+            frames = traceback.extract_tb(e.__traceback__)
+            own = getattr(getattr(self.label, "__code__", None), "co_filename", None)
+            where = next((f for f in reversed(frames) if f.filename == own), frames[-1])  # in the labeler, not numpy
             raise ConfigError(f"scene.labeler `{self.cfg.scene.labeler}` raised {type(e).__name__}: {e} (at {where.filename}:"
                               f"{where.lineno}, labelling a `{obj.sample.asset}`); fix the labeler, or call it on the "
                               "PlacedObject it was given to see the whole traceback.") from None

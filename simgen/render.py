@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -608,18 +609,27 @@ def _choose_pybullet_renderer(width: int, height: int, processes: int = 1, devic
 
 @contextlib.contextmanager
 def _probe_lock(cache: Path):
-    """An exclusive lock beside the probe's cache file (released when the process ends, however it ends)."""
+    """An exclusive lock beside the probe's cache file (released when the process ends, however it ends). Where none
+    can be had (a read-only cache folder; a home on NFS without locks: ENOLCK) the probe runs unlocked, as it did."""
     import fcntl
 
+    f = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         f = open(cache.with_suffix(".lock"), "a")
-    except OSError:  # a read-only cache folder: probe without the lock, as before
-        yield
-        return
-    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
+    except OSError:
+        if f is not None:
+            f.close()
+        f = None
+    try:
         yield
+    finally:
+        if f is not None:
+            f.close()
+
+
+PROBE_RETRY_S = 600  # a failed speed probe is taken as the answer for this long, then tried again
 
 
 def _probe_speed(cache: Path, key: str, width: int, height: int, threads: int, device: int | None) -> dict | None:
@@ -631,6 +641,8 @@ def _probe_speed(cache: Path, key: str, width: int, height: int, threads: int, d
     except (OSError, ValueError):
         known = {}
     speed = known.get(key)
+    if isinstance(speed, dict) and time.time() - float(speed.get("failed_at", 0)) < PROBE_RETRY_S:
+        return None  # failed moments ago: the runs waiting on the lock do not each pay for (or hang in) it again
     if not isinstance(speed, dict) or not {"tiny_ms", "egl_ms"} <= speed.keys():
         env = dict(os.environ, LP_NUM_THREADS=str(threads))
         if device is not None:
@@ -643,6 +655,9 @@ def _probe_speed(cache: Path, key: str, width: int, height: int, threads: int, d
         except subprocess.TimeoutExpired:
             speed = None
         if not speed or "egl_ms" not in speed:
+            known[key] = {"failed_at": time.time()}
+            with contextlib.suppress(OSError):
+                atomic_write_bytes(cache, json.dumps(known, indent=1).encode())
             return None
         known[key] = speed
         with contextlib.suppress(OSError):

@@ -48,8 +48,8 @@ def config_hash(cfg: RenderConfig) -> str:
     if isinstance(content.get("renderer"), dict):
         content["renderer"] = {k: v for k, v in content["renderer"].items() if k != "devices"}
     files = user_files(cfg) if cfg.resolved else {}
-    if files:
-        content["user_files"] = files
+    if files:  # their content only: the same files reached from another folder (a shard on another node) hash alike
+        content["user_files"] = sorted(files.values())
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -142,11 +142,15 @@ def prepare_out(cfg: RenderConfig) -> bool:
                 elif p.exists():
                     p.unlink()
         elif not same and not holds_no_images(out):
-            was, now = state.get("user_files") or {}, user_files(cfg)
-            changed = [p for p in now if p in was and was[p] != now[p]]
+            was, now = state.get("user_files"), user_files(cfg)
+            changed = [p for p in now if p in (was or {}) and was[p] != now[p]]
             if changed:
                 raise ConfigError(f"out={out} was rendered from another version of {changed[0]}, which has changed since; use a "
                                   "new out= folder, or overwrite=true to render it all again from the file as it is now.")
+            if was is None and now and state.get("config_hash"):
+                raise ConfigError(f"out={out} was begun by an older simgen, before the content of your own mesh, URDF and texture "
+                                  "files counted in the resume check (and before poses were given in the file's own frame); "
+                                  "use overwrite=true to render it again, or a new out= folder.")
             raise ConfigError(f"out={out} holds a dataset made with a different config; use a new out= folder, or overwrite=true to replace it.")
         elif not same:  # a run that stopped before its first image (a config error found then): nothing to keep
             shutil.rmtree(out / ".simgen", ignore_errors=True)
@@ -850,6 +854,14 @@ def _render_job(job: Job, log) -> Path:
     bar.close()
     wall = time.perf_counter() - t0
     remove_partial_files(cfg.out)  # a worker killed mid-write (and replaced by the pool restart) left its temporary file
+    try:
+        began = json.loads((cfg.out / STATE).read_text()).get("user_files")
+    except (OSError, ValueError):
+        began = None
+    moved = [p for p, h in (began or {}).items() if user_files(cfg).get(p) != h]
+    if moved:  # edited while the run rendered: workers may have drawn either version, and the manifest would pass it as one
+        raise ConfigError(f"{moved[0]} changed while this run rendered {cfg.out}, so its images may mix two versions of it; "
+                          "render it again with overwrite=true.")
     parts = coco.load_parts(cfg.out, indices)
     doc = coco.coco_document(parts, categories, {"description": f"simgen {cfg.scene.name}", "version": __version__,
                                                  "seed": cfg.seed, "config_hash": config_hash(cfg)})

@@ -447,6 +447,13 @@ def test_every_job_of_a_sweep_is_checked_before_the_first_runs(tmp_path):
     r = simgen("render", "-m", "shard.index=0,1", "shard.count=2", *small, "out=sp ace/ü", cwd=tmp_path)
     assert r.returncode == 2 and "Hydra needs quotes around a value" in r.stderr and "LexerNoViable" not in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+    from simgen.cli import check_sweep_jobs
+    from simgen.errors import ConfigError
+
+    check_sweep_jobs("render", ["-m", "seed=0,1", "width=${height}", "height=64", "out=x_${seed}"])  # interpolations resolve
+    with pytest.raises(ConfigError, match=r"`seed=interval\(0,1\)`: the basic sweeper runs listed values only"):
+        check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "out=x_${seed}"])
+    check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "hydra/sweeper=optuna", "out=x_${seed}"])  # that sweeper's own
 
 
 def test_a_sweep_whose_jobs_share_one_out_is_refused_before_any_job(tmp_path):

@@ -177,11 +177,59 @@ def test_a_mesh_edited_between_runs_is_not_mixed_into_its_dataset(tmp_path):
             (first / "manifest.json").unlink()
         with pytest.raises(ConfigError, match=r"rendered from another version of .*widget\.obj, which has changed since"):
             render_dataset(small_config(tmp_path, *over), **QUIET)
-    # a built-in scene hashes as before user files counted: datasets made then still resume
+    # a dataset begun before file contents counted (its state has no user_files) is named as such, not "another config"
+    (first / ".simgen" / "state.json").write_text(json.dumps({"config_hash": "older"}))
+    with pytest.raises(ConfigError, match="was begun by an older simgen"):
+        render_dataset(small_config(tmp_path, *over), **QUIET)
+    # a built-in scene hashes by the formula of before user files counted: datasets made then still resume
+    import hashlib
+
+    from simgen.run import NON_CONTENT_KEYS, config_hash
+
     cfg = small_config(tmp_path, *TINY_RENDER)
+    content = {k: v for k, v in cfg.resolved.items() if k not in NON_CONTENT_KEYS}
+    content["renderer"] = {k: v for k, v in content["renderer"].items() if k != "devices"}
+    assert config_hash(cfg) == hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def test_a_mesh_edited_while_its_run_renders_is_not_passed_off_as_one_version(tmp_path, monkeypatch):
+    """Workers load a mesh when they start (and again after a pool restart): an edit mid-run gave a dataset of two
+    versions that the manifest hashed as the new one. The run stops before its manifest and says which file."""
+    import simgen.run as run
+    from simgen.errors import ConfigError
+
+    from .test_physics import _cube_obj
+
+    mesh = _cube_obj(tmp_path / "widget.obj", (0.0, 0.0, 0.0))
+    real = run.render_images
+
+    def edited_midway(*a, **k):
+        out = real(*a, **k)
+        _cube_obj(mesh, (0.0, 0.0, 0.0), side=0.02)
+        return out
+
+    monkeypatch.setattr(run, "render_images", edited_midway)
+    cfg = small_config(tmp_path, *TINY_RENDER, "scene=custom", "~scene.objects.box", f"+scene.objects.widget={{asset: {mesh}, scale: 1}}")
+    with pytest.raises(ConfigError, match=r"widget\.obj changed while this run rendered"):
+        render_dataset(cfg, **QUIET)
+    assert not (cfg.out / "manifest.json").exists()
+
+
+def test_a_user_mesh_hashes_alike_from_any_working_folder(tmp_path, monkeypatch):
+    """The content of the user's files counts in the resume check, not where they were reached from: the same config
+    with a relative mesh path, run from two folders holding the same file, has one hash (shards on two nodes merge)."""
     from simgen.run import config_hash
 
-    assert "user_files" not in json.dumps(cfg.resolved) and config_hash(cfg) == config_hash(small_config(tmp_path, *TINY_RENDER))
+    from .test_physics import _cube_obj
+
+    hashes = []
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        _cube_obj(tmp_path / d / "widget.obj", (0.0, 0.0, 0.0))
+        monkeypatch.chdir(tmp_path / d)
+        hashes.append(config_hash(small_config(tmp_path, *TINY_RENDER, "scene=custom", "~scene.objects.box",
+                                               "+scene.objects.widget={asset: widget.obj, scale: 1}")))
+    assert hashes[0] == hashes[1]
 
 
 def test_a_write_cut_short_mid_run_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -299,7 +347,8 @@ def test_a_finished_merge_rerun_is_complete_and_its_manifest_describes_the_merge
     merge_datasets(shards, out)
     said: list[str] = []
     merge_datasets(shards, out, log=said.append)
-    assert said == [f"{out}: already the merge of these folders; nothing to do."]
+    merge_datasets(shards[::-1], out, log=said.append)  # the same folders in another order
+    assert said == [f"{out}: already the merge of these folders; nothing to do."] * 2
     man = json.loads((out / "manifest.json").read_text())
     parts_ = [json.loads((d / "manifest.json").read_text()) for d in shards]
     assert man["config"]["out"] == str(out) and man["config"]["shard"] == {"index": 0, "count": 1}
@@ -324,8 +373,10 @@ def test_merge_names_why_shards_do_not_join(tmp_path, shards):
     with pytest.raises(DatasetError, match=r"drawn by different renderers .*render the others again with renderer="):
         merge_datasets([shards[0], odd], tmp_path / "m1")
     (odd / "manifest.json").write_text(json.dumps({**man, "shard": {"index": 1, "count": 3}}))
-    with pytest.raises(DatasetError, match=r"shards of different splits \(shard.count 2 and 3\)"):
-        merge_datasets([shards[0], odd], tmp_path / "m2")
+    # folders of different splits that cover the dataset exactly still merge; where ids repeat, that is the reason given
+    assert json.loads((merge_datasets([shards[0], odd], tmp_path / "m2") / "manifest.json").read_text())["shard_counts"] == [2, 3]
+    with pytest.raises(DatasetError, match=r"image id \d+ is in both .*; they are shards of different splits \(shard.count 2 and 3\)"):
+        merge_datasets([shards[0], odd, shards[1]], tmp_path / "m2b")
     other = {**man, "state": {**man["state"], "config_hash": "x"}, "config": {**man["config"], "n_images": 5}}
     (odd / "manifest.json").write_text(json.dumps(other))
     with pytest.raises(DatasetError, match=r"differ in n_images: 4 vs 5"):

@@ -475,6 +475,8 @@ def test_an_overlay_takes_out_a_scene_group_with_null(tmp_path):
     f.write_text("scene:\n  objects:\n    box: null\n")
     with pytest.raises(ConfigError, match="scene.objects is empty"):
         render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])
+    f.write_text("scene.camera.distance: [0.31, 0.32]\n")  # a dotted path as a key works, as it always did
+    assert render_config_of([f"overlay={f}", f"out={tmp_path / 'ds'}"]).scene.camera.distance.max == 0.32
     f.write_text('scene:\n  objects:\n    "coffee mug": {asset: can}\n')  # a key Hydra cannot take: named as such
     with pytest.raises(ConfigError, match=r"key `coffee mug` under scene.objects is not a plain ASCII word.*category: \"coffee mug\""):
         render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])

@@ -151,6 +151,12 @@ def test_an_objs_missing_or_broken_texture_is_one_asset_error(tmp_path):
         assets.resolve(str(mesh))
     cv2.imwrite(str(tmp_path / "skin.png"), np.full((8, 8, 3), 200, np.uint8))
     assert assets.resolve(str(mesh)).own_texture
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "skin.tga")  # PyBullet reads TGA; OpenCV does not
+    (tmp_path / "t.mtl").write_text("newmtl m\nmap_Kd -s 1 1 1 skin.tga\n")  # options before the file name
+    assets.resolve.cache_clear()
+    assert assets.resolve(str(mesh)).own_texture
 
 
 def test_an_objs_material_colour_is_its_look_where_colours_are_not_randomized(tmp_path):

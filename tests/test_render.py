@@ -318,6 +318,20 @@ def test_concurrent_runs_share_one_renderer_auto_verdict(tmp_path, monkeypatch):
     for t in runs:
         t.join()
     assert got == ["tiny", "tiny"]
+    # a probe that fails is the answer for a while: the runs queued on the lock do not each pay for (or hang in) it
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        return types.SimpleNamespace(stdout="")
+
+    monkeypatch.setattr(render.subprocess, "run", broken)
+    assert [render._choose_pybullet_renderer(320, 240) for _ in range(3)] == [("tiny", "the EGL speed probe failed")] * 3
+    assert len(calls) == 1
+    import fcntl
+
+    monkeypatch.setattr(fcntl, "flock", lambda *a: (_ for _ in ()).throw(OSError(37, "No locks available")))  # NFS: ENOLCK
+    assert render._choose_pybullet_renderer(272, 204)[0] == "tiny"  # runs unlocked, as before there was a lock
 
 
 def test_resume_keeps_the_renderer_auto_chose(tmp_path):
@@ -755,14 +769,15 @@ def test_a_labeler_naming_an_unknown_category_is_one_line_and_leaves_nothing(tmp
 def test_a_labeler_that_raises_is_one_line_naming_where(tmp_path):
     """A labeler raising an exception gave a 44-line traceback through simgen; now one line with the exception and
     the labeler's own file and line, and no folder."""
-    (tmp_path / "mylabels.py").write_text("def boom(obj):\n    raise RuntimeError('labeler exploded')\n")
+    (tmp_path / "mylabels.py").write_text("import numpy as np\n\ndef boom(obj):\n    return np.linalg.inv(np.zeros((2, 2)))\n")
     out = tmp_path / "lb"
     r = subprocess.run([sys.executable, "-m", "simgen", "render", "scene=custom", "n_images=2", "width=64", "height=64",
                         "renderer=tiny", "progress=false", f"out={out}", "scene.labeler=mylabels.py:boom"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
-    assert "raised RuntimeError: labeler exploded (at " in lines[0] and "mylabels.py:2, labelling a `box`" in lines[0]
+    # the line in the labeler, not the innermost frame (inside numpy)
+    assert "raised LinAlgError: Singular matrix (at " in lines[0] and "mylabels.py:4, labelling a `box`" in lines[0], lines[0]
     assert not out.exists()
 
 

@@ -71,6 +71,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
     from tqdm import tqdm
 
     from ..errors import ConfigError
+    from ..provenance import user_files
     from ..run import config_hash, git_commit, render_images, summary_line, timing_means, unlabelled_warning, versions
 
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
@@ -131,7 +132,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
                 # what was missing when this run started: a killed worker's last stats never came back
                 "rendered_this_run": len(render), "workers": cfg.workers, "processes": len({s["pid"] for s in stats if "pid" in s}),
                 "timings_ms": timings,
-                "versions": versions(), "git_commit": git_commit(), "state": {"config_hash": config_hash(cfg)}, "config": cfg.resolved,
+                "versions": versions(), "git_commit": git_commit(), "state": {"config_hash": config_hash(cfg), "user_files": user_files(cfg)}, "config": cfg.resolved,
                 "sources": generation_sources(cfg)}
     coco.atomic_json(cfg.out / "manifest.json", manifest, indent=2)
     write_dataset_docs(cfg.out, manifest)  # DATASHEET.md (no croissant.json: no annotations.json here)
