@@ -570,9 +570,13 @@ def main(argv: list[str] | None = None) -> None:
 
             raise ConfigError(blame_overlay(str(e), overlay)) from None
         sweep_dir = None
-        if any(a in ("-m", "--multirun") for a in rest):
+        shows = any(a.startswith(("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")) for a in rest)  # no job runs
+        if shows and any(a in ("-m", "--multirun") for a in rest) and any(a.startswith(("--cfg", "-c", "--info", "-i")) for a in rest):
+            raise ConfigError("Hydra takes one of -m, --cfg and --info at a time; to see a sweep job's config, run --cfg job "
+                              "with that job's values (without -m and the commas).")
+        if any(a in ("-m", "--multirun") for a in rest) and not shows:
             check_sweep_jobs(cmd, rest)
-        if any(a in ("-m", "--multirun") for a in rest) and not any(a.startswith("hydra.sweep.dir=") for a in rest):
+        if any(a in ("-m", "--multirun") for a in rest) and not shows and not any(a.startswith("hydra.sweep.dir=") for a in rest):
             check_sweep_outs(cmd, rest)
             out = _out_value(cmd, rest)
             if out is not None and "${" in out:  # Hydra resolves sweep.dir (${out}/...) with the base config's values: a

@@ -536,7 +536,7 @@ def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> 
     total = None if raw is None else f.dist("objects_total", [4, 8], lo=0, integer=True)
     if raw is not None and max(_leaves(raw)) > max_objects:  # any form: a range, {randint: ...}, {choice: ...}
         raise ConfigError(f"scene.objects_total allows {max(_leaves(raw)):g} objects but scene.max_objects is {max_objects}; "
-                          f"lower scene.objects_total or raise scene.max_objects.")
+                          f"lower scene.objects_total or raise the cap: +scene.max_objects=<n>.")
     most = sum(_most(g.count) for g in objects)
     if raw is None and most > max_objects:
         # A scene is cut to max_objects objects in config order, so the last categories were silently never drawn
@@ -547,7 +547,7 @@ def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> 
             if upto > max_objects:
                 cut.append(f"`{g.category}`" if before >= max_objects else f"some of `{g.category}`")
         raise ConfigError(f"scene.objects' counts allow {most:g} labelled objects an image but scene.max_objects is {max_objects}: "
-                          f"crowded images would lose {', '.join(cut)}; lower the counts or raise scene.max_objects.")
+                          f"crowded images would lose {', '.join(cut)}; lower the counts or raise the cap: +scene.max_objects=<n>.")
     if (total is not None or any(g.weight != 1 for g in objects)) and not sum(g.weight for g in objects) > 0:
         raise ConfigError("every scene.objects.*.weight is 0: give at least one category a weight > 0, e.g. scene.objects.<name>.weight=1")
     fb = None

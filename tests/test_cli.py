@@ -454,6 +454,8 @@ def test_every_job_of_a_sweep_is_checked_before_the_first_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"`seed=interval\(0,1\)`: the basic sweeper runs listed values only"):
         check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "out=x_${seed}"])
     check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "hydra/sweeper=optuna", "out=x_${seed}"])  # that sweeper's own
+    r = simgen("render", "-m", "shard.index=0,1", "shard.count=2", "--cfg", "job", cwd=tmp_path)  # Hydra's ValueError before
+    assert r.returncode == 2 and "Hydra takes one of -m, --cfg and --info at a time" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_sweep_whose_jobs_share_one_out_is_refused_before_any_job(tmp_path):
