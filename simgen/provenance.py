@@ -185,6 +185,8 @@ def user_files(cfg: RenderConfig) -> dict[str, str]:
 
     for name in dict.fromkeys(g.asset for g in (*cfg.scene.objects, *cfg.scene.distractors)):
         a = assets.resolve(name)
+        if _origin(a.path) != USER:  # a built-in's files are built-in too: not read (a duck's OBJ is 300 kB)
+            continue
         add(a.path)
         for p, _ in urdf_dependencies(a.path) if a.kind == "urdf" else obj_dependencies(a.path):
             add(p)
