@@ -350,9 +350,9 @@ def amodal_area(obj: PlacedObject, R: np.ndarray, t: np.ndarray, K: np.ndarray, 
 # multi-link URDF seen unoccluded (visible_fraction 0.86 with every pixel visible). Every built-in concave mesh (mug 864
 # triangles and up) keeps the table, so their labels are unchanged.
 EXACT_SILHOUETTE_TRIS = 512
-# Canvas side (pixels) the exact silhouette is filled on, whatever the object's size on screen: within ~0.7% of its
-# pixel count once the fill's half-pixel border is taken off, in 0.3-1.5 ms for up to 512 triangles (the pixel-centre
-# sampler the 512-direction table uses cost 270 ms for a 504-triangle mesh close up)
+# Canvas side (pixels) the exact silhouette is filled on first (see filled_area): within ~0.5% of its pixel count for a
+# plump silhouette, ~0.3-1.5 ms for up to 512 triangles (the pixel-centre sampler the 512-direction table uses cost
+# 270 ms for a 504-triangle mesh close up)
 EXACT_SIDE = 512
 
 
@@ -369,19 +369,40 @@ def perspective_silhouette_area(asset: assets.Asset, scale: float, R: np.ndarray
 
 def filled_area(tri: np.ndarray, side: int) -> float:
     """Area of the union of 2D triangles (T x 3 x 2), in their own units: each filled with OpenCV on a canvas ``side``
-    pixels across, the filled pixels counted, less half a pixel along the union's outline (OpenCV fills every pixel an
-    edge touches: +1.4% at 512 px without it on a thin model, within 0.7% with it)."""
+    pixels across its longer side, and the union's outlines measured as polygons through the centres of their edge
+    pixels (OpenCV fills every pixel an edge touches, half a pixel past the true edge: the polygons through those
+    pixels' centres lie on it). A thin silhouette (under FILL_MIN_WIDTH canvas pixels across) is filled again on a
+    finer canvas, up to FILL_MAX_SIDE: a rod 100 times longer than wide is then within ~1% at any angle."""
     pts = tri.reshape(-1, 2)
-    lo = pts.min(axis=0)
-    s = side / max(float(np.ptp(pts, axis=0).max()), 1e-12)
-    W, H = (int(math.ceil(x)) + 2 for x in np.ptp(pts, axis=0) * s)
+    span = float(np.ptp(pts, axis=0).max())
+    if not span > 0:
+        return 0.0
+    while True:
+        scale = side / span
+        area, perimeter = _filled(tri, pts.min(axis=0), scale)
+        width = 2 * area / perimeter if perimeter > 0 else float("inf")  # a band's width, in canvas pixels
+        if width >= FILL_MIN_WIDTH or side >= FILL_MAX_SIDE:
+            return area / (scale * scale)
+        side = int(min(FILL_MAX_SIDE, max(2 * side, side * FILL_MIN_WIDTH / max(width, 1.0))))  # at least twice: ends
+
+
+FILL_MIN_WIDTH = 24  # canvas pixels across a silhouette's thinnest band, for ~1% from the outline's pixels
+FILL_MAX_SIDE = 4096
+
+
+def _filled(tri: np.ndarray, lo: np.ndarray, scale: float) -> tuple[float, float]:
+    """(area, outline length) in canvas pixels of the triangles filled on a canvas at ``scale`` pixels a unit."""
+    W, H = (int(math.ceil(x)) + 2 for x in np.ptp(tri.reshape(-1, 2), axis=0) * scale)
     shift = 4
-    fixed = np.round(((tri - lo) * s + 0.5) * (1 << shift)).astype(np.int32)  # OpenCV's pixel centres are integers
+    fixed = np.round(((tri - lo) * scale + 0.5) * (1 << shift)).astype(np.int32)  # OpenCV's pixel centres are integers
     canvas = np.zeros((H, W), np.uint8)
     for t in fixed:
         cv2.fillConvexPoly(canvas, t, 1, lineType=cv2.LINE_8, shift=shift)
-    outlines, _ = cv2.findContours(canvas, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    return (cv2.countNonZero(canvas) - 0.5 * sum(cv2.arcLength(c, True) for c in outlines)) / (s * s)
+    outlines, tree = cv2.findContours(canvas, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if tree is None:
+        return 0.0, 0.0
+    area = sum(cv2.contourArea(c) * (1 if tree[0][k][3] < 0 else -1) for k, c in enumerate(outlines))  # holes count out
+    return max(0.0, float(area)), float(sum(cv2.arcLength(c, True) for c in outlines))
 
 
 def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter | None = None) -> tuple[Instance, ...]:

@@ -364,7 +364,7 @@ def check_own_textures(mesh: Path) -> None:
     from PIL import Image
 
     mtl = _material_file(mesh)
-    for name, tex in texture_maps(mtl) if mtl is not None else ():
+    for name, tex in texture_maps(mesh, mtl) if mtl is not None else ():
         if not tex.is_file():
             raise AssetError(f"mesh `{mesh}`: its material {mtl.name} names texture `{name}`, which does not exist next to "
                              f"it ({tex}); put the image there, or fix the map_Kd line.")
@@ -376,14 +376,23 @@ def check_own_textures(mesh: Path) -> None:
                              "save it again as PNG or JPEG.") from None
 
 
-def texture_maps(mtl: Path) -> list[tuple[str, Path]]:
-    """(name as written, path) of each ``map_Kd`` of a material file: the file is the line's last word (options such
-    as ``-s 1 1 1`` come before it), relative to the material file's folder."""
-    out = []
+def texture_maps(mesh: Path, mtl: Path, first_only: bool = False) -> list[tuple[str, Path]]:
+    """(name as written, path) of each ``map_Kd`` of an OBJ's material file, relative to the OBJ's folder as PyBullet's
+    loader resolves it: the rest of the line where that file exists (a name with spaces), else its last word (options
+    such as ``-s 1 1 1`` come before the name). ``first_only``: the first material's map alone (PyBullet reads no other)."""
+    out, materials = [], 0
     for ln in open(mtl, errors="replace"):
         parts = ln.split()
+        if parts[:1] == ["newmtl"]:
+            materials += 1
+            if first_only and materials > 1:
+                break
         if parts[:1] == ["map_Kd"] and len(parts) > 1:
-            out.append((parts[-1], (mtl.parent / parts[-1]).resolve()))
+            whole = ln.strip().split(None, 1)[1].strip()
+            name = whole if (mesh.parent / whole).is_file() else parts[-1]
+            out.append((name, (mesh.parent / name).resolve()))
+            if first_only:
+                break
     return out
 
 
@@ -392,11 +401,14 @@ def _own_material(mesh: Path) -> str:
     mtl = _material_file(mesh)
     if mtl is None:
         return ""
+    maps = dict(texture_maps(mesh, mtl))
     out = []
     for ln in open(mtl, errors="replace"):
         parts = ln.split()
-        if parts[:1] == ["map_Kd"] and len(parts) > 1:  # as texture_maps reads it: the last word, beside the material
-            tex = render_texture((mtl.parent / parts[-1]).resolve())
+        if parts[:1] == ["map_Kd"] and len(parts) > 1:  # the file as texture_maps names it
+            whole = ln.strip().split(None, 1)[1].strip()
+            name = whole if whole in maps else parts[-1]
+            tex = render_texture(maps.get(name, (mesh.parent / name).resolve()))
             ln = f"map_Kd {os.path.relpath(tex, cache_dir() / 'meshes')}\n"
         out.append(ln)
     return "".join(out)

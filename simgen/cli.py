@@ -82,7 +82,8 @@ def check_group_options(overrides: list[str], sweeps: bool) -> None:
     ``sweeps``, a comma-separated value (a multirun's sweep) is left to Hydra."""
     for a in overrides:
         key, sep, value = a.lstrip("+~").partition("=")
-        if sep and "/" not in key and (conf_dir() / key).is_dir() and not (sweeps and "," in value):
+        swept = sweeps and ("," in value or value.startswith(("glob(", "choice(", "range(", "interval(")))  # Hydra's sweeps
+        if sep and "/" not in key and (conf_dir() / key).is_dir() and not swept:
             options = group_options(key)
             if value not in options:
                 raise ConfigError(f"unknown {key} `{value}`." + did_you_mean(value, options))
@@ -250,14 +251,16 @@ def check_sweep_jobs(cmd: str, overrides: list[str]) -> None:
             continue
         try:
             values = list(o.sweep_string_iterator())
-        except Exception:  # interval(...) and the like: only a sweeper that draws can take them
-            if any(a.lstrip("+").startswith("hydra/sweeper=") for a in overrides):
-                return  # that sweeper's own
-            raise ConfigError(f"override `{text}`: the basic sweeper runs listed values only (a,b,c or range(a,b)); "
-                              "interval() and the like need a sweeper that draws values (hydra/sweeper=<one installed>).") from None
+        except Exception:  # glob() (needs the config's options) or interval() (only a sweeper that draws can take it)
+            if not o.is_discrete_sweep() and not any(a.lstrip("+").startswith("hydra/sweeper=") for a in overrides):
+                raise ConfigError(f"override `{text}`: the basic sweeper runs listed values only (a,b,c, range(a,b) or "
+                                  "glob(...)); interval() and the like need a sweeper that draws values "
+                                  "(hydra/sweeper=<one installed>).") from None
+            choices.append([None])  # left at the config's own value: the other overrides are still checked
+            continue
         prefix = text[: len(text) - len(text.lstrip("+~"))]
         choices.append([f"{prefix}{o.get_key_element()}={v}" for v in values])
-    jobs = list(itertools.islice(itertools.product(*choices), SWEEP_JOBS_CHECKED))
+    jobs = [[a for a in job if a is not None] for job in itertools.islice(itertools.product(*choices), SWEEP_JOBS_CHECKED)]
     try:
         with initialize_config_module("simgen.conf", version_base="1.3"):
             for job in jobs:
@@ -368,7 +371,7 @@ def hydra_app(config_name: str, task: Callable[[dict], None]) -> Callable[[], No
     return app
 
 
-OVERLAY: list[str] = []  # the overlay= file of the command being run, whose keys an error may be about
+OVERLAY: list[tuple[str, tuple[str, ...]]] = []  # (overlay= file, keys typed beside it) of the command being run
 
 
 def run_task(task: Callable[[dict], None], cfg: Any) -> None:
@@ -385,7 +388,7 @@ def run_task(task: Callable[[dict], None], cfg: Any) -> None:
     except ConfigError as e:  # about a key an overlay set: the overlay is named
         from .fit import blame_overlay
 
-        fail(blame_overlay(str(e), OVERLAY[0]) if OVERLAY else str(e), e.exit_code)
+        fail(blame_overlay(str(e), *OVERLAY[0]) if OVERLAY else str(e), e.exit_code)
     except SimgenError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -557,7 +560,8 @@ def main(argv: list[str] | None = None) -> None:
                 from .fit import expand_overlay
 
                 overlay = next(a for a in rest if a.lstrip("+").startswith("overlay=")).split("=", 1)[1].strip("'\"")
-                OVERLAY[:] = [overlay]
+                typed = tuple(a.lstrip("+~").split("=", 1)[0] for a in rest if "=" in a and not a.lstrip("+").startswith("overlay="))
+                OVERLAY[:] = [(overlay, typed)]
                 rest = expand_overlay(rest, lambda g: (conf_dir() / g).is_dir(), lambda g, o: o in group_options(g),
                                       lambda groups: composed("render", groups))
                 refuse_code_overrides(rest)
@@ -568,10 +572,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             from .fit import blame_overlay
 
-            raise ConfigError(blame_overlay(str(e), overlay)) from None
+            raise ConfigError(blame_overlay(str(e), *OVERLAY[0])) from None
         sweep_dir = None
-        shows = any(a.startswith(("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help")) for a in rest)  # no job runs
-        if shows and any(a in ("-m", "--multirun") for a in rest) and any(a.startswith(("--cfg", "-c", "--info", "-i")) for a in rest):
+        prints = any(a in ("--cfg", "-c", "--info", "-i") or a.startswith(("--cfg=", "--info=")) for a in rest)
+        shows = prints or any(a in ("--help", "-h", "--hydra-help") for a in rest)  # no job runs
+        if prints and any(a in ("-m", "--multirun") for a in rest):
             raise ConfigError("Hydra takes one of -m, --cfg and --info at a time; to see a sweep job's config, run --cfg job "
                               "with that job's values (without -m and the commas).")
         if any(a in ("-m", "--multirun") for a in rest) and not shows:

@@ -948,7 +948,12 @@ def load_overlay(path: Path) -> dict:
     def mapping(loader, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: the loader flattens it (not a key of its own)
+                continue
             key = loader.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise ConfigError(f"overlay `{path}` line {key_node.start_mark.line + 1}: a key must be a name, got a "
+                                  f"{type(key).__name__}; write the keys of a render config (e.g. `scene:`).")
             if key in seen:
                 raise ConfigError(f"overlay `{path}` line {key_node.start_mark.line + 1}: key `{key}` is given twice in one "
                                   "mapping (YAML would keep the last silently); keep one.")
@@ -1037,9 +1042,10 @@ def expand_overlay(args: list[str], is_group: Callable[[str], bool], is_option: 
     return [*flags, *head, *overlay_overrides(d, compose(groups), is_group), *rest]
 
 
-def blame_overlay(message: str, file: str) -> str:
+def blame_overlay(message: str, file: str, typed: tuple[str, ...] = ()) -> str:
     """``message`` with the overlay named where the key it is about was set there (an overlay's typo was reported as
-    if the user had typed the override)."""
+    if the user had typed the override): a leaf the overlay sets that no key typed on the command line (``typed``)
+    replaced."""
     import re
 
     try:
@@ -1049,13 +1055,15 @@ def blame_overlay(message: str, file: str) -> str:
     paths: set[str] = set()
 
     def walk(node: object, where: str) -> None:
-        if isinstance(node, dict):
+        if isinstance(node, dict) and node:
             for k, v in node.items():
-                paths.add(f"{where}.{k}" if where else str(k))
                 walk(v, f"{where}.{k}" if where else str(k))
+        elif where and not any(where == t or where.startswith(t + ".") for t in typed):
+            paths.add(where)
 
     walk(d, "")
-    named = [m for m in re.findall(r"`([^`]+)`", message) if m.lstrip("+~").split("=")[0] in paths]
+    keys = [m.lstrip("+~").split("=")[0] for m in re.findall(r"`([^`]+)`", message)]
+    named = [k for k in keys if "." in k and any(p == k or p.startswith(k + ".") for p in paths)]
     named += [p for p in paths if "." in p and re.search(rf"(?<![\w.]){re.escape(p)}(?![\w])", message)]
     return f"{message.rstrip('.')} (set in overlay `{file}`)." if named else message
 
@@ -1067,7 +1075,8 @@ def _check_overlay_keys(d: object, file: str, where: str = "") -> None:
         return
     for k, v in d.items():
         name = str(k)
-        if not all(c.isascii() and (c.isalnum() or c in "_-.") for c in name):  # `scene.camera.distance:` is a path
+        allowed = "_-." if not where else "_-"  # a top-level `scene.camera.distance:` is a path; a group `mug.v2:` is not
+        if not all(c.isascii() and (c.isalnum() or c in allowed) for c in name):
             raise ConfigError(f"overlay `{file}`: key `{name}`{f' under {where}' if where else ''} is not a plain ASCII word, which "
                               f"config keys must be; name the group plainly (e.g. `mygroup:`) and give the category its own name "
                               f"inside it: `category: \"{name}\"`.")

@@ -232,19 +232,9 @@ def obj_buffers(path: Path, text: str | None = None) -> tuple[np.ndarray, Path |
     uv[:, 1] = 1.0 - uv[:, 1]
     texture = None
     mtl = _material_file(path)
-    if mtl is not None:
-        materials = 0
-        with open(mtl, errors="replace") as f:
-            for ln in f:  # the first material's map only: baked_obj uses it, and PyBullet reads no other
-                key = ln.strip().split(None, 1)
-                if key and key[0] == "newmtl":
-                    materials += 1
-                    if materials > 1:
-                        break
-                elif key and key[0] == "map_Kd" and len(key) > 1:
-                    # relative to the OBJ's folder, as PyBullet's loader and assets._own_material resolve it
-                    texture = (path.parent / key[1].strip()).resolve()
-                    break
+    if mtl is not None:  # the first material's map only (baked_obj uses it, and PyBullet reads no other), read as the
+        maps = assets.texture_maps(path, mtl, first_only=True)  # asset check and the baked copies read it
+        texture = maps[0][1] if maps else None
     return np.hstack([pos, normals, uv]).astype(np.float32), texture
 
 
@@ -340,10 +330,20 @@ class GLRenderer(Renderer):
         tex = self._textures.get(path)
         if tex is None:
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is not None:
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            else:  # a format OpenCV has no reader for (TGA), which PyBullet's loader reads
+                try:
+                    from PIL import Image
+
+                    with Image.open(path) as im:
+                        img = np.asarray(im.convert("RGB"))
+                except Exception:
+                    img = None
             if img is None:  # PyBullet draws a mesh whose texture is missing untextured
                 tex = self.white
             else:
-                img = np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+                img = np.ascontiguousarray(img)
                 tex = self.ctx.texture((img.shape[1], img.shape[0]), 3, img.tobytes(), alignment=1)
                 tex.build_mipmaps()
                 tex.filter = (self.ctx.LINEAR_MIPMAP_LINEAR, self.ctx.LINEAR)

@@ -858,7 +858,8 @@ def _render_job(job: Job, log) -> Path:
         began = json.loads((cfg.out / STATE).read_text()).get("user_files")
     except (OSError, ValueError):
         began = None
-    moved = [p for p, h in (began or {}).items() if user_files(cfg).get(p) != h]
+    now = user_files(cfg) if began else {}
+    moved = [p for p, h in (began or {}).items() if now.get(p) != h]
     if moved:  # edited while the run rendered: workers may have drawn either version, and the manifest would pass it as one
         raise ConfigError(f"{moved[0]} changed while this run rendered {cfg.out}, so its images may mix two versions of it; "
                           "render it again with overwrite=true.")

@@ -435,6 +435,9 @@ def test_an_overlays_own_mistakes_name_the_overlay(tmp_path):
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and match in lines[0] and str(f) in lines[0], r.stderr
     assert not (tmp_path / "ds").exists()
+    f.write_text("scene:\n  camera:\n    distance: [0.3, 0.4]\n")  # the bad value typed on the command line: not the overlay's
+    r = simgen("render", f"overlay={f}", "scene.camera.distance=[0.8,0.5]", f"out={tmp_path / 'ds'}", cwd=tmp_path)
+    assert r.returncode == 2 and "is reversed" in r.stderr and "set in overlay" not in r.stderr, r.stderr
 
 
 def test_every_job_of_a_sweep_is_checked_before_the_first_runs(tmp_path):
@@ -454,6 +457,9 @@ def test_every_job_of_a_sweep_is_checked_before_the_first_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"`seed=interval\(0,1\)`: the basic sweeper runs listed values only"):
         check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "out=x_${seed}"])
     check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "hydra/sweeper=optuna", "out=x_${seed}"])  # that sweeper's own
+    with pytest.raises(ConfigError, match="shard.index must be in"):  # ...and the other overrides are still checked
+        check_sweep_jobs("render", ["-m", "seed=interval(0,1)", "shard.index=0,1", "hydra/sweeper=optuna", "out=x_${seed}"])
+    check_sweep_jobs("render", ["-m", "scene=glob(d*)", "out=x_${scene.name}"])  # a discrete sweep Hydra runs itself
     r = simgen("render", "-m", "shard.index=0,1", "shard.count=2", "--cfg", "job", cwd=tmp_path)  # Hydra's ValueError before
     assert r.returncode == 2 and "Hydra takes one of -m, --cfg and --info at a time" in r.stderr and "Traceback" not in r.stderr
 

@@ -475,6 +475,13 @@ def test_an_overlay_takes_out_a_scene_group_with_null(tmp_path):
     f.write_text("scene:\n  objects:\n    box: null\n")
     with pytest.raises(ConfigError, match="scene.objects is empty"):
         render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])
+    f.write_text("base: &cam {distance: [0.31, 0.33]}\nscene:\n  camera:\n    <<: *cam\n")  # YAML merge keys: not "twice"
+    from simgen.fit import load_overlay
+
+    assert load_overlay(f)["scene"]["camera"] == {"distance": [0.31, 0.33]}
+    f.write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ConfigError, match="line 1: a key must be a name, got a list"):
+        load_overlay(f)
     f.write_text("scene.camera.distance: [0.31, 0.32]\n")  # a dotted path as a key works, as it always did
     assert render_config_of([f"overlay={f}", f"out={tmp_path / 'ds'}"]).scene.camera.distance.max == 0.32
     f.write_text('scene:\n  objects:\n    "coffee mug": {asset: can}\n')  # a key Hydra cannot take: named as such

@@ -150,6 +150,30 @@ def test_obj_buffers_reads_faces_uvs_normals_and_material(tmp_path):
     assert np.allclose(data[:3, 6:8], [[0, 1], [1, 1], [1, 0]])
     assert np.allclose(data[6:, 6:8], [0, 1])  # a face without UVs: (0, 0), flipped like the others
     assert texture == (tmp_path / "tex.png").resolve()
+    # options before the file name, read as the asset check reads them (the GL renderer took "-s 1 1 1 skin.tga")
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd -s 1 1 1 skin.tga\n")
+    assert obj_buffers(obj)[1] == (tmp_path / "skin.tga").resolve()
+
+
+def test_gl_reads_a_tga_texture(tmp_path):
+    """PyBullet's loader reads TGA, which OpenCV cannot: the GL renderer drew such a mesh white."""
+    gl_or_skip()
+    from PIL import Image
+
+    from simgen.glrender import GLRenderer
+    from simgen.render import RenderWorld
+
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(tmp_path / "skin.tga")
+    r = GLRenderer()
+    world = RenderWorld({})
+    try:
+        r.attach(world)
+        tex = r.texture(tmp_path / "skin.tga")
+        assert tex is not r.white and tex.size == (4, 4)
+        assert np.frombuffer(tex.read(), np.uint8)[:3].tolist() == [200, 10, 10]
+    finally:
+        r.close()
+        world.close()
 
 
 def test_gl_draws_a_urdf_of_primitive_visuals_like_egl(tmp_path):
