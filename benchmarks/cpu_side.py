@@ -46,6 +46,7 @@ def measure(scene: str, n: int, views: int, width: int, height: int) -> dict:
     # A worker of a machine whose cores all render (16-24 workers on 16 cores) has one OpenCV thread
     # (simgen.render.share_cv_threads), so its whole sensor model runs on the thread timed here. With OpenCV's default
     # pool (a thread per core) part of that work ran on pool threads this script did not count.
+    cv_threads = cv2.getNumThreads()  # put back at the end: a caller in this process (a test) keeps its own
     cv2.setNumThreads(1)
     spent: collections.Counter = collections.Counter()
     originals: list[tuple[object, str, object]] = []
@@ -93,6 +94,7 @@ def measure(scene: str, n: int, views: int, width: int, height: int) -> dict:
                     setattr(owner, name, f)
             with run.quiet_stdout((1, 2)):
                 gen.close()
+            cv2.setNumThreads(cv_threads)
     ms = {k: 1e3 * spent[k] / n for k in STAGES}
     ms["other"] = 1e3 * t / n - sum(ms.values())
     return {"stages": ms, "thread": 1e3 * t / n, "process": 1e3 * p / n, "wall": 1e3 * w / n}

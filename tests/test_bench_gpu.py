@@ -82,3 +82,20 @@ def test_cpu_side_times_every_stage_of_a_real_render(tmp_path: Path) -> None:
     for k in ("physics", "submit", "readback", "labels", "files"):
         assert stages[k] > 0, k
     assert got["thread"] > 0 and stages["other"] > -1e-6 and got["process"] >= got["thread"] * 0.99
+
+
+def test_shadow_map_and_opencv_thread_benchmarks_run(tmp_path: Path) -> None:
+    """benchmarks/shadow_map.py and cv_threads.py (run by `make bench`) on the smallest inputs: they finish and print
+    the lines their docs quote."""
+    import subprocess
+    import sys
+
+    from .test_glrender import gl_or_skip
+
+    gl_or_skip()
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "shadow_map.py"), "--scene", "dice", "--n", "2", "--repeats", "1",
+                        "--width", "96", "--height", "72"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "instance maps identical: True" in r.stdout and "CPU-ms a frame 2048" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cv_threads.py"), "--processes", "2", "--n", "3", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OpenCV's default pool" in r.stdout and "a share of the cores" in r.stdout, r.stderr[-2000:]
