@@ -371,9 +371,16 @@ def check_own_textures(mesh: Path) -> None:
         try:  # Pillow reads what PyBullet's loader reads (PNG, JPEG, BMP, TGA...), where OpenCV has no TGA
             with Image.open(tex) as im:
                 im.load()
+                fmt = im.format
         except Exception:  # UnidentifiedImageError, OSError, a decompression bomb, a format plugin that fails to load
             raise AssetError(f"mesh `{mesh}`: texture `{name}` of its material {mtl.name} cannot be read as an image; "
                              "save it again as PNG or JPEG.") from None
+        if fmt not in STB_FORMATS:  # Pillow reads it, PyBullet's stb_image would not: drawn untextured there
+            raise AssetError(f"mesh `{mesh}`: texture `{name}` is {fmt}, which PyBullet's renderers cannot read; save it "
+                             "again as PNG or JPEG.")
+
+
+STB_FORMATS = ("PNG", "JPEG", "BMP", "TGA", "GIF", "PPM")  # Pillow's names for what stb_image (PyBullet's loader) reads
 
 
 def texture_maps(mesh: Path, mtl: Path, first_only: bool = False) -> list[tuple[str, Path]]:

@@ -854,15 +854,7 @@ def _render_job(job: Job, log) -> Path:
     bar.close()
     wall = time.perf_counter() - t0
     remove_partial_files(cfg.out)  # a worker killed mid-write (and replaced by the pool restart) left its temporary file
-    try:
-        began = json.loads((cfg.out / STATE).read_text()).get("user_files")
-    except (OSError, ValueError):
-        began = None
-    now = user_files(cfg) if began else {}
-    moved = [p for p, h in (began or {}).items() if now.get(p) != h]
-    if moved:  # edited while the run rendered: workers may have drawn either version, and the manifest would pass it as one
-        raise ConfigError(f"{moved[0]} changed while this run rendered {cfg.out}, so its images may mix two versions of it; "
-                          "render it again with overwrite=true.")
+    check_files_unchanged(cfg)
     parts = coco.load_parts(cfg.out, indices)
     doc = coco.coco_document(parts, categories, {"description": f"simgen {cfg.scene.name}", "version": __version__,
                                                  "seed": cfg.seed, "config_hash": config_hash(cfg)})
@@ -877,6 +869,20 @@ def _render_job(job: Job, log) -> Path:
         log(warn)
     log(summary_line(cfg.out, len(parts), n_ann, already=len(indices) - len(todo), rendered=len(todo), wall=wall))
     return cfg.out
+
+
+def check_files_unchanged(cfg: RenderConfig) -> None:
+    """Before a run's manifest: the user's own files are as they were when it began (its state file). One edited while
+    the run rendered may have been drawn in either version by the workers, and the manifest would pass it as one."""
+    try:
+        began = json.loads((cfg.out / STATE).read_text()).get("user_files")
+    except (OSError, ValueError):
+        began = None
+    now = user_files(cfg) if began else {}
+    moved = [p for p, h in (began or {}).items() if now.get(p) != h]
+    if moved:
+        raise ConfigError(f"{moved[0]} changed while this run rendered {cfg.out}, so its images may mix two versions of it; "
+                          "render it again with overwrite=true.")
 
 
 def unlabelled_counts(images: list[dict]) -> dict[str, int]:

@@ -192,7 +192,8 @@ def test_a_mesh_edited_between_runs_is_not_mixed_into_its_dataset(tmp_path):
     assert config_hash(cfg) == hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def test_a_mesh_edited_while_its_run_renders_is_not_passed_off_as_one_version(tmp_path, monkeypatch):
+@pytest.mark.parametrize("writer", ["coco", "webdataset"])
+def test_a_mesh_edited_while_its_run_renders_is_not_passed_off_as_one_version(tmp_path, monkeypatch, writer):
     """Workers load a mesh when they start (and again after a pool restart): an edit mid-run gave a dataset of two
     versions that the manifest hashed as the new one. The run stops before its manifest and says which file."""
     import simgen.run as run
@@ -209,9 +210,12 @@ def test_a_mesh_edited_while_its_run_renders_is_not_passed_off_as_one_version(tm
         return out
 
     monkeypatch.setattr(run, "render_images", edited_midway)
-    cfg = small_config(tmp_path, *TINY_RENDER, "scene=custom", "~scene.objects.box", f"+scene.objects.widget={{asset: {mesh}, scale: 1}}")
+    cfg = small_config(tmp_path, *TINY_RENDER, "scene=custom", "~scene.objects.box", f"+scene.objects.widget={{asset: {mesh}, scale: 1}}",
+                       f"writer={writer}")
+    from simgen.writers.webdataset import render_webdataset
+
     with pytest.raises(ConfigError, match=r"widget\.obj changed while this run rendered"):
-        render_dataset(cfg, **QUIET)
+        render_dataset(cfg, **QUIET) if writer == "coco" else render_webdataset(cfg, shard_size=2, **QUIET)
     assert not (cfg.out / "manifest.json").exists()
 
 

@@ -157,6 +157,11 @@ def test_an_objs_missing_or_broken_texture_is_one_asset_error(tmp_path):
     (tmp_path / "t.mtl").write_text("newmtl m\nmap_Kd -s 1 1 1 skin.tga\n")  # options before the file name
     assets.resolve.cache_clear()
     assert assets.resolve(str(mesh)).own_texture
+    Image.new("RGB", (8, 8)).save(tmp_path / "skin.tiff")  # Pillow reads it; PyBullet's loader would not
+    (tmp_path / "t.mtl").write_text("newmtl m\nmap_Kd skin.tiff\n")
+    assets.resolve.cache_clear()
+    with pytest.raises(AssetError, match="texture `skin.tiff` is TIFF, which PyBullet's renderers cannot read"):
+        assets.resolve(str(mesh))
 
 
 def test_an_objs_material_colour_is_its_look_where_colours_are_not_randomized(tmp_path):

@@ -72,7 +72,8 @@ def _write_tars(job, shard_size: int, log) -> Path:
 
     from ..errors import ConfigError
     from ..provenance import user_files
-    from ..run import config_hash, git_commit, render_images, summary_line, timing_means, unlabelled_warning, versions
+    from ..run import (check_files_unchanged, config_hash, git_commit, render_images, summary_line, timing_means,
+                       unlabelled_warning, versions)
 
     cfg, categories, cat_ids, indices = job.cfg, job.categories, job.cat_ids, job.indices
     tars = [indices[j:j + shard_size] for j in range(0, len(indices), shard_size)]
@@ -118,6 +119,7 @@ def _write_tars(job, shard_size: int, log) -> Path:
         missing[j] -= staged
         pack_ready(j)
     wall = time.perf_counter() - t0
+    check_files_unchanged(cfg)
     counts = [shard_counts(cfg.out, n) for n in names]
     known = all(c is not None for c in counts)  # a shard packed by an older simgen has no counts
     unlabelled: Counter = Counter()
