@@ -218,7 +218,7 @@ class CocoDataset(torch.utils.data.Dataset):
         path = self.image_path(idx)
         try:
             with Image.open(path) as pil:
-                img = tv_tensors.Image(F.pil_to_tensor(pil.convert("RGB")))
+                img = tv_tensors.Image(F.pil_to_tensor(upright(pil).convert("RGB")))
         except FileNotFoundError:
             raise DatasetError(f"image `{printable(path)}` listed in annotations.json is missing; restore it or re-render the dataset.") from None
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
@@ -306,6 +306,15 @@ def worker_context() -> str:
     from .run import start_method
 
     return start_method()
+
+
+def upright(pil):
+    """The image as it is shown: a phone's JPEG stores its pixels as the sensor read them and says in EXIF how to turn
+    them (Orientation), and annotators box the turned image. Without this a portrait photo was read on its side, under
+    boxes drawn upright (OpenCV's imread turns it; Pillow does not)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(pil) if pil.getexif().get(0x0112, 1) != 1 else pil
 
 
 class RenderedDataset(torch.utils.data.Dataset):

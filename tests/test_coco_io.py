@@ -1,6 +1,7 @@
 """Our COCO output opens unchanged in pycocotools and torchvision; the reader refuses bad input."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -185,3 +186,27 @@ def test_an_images_folder_linked_from_elsewhere_is_named_as_such(tmp_path):
         safe_path(ds, "images/a.jpg")
     with pytest.raises(DatasetError, match="points outside the dataset folder"):
         safe_path(ds, "../photos/a.jpg")
+
+
+def test_a_phone_photo_turned_by_exif_is_read_upright(tmp_path):
+    """A phone stores a portrait JPEG's pixels as the sensor read them and an EXIF Orientation saying how to turn
+    them; the annotator boxed the turned image. CocoDataset (training, scoring) read it on its side under upright boxes,
+    while OpenCV (the report's statistics) turned it: both read it as shown now."""
+    from PIL import Image
+
+    from simgen.data import CocoDataset
+
+    shown = np.zeros((240, 320, 3), np.uint8)
+    shown[:20] = (255, 0, 0)  # a red band along the top of the photo as shown
+    (tmp_path / "images").mkdir()
+    im = Image.fromarray(np.ascontiguousarray(np.rot90(shown, 1)))  # stored turned, as the sensor read it
+    exif = im.getexif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    im.save(tmp_path / "images" / "p.jpg", exif=exif.tobytes(), quality=95)
+    doc = {"images": [{"id": 1, "file_name": "images/p.jpg", "width": 320, "height": 240}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 0, 300, 20], "area": 6000, "iscrowd": 0}],
+           "categories": [{"id": 1, "name": "band"}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    img, target = CocoDataset(tmp_path)[0]
+    assert tuple(img.shape) == (3, 240, 320) and tuple(target["boxes"].canvas_size) == (240, 320)
+    assert img[0, :15].float().mean() > 200 and img[0, 40:].float().mean() < 50  # the band is on top, as boxed

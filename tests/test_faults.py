@@ -474,3 +474,19 @@ def test_a_finished_run_is_trained_again_after_its_training_data_changed(tmp_pat
     assert not any("already done" in ln for ln in lines) and any("changed since" in ln for ln in lines), lines
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["entry"]["train_images"] == 5
 
+
+
+def test_a_holdout_image_that_is_missing_is_said_before_training(tmp_path):
+    """The holdout guard hashes every holdout image before training; a missing one was skipped there and found only when
+    scoring, after the whole training budget. It is one line now, before the first step."""
+    from simgen.train.guard import check_no_leak
+
+    holdout = tmp_path / "holdout"
+    (holdout / "images").mkdir(parents=True)
+    (holdout / "images" / "a.png").write_bytes(b"\\x89PNG fake")
+    doc = {"images": [{"id": 1, "file_name": "images/a.png", "width": 8, "height": 8},
+                      {"id": 2, "file_name": "images/gone.png", "width": 8, "height": 8}],
+           "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    (holdout / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"image `images/gone.png` listed in .*annotations.json is missing"):
+        check_no_leak([tmp_path / "train"], holdout)

@@ -127,6 +127,26 @@ def test_padded_boxes_flag_label_convention(sets, tmp_path):
     assert labels.data["box_margin"]["real_median_px"] == pytest.approx(0.0, abs=0.25)
 
 
+def test_a_real_class_the_synthetic_set_lacks_is_warned_about(sets, tmp_path):
+    """A real class the synthetic set never shows cannot be detected by a model trained on it: the labels section passed
+    with one missing and said so only in its text. A class whose name differs only in case is named as such."""
+    import json
+    import shutil
+
+    real = tmp_path / "real"
+    shutil.copytree(sets["base"], real)
+    doc = json.loads((real / "annotations.json").read_text())
+    used = sorted({a["category_id"] for a in doc["annotations"]})
+    for c in doc["categories"]:
+        if c["id"] == used[0]:
+            renamed, c["name"] = c["name"], c["name"].upper()
+    (real / "annotations.json").write_text(json.dumps(doc))
+    c = checks(props.label_section(ctx_for(real, sets["base"], tmp_path / "r")))["real classes in the synthetic set"]
+    assert c.status == "warn" and c.value < 1.0 and renamed.upper() in c.detail and f"only their spelling differs from {renamed}" in c.detail
+    same = checks(props.label_section(ctx_for(sets["base"], sets["base"], tmp_path / "r2")))["real classes in the synthetic set"]
+    assert same.status == "pass" and same.value == 1.0
+
+
 # ------------------------------------------------------------------ whole report, files, atomicity
 def test_build_report_is_self_contained_and_atomic(sets, tmp_path):
     out = tmp_path / "rep"

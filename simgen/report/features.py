@@ -103,11 +103,13 @@ def stats(paths: Sequence[Path], progress: bool = False) -> Features:
 
 def thumbnails(paths: Sequence[Path], size: int, progress: bool = False, desc: str = "load") -> np.ndarray:
     """(n, size, size, 3) uint8, each image squashed to a square (aspect is a property we want to see too)."""
+    from ..data import upright
+
     out = np.zeros((len(paths), size, size, 3), np.uint8)
     for i, p in enumerate(_progress(paths, len(paths), desc, progress)):
         with Image.open(p) as im:
             im.draft("RGB", (size * 2, size * 2))  # JPEG DCT-domain downscale: much faster decode
-            out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            out[i] = np.asarray(upright(im).convert("RGB").resize((size, size), Image.BILINEAR))
     return out
 
 
@@ -195,10 +197,13 @@ def detector(paths: Sequence[Path], run: Path, progress: bool = False) -> tuple[
     folder, why = best_checkpoint(run)
     model, _, prov = model_from_run(folder)
     model.eval()
+    from ..data import upright
+
     rows = []
     with one_thread(), torch.inference_mode():
         for p in _progress(paths, len(paths), "detector features", progress):
-            x = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0).permute(2, 0, 1)
+            with Image.open(p) as im:
+                x = torch.from_numpy(np.asarray(upright(im).convert("RGB"), np.float32) / 255.0).permute(2, 0, 1)
             images, _ = model.transform([x])  # the model's own resize + normalisation
             fmap = model.backbone(images.tensors)
             rows.append(torch.cat([f.mean(dim=(2, 3)) for f in fmap.values()], 1)[0].numpy())
@@ -274,9 +279,12 @@ def contact_sheet(paths: Sequence[Path], captions: Sequence[str], out: Path, col
     n = max(1, len(paths))
     rows = (n + cols - 1) // cols
     sheet = np.full((rows * (size + 18), cols * size, 3), 255, np.uint8)
+    from ..data import upright
+
     for i, (p, c) in enumerate(zip(paths, captions)):
         r, k = divmod(i, cols)
         with Image.open(p) as im:
+            im = upright(im)
             im.thumbnail((size, size))
             a = np.asarray(im.convert("RGB"))
         y, x = r * (size + 18), k * size

@@ -344,6 +344,17 @@ def label_section(ctx: ReportContext) -> Section:
               Table("Per-class box area / image area", ("class", "real median", "synthetic median", "similarity"),
                     tuple((c, _r(a, 5), _r(b, 5), _r(s)) for c, a, b, s in per_class))]
     only = {"real only": sorted(set(rv["class"]) - set(sv["class"])), "synthetic only": sorted(set(sv["class"]) - set(rv["class"]))}
+    if set(rv["class"]):
+        # A real class the synthetic set never shows can never be detected by a model trained on it, whatever the other
+        # similarities say: a report that passed with one missing said nothing of it but in this section's text
+        covered = 1.0 - len(only["real only"]) / len(set(rv["class"]))
+        near = {r: s_ for r in only["real only"] for s_ in only["synthetic only"] if r.casefold() == s_.casefold()}
+        detail = ("real classes the synthetic set never shows: " + ", ".join(only["real only"])
+                  + (f" (only their spelling differs from {', '.join(near[r] for r in near)}: rename one side, or train with "
+                     "data.category_map)" if near else "; add them to the scene, or leave them out of the real set")
+                  if only["real only"] else "every real class is in the synthetic set")
+        checks.append(Check("real classes in the synthetic set", round(covered, 3), "pass" if covered == 1.0 else "warn",
+                            "pass = 1.0 (every real class), else warn", detail))
     text = (f"Label score {overall:.2f} (mean of {sum(v is not None for v in scores.values())} property similarities). "
             f"Most different: {_most_different(scores)}." if overall is not None else "No boxes to compare.")
     if only["real only"] or only["synthetic only"]:

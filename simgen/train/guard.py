@@ -22,8 +22,10 @@ def image_hashes(root: Path, doc: dict | None = None) -> dict[str, str]:
     out = {}
     for im in doc["images"]:
         p = safe_path(root, im["file_name"])
-        if p.is_file():
-            out[file_sha256(p)] = im["file_name"]
+        if not p.is_file():  # said now, before training: it was found when scoring, after the whole training budget
+            raise DatasetError(f"image `{im['file_name']}` listed in {root / 'annotations.json'} is missing; restore it, or "
+                               "remove its entry (and its annotations) from annotations.json.")
+        out[file_sha256(p)] = im["file_name"]
     return out
 
 
