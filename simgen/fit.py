@@ -587,13 +587,22 @@ def count_keys(real: Labels, calib, cfg, render: dict, opts: FitOptions) -> list
     names = list((render.get("scene") or {}).get("objects") or {})
     if len(names) != len(groups):  # objects given as a list: no stable key to write
         return [Key(("scene", "objects"), None, "objects per image not fitted: scene.objects is not a mapping")]
-    matched = {n: real.classes.get(g.category, 0) for n, g in zip(names, groups) if g.category in real.classes}
+    folded = {str(c).casefold(): k for c, k in real.classes.items()}  # `Mug` in the photos' labels is the scene's `mug`
+    matched = {n: folded[str(g.category).casefold()] for n, g in zip(names, groups) if str(g.category).casefold() in folded}
     if not matched:  # categories come from a labeler (dice: the top face), or other names: share by configured counts
         matched = {n: _expected(g.count) for n, g in zip(names, groups)}
         how = "split by the configured counts" if len(names) > 1 else ""
+        tot = sum(matched.values()) or 1.0
     else:
+        # each matched group gets its share of ALL real objects: renormalising over the matched ones put every real
+        # object on the few classes whose names matched (one of six matched: 100% of the count on it)
         how = "split by the real class shares"
-    keys, tot = [], sum(matched.values()) or 1.0
+        tot = float(sum(real.classes.values())) or 1.0
+        lacking = sorted(c for c in real.classes if str(c).casefold() not in {str(g.category).casefold() for g in groups})
+        if lacking:
+            text += (f"; real classes the scene lacks ({', '.join(map(str, lacking))}: "
+                     f"{sum(real.classes[c] for c in lacking) / tot:.0%} of the real objects) are not placed")
+    keys = []
     for n, g in zip(names, groups):
         if n not in matched:
             keys.append(Key(("scene", "objects", n, "count"), None, f"{n}: count not fitted (category `{g.category}` is not in the real set)"))

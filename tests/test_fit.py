@@ -487,3 +487,26 @@ def test_an_overlay_takes_out_a_scene_group_with_null(tmp_path):
     f.write_text('scene:\n  objects:\n    "coffee mug": {asset: can}\n')  # a key Hydra cannot take: named as such
     with pytest.raises(ConfigError, match=r"key `coffee mug` under scene.objects is not a plain ASCII word.*category: \"coffee mug\""):
         render_config_of(["scene=custom", f"overlay={f}", f"out={tmp_path / 'ds'}"])
+
+
+def test_fitted_counts_give_each_group_its_share_of_all_real_objects(monkeypatch):
+    """A holdout labelled `Mug`, `Duck`... for the scene's `mug`, `duck`: names match case-blind. And where a real class
+    has no group in the scene, each matched group still gets its own share of all real objects: the fit put 100% of the
+    count on the one class whose name matched (a render with 12.75 objects an image against 7 real)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from simgen import fit
+    from simgen.cli import render_config_of
+
+    cfg = render_config_of(["scene=tabletop", "out=unused"])
+    names = [g.category for g in cfg.scene.objects]
+    render = {"scene": {"objects": {n: {} for n in names}}}
+    labels = lambda counts, classes: fit.Labels(np.array(counts, float), np.array([0.1]), 0.0, int(sum(counts)), Counter(classes))  # noqa: E731
+    monkeypatch.setattr(fit, "label_stats", lambda side: labels([10] * 8, {}))  # the calibration labelled everything placed
+    real = labels([10] * 8, {names[0].upper(): 40, names[1]: 20, "bottle": 20})  # 80 objects in 8 images
+    keys = {k.path[2]: k for k in fit.count_keys(real, None, cfg, render, fit.FitOptions(margin=0.0))}
+    first, second = keys[names[0]].value, keys[names[1]].value
+    assert first == [5, 5] and second == [2, 3]  # 50% and 25% of 10 objects an image (was [10, 10] on the name that matched)
+    assert "real classes the scene lacks (bottle: 25% of the real objects) are not placed" in keys[names[0]].source
