@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from .files import disk_full_guard
-from .utility import job_config, run_one, run_utility, unscored_categories, utility_config
+from .utility import holdout_box_warning, job_config, run_one, run_utility, unscored_categories, utility_config
 
 
 def _log(msg: str) -> None:
@@ -15,9 +15,9 @@ def _log(msg: str) -> None:
 
 def train_task(d: dict) -> None:
     job = job_config(d)
-    warning = unscored_categories(job.data)
-    if warning:
-        _log(warning)
+    for warning in (unscored_categories(job.data), holdout_box_warning(job.data)):
+        if warning:
+            _log(warning)
     with disk_full_guard(job.out):  # run_one names its own folder; this catches what happens around it
         entry = run_one(job, job.out, job.data.synthetic_fraction, job.seed, name="train", log=_log)
     print(f"mAP {entry['map']:.3f}  AP50 {entry['map50']:.3f}  -> {job.out}/metrics.json, predictions.json, checkpoint.pt")
@@ -25,9 +25,9 @@ def train_task(d: dict) -> None:
 
 def utility_task(d: dict) -> None:
     u = utility_config(d)
-    warning = unscored_categories(u.job.data)
-    if warning:
-        _log(warning)
+    for warning in (unscored_categories(u.job.data), holdout_box_warning(u.job.data)):
+        if warning:
+            _log(warning)
     with disk_full_guard(u.job.out):
         report = run_utility(u, log=_log)
     print((u.job.out / "report.md").read_text())
