@@ -15,7 +15,7 @@ from .data import load_coco, safe_path
 from .errors import DatasetError
 from .run import DISK_FULL, STATE, check_out, disk_full, out_lock, remove_partial_files, unlabelled_counts
 from .writers.coco import atomic_json, flush_all
-from .datasheet import write_dataset_docs
+from .datasheet import flat_keys, write_dataset_docs
 
 FILE_KEYS = ("file_name", "depth_file", "semantic_file")
 
@@ -96,23 +96,14 @@ def read_shards(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     return manifests, docs
 
 
-def _flat(d: object, prefix: str = "") -> dict[str, object]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def config_difference(a: dict, b: dict) -> str:
     """The first setting two manifests' configs disagree on, as ``key: x vs y`` ('' when none shows)."""
     from .run import NON_CONTENT_KEYS
 
-    fa, fb = (_flat({k: v for k, v in c.items() if k not in NON_CONTENT_KEYS}) for c in (a, b))
+    fa, fb = (dict(flat_keys({k: v for k, v in c.items() if k not in NON_CONTENT_KEYS})) for c in (a, b))
     for k in sorted(set(fa) | set(fb)):
         if fa.get(k) != fb.get(k):
-            return f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
+            return f"{k}: {fa.get(k)} vs {fb.get(k)}"
     return ""
 
 

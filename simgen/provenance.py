@@ -143,7 +143,6 @@ def generation_sources(cfg: RenderConfig) -> list[dict]:
         if key not in found and Path(path).is_file():
             found[key] = _entry(path, kind, source)
 
-    r = cfg.randomization
     banks = texture_banks(cfg)
     for name, files in banks.items():
         kind = {"bank": "texture", "ground": "ground_texture"}.get(name, "scene_bank")
@@ -151,17 +150,10 @@ def generation_sources(cfg: RenderConfig) -> list[dict]:
             if "image/" in key:  # resized copy of a texture_dir image: the original is listed below
                 continue
             add(path, kind, PROCEDURAL)
-    if r.texture_dir:
-        folder = Path(r.texture_dir).expanduser()
-        for p in sorted(q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES):
-            add(p, "texture_dir", USER)
-    names = [g.asset for g in (*cfg.scene.objects, *cfg.scene.distractors)]
-    for name in dict.fromkeys(names):
-        a = assets.resolve(name)
-        add(a.path, "urdf" if a.kind == "urdf" else "mesh")
-        deps = urdf_dependencies(a.path) if a.kind == "urdf" else obj_dependencies(a.path)
-        for p, kind in deps:
-            add(p, kind)
+    for p in texture_dir_images(cfg):
+        add(p, "texture_dir", USER)
+    for p, kind in asset_files(cfg):
+        add(p, kind)
     # The floor, backdrop and tray walls are procedural meshes too (render.box_obj; the walls are the procedural box).
     from .render import Box, box_obj
 
@@ -174,27 +166,33 @@ def user_files(cfg: RenderConfig) -> dict[str, str]:
     """{path: sha256} of the user's own files that rendering ``cfg`` reads (meshes, URDFs and what they reference,
     texture_dir images): what a config's text does not pin. Built-in and procedural files are left out (they come
     with simgen's version). Cheap after the first call: hashes are kept per (path, mtime, size)."""
-    from . import assets
-
     found: dict[str, str] = {}
-
-    def add(path: Path) -> None:
+    for path in [*(p for p, _ in asset_files(cfg, user_only=True)), *texture_dir_images(cfg)]:
         p = Path(path).resolve()
         if str(p) not in found and p.is_file() and _origin(p) == USER:
             found[str(p)] = sha256_file(p)
+    return found
 
+
+def asset_files(cfg: RenderConfig, user_only: bool = False) -> list[tuple[Path, str]]:
+    """(path, kind) of every mesh and URDF the scene names and of the files they reference (materials, textures, a
+    URDF's meshes). ``user_only``: the user's own assets alone, a built-in's files not read (a duck's OBJ is 300 kB)."""
+    from . import assets
+
+    out: list[tuple[Path, str]] = []
     for name in dict.fromkeys(g.asset for g in (*cfg.scene.objects, *cfg.scene.distractors)):
         a = assets.resolve(name)
-        if _origin(a.path) != USER:  # a built-in's files are built-in too: not read (a duck's OBJ is 300 kB)
+        if user_only and _origin(a.path) != USER:
             continue
-        add(a.path)
-        for p, _ in urdf_dependencies(a.path) if a.kind == "urdf" else obj_dependencies(a.path):
-            add(p)
-    if cfg.randomization.texture_dir:
-        folder = Path(cfg.randomization.texture_dir).expanduser()
-        for p in sorted(q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []:
-            add(p)
-    return found
+        out.append((a.path, "urdf" if a.kind == "urdf" else "mesh"))
+        out += urdf_dependencies(a.path) if a.kind == "urdf" else obj_dependencies(a.path)
+    return out
+
+
+def texture_dir_images(cfg: RenderConfig) -> list[Path]:
+    """The images of ``randomization.texture_dir``, in name order (none without one)."""
+    folder = Path(cfg.randomization.texture_dir).expanduser() if cfg.randomization.texture_dir else None
+    return sorted(q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if folder and folder.is_dir() else []
 
 
 def licences(sources: list[dict]) -> dict[str, list[str]]:
