@@ -147,6 +147,37 @@ def test_a_real_class_the_synthetic_set_lacks_is_warned_about(sets, tmp_path):
     assert same.status == "pass" and same.value == 1.0
 
 
+def test_category_map_renames_synthetic_classes_before_comparing(sets, tmp_path):
+    """A run trained with +data.category_map.die=dice compares renders of `die` with photos of `dice`; its report did
+    not: every class was on one side only and the per-class table was empty. data.category_map (or the map report.run
+    was trained with) renames the synthetic classes first; a key naming no synthetic class is refused."""
+    from simgen.errors import ConfigError
+    from simgen.report.cli import report_context
+
+    syn = tmp_path / "syn"
+    shutil.copytree(sets["base"], syn)
+    doc = json.loads((syn / "annotations.json").read_text())
+    for c in doc["categories"]:
+        c["name"] = "syn_" + c["name"]
+    (syn / "annotations.json").write_text(json.dumps(doc))
+    base = {"data": {"synthetic": str(syn), "real": str(sets["base"])}, "out": str(tmp_path / "r"),
+            "report": {"progress": False, "features": ["stats"], "sections": ["labels"]}}
+    plain = checks(props.label_section(report_context(base)))
+    assert plain["real classes in the synthetic set"].value == 0.0 and plain["class balance"].value == 0.0
+    run = tmp_path / "run"  # a `simgen train` folder trained with the map
+    run.mkdir()
+    (run / "predictions.json").write_text("[]")
+    (run / "provenance.json").write_text(json.dumps({"category_map": {"syn_red": "red", "syn_blue": "blue"}}))
+    for d in ({**base, "data": {**base["data"], "category_map": {"syn_red": "red", "syn_blue": "blue"}}},
+              {**base, "report": {**base["report"], "run": str(run)}}):
+        ctx = report_context(d)
+        mapped = checks(props.label_section(ctx))
+        assert mapped["real classes in the synthetic set"].value == 1.0 and mapped["class balance"].value == 1.0
+        assert ctx.options["category_map"]["map"] == {"syn_red": "red", "syn_blue": "blue"}
+    with pytest.raises(ConfigError, match="`syn_rde` is not a class of the synthetic set.*Did you mean `syn_red`"):
+        report_context({**base, "data": {**base["data"], "category_map": {"syn_rde": "red"}}})
+
+
 # ------------------------------------------------------------------ whole report, files, atomicity
 def test_build_report_is_self_contained_and_atomic(sets, tmp_path):
     out = tmp_path / "rep"

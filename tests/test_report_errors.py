@@ -192,6 +192,23 @@ def test_suggestions_name_the_error_and_the_render_keys():
     assert out[0].startswith("Localization") and "label-convention margin" in out[0]
     assert "small" in out[1] and "scene.camera.distance (now [0.26, 0.42])" in out[1] and "scene.objects.die.scale" in out[1]
 
+    # only keys the rendered set's scene has: the dice scene's tray and face balance were suggested to tabletop users
+    from omegaconf import OmegaConf
+
+    from simgen.cli import conf_dir
+
+    scenes = {n: {"scene": OmegaConf.to_container(OmegaConf.load(conf_dir() / "scene" / f"{n}.yaml")),
+                  "randomization": OmegaConf.to_container(OmegaConf.load(conf_dir() / "randomization" / "default.yaml"))}
+              for n in ("dice", "tabletop")}
+    for worst in ("cls", "both"):
+        dap = {k: (5.0 if k == worst else 0.0) for k in t["dap"]}
+        dice, table = (suggestions({"dap": dap}, {}, {"config": scenes[n]})[0] for n in ("dice", "tabletop"))
+        assert "face_balance" not in table and "tray" not in table, table
+        assert "scene.objects.<name>.weight" in table if worst == "cls" else "scene.objects.*.count" in table
+        assert ("face_balance" if worst == "cls" else "tray.wall_bias") in dice, dice
+        assert table.endswith("points).") and ".." not in table
+    assert "tray" in suggestions({"dap": {**dict.fromkeys(t["dap"], 0.0), "both": 3.0}}, {}, None)[0]  # no manifest: all keys
+
 
 def test_a_run_scored_on_other_photos_fails_the_identity_check(ctx: ReportContext, tmp_path: Path):
     from dataclasses import replace

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError
 
 USAGE = "simgen report data.synthetic=<dir> data.real=<dir> out=<dir>"
 
@@ -31,7 +31,7 @@ def _check_options(d: dict[str, Any], r: dict[str, Any]) -> tuple[int, int | Non
 
     known = OmegaConf.to_container(OmegaConf.load(conf_dir() / "report.yaml"))
     Fields({k: v for k, v in d.items() if k != "hydra"}, "", [k for k in known if k not in ("defaults", "hydra")])  # type: ignore[union-attr]
-    Fields(d.get("data"), "data", ("synthetic", "real"))
+    Fields(d.get("data"), "data", ("synthetic", "real", "category_map"))
     f = Fields(r, "report", known.get("report") or {})  # type: ignore[union-attr]
     f.flag("progress", True)
     for key, default in (("similarity_pass", 0.8), ("similarity_warn", 0.6)):
@@ -62,6 +62,46 @@ def _check_features(features: list[Any], run: Path | None, weights: Path | None)
     if "weights" in features and weights is None:
         raise ConfigError("report.features=[weights] needs report.weights=<local torchvision ResNet-18/50 .pth file>; add it, "
                           "or drop weights from report.features.")
+
+
+def _category_map(d: dict[str, Any], run: Path | None) -> tuple[dict[str, str], str]:
+    """data.category_map (synthetic name -> real name), else the map report.run was trained with: a run trained with
+    +data.category_map.die=dice compared renders of `die` with photos of `dice`, so its report must too (without it
+    every class showed as on one side only and the per-class comparisons were empty)."""
+    import json
+
+    cm = (d.get("data") or {}).get("category_map") or {}
+    if not isinstance(cm, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in cm.items()):
+        raise ConfigError(f"data.category_map must map synthetic class names to real ones (e.g. +data.category_map.die=dice), got {cm!r}.")
+    if cm:
+        return dict(cm), "data.category_map"
+    if run is not None:
+        from .errors import find_run
+
+        try:
+            prov = json.loads((find_run(run)[0] / "provenance.json").read_text())
+        except (OSError, ValueError, DatasetError):  # no predictions or no provenance: the errors section says so
+            return {}, ""
+        got = prov.get("category_map") or {}
+        if isinstance(got, dict) and got:
+            return {str(k): str(v) for k, v in got.items()}, "the map report.run was trained with"
+    return {}, ""
+
+
+def renamed(side, cmap: dict[str, str], source: str):
+    """``side`` with its categories renamed by ``cmap``; a key that names none of its classes is refused (a typo would
+    leave the classes unmatched without a word)."""
+    from dataclasses import replace
+
+    from ..errors import did_you_mean
+
+    names = [c["name"] for c in side.doc["categories"]]
+    unknown = [k for k in cmap if k not in names]
+    if unknown:
+        raise ConfigError(f"{source}: `{unknown[0]}` is not a class of the synthetic set {side.root}; keys name synthetic classes, "
+                          "values real ones." + did_you_mean(unknown[0], set(names)))
+    cats = [{**c, "name": cmap.get(c["name"], c["name"])} for c in side.doc["categories"]]
+    return replace(side, doc={**side.doc, "categories": cats})
 
 
 def report_context(d: dict[str, Any]):
@@ -98,8 +138,13 @@ def report_context(d: dict[str, Any]):
         if unknown:
             raise ConfigError(f"unknown report.sections {unknown}; known: {', '.join(k for k, _ in section_functions())}.")
     options = {k: v for k, v in r.items() if k not in ("run", "features", "weights", "seed", "progress")}
-    return ReportContext(real=load_side("real", _folder(d, "real"), max_images, seed),
-                         synthetic=load_side("synthetic", _folder(d, "synthetic"), max_images, seed),
+    synthetic = load_side("synthetic", _folder(d, "synthetic"), max_images, seed)
+    cmap, source = _category_map(d, run)
+    if cmap:
+        synthetic = renamed(synthetic, cmap, source)
+        options["category_map"] = {"map": cmap, "from": source}  # in report.json's options
+        print(f"report: synthetic classes renamed {', '.join(f'{k} -> {v}' for k, v in cmap.items())} ({source})", file=sys.stderr)
+    return ReportContext(real=load_side("real", _folder(d, "real"), max_images, seed), synthetic=synthetic,
                          out=Path(str(d["out"])), seed=seed, run=run, features=tuple(features), weights=weights,
                          progress=bool(r.get("progress", True)), options=options)
 

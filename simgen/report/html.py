@@ -69,6 +69,7 @@ details[open] summary { margin-bottom: 6px; }
     <div class="sub"><span class="legend-syn">synthetic</span> <code>{{ inputs.synthetic.root }}</code> ({{ inputs.synthetic.images_sampled }} of {{ inputs.synthetic.images_total }} images)
       &nbsp;vs&nbsp; <span class="legend-real">real</span> <code>{{ inputs.real.root }}</code> ({{ inputs.real.images_sampled }} of {{ inputs.real.images_total }} images)</div>
     {% if inputs.run %}<div class="sub">run <code>{{ inputs.run }}</code></div>{% endif %}
+    {% if options.get("category_map") %}<div class="sub">synthetic classes renamed {% for k, v in options.category_map.map.items() %}<code>{{ k }}</code> &rarr; <code>{{ v }}</code>{% if not loop.last %}, {% endif %}{% endfor %} ({{ options.category_map.from }})</div>{% endif %}
     <div class="counts">{% for k in ("pass", "warn", "fail", "info") %}<span class="badge {{ k }}">{{ counts[k] }} {{ k }}</span>{% endfor %}</div>
   </div>
   <div class="verdict"><span class="sub">overall</span><b>{{ verdict|upper }}</b></div>
