@@ -48,7 +48,8 @@ def preds_from_gt(doc: dict, cats: list[str], shift: float = 0.0) -> dict:
     return {k: {kk: np.array(vv, dtype=np.float32 if kk != "labels" else np.int64) for kk, vv in v.items()} for k, v in out.items()}
 
 
-def write_folder(root: Path, images: list[np.ndarray], categories=("one", "two")) -> Path:
+def write_folder(root: Path, images: list[np.ndarray], categories=("one", "two"), every_category: bool = False) -> Path:
+    """One 10x10 box an image, all of the first category (``every_category``: image k's of category k mod n)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "images").mkdir(exist_ok=True)
     doc = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in enumerate(categories)]}
@@ -56,7 +57,7 @@ def write_folder(root: Path, images: list[np.ndarray], categories=("one", "two")
         fn = f"images/{i:03d}.png"
         Image.fromarray(arr).save(root / fn)
         doc["images"].append({"id": i + 1, "file_name": fn, "width": arr.shape[1], "height": arr.shape[0]})
-        doc["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [4, 4, 10, 10], "area": 100, "iscrowd": 0})
+        doc["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": i % len(categories) + 1 if every_category else 1, "bbox": [4, 4, 10, 10], "area": 100, "iscrowd": 0})
     (root / "annotations.json").write_text(json.dumps(doc))
     return root
 
@@ -133,9 +134,12 @@ def test_category_matching(tmp_path):
     train = write_folder(tmp_path / "train", [noise(1)], categories=("one", "two", "three"))
     hold = write_folder(tmp_path / "hold", [noise(2)], categories=("two", "one"))
     assert model_categories(DataConfig(synthetic=(train,), holdout=hold)) == ["one", "two", "three"]
-    bad = write_folder(tmp_path / "hold2", [noise(3)], categories=("one", "seven"))
+    bad = write_folder(tmp_path / "hold2", [noise(3), noise(4)], categories=("one", "seven"), every_category=True)
     with pytest.raises(DatasetError, match="holdout category `seven` is not in the training data"):
         model_categories(DataConfig(synthetic=(train,), holdout=bad))
+    # a holdout category with no box (a labelling tool's whole class list) is never scored: it blocks nothing
+    empty = write_folder(tmp_path / "hold3", [noise(3)], categories=("one", "seven"))
+    assert model_categories(DataConfig(synthetic=(train,), holdout=empty)) == ["one", "two", "three"]
     mapped = DataConfig(synthetic=(train,), holdout=bad, category_map=(("three", "seven"),))
     assert model_categories(mapped) == ["one", "two", "seven"]
     assert model_categories(DataConfig(synthetic=(train,), holdout=bad, class_agnostic=True)) == ["object"]
@@ -185,6 +189,15 @@ def test_guard_refuses_holdout_images(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(DatasetError, match="is .* the holdout"):
         check_no_leak([hold], hold)
+    # one photo in the holdout twice (a copy under another name, or one file under two ids) would be scored twice
+    doubled = write_folder(tmp_path / "doubled", [noise(1), noise(2), noise(1)])
+    with pytest.raises(DatasetError, match=r"`images/002.png` and `images/000.png` are the same photo \(image ids 1 and 3\)"):
+        check_no_leak([clean], doubled)
+    doc = json.loads((hold / "annotations.json").read_text())
+    doc["images"].append({**doc["images"][0], "id": 9})
+    (hold / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"`images/000.png` is listed twice \(image ids 1 and 9\).*remove one entry"):
+        check_no_leak([clean], hold)
 
 
 # ---------------------------------------------------------------------------- models and checkpoints

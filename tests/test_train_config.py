@@ -295,15 +295,18 @@ def test_training_categories_the_holdout_lacks_are_warned_about(tmp_path):
 
     from .conftest import compose_dict
 
-    syn = write_folder(tmp_path / "syn", [noise(1, 64)])
-    real = write_folder(tmp_path / "real", [noise(2, 64)], categories=("pip1", "pip2"))
-    hold = write_folder(tmp_path / "hold", [noise(3, 64)])
+    syn = write_folder(tmp_path / "syn", [noise(1, 64), noise(4, 64)], every_category=True)
+    real = write_folder(tmp_path / "real", [noise(2, 64), noise(5, 64)], categories=("pip1", "pip2"), every_category=True)
+    hold = write_folder(tmp_path / "hold", [noise(3, 64), noise(6, 64)], every_category=True)
     base = ["trainer=smoke", f"data.synthetic=[{syn}]", f"data.holdout={hold}", f"out={tmp_path / 'run'}"]
     w = unscored_categories(job_config(compose_dict("train", [*base, f"data.real={real}"])).data)
     assert w is not None and w.startswith("warning: training categories pip1, pip2") and "+data.category_map.pip1=" in w
     mapped = [*base, f"data.real={real}", "+data.category_map.pip1=one", "+data.category_map.pip2=two"]
     assert unscored_categories(job_config(compose_dict("train", mapped)).data) is None
     assert unscored_categories(job_config(compose_dict("train", base)).data) is None
+    # a training class with no box is not learnt: not warned about (a folder's whole class list, as the holdout's)
+    sparse = write_folder(tmp_path / "sparse", [noise(7, 64)], categories=("one", "pip9"))
+    assert unscored_categories(job_config(compose_dict("train", [*base, f"data.real={sparse}"])).data) is None
 
 
 def test_a_short_step_budget_still_reaches_its_learning_rate():
@@ -332,10 +335,18 @@ def test_category_map_keys_must_be_training_names(tmp_path):
     from .conftest import compose_dict
 
     syn = write_folder(tmp_path / "syn", [noise(1, 64)], categories=("one", "pip2"))
-    hold = write_folder(tmp_path / "hold", [noise(3, 64)], categories=("one", "two"))
+    hold = write_folder(tmp_path / "hold", [noise(3, 64), noise(4, 64)], categories=("one", "two"), every_category=True)
     base = ["trainer=smoke", f"data.synthetic=[{syn}]", f"data.holdout={hold}", f"out={tmp_path / 'run'}"]
     with pytest.raises(DatasetError, match="key `onee` is not a training category name.*Did you mean `one`"):
         model_categories(job_config(compose_dict("train", [*base, "+data.category_map.onee=one"])).data)
     with pytest.raises(DatasetError, match=r"holdout category `two` is not in the training data.*\+data.category_map.pip2=two"):
         model_categories(job_config(compose_dict("train", base)).data)
     assert model_categories(job_config(compose_dict("train", [*base, "+data.category_map.pip2=two"])).data) == ["one", "two"]
+    # the hint names a spare training name only where one is spelled like the missing class or is the only spare: it
+    # named the first spare whatever it was (map `teddy` onto `mug`)
+    for names, key in ((("one", "teddy", "Mugs"), "Mugs"), (("one", "teddy", "lamp"), "<training name>")):
+        s3 = write_folder(tmp_path / f"s-{names[-1]}", [noise(1, 64)], categories=names)
+        h3 = write_folder(tmp_path / f"h-{names[-1]}", [noise(3, 64), noise(4, 64)], categories=("one", "mug"), every_category=True)
+        with pytest.raises(DatasetError, match=rf"holdout category `mug`.*\+data.category_map.{key}=mug"):
+            model_categories(job_config(compose_dict("train", ["trainer=smoke", f"data.synthetic=[{s3}]", f"data.holdout={h3}",
+                                                                f"out={tmp_path / 'run3'}"])).data)

@@ -15,24 +15,31 @@ from ..errors import DatasetError
 from ..provenance import file_sha256
 
 
-def image_hashes(root: Path, doc: dict | None = None) -> dict[str, str]:
-    """``{sha256: file_name}`` for every image listed in ``root``'s annotations.json."""
+def image_hashes(root: Path, doc: dict | None = None, unique: bool = False) -> dict[str, str]:
+    """``{sha256: file_name}`` for every image listed in ``root``'s annotations.json. ``unique``: one photo listed
+    twice (two ids, one file or two copies) is refused: a holdout scores it twice, its objects counted double."""
     root = Path(root)
     doc = doc if doc is not None else load_coco(root)
-    out = {}
+    out: dict[str, str] = {}
+    ids: dict[str, int] = {}
     for im in doc["images"]:
         p = safe_path(root, im["file_name"])
         if not p.is_file():  # said now, before training: it was found when scoring, after the whole training budget
             raise DatasetError(f"image `{im['file_name']}` listed in {root / 'annotations.json'} is missing; restore it, or "
                                "remove its entry (and its annotations) from annotations.json.")
-        out[file_sha256(p)] = im["file_name"]
+        h = file_sha256(p)
+        if unique and h in out:
+            same = "is listed twice" if out[h] == im["file_name"] else f"and `{out[h]}` are the same photo"
+            raise DatasetError(f"holdout {root}: `{im['file_name']}` {same} (image ids {ids[h]} and {im['id']}): it would be scored "
+                               "twice; remove one entry (and its annotations) from annotations.json.")
+        out[h], ids[h] = im["file_name"], im["id"]
     return out
 
 
 def check_no_leak(train_roots: list[Path], holdout: Path, holdout_hashes: dict[str, str] | None = None) -> dict[str, str]:
     """Raise :class:`DatasetError` if a training folder is the holdout or holds any of its images."""
     holdout = Path(holdout).resolve()
-    hh = holdout_hashes if holdout_hashes is not None else image_hashes(holdout)
+    hh = holdout_hashes if holdout_hashes is not None else image_hashes(holdout, unique=True)
     for root in train_roots:
         root = Path(root).resolve()
         if root == holdout or holdout.is_relative_to(root) or root.is_relative_to(holdout):

@@ -298,14 +298,34 @@ class Relabeled(torch.utils.data.Dataset):
         return img, t
 
 
-def _training_names(data: DataConfig) -> list[tuple[Path, str]]:
-    """(folder, category name as written) of every training folder's categories, in id order within each."""
-    return [(Path(root), c["name"]) for root in (*data.synthetic, *data.real)
-            for c in sorted(load_coco(root)["categories"], key=lambda c: c["id"])]
+def _training_names(data: DataConfig, used: bool = False) -> list[tuple[Path, str]]:
+    """(folder, category name as written) of every training folder's categories, in id order within each; ``used``:
+    only those with at least one annotation."""
+    out = []
+    for root in (*data.synthetic, *data.real):
+        doc = load_coco(root)
+        ids = {a["category_id"] for a in doc["annotations"]} if used else None
+        out += [(Path(root), c["name"]) for c in sorted(doc["categories"], key=lambda c: c["id"]) if ids is None or c["id"] in ids]
+    return out
 
 
 def _holdout_names(data: DataConfig) -> list[str]:
-    return [AGNOSTIC if data.class_agnostic else c["name"] for c in load_coco(data.holdout)["categories"]]
+    """The holdout's scored class names: categories with at least one annotation. An empty one (a labelling tool's
+    full class list, of which these photos show a few) is never scored, and blocked training with a made-up map hint."""
+    doc = load_coco(data.holdout)
+    used = {a["category_id"] for a in doc["annotations"]}
+    return [AGNOSTIC if data.class_agnostic else c["name"] for c in doc["categories"] if c["id"] in used]
+
+
+def _closest(name: str, options: list[str]) -> str | None:
+    """The option most likely to be ``name`` under another spelling (case-blind first, then difflib), or None."""
+    import difflib
+
+    same = [o for o in options if o.casefold() == name.casefold()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name.casefold(), [o.casefold() for o in options], n=1, cutoff=0.5)
+    return next((o for o in options if close and o.casefold() == close[0]), None)
 
 
 def model_categories(data: DataConfig) -> list[str]:
@@ -320,10 +340,13 @@ def model_categories(data: DataConfig) -> list[str]:
     hold = _holdout_names(data)
     missing = [n for n in dict.fromkeys(hold) if n not in cats]
     if missing:
-        # suggest a training name the holdout does not use yet: the one most likely to be the missing class renamed
-        spare = [n for n in raw if data.name_of(n) not in hold] or raw or ["name"]
+        # suggest a training name the holdout does not use yet, and only one spelled like the missing class: the first
+        # spare name was suggested before, whatever it was (map `teddy` onto `mug`)
+        spares = [n for n in raw if data.name_of(n) not in hold]
+        spare = _closest(missing[0], spares) or (spares[0] if len(spares) == 1 else None)
+        key = spare if spare is not None else "<training name>"
         raise DatasetError(f"holdout category `{missing[0]}` is not in the training data (which has {cats}); render it, or map a training "
-                           f"category onto it with data.category_map (e.g. +data.category_map.{spare[0]}={missing[0]}).")
+                           f"category onto it with data.category_map (+data.category_map.{key}={missing[0]}).")
     return cats
 
 
@@ -332,7 +355,7 @@ def unscored_categories(data: DataConfig) -> str | None:
     scored, which is most often two names for one class (a real folder labelled `pip1` where the renders say `one`)."""
     hold = set(_holdout_names(data))
     extra: dict[str, list[str]] = {}
-    for root, name in _training_names(data):
+    for root, name in _training_names(data, used=True):  # a class with no box is not learnt either
         if data.name_of(name) not in hold:
             extra.setdefault(data.name_of(name), []).append(str(root))
     if not extra:
