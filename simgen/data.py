@@ -104,6 +104,18 @@ def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _shown_size(p: Path, im: dict, bad) -> tuple[int, int]:
+    """(width, height) of an image file as shown (EXIF orientation applied), from its header."""
+    try:
+        with Image.open(p) as pil:
+            w, h = pil.size
+            turned = pil.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the four that swap the sides
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise bad(f"image {im['id']} gives no width/height and its file `{im.get('file_name')}` cannot be read as an image "
+                  "to take them from (add them, or restore the file)") from None
+    return (h, w) if turned else (w, h)
+
+
 def check_coco(doc: dict, root: Path, path: Path) -> None:
     """Every field a reader trusts, checked once, before anything uses it: unique integer ids, images with a
     usable file_name and size, categories with a name, annotations on a listed image and category whose bbox is
@@ -126,10 +138,14 @@ def check_coco(doc: dict, root: Path, path: Path) -> None:
         if not isinstance(c.get("name"), str):
             raise bad(f"category {c['id']} has name {show(c.get('name'))}, not a string")
     for im in doc["images"]:
+        p = safe_path(root, im.get("file_name"))
+        if im.get("width") is None or im.get("height") is None:
+            # a labelling tool's export without the image size: read it from the file (as shown: EXIF-turned photos
+            # are read turned), where "has width None" sent the user to look it up by hand for every image
+            im["width"], im["height"] = _shown_size(p, im, bad)
         for k in ("width", "height"):
             if not _is_int(im.get(k)) or not 0 < im[k] <= MAX_SIDE:
                 raise bad(f"image {im['id']} has {k} {show(im.get(k))}; it must be an integer from 1 to {MAX_SIDE}")
-        safe_path(root, im.get("file_name"))
     img_ids, cat_ids = {im["id"] for im in doc["images"]}, {c["id"] for c in doc["categories"]}
     for a in doc["annotations"]:
         if not (_is_int(a.get("image_id")) and a["image_id"] in img_ids and _is_int(a.get("category_id")) and a["category_id"] in cat_ids):

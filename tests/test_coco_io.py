@@ -210,3 +210,30 @@ def test_a_phone_photo_turned_by_exif_is_read_upright(tmp_path):
     img, target = CocoDataset(tmp_path)[0]
     assert tuple(img.shape) == (3, 240, 320) and tuple(target["boxes"].canvas_size) == (240, 320)
     assert img[0, :15].float().mean() > 200 and img[0, 40:].float().mean() < 50  # the band is on top, as boxed
+
+
+def test_an_image_without_its_size_gets_it_from_its_file(tmp_path):
+    """A labelling tool's export without width/height was refused with "image 1 has width None"; the size is read from
+    the file's header now, as shown (EXIF-turned photos turned), and an unreadable file is one line saying so."""
+    from PIL import Image
+
+    from simgen.data import load_coco
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    turned = Image.fromarray(np.zeros((40, 30, 3), np.uint8))  # stored 30 wide, shown 40 wide
+    exif = turned.getexif()
+    exif[0x0112] = 6
+    turned.save(tmp_path / "images" / "b.jpg", exif=exif.tobytes())
+    doc = {"images": [{"id": 1, "file_name": "images/a.png"}, {"id": 2, "file_name": "images/b.jpg", "width": None, "height": None}],
+           "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    assert [(im["width"], im["height"]) for im in load_coco(tmp_path)["images"]] == [(40, 30), (40, 30)]
+    (tmp_path / "images" / "a.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"image 1 gives no width/height and its file `images/a.png` cannot be read") as e:
+        load_coco(tmp_path)
+    assert "\n" not in str(e.value)
+    doc["images"][0].update(width="40", height=30)  # a size given but not a number is still refused as such
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="image 1 has width '40'"):
+        load_coco(tmp_path)
