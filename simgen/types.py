@@ -179,7 +179,7 @@ class Instance:
     object_index: int
     category: str
     bbox_xyxy: tuple[float, float, float, float]
-    mask: np.ndarray  # HxW bool, visible pixels
+    mask: np.ndarray  # HxW bool, visible pixels (cut from ``mask_source`` on first read where given as None)
     area: int
     visible_fraction: float
     truncated: bool
@@ -190,6 +190,17 @@ class Instance:
     bbox_amodal: tuple[float, float, float, float] | None = None
     mask_amodal: np.ndarray | None = None  # HxW bool, the projected mesh clipped to the image (labels.amodal_mask)
     scale: float = 1.0  # the object's scale: file units to metres, K (R (scale v) + t) projects its file's vertices v
+    # The frame's instance map in column-major order (Frame.columns, WxH). Labels pass mask=None and this: the mask is
+    # cut from it on first read. The COCO writer encodes every mask from the map's runs and never reads one, so an
+    # image no longer pays a full-image comparison per instance for masks nobody reads (~0.1 ms each at 640x480).
+    mask_source: np.ndarray | None = field(default=None, repr=False)
+
+    def __getattribute__(self, name: str):
+        if name == "mask":
+            d = object.__getattribute__(self, "__dict__")
+            if d["mask"] is None and d.get("mask_source") is not None:
+                d["mask"] = (d["mask_source"] == d["object_index"]).T  # Fortran-ordered, as COCO RLE reads it
+        return object.__getattribute__(self, name)
 
 
 @dataclass(frozen=True, eq=False)

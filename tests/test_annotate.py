@@ -142,6 +142,30 @@ def test_boxes_masks_and_occlusion():
         assert skipped == want
 
 
+def test_masks_are_cut_on_first_read_and_areas_come_from_the_runs():
+    """annotate no longer cuts a full-image mask per instance (the COCO writer encodes them from the map's runs) and
+    counts pixels from the runs: each mask, read, is exactly ``instance == its index`` (Fortran-ordered, as RLE reads
+    it), its area is its pixel count, under any map dtype; a mask given explicitly is kept as given."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.int32, np.int64):
+        inst = np.full((48, 64), -1, dtype)
+        for i in range(4):
+            y, x = rng.integers(0, 40), rng.integers(0, 56)
+            inst[y:y + 8, x:x + 8] = i
+        inst[rng.random(inst.shape) < 0.03] = 1  # scattered pixels: many short runs
+        state = SceneState(objects=tuple(placed(i) for i in range(4)), sim_steps=0, settled=True, n_dropped=0)
+        out = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=1))
+        assert len(out) == len({int(v) for v in np.unique(inst) if v >= 0})
+        for a in out:
+            want = inst == a.object_index
+            assert a.mask.dtype == bool and np.array_equal(a.mask, want) and a.mask.flags.f_contiguous
+            assert a.area == int(want.sum()) and a.bbox_xyxy == tight_box(want)
+        own = np.zeros_like(out[0].mask)
+        assert dataclasses.replace(out[0], mask=own).mask is own
+
+
 def test_unlabelled_warning_names_the_commonest_reason_and_what_to_change():
     from simgen.run import unlabelled_warning
 
