@@ -25,9 +25,13 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     a machine crash can lose data that was not flushed, so per-image files skip the fsync
     (``durable=False``, a few ms per image): :func:`done_indices` re-checks them on resume and
     :func:`flush_all` syncs everything before the files that mark a dataset complete are written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    try:
+        f = open(tmp, "wb")
+    except FileNotFoundError:  # the first file of its folder: a mkdir for every file cost ~0.07 ms each, 2-3 an image
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb")
+    with f:
         f.write(data)
         if durable:
             f.flush()
