@@ -142,7 +142,9 @@ def check_coco(doc: dict, root: Path, path: Path) -> None:
         if im.get("width") is None or im.get("height") is None:
             # a labelling tool's export without the image size: read it from the file (as shown: EXIF-turned photos
             # are read turned), where "has width None" sent the user to look it up by hand for every image
-            im["width"], im["height"] = _shown_size(p, im, bad)
+            w, h = _shown_size(p, im, bad)
+            im["width"] = w if im.get("width") is None else im["width"]  # one given is kept, and checked below
+            im["height"] = h if im.get("height") is None else im["height"]
         for k in ("width", "height"):
             if not _is_int(im.get(k)) or not 0 < im[k] <= MAX_SIDE:
                 raise bad(f"image {im['id']} has {k} {show(im.get(k))}; it must be an integer from 1 to {MAX_SIDE}")

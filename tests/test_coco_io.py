@@ -233,7 +233,8 @@ def test_an_image_without_its_size_gets_it_from_its_file(tmp_path):
     with pytest.raises(DatasetError, match=r"image 1 gives no width/height and its file `images/a.png` cannot be read") as e:
         load_coco(tmp_path)
     assert "\n" not in str(e.value)
-    doc["images"][0].update(width="40", height=30)  # a size given but not a number is still refused as such
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    doc["images"][0].update(width="40", height=None)  # a size given but not a number is still refused as such
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     with pytest.raises(DatasetError, match="image 1 has width '40'"):
         load_coco(tmp_path)

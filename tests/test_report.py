@@ -147,7 +147,7 @@ def test_a_real_class_the_synthetic_set_lacks_is_warned_about(sets, tmp_path):
     assert same.status == "pass" and same.value == 1.0
 
 
-def test_category_map_renames_synthetic_classes_before_comparing(sets, tmp_path):
+def test_category_map_renames_synthetic_classes_before_comparing(sets, tmp_path, capsys):
     """A run trained with +data.category_map.die=dice compares renders of `die` with photos of `dice`; its report did
     not: every class was on one side only and the per-class table was empty. data.category_map (or the map report.run
     was trained with) renames the synthetic classes first; a key naming no synthetic class is refused."""
@@ -167,7 +167,8 @@ def test_category_map_renames_synthetic_classes_before_comparing(sets, tmp_path)
     run = tmp_path / "run"  # a `simgen train` folder trained with the map
     run.mkdir()
     (run / "predictions.json").write_text("[]")
-    (run / "provenance.json").write_text(json.dumps({"category_map": {"syn_red": "red", "syn_blue": "blue"}}))
+    # the run's map also names its real training folders' classes (pip1): not the synthetic set's, left out
+    (run / "provenance.json").write_text(json.dumps({"category_map": {"syn_red": "red", "syn_blue": "blue", "pip1": "red"}}))
     for d in ({**base, "data": {**base["data"], "category_map": {"syn_red": "red", "syn_blue": "blue"}}},
               {**base, "report": {**base["report"], "run": str(run)}}):
         ctx = report_context(d)
@@ -176,6 +177,9 @@ def test_category_map_renames_synthetic_classes_before_comparing(sets, tmp_path)
         assert ctx.options["category_map"]["map"] == {"syn_red": "red", "syn_blue": "blue"}
     with pytest.raises(ConfigError, match="`syn_rde` is not a class of the synthetic set.*Did you mean `syn_red`"):
         report_context({**base, "data": {**base["data"], "category_map": {"syn_rde": "red"}}})
+    capsys.readouterr()
+    report_context({**base, "data": {**base["data"], "category_map": {"syn_red": "rde"}}})  # a value the real set lacks
+    assert "maps onto rde, which the real set" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ whole report, files, atomicity

@@ -192,7 +192,7 @@ def test_suggestions_name_the_error_and_the_render_keys():
     assert out[0].startswith("Localization") and "label-convention margin" in out[0]
     assert "small" in out[1] and "scene.camera.distance (now [0.26, 0.42])" in out[1] and "scene.objects.die.scale" in out[1]
 
-    # only keys the rendered set's scene has: the dice scene's tray and face balance were suggested to tabletop users
+    # only keys the rendered set's scene may set: the dice scene's tray and face balance were suggested to tabletop users
     from omegaconf import OmegaConf
 
     from simgen.cli import conf_dir
@@ -200,14 +200,32 @@ def test_suggestions_name_the_error_and_the_render_keys():
     scenes = {n: {"scene": OmegaConf.to_container(OmegaConf.load(conf_dir() / "scene" / f"{n}.yaml")),
                   "randomization": OmegaConf.to_container(OmegaConf.load(conf_dir() / "randomization" / "default.yaml"))}
               for n in ("dice", "tabletop")}
-    for worst in ("cls", "both"):
-        dap = {k: (5.0 if k == worst else 0.0) for k in t["dap"]}
-        dice, table = (suggestions({"dap": dap}, {}, {"config": scenes[n]})[0] for n in ("dice", "tabletop"))
-        assert "face_balance" not in table and "tray" not in table, table
-        assert "scene.objects.<name>.weight" in table if worst == "cls" else "scene.objects.*.count" in table
-        assert ("face_balance" if worst == "cls" else "tray.wall_bias") in dice, dice
-        assert table.endswith("points).") and ".." not in table
-    assert "tray" in suggestions({"dap": {**dict.fromkeys(t["dap"], 0.0), "both": 3.0}}, {}, None)[0]  # no manifest: all keys
+
+    def first(worst: str, manifest) -> str:
+        return suggestions({"dap": {k: (5.0 if k == worst else 0.0) for k in t["dap"]}}, {}, manifest)[0]
+
+    assert first("cls", {"config": scenes["tabletop"]}) == (
+        "Classification costs the most AP (5.0 AP50 points if fixed): objects are found but given the wrong class; balance "
+        "classes (scene.objects.<name>.weight) and vary the textures that tell them apart (randomization.textures, "
+        "randomization.texture_probability).")
+    assert first("cls", {"config": scenes["dice"]}) == (
+        "Classification costs the most AP (5.0 AP50 points if fixed): objects are found but given the wrong class; balance "
+        "classes (scene.objects.<name>.weight), show the confused faces more often (scene.face_balance.probability=1, "
+        "scene.face_balance.weights) and vary the textures that tell them apart (randomization.textures, "
+        "randomization.texture_probability).")
+    assert first("both", {"config": scenes["tabletop"]}).endswith(
+        "add close-packed scenes (scene.cluster.probability, scene.objects.*.count).")
+    assert "scene.tray.wall_bias" in first("both", {"config": scenes["dice"]})
+    # keys with a default in simgen.config are named whatever the manifest holds (a custom scene's group without
+    # `weight`, an older manifest); without a manifest every key is named
+    bare = {"config": {"scene": {"objects": {"widget": {"asset": "w.obj"}}}}}
+    assert "scene.objects.<name>.weight" in first("cls", bare) and "face_balance" not in first("cls", bare)
+    assert "scene.tray.wall_bias" in first("both", None) and "face_balance" in first("cls", None)
+    for worst in t["dap"]:
+        for m in (None, bare, {"config": scenes["dice"]}, {"config": scenes["tabletop"]}):
+            line = first(worst, m)
+            assert "(5.0 AP50 points if fixed)" in line and line.endswith(".") and ".." not in line and "()" not in line
+            assert line.count(":") == 1 + line.count("scene.camera.truncation_probability") or worst == "loc", line
 
 
 def test_a_run_scored_on_other_photos_fails_the_identity_check(ctx: ReportContext, tmp_path: Path):

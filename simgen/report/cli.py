@@ -84,24 +84,30 @@ def _category_map(d: dict[str, Any], run: Path | None) -> tuple[dict[str, str], 
             return {}, ""
         got = prov.get("category_map") or {}
         if isinstance(got, dict) and got:
-            return {str(k): str(v) for k, v in got.items()}, "the map report.run was trained with"
+            return {str(k): str(v) for k, v in got.items()}, RUN_MAP
     return {}, ""
 
 
+RUN_MAP = "the map report.run was trained with"
+
+
 def renamed(side, cmap: dict[str, str], source: str):
-    """``side`` with its categories renamed by ``cmap``; a key that names none of its classes is refused (a typo would
-    leave the classes unmatched without a word)."""
+    """(``side`` with its categories renamed by ``cmap``, the part of ``cmap`` applied). A key of the user's own map that
+    names none of its classes is refused (a typo would leave the classes unmatched without a word); the run's map also
+    names the classes of its real training folders, which a synthetic set need not have: those keys are left out."""
     from dataclasses import replace
 
     from ..errors import did_you_mean
 
     names = [c["name"] for c in side.doc["categories"]]
+    if source == RUN_MAP:
+        cmap = {k: v for k, v in cmap.items() if k in names}
     unknown = [k for k in cmap if k not in names]
     if unknown:
         raise ConfigError(f"{source}: `{unknown[0]}` is not a class of the synthetic set {side.root}; keys name synthetic classes, "
                           "values real ones." + did_you_mean(unknown[0], set(names)))
     cats = [{**c, "name": cmap.get(c["name"], c["name"])} for c in side.doc["categories"]]
-    return replace(side, doc={**side.doc, "categories": cats})
+    return replace(side, doc={**side.doc, "categories": cats}), cmap
 
 
 def report_context(d: dict[str, Any]):
@@ -139,12 +145,19 @@ def report_context(d: dict[str, Any]):
             raise ConfigError(f"unknown report.sections {unknown}; known: {', '.join(k for k, _ in section_functions())}.")
     options = {k: v for k, v in r.items() if k not in ("run", "features", "weights", "seed", "progress")}
     synthetic = load_side("synthetic", _folder(d, "synthetic"), max_images, seed)
+    real = load_side("real", _folder(d, "real"), max_images, seed)
     cmap, source = _category_map(d, run)
     if cmap:
-        synthetic = renamed(synthetic, cmap, source)
+        synthetic, cmap = renamed(synthetic, cmap, source)
+    if cmap:
         options["category_map"] = {"map": cmap, "from": source}  # in report.json's options
         print(f"report: synthetic classes renamed {', '.join(f'{k} -> {v}' for k, v in cmap.items())} ({source})", file=sys.stderr)
-    return ReportContext(real=load_side("real", _folder(d, "real"), max_images, seed), synthetic=synthetic,
+        real_names = {c["name"] for c in real.doc["categories"]}
+        off = sorted({v for v in cmap.values() if v not in real_names})
+        if off:  # a misspelt value leaves the class unmatched: said, not refused (the real set may lack that class)
+            print(f"report: warning: {source} maps onto {', '.join(off)}, which the real set {real.root} does not name "
+                  f"(it has {', '.join(sorted(real_names))})", file=sys.stderr)
+    return ReportContext(real=real, synthetic=synthetic,
                          out=Path(str(d["out"])), seed=seed, run=run, features=tuple(features), weights=weights,
                          progress=bool(r.get("progress", True)), options=options)
 

@@ -433,62 +433,69 @@ def _cfg(manifest: dict | None, *keys: str):
     return v
 
 
+# Keys of groups only some scenes have: a dice tray, the dice's face balance. Every other key a suggestion names has a
+# default in simgen.config, so any scene can set it.
+SCENE_OWN = ("scene.tray.", "scene.face_balance.")
+
+
 def has_key(manifest: dict | None, key: str) -> bool:
-    """Does the rendered set's config have ``key`` (dotted; a `*` or `<name>` part matches any child)? True without a
-    manifest's config: nothing to check against. Suggestions name only keys the user's scene has (`scene.tray.wall_bias`
-    and `scene.face_balance` are the dice scene's own; a tabletop user was told to set them)."""
+    """May the rendered set's scene set ``key`` (dotted, ``=value`` ignored)? True unless it belongs to a group only some
+    scenes have (:data:`SCENE_OWN`) and the manifest's config has no such group: `scene.tray.wall_bias` and
+    `scene.face_balance` are the dice scene's own, and a tabletop user was told to set them. True without a manifest."""
+    key = key.split("=")[0]
     cfg = (manifest or {}).get("config")
-    if not isinstance(cfg, dict):
+    own = next((g for g in SCENE_OWN if key.startswith(g)), None)
+    if own is None or not isinstance(cfg, dict):
         return True
-    level: list = [cfg]
-    for part in key.split("."):
-        any_child = part == "*" or part.startswith("<")
-        level = [c for v in level if isinstance(v, dict) for k, c in v.items() if any_child or k == part]
-        if not level:
-            return False
-    return True
+    v: Any = cfg
+    for part in own.strip(".").split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    return isinstance(v, dict)
 
 
 def _keys(manifest: dict | None, *keys: str) -> str:
     return ", ".join(k for k in keys if has_key(manifest, k))
 
 
-def _sentence(lead: str, options: list[tuple[str, str]], manifest: dict | None, sep: str = ": ") -> str:
-    """``lead`` then each ``(words, keys)`` option whose keys (comma-separated) the scene has, joined with "and"."""
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _advice(options: list[tuple[str, str]], manifest: dict | None) -> str:
+    """Each ``(words, keys)`` option whose keys (comma-separated) the scene may set, as "A (keys), B (keys) and C (keys)"."""
     parts = []
     for words, keys in options:
         ks = _keys(manifest, *[k.strip() for k in keys.split(",")])
         if ks:
             parts.append(f"{words} ({ks})")
-    return lead + (sep + " and ".join(parts) if parts else "") + "."
+    return _listed(parts) if parts else ""
 
 
 def suggestions(t: dict, bins: dict[str, dict], manifest: dict | None) -> list[str]:
     """Sentences derived from the numbers: the largest TIDE error, then bins where recall drops and synthetic is thin.
-    They name only config keys the rendered set's scene has (:func:`has_key`)."""
+    They name only config keys the rendered set's scene may set (:func:`has_key`)."""
     out = []
     worst = max(t["dap"], key=t["dap"].get)
     if t["dap"][worst] >= 1.0:
         m = manifest
-        balance = [("balance classes", "scene.objects.<name>.weight")]
-        if has_key(m, "scene.face_balance.probability"):
-            balance.append(("weight the confused faces", "scene.face_balance.probability, scene.face_balance.weights"))
+        pts = f"the most AP ({t['dap'][worst]:.1f} AP50 points if fixed)"
+        balance = [("balance classes", "scene.objects.<name>.weight"),
+                   ("show the confused faces more often", "scene.face_balance.probability=1, scene.face_balance.weights")]
         out.append({
-            "loc": "Localization costs the most AP: boxes are found but misplaced; check the label-convention margin (tight "
+            "loc": f"Localization costs {pts}: boxes are found but misplaced; check the label-convention margin (tight "
                    "visible-mask boxes vs the real labels) and box regression / model.input_size.",
-            "cls": _sentence("Classification costs the most AP: objects are found but given the wrong class",
-                             [*balance, ("vary the textures that tell them apart", "randomization.textures, randomization.texture_probability")],
-                             m, sep="; "),
-            "both": _sentence("Boxes both misplaced and mislabelled cost the most AP: the detector fires on parts or clusters of objects; "
-                              "look at the false-positive crops", [("add close-packed scenes",
-                                                                     "scene.cluster.probability, scene.tray.wall_bias, scene.objects.*.count")], m, sep=" and "),
-            "dupe": "Duplicates cost the most AP: several boxes per object survive non-maximum suppression; lower the "
-                    "detector's NMS IoU threshold or train longer.",
-            "bkg": _sentence("Background false positives cost the most AP: clutter looks like objects",
-                             [("add distractors", "scene.distractors"), ("ground textures", "randomization.ground_texture_probability")], m),
-            "miss": "Missed objects cost the most AP: many real objects get no box at all; see the size and brightness bins below"
-                    + (" (objects cut by the frame: scene.camera.truncation_probability)." if has_key(m, "scene.camera.truncation_probability") else "."),
-        }[worst][:-1] + f" (dAP50 {t['dap'][worst]:.1f} points).")
+            "cls": f"Classification costs {pts}: objects are found but given the wrong class; "
+                   + _advice([*balance, ("vary the textures that tell them apart", "randomization.textures, randomization.texture_probability")], m) + ".",
+            "both": f"Boxes both misplaced and mislabelled cost {pts}: the detector fires on parts or clusters of objects; look "
+                    "at the false-positive crops and "
+                    + _advice([("add close-packed scenes", "scene.cluster.probability, scene.tray.wall_bias, scene.objects.*.count")], m) + ".",
+            "dupe": f"Duplicates cost {pts}: several boxes per object survive non-maximum suppression; lower the detector's NMS "
+                    "IoU threshold or train longer.",
+            "bkg": f"Background false positives cost {pts}: clutter looks like objects; "
+                   + _advice([("add distractors", "scene.distractors"), ("ground textures", "randomization.ground_texture_probability")], m) + ".",
+            "miss": f"Missed objects cost {pts}: many real objects get no box at all; see the size and brightness bins below "
+                    "(objects cut by the frame: scene.camera.truncation_probability).",
+        }[worst])
     dist, obj = _cfg(manifest, "scene", "camera", "distance"), _cfg(manifest, "scene", "objects")
     scale_key = f"scene.objects.{next(iter(obj))}.scale" if isinstance(obj, dict) and obj else "scene.objects.<name>.scale"
     knobs = {
@@ -500,8 +507,8 @@ def suggestions(t: dict, bins: dict[str, dict], manifest: dict | None) -> list[s
                        "bright", f"raise the upper ends of randomization.sensor.brightness and randomization.light.diffuse "
                                  f"(now {_cfg(manifest, 'randomization', 'light', 'diffuse')}), or add very bright and glaring views "
                                  f"(randomization.light.extreme_probability)"),
-        "visibility": ("occluded", "render more occluded objects (" + _keys(manifest, "randomization.occluders.probability", "scene.cluster.probability",
-                                   "scene.camera.truncation_probability") + ") and keep them (labels.min_visible_fraction)",
+        "visibility": ("occluded", "render more occluded objects (randomization.occluders.probability, scene.cluster.probability, "
+                                   "scene.camera.truncation_probability) and keep them (labels.min_visible_fraction)",
                        "unoccluded", "add plain scenes with few objects"),
     }
     for name, b in bins.items():

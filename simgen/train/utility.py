@@ -324,7 +324,7 @@ def _closest(name: str, options: list[str]) -> str | None:
     same = [o for o in options if o.casefold() == name.casefold()]
     if same:
         return same[0]
-    close = difflib.get_close_matches(name.casefold(), [o.casefold() for o in options], n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name.casefold(), [o.casefold() for o in options], n=1, cutoff=0.75)  # mug ~ Mugs, not cat ~ car
     return next((o for o in options if close and o.casefold() == close[0]), None)
 
 
