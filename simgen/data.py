@@ -49,6 +49,27 @@ def safe_path(root: Path, rel: object) -> Path:
     return p
 
 
+def found_elsewhere(root: Path, rel: object) -> str:
+    """For a listed image that is not at ``root/rel``: " (a file of that name is at images/x.jpg: ...)" where one of that
+    name lies elsewhere in the folder, else "". Exports of labelling tools often list bare names for images kept in a
+    subfolder (CVAT's images/default/), which otherwise reads as a lost photo."""
+    if not isinstance(rel, str) or not rel:
+        return ""
+    import glob
+
+    hits = []
+    for hit in Path(root).rglob(glob.escape(Path(rel).name)):
+        if hit.is_file():
+            hits.append(hit)
+            if len(hits) > 1:  # several of that name: no guess
+                return ""
+    if not hits:
+        return ""
+    at = hits[0].relative_to(root).as_posix()
+    return (f" (a file of that name is at `{at}`: file_name is relative to the folder holding annotations.json; list it "
+            f"as `{at}`, or move the file to `{rel}`)")
+
+
 def _link_out(root: Path, rel: str) -> Path | None:
     """The first symbolic link on the way from ``root`` to ``rel`` when ``rel`` stays inside ``root`` by name."""
     parts = Path(os.path.normpath(rel)).parts
@@ -76,6 +97,13 @@ def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
                 raise DatasetError(f"{root} is a WebDataset render (writer=webdataset: tar shards, no annotations.json); this "
                                    "command reads a COCO dataset: render with writer=coco, or stream the shards with "
                                    "simgen.data.webdataset.")
+        if ann_file is None:  # a labelling tool's export under its own name (Roboflow's _annotations.coco.json, CVAT's
+            # annotations/instances_default.json): say which file to rename, not "render one"
+            named = sorted(str(q.relative_to(root)) for q in [*root.glob("*.json"), *root.glob("annotations/*.json")] if _looks_coco(q))
+            if named:
+                raise DatasetError(f"`{path}` not found; simgen reads a folder's COCO file as annotations.json beside the images' "
+                                   f"paths, and this folder has {', '.join(named[:3])}: if that is its COCO file, copy or rename it "
+                                   f"to {root / 'annotations.json'} (file names in it are read relative to that folder).")
         raise DatasetError(f"`{path}` not found; a dataset folder needs annotations.json (render one with `simgen render out={root}`).")
     try:
         doc = json.loads(path.read_text())
@@ -91,6 +119,19 @@ def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
         raise DatasetError(f"`{path}` is not COCO: it needs lists `images`, `annotations` and `categories`.")
     check_coco(doc, root, path)
     return doc
+
+
+def _looks_coco(path: Path) -> bool:
+    """Does a JSON file hold an "images" list near its start (a COCO file; not simgen's own manifest or metadata)?"""
+    import re
+
+    if path.name in ("manifest.json", "croissant.json"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return re.search(rb'"images"\s*:\s*\[', f.read(1 << 16)) is not None
+    except OSError:
+        return False
 
 
 MAX_SIDE = 1 << 16  # pixels; beyond this a width or height is damage, and its masks would not fit in memory

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .data import load_coco, safe_path
+from .data import found_elsewhere, load_coco, safe_path
 from .errors import ConfigError, DatasetError, did_you_mean
 from .merge import link_or_copy, webdataset_render
 from .provenance import sha256_file
@@ -97,8 +97,8 @@ def source_files(src: Path, doc: dict) -> dict[int, Path]:
     files = {im["id"]: safe_path(src, im["file_name"]) for im in doc["images"]}
     for im in doc["images"]:
         if not files[im["id"]].is_file():
-            raise DatasetError(f"image `{im['file_name']}` listed in {src / 'annotations.json'} is missing; "
-                               "restore it, or re-render the dataset.")
+            raise DatasetError(f"image `{im['file_name']}` listed in {src / 'annotations.json'} is missing"
+                               + (found_elsewhere(src, im["file_name"]) or "; restore it, or re-render the dataset") + ".")
     return files
 
 

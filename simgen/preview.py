@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .data import load_coco, safe_path
+from .data import found_elsewhere, load_coco, safe_path
 from .errors import ConfigError, DatasetError
 
 PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -121,7 +121,9 @@ def contact_sheet(root: Path, out: Path | None = None, n: int = 16, cols: int = 
         # checked first: OpenCV prints a warning line of its own for a file it cannot open
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
         if bgr is None:
-            raise DatasetError(f"image `{im['file_name']}` is missing or unreadable; restore it or re-render the dataset.")
+            elsewhere = "" if path.is_file() else found_elsewhere(root, im["file_name"])
+            raise DatasetError(f"image `{im['file_name']}` is missing or unreadable"
+                               + (elsewhere or "; restore it or re-render the dataset") + ".")
         drawn = draw(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), by_image.get(im["id"], []), names, cat_index)
         scale = min(cell_w / drawn.shape[1], cell_h / drawn.shape[0])  # fits its cell (an entry's size can be wrong)
         size = (max(1, min(cell_w, int(drawn.shape[1] * scale))), max(1, min(cell_h, int(drawn.shape[0] * scale))))  # a thin image keeps a pixel

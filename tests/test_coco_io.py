@@ -238,3 +238,27 @@ def test_an_image_without_its_size_gets_it_from_its_file(tmp_path):
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     with pytest.raises(DatasetError, match="image 1 has width '40'"):
         load_coco(tmp_path)
+
+
+def test_a_labelling_tools_export_layout_is_named_in_the_error(tmp_path):
+    """Exports of labelling tools keep their COCO file under another name (Roboflow's _annotations.coco.json) or list
+    bare file names for images in a subfolder (CVAT's images/default/): the errors said "render one" and "missing"; they
+    name the file to rename and where the image is now."""
+    from PIL import Image
+
+    from simgen.data import load_coco
+    from simgen.train.guard import image_hashes
+
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    (tmp_path / "_annotations.coco.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"this folder has _annotations.coco.json: if that is its COCO file, copy or rename it"):
+        load_coco(tmp_path)
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    (tmp_path / "images" / "default").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "default" / "a.png")
+    with pytest.raises(DatasetError, match=r"`a.png` listed in .* is missing \(a file of that name is at `images/default/a.png`.*list it as") as e:
+        image_hashes(tmp_path)
+    assert "\n" not in str(e.value)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")  # two of that name: no guess
+    with pytest.raises(DatasetError, match=r"`a.png` listed in .* is missing; restore it"):
+        image_hashes(tmp_path)

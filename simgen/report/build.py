@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..data import load_coco
+from ..data import found_elsewhere, load_coco
 from ..run import check_out
 from ..errors import ConfigError, DatasetError
 from .model import ORDER, ReportContext, Section, Side
@@ -51,7 +51,9 @@ def load_side(name: str, root: str | Path, max_images: int | None = None, seed: 
     side = Side(name, root, doc, tuple(int(i) for i in ids), manifest)
     for i in side.image_ids:
         if not side.image_path(i).is_file():
-            raise DatasetError(f"`{side.image_path(i)}` is listed in {root / 'annotations.json'} but missing; restore it or re-render the dataset.")
+            fn = side.images_by_id[i]["file_name"]
+            raise DatasetError(f"`{side.image_path(i)}` is listed in {root / 'annotations.json'} but missing"
+                               + (found_elsewhere(root, fn) or "; restore it or re-render the dataset") + ".")
     return side
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..data import load_coco, safe_path
+from ..data import found_elsewhere, load_coco, safe_path
 from ..errors import DatasetError
 from ..provenance import file_sha256
 
@@ -25,8 +25,9 @@ def image_hashes(root: Path, doc: dict | None = None, unique: bool = False) -> d
     for im in doc["images"]:
         p = safe_path(root, im["file_name"])
         if not p.is_file():  # said now, before training: it was found when scoring, after the whole training budget
-            raise DatasetError(f"image `{im['file_name']}` listed in {root / 'annotations.json'} is missing; restore it, or "
-                               "remove its entry (and its annotations) from annotations.json.")
+            raise DatasetError(f"image `{im['file_name']}` listed in {root / 'annotations.json'} is missing"
+                               + (found_elsewhere(root, im["file_name"]) or "; restore it, or remove its entry (and its "
+                                  "annotations) from annotations.json") + ".")
         h = file_sha256(p)
         if unique and h in out:
             same = "is listed twice" if out[h] == im["file_name"] else f"and `{out[h]}` are the same photo"
