@@ -507,6 +507,10 @@ def _merge(args: list[str]) -> None:
     print(f"{merged}: {m['n_images']} images, {m['n_annotations']} annotations from {len(dirs)} shard{'s' * (len(dirs) != 1)}")
 
 
+def _no_job(d: dict) -> None:
+    raise AssertionError("Hydra ran a job for --help, --cfg or --info")  # it prints and returns for each of them
+
+
 def hydra_task(cmd: str) -> Callable[[dict], None]:
     """The plain-dict task behind each Hydra app (imported late: train and report pull in torch)."""
     if cmd == "render":
@@ -596,7 +600,9 @@ def main(argv: list[str] | None = None) -> None:
         if cfg is not None and not needs_hydra_app(rest):
             return run_task(hydra_task(cmd), cfg)
         try:
-            return hydra_app(cmd, hydra_task(cmd))()
+            # --help, --cfg and --info print and run no job: no task to import (train's and report's pull in torch,
+            # 6-8 s of a `simgen train --help`)
+            return hydra_app(cmd, _no_job if shows else hydra_task(cmd))()
         finally:
             if sweep_dir is not None:
                 import shutil

@@ -23,10 +23,9 @@ from tqdm import tqdm
 from ..data import found_elsewhere, load_coco
 from ..run import check_out
 from ..errors import ConfigError, DatasetError
-from .model import ORDER, ReportContext, Section, Side
+from .model import FAIL_ON, ORDER, ReportContext, Section, Side
 from .props import label_section, pixel_section
 
-FAIL_ON = ("warn", "fail", "never")
 SectionFn = Callable[[ReportContext], "Section | None"]
 
 

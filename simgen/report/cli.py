@@ -112,8 +112,9 @@ def renamed(side, cmap: dict[str, str], source: str):
 
 def report_context(d: dict[str, Any]):
     """The ReportContext for a composed config; loads and samples both sides (DatasetError on bad input)."""
-    from .build import FAIL_ON, load_side
-    from .model import ReportContext
+    # the checks below come first: loading the sides imports simgen.data, and with it torch (~3-6 s), which a typo
+    # in a report.* value kept the user waiting for
+    from .model import FAIL_ON, ReportContext
 
     r = dict(d.get("report") or {})
     if r.get("fail_on", "fail") not in FAIL_ON:
@@ -144,6 +145,8 @@ def report_context(d: dict[str, Any]):
         if unknown:
             raise ConfigError(f"unknown report.sections {unknown}; known: {', '.join(k for k, _ in section_functions())}.")
     options = {k: v for k, v in r.items() if k not in ("run", "features", "weights", "seed", "progress")}
+    from .build import load_side
+
     synthetic = load_side("synthetic", _folder(d, "synthetic"), max_images, seed)
     real = load_side("real", _folder(d, "real"), max_images, seed)
     cmap, source = _category_map(d, run)
@@ -164,9 +167,9 @@ def report_context(d: dict[str, Any]):
 
 def report_task(d: dict[str, Any]) -> None:
     """Build the report, print where it is and the verdict, then exit 1 when the verdict reaches report.fail_on."""
+    ctx = report_context(d)
     from .build import build_report, exit_code
 
-    ctx = report_context(d)
     report = build_report(ctx)
     fail_on = (d.get("report") or {}).get("fail_on", "fail")
     c = report["counts"]
