@@ -71,10 +71,11 @@ def _category_map(d: dict[str, Any], run: Path | None) -> tuple[dict[str, str], 
     import json
 
     cm = (d.get("data") or {}).get("category_map") or {}
-    if not isinstance(cm, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in cm.items()):
+    # a class named 6 is read as a number by Hydra, as in simgen train: names are compared as text
+    if not isinstance(cm, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for v in cm.values()):
         raise ConfigError(f"data.category_map must map synthetic class names to real ones (e.g. +data.category_map.die=dice), got {cm!r}.")
     if cm:
-        return dict(cm), "data.category_map"
+        return {str(k): str(v) for k, v in cm.items()}, "data.category_map"
     if run is not None:
         from .errors import find_run
 
