@@ -383,20 +383,28 @@ def check_own_textures(mesh: Path) -> None:
 STB_FORMATS = ("PNG", "JPEG", "BMP", "TGA", "GIF", "PPM")  # Pillow's names for what stb_image (PyBullet's loader) reads
 
 
+def map_kd_name(mesh: Path, line: str) -> str | None:
+    """The texture file a material line names, if it is a ``map_Kd`` line: relative to the OBJ's folder as PyBullet's
+    loader resolves it, the rest of the line where that file exists (a name with spaces), else its last word (options
+    such as ``-s 1 1 1`` come before the name)."""
+    parts = line.split()
+    if parts[:1] != ["map_Kd"] or len(parts) < 2:
+        return None
+    whole = line.strip().split(None, 1)[1].strip()
+    return whole if (mesh.parent / whole).is_file() else parts[-1]
+
+
 def texture_maps(mesh: Path, mtl: Path, first_only: bool = False) -> list[tuple[str, Path]]:
-    """(name as written, path) of each ``map_Kd`` of an OBJ's material file, relative to the OBJ's folder as PyBullet's
-    loader resolves it: the rest of the line where that file exists (a name with spaces), else its last word (options
-    such as ``-s 1 1 1`` come before the name). ``first_only``: the first material's map alone (PyBullet reads no other)."""
+    """(name as written, path) of each ``map_Kd`` of an OBJ's material file (:func:`map_kd_name`). ``first_only``: the
+    first material's map alone (PyBullet reads no other)."""
     out, materials = [], 0
     for ln in open(mtl, errors="replace"):
-        parts = ln.split()
-        if parts[:1] == ["newmtl"]:
+        if ln.split()[:1] == ["newmtl"]:
             materials += 1
             if first_only and materials > 1:
                 break
-        if parts[:1] == ["map_Kd"] and len(parts) > 1:
-            whole = ln.strip().split(None, 1)[1].strip()
-            name = whole if (mesh.parent / whole).is_file() else parts[-1]
+        name = map_kd_name(mesh, ln)
+        if name is not None:
             out.append((name, (mesh.parent / name).resolve()))
             if first_only:
                 break
@@ -408,14 +416,11 @@ def _own_material(mesh: Path) -> str:
     mtl = _material_file(mesh)
     if mtl is None:
         return ""
-    maps = dict(texture_maps(mesh, mtl))
     out = []
     for ln in open(mtl, errors="replace"):
-        parts = ln.split()
-        if parts[:1] == ["map_Kd"] and len(parts) > 1:  # the file as texture_maps names it
-            whole = ln.strip().split(None, 1)[1].strip()
-            name = whole if whole in maps else parts[-1]
-            tex = render_texture(maps.get(name, (mesh.parent / name).resolve()))
+        name = map_kd_name(mesh, ln)  # the file as texture_maps names it
+        if name is not None:
+            tex = render_texture((mesh.parent / name).resolve())
             ln = f"map_Kd {os.path.relpath(tex, cache_dir() / 'meshes')}\n"
         out.append(ln)
     return "".join(out)

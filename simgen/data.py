@@ -145,12 +145,15 @@ def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+ORIENTATION = 0x0112  # EXIF tag: how to turn the stored pixels to show them (1: as stored)
+
+
 def _shown_size(p: Path, im: dict, bad) -> tuple[int, int]:
     """(width, height) of an image file as shown (EXIF orientation applied), from its header."""
     try:
         with Image.open(p) as pil:
             w, h = pil.size
-            turned = pil.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the four that swap the sides
+            turned = pil.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # the four that swap the sides
     except (OSError, ValueError, Image.DecompressionBombError):
         raise bad(f"image {im['id']} gives no width/height and its file `{im.get('file_name')}` cannot be read as an image "
                   "to take them from (add them, or restore the file)") from None
@@ -373,7 +376,7 @@ def upright(pil):
     boxes drawn upright (OpenCV's imread turns it; Pillow does not)."""
     from PIL import ImageOps
 
-    return ImageOps.exif_transpose(pil) if pil.getexif().get(0x0112, 1) != 1 else pil
+    return ImageOps.exif_transpose(pil) if pil.getexif().get(ORIENTATION, 1) != 1 else pil
 
 
 class RenderedDataset(torch.utils.data.Dataset):

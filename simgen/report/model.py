@@ -16,6 +16,7 @@ ORDER = {"info": 0, "pass": 1, "warn": 2, "fail": 3}
 
 FAIL_ON = ("warn", "fail", "never")  # report.fail_on
 
+
 @dataclass(frozen=True)
 class Check:
     """One number compared with its thresholds. ``threshold`` says the rule in words, e.g. ">= 0.8 pass, >= 0.6 warn"."""
