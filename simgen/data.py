@@ -2,6 +2,7 @@
 torchvision ``tv_tensors``, ready for ``torchvision.transforms.v2``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -83,8 +84,29 @@ def _link_out(root: Path, rel: str) -> Path | None:
     return None
 
 
+_coco_memo: dict[tuple, dict] | None = None  # load_coco's documents while a coco_cache() block is open
+
+
+@contextlib.contextmanager
+def coco_cache():
+    """Within this block :func:`load_coco` parses and checks each file once and returns that same dict again while the
+    file is unchanged (path, folder, size, modification time). One training command reads a folder's file in several
+    places (class names, unscored classes, the leak guard, the dataset itself): a 100k-annotation file costs seconds
+    each time. The dict is shared, so code inside the block must not change it. Nested blocks share the outer cache;
+    outside any block every call reads the file afresh, as before."""
+    global _coco_memo
+    outer = _coco_memo
+    if outer is None:
+        _coco_memo = {}
+    try:
+        yield
+    finally:
+        _coco_memo = outer
+
+
 def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
-    """Read and sanity-check a COCO detection file, with one-line errors that say how to fix it."""
+    """Read and sanity-check a COCO detection file, with one-line errors that say how to fix it (inside
+    :func:`coco_cache`, once per unchanged file)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder `{root}` does not exist; pass a folder that holds annotations.json.")
@@ -105,6 +127,15 @@ def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
                                    f"paths, and this folder has {', '.join(named[:3])}: if that is its COCO file, copy or rename it "
                                    f"to {root / 'annotations.json'} (file names in it are read relative to that folder).")
         raise DatasetError(f"`{path}` not found; a dataset folder needs annotations.json (render one with `simgen render out={root}`).")
+    memo, key = _coco_memo, None
+    if memo is not None:
+        try:
+            st = path.stat()
+            key = (str(path.resolve()), str(root.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:  # said below, where the file is read
+            pass
+        if key in memo:
+            return memo[key]
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -118,6 +149,8 @@ def load_coco(root: Path, ann_file: str | Path | None = None) -> dict:
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
         raise DatasetError(f"`{path}` is not COCO: it needs lists `images`, `annotations` and `categories`.")
     check_coco(doc, root, path)
+    if memo is not None and key is not None:
+        memo[key] = doc
     return doc
 
 

@@ -262,3 +262,32 @@ def test_a_labelling_tools_export_layout_is_named_in_the_error(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")  # two of that name: no guess
     with pytest.raises(DatasetError, match=r"`a.png` listed in .* is missing; restore it"):
         image_hashes(tmp_path)
+
+
+def test_coco_cache_parses_each_unchanged_file_once(tmp_path, dataset, monkeypatch):
+    """Inside coco_cache() a file is parsed and checked once while it is unchanged; outside, or once it changed, afresh."""
+    import os
+    import shutil
+
+    from simgen import data
+
+    root = tmp_path / "set"
+    shutil.copytree(dataset, root)
+    parsed = []
+    check = data.check_coco
+    monkeypatch.setattr(data, "check_coco", lambda doc, *a: (parsed.append(1), check(doc, *a))[1])
+    a = data.load_coco(root)
+    assert data.load_coco(root) is not a and len(parsed) == 2  # no block: every call reads the file, as before
+    with data.coco_cache():
+        first = data.load_coco(root)
+        with data.coco_cache():  # nested: the same cache
+            assert data.load_coco(root) is first and data.load_coco(str(root) + "/") is first
+        assert CocoDataset(root).doc is first and len(parsed) == 3
+        doc = json.loads((root / "annotations.json").read_text())
+        doc["annotations"] = doc["annotations"][:1]
+        (root / "annotations.json").write_text(json.dumps(doc))
+        st = (root / "annotations.json").stat()
+        os.utime(root / "annotations.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a coarse clock: still a change
+        again = data.load_coco(root)
+        assert again is not first and len(again["annotations"]) == 1 and len(parsed) == 4
+    assert data._coco_memo is None and data.load_coco(root) is not again  # the block's end drops the documents

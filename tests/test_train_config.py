@@ -151,6 +151,20 @@ def test_bad_value_from_the_real_command_line(tmp_path, folders):
     assert "Traceback" not in r.stderr + r.stdout and not out.exists()
 
 
+@pytest.mark.parametrize("cmd,bad", [("train", "trainer.batch_size=0"), ("utility", "utility.seeds=[1,1]"),
+                                     ("train", "model.name=fcos_lit"), ("utility", "data.real=/nowhere")])
+def test_bad_value_is_refused_before_torch_loads(tmp_path, folders, cmd, bad):
+    """Config checks import no torch (train.config): a typo costs ~1 s, not the ~3-8 s torch takes to load first.
+    A fresh process, so that nothing this test session imported counts."""
+    args = [cmd, f"data.synthetic={folders['syn']}", f"data.holdout={folders['hold']}", f"out={tmp_path / 'run'}", bad]
+    code = ("import sys\nfrom simgen.cli import main\n"
+            f"try:\n    main({args!r})\n"
+            "except SystemExit as e:\n    print('exit', e.code)\n"
+            "print('loaded', sorted(m for m in ('torch', 'torchvision', 'pybullet') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "exit 2" in r.stdout and "loaded []" in r.stdout, r.stdout + r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
+
 @pytest.mark.parametrize("model", ["frcnn_lite", "fcos_lite", "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2",
                                    "fasterrcnn_mobilenet_v3_large_fpn"])
 def test_every_shipped_model_config_passes_and_round_trips_through_provenance(model):

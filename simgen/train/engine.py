@@ -22,76 +22,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..errors import ConfigError
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    max_steps: int | None = 2000
-    max_minutes: float | None = None
-    batch_size: int = 8
-    crop: int | None = 320  # train on square crops of this size at the model's scale; None: whole images
-    scale_jitter: tuple[float, float] = (0.7, 1.3)
-    hflip: bool = True
-    vflip: bool = True
-    color_jitter: float = 0.3  # brightness/contrast/saturation; hue gets a tenth
-    grayscale_p: float = 0.05
-    blur_p: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    min_lr_frac: float = 0.05  # cosine decays to this fraction of lr
-    grad_clip: float = 10.0
-    num_workers: int = 0
-    threads: int | str = "auto"  # torch CPU threads: "auto" (the free cores, see threads.py) or a number
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision where the device is CUDA
-    checkpoint_minutes: float = 5.0
-    progress: bool = True
-    eval_batch_size: int = 4
-    ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.999); None: off
-    mosaic: float = 0.0  # probability that a training item is a 2x2 mosaic of four images of its set (see Mosaic)
-
-    def budget(self) -> str:
-        parts = [f"{self.max_steps} steps" if self.max_steps else "", f"{self.max_minutes:g} min" if self.max_minutes else ""]
-        return " or ".join(p for p in parts if p)
-
-
-def trainer_config(d: dict) -> TrainerConfig:
-    from ..config import Fields, check_numbers
-
-    f, t0 = Fields(d, "trainer", TrainerConfig.__dataclass_fields__, example="cpu"), TrainerConfig()
-    device = f.text("device", t0.device)
-    if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise ConfigError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {device!r}; e.g. trainer.device=auto")
-    jitter = check_numbers(f.get("scale_jitter", t0.scale_jitter), "trainer.scale_jitter", list(t0.scale_jitter), 2, lo=0, lo_open=True)
-    if jitter[0] > jitter[1]:
-        raise ConfigError(f"trainer.scale_jitter must be [low, high] with low <= high, got {list(jitter)}; e.g. trainer.scale_jitter=[0.7,1.3]")
-    cfg = TrainerConfig(
-        max_steps=f.integer("max_steps", t0.max_steps, lo=1, optional=True), max_minutes=f.number("max_minutes", t0.max_minutes, lo=0, lo_open=True, optional=True, example=10),
-        batch_size=f.integer("batch_size", t0.batch_size, lo=1), crop=f.integer("crop", t0.crop, lo=32, optional=True), scale_jitter=jitter,  # type: ignore[arg-type]
-        hflip=f.flag("hflip", t0.hflip), vflip=f.flag("vflip", t0.vflip), color_jitter=f.number("color_jitter", t0.color_jitter, lo=0),  # type: ignore[arg-type]
-        grayscale_p=f.prob("grayscale_p", t0.grayscale_p), blur_p=f.prob("blur_p", t0.blur_p), lr=f.number("lr", t0.lr, lo=0, lo_open=True),  # type: ignore[arg-type]
-        weight_decay=f.number("weight_decay", t0.weight_decay, lo=0), warmup_steps=f.integer("warmup_steps", t0.warmup_steps, lo=0),  # type: ignore[arg-type]
-        min_lr_frac=f.prob("min_lr_frac", t0.min_lr_frac), grad_clip=f.number("grad_clip", t0.grad_clip, lo=0),  # type: ignore[arg-type]
-        num_workers=f.integer("num_workers", t0.num_workers, lo=0), threads=_threads(f), device=device,  # type: ignore[arg-type]
-        amp=f.flag("amp", t0.amp), checkpoint_minutes=f.number("checkpoint_minutes", t0.checkpoint_minutes, lo=0),  # type: ignore[arg-type]
-        progress=f.flag("progress", t0.progress), eval_batch_size=f.integer("eval_batch_size", t0.eval_batch_size, lo=1),  # type: ignore[arg-type]
-        ema=f.number("ema", t0.ema, lo=0, hi=1, lo_open=True, hi_open=True, optional=True, example=0.999),  # type: ignore[arg-type]
-        mosaic=f.prob("mosaic", t0.mosaic))  # type: ignore[arg-type]
-    if not cfg.max_steps and not cfg.max_minutes:
-        raise ConfigError("trainer needs a budget: set trainer.max_steps and/or trainer.max_minutes.")
-    return cfg
-
-
-def _threads(f) -> int | str:
-    v = f.get("threads", "auto")
-    if isinstance(v, str) and v.strip().lower() == "auto":
-        return "auto"
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        from ..config import bad_value
-
-        raise bad_value("trainer.threads", "auto or an integer >= 1", v, "auto")
-    return v
+from .config import TrainerConfig, trainer_config  # noqa: F401  (re-exported)
 
 
 def resolve_device(name: str) -> torch.device:

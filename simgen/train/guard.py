@@ -68,10 +68,10 @@ def dataset_identity(root: Path) -> dict:
             ident["git_commit"] = man.get("git_commit")
         except json.JSONDecodeError:
             ident["manifest_sha256"] = file_sha256(m)
-    try:
-        doc = json.loads(ann.read_text())
+    try:  # load_coco: parsed once per command inside coco_cache()
+        doc = load_coco(root)
         ident["n_images"], ident["n_annotations"] = len(doc["images"]), len(doc["annotations"])
-    except (OSError, json.JSONDecodeError, KeyError):
+    except DatasetError:
         pass
     return ident
 

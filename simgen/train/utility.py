@@ -15,79 +15,27 @@ import hashlib
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import SEED_MAX, Fields, bad_value
 from ..data import CocoDataset, collate, load_coco
 from ..errors import ConfigError, DatasetError, did_you_mean
 from .engine import (Mosaic, Phase, TrainerConfig, TrainResult, eval_transforms, finished, load_checkpoint, phase_skips, predict,
-                     resolve_device, resumable, train, train_transforms, trainer_config)
+                     resolve_device, resumable, train, train_transforms)
 from .evaluate import any_class_scores, coco_evaluate, coco_results, label_to_category, write_json
 from .files import atomic_text, disk_full_guard, save_figure
 from .guard import check_no_leak, dataset_identity, holdout_identity
 from ..provenance import file_sha256
 from ..datasheet import write_run_datasheet, write_utility_datasheet
 from .mix import MixedDataset, concat, share
-from .models import ModelConfig, build_model, model_config
+from .models import ModelConfig, build_model
 from .sizes import SyntheticSplit, gap_warnings, mean_std, plan_sizes, plot_sizes, size_summary, size_table, split_indices, val_set
 from .threads import apply_threads
-
-AGNOSTIC = "object"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    synthetic: tuple[Path, ...] = ()
-    real: tuple[Path, ...] = ()
-    holdout: Path | None = None
-    category_map: tuple[tuple[str, str], ...] = ()  # training name -> holdout name
-    class_agnostic: bool = False  # one class "object" on both sides: does it find the objects at all?
-    synthetic_fraction: float | None = None  # `simgen train`: None = in proportion to the folders' sizes
-    holdout_limit: int | None = None  # score only the first N holdout images (quick checks, tests)
-
-    def name_of(self, name: str) -> str:
-        return AGNOSTIC if self.class_agnostic else dict(self.category_map).get(name, name)
-
-
-@dataclass(frozen=True)
-class Job:
-    model: ModelConfig
-    trainer: TrainerConfig
-    data: DataConfig
-    out: Path
-    seed: int = 0
-    resolved: dict = field(default_factory=dict, compare=False)
-    overwrite: bool = False  # replace a run in ``out`` (or an arm's folder) that was made with other settings
-
-
-# The real phase of the finetune arm, in passes over the real training images (``utility.finetune_split=auto``).
-# Measured on dice, 1000 steps of 8, 3 seeds (docs/sim2real.md, tenth and eleventh rounds): with 10 photos, 80
-# passes (split 0.9) beat 240 (0.7) on every seed, +0.029 mAP; with 25 photos, 32 passes (0.9) lost to 96 (0.7)
-# on every seed, -0.017. One share of the budget over-fits a few photos and starves more: the passes are what
-# the photos bear.
-FINETUNE_PASSES = 80.0
-FINETUNE_SPLIT_MINUTES = 0.7  # a minute budget has no step count to turn passes into: the fixed share
-FINETUNE_SPLIT_BOUNDS = (0.5, 0.95)  # at least half the budget pretrains; at least 5% fine-tunes
-
-
-@dataclass(frozen=True)
-class UtilityConfig:
-    job: Job
-    fractions: tuple[float, ...] = (0.3, 0.5, 0.7)
-    seeds: tuple[int, ...] = (0,)
-    tstr: bool = True
-    trtr: bool = True
-    finetune: bool = True  # pretrain on synthetic, fine-tune on real (only with data.real)
-    finetune_split: float | str = "auto"  # share of the budget on synthetic before the switch to real; "auto": from finetune_passes
-    finetune_passes: float = FINETUNE_PASSES  # "auto": the real phase's length in passes over the real training images
-    synthetic_sizes: tuple[int, ...] = ()  # the data-size curve: numbers of synthetic images (empty: off)
-    synthetic_val: int = 100  # synthetic images held out from every size, to score the size runs on
-    sizes_fraction: float | None = None  # the mix of the size curve; None: the best mix by mean mAP
-
+from .config import (AGNOSTIC, FINETUNE_SPLIT_BOUNDS, FINETUNE_SPLIT_MINUTES, DataConfig, Job, UtilityConfig,  # noqa: F401
+                     job_config, utility_config)  # (the last two re-exported)
 
 @dataclass(frozen=True)
 class Arm:
@@ -99,86 +47,6 @@ class Arm:
     finetune_split: float | None = None  # sequential: synthetic only for this share of the budget, then real only
     subset: SyntheticSplit | None = None  # a data-size run: train on a nested subset of the synthetic images
     series: str | None = None  # a data-size run: the arm it shrinks ("TSTR", "mix-0.7")
-
-
-def _is_fraction(f) -> bool:
-    return isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1
-
-
-def _paths(v, key: str) -> tuple[Path, ...]:
-    if v is None or v == "" or str(v).lower() == "none":
-        return ()
-    vs = v if isinstance(v, (list, tuple)) else [v]
-    out = []
-    for p in vs:
-        p = Path(str(p)).expanduser()
-        if not (p / "annotations.json").is_file():
-            raise DatasetError(f"{key}: `{p}` has no annotations.json; render one (`simgen render out={p}`) or fix the path.")
-        out.append(p)
-    return tuple(out)
-
-
-def data_config(d: dict) -> DataConfig:
-    f = Fields(d, "data", (*DataConfig.__dataclass_fields__, "name"), example="dice")
-    d = dict(f.d)
-    f.text("name", None, optional=True, example="dice")  # a label for people (dice, coco); nothing reads it
-    frac = f.number("synthetic_fraction", None, lo=0, hi=1, optional=True, example=0.5)
-    limit = None if d.get("holdout_limit") in (None, 0) else f.integer("holdout_limit", None, lo=0, example=10)
-    class_agnostic = f.flag("class_agnostic", False)
-    holdout = d.get("holdout")
-    if not holdout or str(holdout).lower() == "none":
-        raise ConfigError("data.holdout is not set; pass data.holdout=<real COCO folder> (e.g. ../shared/holdouts/dice-real-50).")
-    holdout = Path(str(holdout)).expanduser()
-    if not (holdout / "annotations.json").is_file():
-        raise DatasetError(f"holdout `{holdout}` has no annotations.json; pass data.holdout=<folder of real images with COCO annotations>.")
-    cm = d.get("category_map") or {}
-    if not isinstance(cm, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in cm.values()):
-        raise bad_value("data.category_map", "a mapping {training name: holdout name}", cm, {"die": "dice"})
-    cfg = DataConfig(synthetic=_paths(d.get("synthetic"), "data.synthetic"), real=_paths(d.get("real"), "data.real"), holdout=holdout,
-                     category_map=tuple(sorted((str(k), str(v)) for k, v in cm.items())), class_agnostic=class_agnostic,
-                     synthetic_fraction=frac, holdout_limit=limit)
-    return cfg
-
-
-def job_config(d: dict, utility: bool = False) -> Job:
-    """The model, trainer and data groups and the top-level keys (``utility`` too when ``utility``, for
-    :func:`utility_config`), every field checked: a bad one is one line, raised before anything is written."""
-    top = Fields({k: v for k, v in d.items() if k != "hydra"}, "",
-                 ("model", "trainer", "data", "out", "seed", "overwrite", *(("utility",) if utility else ())))
-    seed = top.integer("seed", 0, lo=0, hi=SEED_MAX)
-    overwrite = top.flag("overwrite", False)
-    for k in ("model", "trainer", "data"):
-        if not isinstance(d.get(k), dict):
-            raise ConfigError(f"config has no `{k}` group; compose conf/train.yaml (simgen train) or pass {k}=<option>.")
-    out = d.get("out")
-    if out is None or isinstance(out, (bool, list, dict)) or not str(out).strip():
-        raise ConfigError("out is not set; pass out=<folder for checkpoints and reports>, e.g. out=runs/dice.")
-    model, trainer = model_config(d["model"]), trainer_config(d["trainer"])
-    resolve_device(trainer.device)  # a device this machine lacks: one line now, not after the first log lines
-    job = Job(model, trainer, data_config(d["data"]), Path(str(out)), seed,  # type: ignore[arg-type]
-              resolved={k: v for k, v in d.items() if k != "hydra"}, overwrite=overwrite)
-    if not job.data.synthetic and not job.data.real:
-        raise ConfigError("no training data: pass data.synthetic=<folder> (or a list [a,b]) and/or data.real=<folder>.")
-    check_out_folder(job)
-    return job
-
-
-def check_out_folder(job: Job) -> None:
-    """Refuse an ``out`` that is not a run's own folder, before anything is written: a run writes checkpoint.pt,
-    metrics.json, predictions.json, provenance.json and DATASHEET.md there, which would land inside a dataset (and
-    replace its datasheet) or inside the holdout."""
-    out = job.out.resolve()
-    data = [("data.holdout", job.data.holdout), *(("data.synthetic", r) for r in job.data.synthetic),
-            *(("data.real", r) for r in job.data.real)]
-    for key, root in data:
-        root = Path(root).resolve()
-        if out == root or out.is_relative_to(root):
-            raise ConfigError(f"out={job.out} is {'the' if out == root else 'inside the'} {key} folder {root}: a run writes its "
-                              "checkpoint, scores and DATASHEET.md into out; give it a folder of its own, e.g. out=runs/<name>.")
-    for marker in ("annotations.json", "manifest.json"):
-        if (out / marker).is_file():
-            raise ConfigError(f"out={job.out} holds a dataset ({marker}): a run writes its checkpoint, scores and DATASHEET.md "
-                              "into out, which would replace the dataset's; give the run a folder of its own, e.g. out=runs/<name>.")
 
 
 RUN_FILES = ("metrics.json", "predictions.json", "checkpoint.pt", "provenance.json", "DATASHEET.md")
@@ -226,57 +94,6 @@ def claim_run_folder(out: Path, keys: tuple[str, str], overwrite: bool, name: st
                            "or a new out=<folder>.")
     for f in RUN_FILES:
         (out / f).unlink(missing_ok=True)
-
-
-def utility_config(d: dict) -> UtilityConfig:
-    job = job_config(d, utility=True)
-    uf = Fields(d.get("utility"), "utility", ("fractions", "seeds", "tstr", "trtr", *NEW_UTILITY_KEYS), example="{fractions: [0.5]}")
-    u = uf.d
-    fr = () if u.get("fractions") is None else u["fractions"]  # null or []: no mix arms
-    if not isinstance(fr, (list, tuple)) or not all(_is_fraction(f) for f in fr) or len(set(fr)) != len(fr):
-        raise bad_value("utility.fractions", "a list of different synthetic fractions strictly between 0 and 1 (TSTR is 1, TRTR is 0)",
-                        fr, [0.3, 0.5, 0.7])
-    fr = tuple(float(f) for f in fr)
-    seeds = u.get("seeds")
-    seeds = (job.seed,) if seeds is None or (isinstance(seeds, (list, tuple)) and not seeds) else [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if (not isinstance(seeds, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds)
-            or len(set(seeds)) != len(seeds)):
-        raise bad_value("utility.seeds", "a list of different integers >= 0 (every arm runs once per seed)", u.get("seeds"), [0, 1, 2])
-    seeds = tuple(seeds)
-    if not job.data.synthetic:
-        raise ConfigError("simgen utility needs synthetic data: pass data.synthetic=<folder rendered by simgen render>.")
-    cfg = UtilityConfig(job, fr, seeds, uf.flag("tstr", True), uf.flag("trtr", True), **_arm_settings(uf, job))
-    if not arms(cfg) and not cfg.synthetic_sizes:
-        raise ConfigError("no arm to run: " + ("utility.tstr, utility.trtr and utility.finetune are off and utility.fractions is empty"
-                          if job.data.real else "without data.real only TSTR can run, and utility.tstr=false")
-                          + "; e.g. utility.tstr=true")
-    return cfg
-
-
-NEW_UTILITY_KEYS = ("finetune", "finetune_split", "finetune_passes", "synthetic_sizes", "synthetic_val", "sizes_fraction")
-
-
-def _arm_settings(uf: Fields, job: Job) -> dict:
-    """The finetune arm and data-size curve keys of ``utility``, checked against the job they will run in."""
-    u0 = UtilityConfig(job)
-    finetune = uf.flag("finetune", u0.finetune)
-    split = uf.get("finetune_split", u0.finetune_split)
-    if split != "auto":
-        if not _is_fraction(split):
-            raise bad_value("utility.finetune_split", "a number in (0, 1), the synthetic share of the budget, or auto "
-                            "(the real phase lasts utility.finetune_passes passes over the real photos)", split, "auto")
-        split = float(split)
-    passes = uf.number("finetune_passes", u0.finetune_passes, lo=0, lo_open=True, example=FINETUNE_PASSES)
-    if finetune and job.data.real and job.trainer.max_steps == 1:
-        raise ConfigError("the finetune arm needs trainer.max_steps >= 2 (one step per phase); raise it or pass utility.finetune=false.")
-    sizes = uf.get("synthetic_sizes") or ()
-    if not isinstance(sizes, (list, tuple)) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
-        raise bad_value("utility.synthetic_sizes", "a list of image counts >= 1 (empty: no data-size curve)", sizes, [250, 500, 1000])
-    sf = None if uf.get("sizes_fraction") is None else uf.number("sizes_fraction", None, lo=0, hi=1, lo_open=True, hi_open=True, example=0.7)
-    if sf is not None and not job.data.real:
-        raise ConfigError("utility.sizes_fraction needs a real training folder: pass data.real=<folder> or utility.sizes_fraction=null.")
-    return {"finetune": finetune, "finetune_split": split, "finetune_passes": float(passes), "synthetic_sizes": tuple(sizes),
-            "synthetic_val": uf.integer("synthetic_val", u0.synthetic_val, lo=1, example=100), "sizes_fraction": sf}
 
 
 # ---------------------------------------------------------------------------- data
