@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -193,13 +193,19 @@ class Instance:
     # The frame's instance map in column-major order (Frame.columns, WxH). Labels pass mask=None and this: the mask is
     # cut from it on first read. The COCO writer encodes every mask from the map's runs and never reads one, so an
     # image no longer pays a full-image comparison per instance for masks nobody reads (~0.1 ms each at 640x480).
-    mask_source: np.ndarray | None = field(default=None, repr=False)
+    # Not a field: dataclasses.asdict would copy the whole map into every instance's dict, and replace() reads the mask
+    # (cutting it) and leaves the map behind, so replace(inst, mask=None) means no mask.
+    mask_source: InitVar[np.ndarray | None] = None
+
+    def __post_init__(self, mask_source: np.ndarray | None) -> None:
+        object.__setattr__(self, "_mask_source", mask_source)
 
     def __getattribute__(self, name: str):
         if name == "mask":
             d = object.__getattribute__(self, "__dict__")
-            if d["mask"] is None and d.get("mask_source") is not None:
-                d["mask"] = (d["mask_source"] == d["object_index"]).T  # Fortran-ordered, as COCO RLE reads it
+            if d["mask"] is None and d.get("_mask_source") is not None:
+                d["mask"] = (d["_mask_source"] == d["object_index"]).T  # Fortran-ordered, as COCO RLE reads it
+                d["_mask_source"] = None  # cut once: the instance no longer holds on to the frame's map for it
         return object.__getattribute__(self, name)
 
 

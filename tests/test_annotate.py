@@ -164,6 +164,10 @@ def test_masks_are_cut_on_first_read_and_areas_come_from_the_runs():
             assert a.area == int(want.sum()) and a.bbox_xyxy == tight_box(want)
         own = np.zeros_like(out[0].mask)
         assert dataclasses.replace(out[0], mask=own).mask is own
+        # the map is no field: asdict copies each mask, not the whole map into every instance; replace(mask=None) is none
+        fresh = annotate(frame(inst), state, LabelSpec(min_visible_fraction=0.0, min_area_px=1))[0]
+        assert "mask_source" not in dataclasses.asdict(fresh) and dataclasses.replace(fresh, mask=None).mask is None
+        assert np.array_equal(dataclasses.replace(fresh, area=1).mask, inst == fresh.object_index)
 
 
 def test_unlabelled_warning_names_the_commonest_reason_and_what_to_change():
