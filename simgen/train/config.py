@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SEED_MAX, Fields, bad_value
-from ..errors import ConfigError, DatasetError
+from ..config import SEED_MAX, Fields, bad_value, check_choice, check_numbers
+from ..errors import ConfigError, DatasetError, did_you_mean
 
 # ---------------------------------------------------------------------------- trainer
 
@@ -48,8 +48,6 @@ class TrainerConfig:
 
 
 def trainer_config(d: dict) -> TrainerConfig:
-    from ..config import Fields, check_numbers
-
     f, t0 = Fields(d, "trainer", TrainerConfig.__dataclass_fields__, example="cpu"), TrainerConfig()
     device = f.text("device", t0.device)
     if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
@@ -79,8 +77,6 @@ def _threads(f) -> int | str:
     if isinstance(v, str) and v.strip().lower() == "auto":
         return "auto"
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        from ..config import bad_value
-
         raise bad_value("trainer.threads", "auto or an integer >= 1", v, "auto")
     return v
 
@@ -131,8 +127,6 @@ def _none(v):
 
 def _int_list(v, name: str, example, n: int | None = None, lo: int = 1) -> tuple[int, ...]:
     """A list of integers >= lo (exactly ``n`` of them when given)."""
-    from ..config import bad_value
-
     ok = isinstance(v, (list, tuple)) and (len(v) == n if n else len(v) >= 1) and all(
         isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
     if not ok:
@@ -154,9 +148,6 @@ def _weights_names(model: str) -> tuple[str, ...]:
 def model_config(d: dict) -> ModelConfig:
     """The ``model`` group, every field checked by type and range: a bad one is one line naming the field
     and a valid value, raised before anything is built or written."""
-    from ..config import Fields, bad_value, check_choice
-    from ..errors import did_you_mean
-
     f, m0 = Fields(d, "model", ModelConfig.__dataclass_fields__, example="fcos_lite"), ModelConfig()
     name = f.get("name", m0.name)
     if not isinstance(name, str) or name not in MODELS:
@@ -418,7 +409,6 @@ def _arm_settings(uf: Fields, job: Job) -> dict:
         raise ConfigError("utility.sizes_fraction needs a real training folder: pass data.real=<folder> or utility.sizes_fraction=null.")
     return {"finetune": finetune, "finetune_split": split, "finetune_passes": float(passes), "synthetic_sizes": tuple(sizes),
             "synthetic_val": uf.integer("synthetic_val", u0.synthetic_val, lo=1, example=100), "sizes_fraction": sf}
-
 
 
 def _has_arm(u: UtilityConfig) -> bool:
