@@ -2,9 +2,10 @@
 
 Built-ins are procedural meshes written as OBJ (die, box, can, sphere, plane) and a few
 pybullet_data models (duck, teddy, mug, lego, ...). A user's own ``.obj`` or ``.urdf`` path is an
-asset too, so a new category needs overrides only. Texturing works by writing a copy of the OBJ whose
-material points at the texture: per-body ``changeVisualShape(textureUniqueId=...)`` is broken under
-EGL (bullet3 PR #4805), a per-texture mesh copy works under both renderers.
+asset too, so a new category needs overrides only; an STL, PLY or glTF/GLB is converted once to an OBJ
+(``converted_obj``). Texturing works by writing a copy of the OBJ whose material points at the texture: per-body
+``changeVisualShape(textureUniqueId=...)`` is broken under EGL (bullet3 PR #4805), a per-texture mesh copy works under
+both renderers.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class Asset:
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
     own_texture: bool = False  # a user OBJ whose own material has a texture map: its look, kept untinted in hue
     own_color: tuple[float, float, float, float] | None = None  # a user OBJ's material colour (Kd), drawn when colours are not randomized
+    source: Path | None = None  # the user's file in another format (STL, PLY, glTF...) that ``path`` was converted from
 
     @functools.cached_property
     def convex(self) -> bool:
@@ -585,10 +587,10 @@ def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
         local = None
         if geom is not None and geom.find("mesh") is not None:
             m = geom.find("mesh")
-            mesh_path = (path.parent / m.get("filename", "")).resolve()
-            if mesh_path.suffix.lower() == ".obj" and mesh_path.exists():
+            obj = readable_obj((path.parent / m.get("filename", "")).resolve())
+            if obj is not None:
                 scale = np.array([float(x) for x in m.get("scale", "1 1 1").split()])
-                v, t = obj_geometry(mesh_path)
+                v, t = obj_geometry(obj)
                 local = (v * scale, t * scale)
         elif geom is not None and geom.find("box") is not None:
             size = np.array([float(x) for x in geom.find("box").get("size").split()])
@@ -615,18 +617,34 @@ def _urdf_mesh_files(path: Path) -> list[str]:
     return list(dict.fromkeys(n for n in names if n and "://" not in n))
 
 
+def readable_obj(mesh: Path) -> Path | None:
+    """An OBJ of a URDF's mesh file for labels and the GL renderer: the file itself, or an OBJ converted from an STL or
+    a Collada .dae (what ROS robots' URDFs name), or None where there is none (missing, unreadable)."""
+    suffix = mesh.suffix.lower()
+    if not mesh.is_file() or suffix not in (".obj", *URDF_CONVERTED):
+        return None
+    if suffix == ".obj":
+        return mesh
+    try:
+        return converted_obj(mesh)
+    except AssetError:  # PyBullet may still draw it; the run warns that labels leave it out (unread_visuals)
+        return None
+
+
+URDF_CONVERTED = (".stl", ".dae")  # PyBullet's URDF loader reads .obj, .stl and .dae meshes; simgen converts the other two
+URDF_MESHES = (".obj", *URDF_CONVERTED)
+
+
 def unread_visuals(path: Path) -> list[str]:
-    """``link: file`` of each visual mesh of a URDF that its label geometry leaves out: not an OBJ (PyBullet draws an
-    STL; simgen's labels read OBJ only) or not there. The render draws what it can; the amodal box and visible fraction
-    then miss that part, so the run warns."""
+    """``link: file`` of each visual mesh of a URDF that its label geometry leaves out: one simgen cannot read (a
+    damaged file) or that is not there. The render draws what it can; the amodal box and visible fraction then miss
+    that part, so the run warns."""
     out = []
     for link in _urdf_root(path).findall("link"):
         for vis in link.findall("visual"):
             m = vis.find("geometry/mesh")
-            if m is not None:
-                f = (path.parent / m.get("filename", "")).resolve()
-                if f.suffix.lower() != ".obj" or not f.exists():
-                    out.append(f"{link.get('name')}: {m.get('filename', '')}")
+            if m is not None and readable_obj((path.parent / m.get("filename", "")).resolve()) is None:
+                out.append(f"{link.get('name')}: {m.get('filename', '')}")
     return out
 
 
@@ -770,6 +788,134 @@ def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> b
     return True
 
 
+# Mesh formats read through trimesh and converted once to an OBJ in the cache (with its material and texture): what CAD
+# (STL), scanners (PLY, often vertex-coloured) and model stores (glTF/GLB) export. Everything below reads OBJ.
+CONVERTED_FORMATS = (".stl", ".ply", ".glb", ".gltf", ".dae", ".off")
+CONVERTER_VERSION = "1"  # bump when converted_obj writes other files for the same input
+Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)  # glTF's +Y up onto simgen's +Z
+
+
+def gltf_files(src: Path) -> list[Path]:
+    """The files a .gltf names (its buffers and images, by relative URI; embedded data URIs are not files); none for
+    any other format. They are part of the mesh: its cache key and its provenance hash cover them."""
+    if src.suffix.lower() != ".gltf":
+        return []
+    import json
+    from urllib.parse import unquote
+
+    try:
+        doc = json.loads(src.read_text())
+        uris = [x.get("uri") for group in ("buffers", "images") for x in doc.get(group, []) if isinstance(x, dict)]
+    except (OSError, ValueError, AttributeError):  # trimesh says what is wrong with it, where it is read
+        return []
+    return [src.parent / unquote(u) for u in uris if isinstance(u, str) and u and not u.startswith("data:")]
+
+
+def converted_obj(src: Path) -> Path:
+    """An OBJ (with its .mtl and texture image) made from a mesh file in another format, once per file content and
+    machine, in the cache folder. Scenes and parts are merged into one mesh with their transforms applied; glTF, whose
+    up axis is +Y by its specification, is turned to simgen's +Z up. Colours: a texture is kept as the mesh's own
+    texture; one colour for every vertex or face becomes its material colour (Kd); varying vertex or face colours (a
+    scan's) are baked into a texture. Units are the file's, as with an OBJ (``scale`` turns millimetres into metres)."""
+    src = Path(src)
+    try:
+        stamp = tuple((q.stat().st_size, q.stat().st_mtime_ns) for q in (src, *gltf_files(src)) if q.exists())
+    except OSError as e:
+        raise AssetError(f"mesh `{src}` cannot be read ({e.strerror}); check its permissions.") from None
+    return _converted_obj(src, stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _converted_obj(src: Path, stamp: tuple) -> Path:
+    """:func:`converted_obj` for one version of the file (``stamp``: sizes and modification times): a URDF's STL links
+    are looked up for every new pooled body, and hashing a robot's megabytes of STL each time would add up."""
+    import shutil
+    from importlib.metadata import version
+
+    how = "export it again, or convert it to .obj (e.g. in Blender: File > Export > Wavefront)"
+    what = src.suffix.lower()[1:].upper()
+    try:
+        data = src.read_bytes() + b"".join(q.read_bytes() for q in gltf_files(src) if q.is_file())  # a .gltf's buffers and images
+    except OSError as e:
+        raise AssetError(f"mesh `{src}` cannot be read ({e.strerror}); check its permissions.") from None
+    key = hashlib.sha1(data + f"{CONVERTER_VERSION}/{version('trimesh')}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "meshes" / f"{src.stem}-{key}"
+    obj = folder / f"{src.stem}.obj"
+    if obj.is_file():
+        return obj
+    import trimesh
+
+    try:
+        mesh = trimesh.load(str(src), force="mesh")
+        if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+            raise AssetError(f"mesh `{src}` holds no triangles (a point cloud or an empty scene?); {how}.")
+        if src.suffix.lower() in (".glb", ".gltf"):
+            mesh.apply_transform(Y_UP_TO_Z_UP)
+        if src.suffix.lower() == ".dae":  # as PyBullet's Collada loader reads it: <unit meter> applied, <up_axis> not
+            mesh.apply_scale(_collada_unit(src))
+        kd = None
+        if mesh.visual.kind in ("vertex", "face"):
+            colours = mesh.visual.vertex_colors if mesh.visual.kind == "vertex" else mesh.visual.face_colors
+            if len(np.unique(colours[:, :3], axis=0)) == 1:
+                kd = colours[0, :3] / 255.0
+                mesh.visual = trimesh.visual.ColorVisuals(mesh)  # no colours in the OBJ's vertex lines: the material has it
+            else:
+                mesh.visual = mesh.visual.to_texture()
+        text, files = trimesh.exchange.obj.export_obj(mesh, include_normals=False, include_texture=True, return_texture=True,
+                                                      mtl_name=f"{src.stem}.mtl")
+    except AssetError:
+        raise
+    except Exception as e:  # trimesh raises many kinds (ValueError, KeyError, NotImplementedError for Draco...)
+        raise AssetError(f"mesh `{src}` cannot be read as {what} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'}); {how}.") from None
+    if kd is not None:
+        text = f"mtllib {src.stem}.mtl\nusemtl colour\n" + text
+        files = {f"{src.stem}.mtl": f"newmtl colour\nKd {kd[0]:.6f} {kd[1]:.6f} {kd[2]:.6f}\n".encode()}
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / obj.name).write_text(text)
+        for name, blob in files.items():
+            (tmp / name).write_bytes(blob)
+        if folder.is_dir() and not obj.is_file():  # left incomplete (a cache cleaned by hand): replaced
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rename(tmp, folder)  # whole or not at all; another process may have made it first
+        except OSError:
+            if not obj.is_file():
+                raise
+    except OSError as e:
+        raise AssetError(f"cannot write the OBJ converted from `{src}` into simgen's cache {folder.parent} ({e.strerror}); "
+                         "free disk space there or set SIMGEN_CACHE to a writable folder.") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return obj
+
+
+def _collada_unit(src: Path) -> float:
+    """The metres per unit a Collada file declares (``<asset><unit meter="0.001"/>``), 1 where it declares none."""
+    try:
+        for _, el in ET.iterparse(src, events=("start",)):
+            if el.tag.rsplit("}", 1)[-1] == "unit" and el.get("meter"):
+                unit = float(el.get("meter"))
+                return unit if math.isfinite(unit) and unit > 0 else 1.0
+            if el.tag.rsplit("}", 1)[-1] in ("library_geometries", "library_visual_scenes"):
+                break  # past <asset>
+    except (ET.ParseError, OSError, ValueError):
+        pass  # trimesh has said what is wrong with it by now, or it has no unit
+    return 1.0
+
+
+def _obj_asset(key: str, path: Path, source: Path | None = None) -> Asset:
+    v, tris = obj_geometry(path)
+    check_own_textures(path)
+    c = (v.min(axis=0) + v.max(axis=0)) / 2
+    # texturable with or without its own UVs: baked_obj projects some onto a mesh that has none
+    return Asset(key, "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c),
+                 own_texture=obj_has_own_texture(path), own_color=own_color(path), source=source)
+
+
 @functools.lru_cache(maxsize=None)
 def resolve(name: str) -> Asset:
     """Turn an asset name or file path into an :class:`Asset`, with a did-you-mean on typos."""
@@ -782,24 +928,30 @@ def resolve(name: str) -> Asset:
         path = Path(pybullet_data.getDataPath()) / PYBULLET_MODELS[name]
         return Asset(name, "urdf", path, "urdf", *urdf_geometry(path), False)
     path = Path(name).expanduser()
-    if path.suffix.lower() in (".obj", ".urdf"):
+    if path.suffix.lower() in (".obj", ".urdf", *CONVERTED_FORMATS):
         if not path.is_file():
-            raise AssetError(f"mesh `{name}` does not exist; give an existing .obj or .urdf path (absolute, or relative to where you run simgen).")
+            raise AssetError(f"mesh `{name}` does not exist; give an existing mesh ({MESH_SUFFIXES}) or .urdf path (absolute, or "
+                             "relative to where you run simgen).")
         path = path.resolve()
+        if path.suffix.lower() in CONVERTED_FORMATS:
+            return _obj_asset(str(path), converted_obj(path), source=path)
         if path.suffix.lower() == ".obj":
-            v, tris = obj_geometry(path)
-            check_own_textures(path)
-            c = (v.min(axis=0) + v.max(axis=0)) / 2
-            # texturable with or without its own UVs: baked_obj projects some onto a mesh that has none
-            return Asset(str(path), "mesh", path, "mesh", v - c, tris - c, True, offset=tuple(float(x) for x in c),
-                         own_texture=obj_has_own_texture(path), own_color=own_color(path))
+            return _obj_asset(str(path), path)
         missing = [f for f in _urdf_mesh_files(path) if not (path.parent / f).is_file()]
         if missing:  # PyBullet's own error names the URDF only ("cannot load"), and only once physics loads it
             raise AssetError(f"URDF `{path}` names mesh `{missing[0]}`, which does not exist (looked for "
                              f"{(path.parent / missing[0]).resolve()}); mesh paths are relative to the URDF's folder: fix the "
                              "filename or put the file there.")
+        other = [f for f in _urdf_mesh_files(path) if Path(f).suffix.lower() not in URDF_MESHES]
+        if other:  # PyBullet refuses the whole URDF ("invalid mesh filename extension"), named nowhere in our error
+            raise AssetError(f"URDF `{path}` names mesh `{other[0]}`, and PyBullet's URDF loader reads only .obj, .stl and .dae "
+                             f"meshes; convert it to .obj or .stl and point the URDF at that file.")
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
-        raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; convert it to .obj or wrap it in a .urdf.")
+        raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; simgen reads {MESH_SUFFIXES} meshes and "
+                         ".urdf: convert it to one of them (e.g. in Blender: File > Export > Wavefront (.obj)).")
     raise AssetError(f"unknown asset `{name}`." + did_you_mean(name, [*PROCEDURAL_MESHES, *PYBULLET_MODELS]) +
-                     " Or give a path to an .obj/.urdf file.")
+                     f" Or give a path to a mesh ({MESH_SUFFIXES}) or .urdf file.")
+
+
+MESH_SUFFIXES = ", ".join((".obj", *CONVERTED_FORMATS))

@@ -394,11 +394,12 @@ class GLRenderer(Renderer):
                 link, geom, dims, file, lpos, lorn = shape[1:7]
                 if geom == p.GEOM_MESH:
                     name = file.decode() if isinstance(file, bytes) else file
-                    if not name.lower().endswith(".obj"):
-                        raise ConfigError(f"renderer=gl draws OBJ meshes, and `{name}` is not one (a URDF's STL or DAE visual); "
-                                          "convert it to OBJ, or use renderer=tiny.")
+                    obj = assets.readable_obj(Path(name))  # an STL (or PLY, OFF) is drawn from its OBJ conversion
+                    if obj is None:
+                        raise ConfigError(f"renderer=gl cannot read `{name}`, a URDF's visual mesh; export it again as OBJ, or use "
+                                          "renderer=tiny.")
                     # at the scale PyBullet reports: the URDF's <mesh scale> times the body's globalScaling
-                    draw = MeshDraw(Path(name), None, tuple(float(x) for x in dims[:3]), (0.0, 0.0, 0.0))  # type: ignore[arg-type]
+                    draw = MeshDraw(obj, None, tuple(float(x) for x in dims[:3]), (0.0, 0.0, 0.0))  # type: ignore[arg-type]
                     parts.append((*self._shown(draw, _pose_matrix(lpos, lorn)), link, tuple(shape[7])))
                     continue
                 mesh = self._primitive((geom, tuple(round(float(x), 9) for x in dims)))
@@ -645,7 +646,7 @@ def probe_gl(device: int | None = None, timeout: float = 60.0) -> str:
 
 
 def gl_cannot_draw(asset_paths) -> str | None:
-    """Why renderer=gl cannot draw one of these assets (a URDF with an STL/DAE mesh or a plane visual), else None:
+    """Why renderer=gl cannot draw one of these assets (a URDF with a mesh it cannot read, or a plane visual), else None:
     ``renderer=auto`` then keeps PyBullet's renderers, which draw them."""
     import xml.etree.ElementTree as ET
 
@@ -658,8 +659,13 @@ def gl_cannot_draw(asset_paths) -> str | None:
             continue  # validate() says what is wrong with it
         for visual in root.iter("visual"):
             for m in visual.iter("mesh"):
-                if not m.get("filename", "").lower().endswith(".obj"):
-                    return f"`{path}` has a {Path(m.get('filename', '')).suffix or 'non-OBJ'} visual mesh"
+                name = m.get("filename", "")
+                # a package:// file is found by PyBullet alone: judged by its type (an STL that will not convert still
+                # fails the render in one line)
+                readable = (Path(name).suffix.lower() in (".obj", *assets.URDF_CONVERTED) if "://" in name
+                            else assets.readable_obj((Path(path).parent / name).resolve()) is not None)
+                if not readable:
+                    return f"`{path}` has a {Path(name).suffix or 'non-OBJ'} visual mesh simgen cannot read"
             if next(visual.iter("plane"), None) is not None:
                 return f"`{path}` has a plane visual"
     return None

@@ -124,7 +124,8 @@ class PhysicsWorld(ClientOwner):
                 shape = c.createCollisionShape(p.GEOM_MESH, fileName=str(a.path), meshScale=[s, s, s],
                                                collisionFramePosition=[-o * s for o in a.offset])  # bounding-box centre at the origin
             if shape < 0:
-                raise AssetError(f"PyBullet cannot load mesh `{a.path}`; check that it is a valid OBJ file.")
+                raise AssetError(f"PyBullet cannot load mesh `{a.source or a.path}`; check that it is a valid "
+                                 f"{'mesh' if a.source else 'OBJ'} file.")
         return c.createMultiBody(baseMass=body_mass(obj), baseCollisionShapeIndex=shape, basePosition=obj.position,
                                  baseOrientation=obj.orientation)
 

@@ -182,6 +182,9 @@ def asset_files(cfg: RenderConfig, user_only: bool = False) -> list[tuple[Path, 
     out: list[tuple[Path, str]] = []
     for name in dict.fromkeys(g.asset for g in (*cfg.scene.objects, *cfg.scene.distractors)):
         a = assets.resolve(name)
+        if a.source is not None:  # an STL, PLY or glTF: the user's file, not the OBJ converted from it into the cache
+            out += [(a.source, "mesh"), *((q, "mesh") for q in assets.gltf_files(a.source))]
+            continue
         if user_only and _origin(a.path) != USER:
             continue
         out.append((a.path, "urdf" if a.kind == "urdf" else "mesh"))

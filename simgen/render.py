@@ -563,7 +563,7 @@ def choose_renderer(width: int, height: int, processes: int = 1, device: int | N
     at the run's size and with the raster threads each worker will have) draws faster than TinyRenderer; else
     TinyRenderer. The probe's verdict is kept in the cache folder per machine, size and thread count, so repeated
     runs (and every worker) agree without paying for it again. Labels agree between all three within a pixel.
-    ``assets``: the scene's asset files; one the GL renderer cannot draw (a URDF's STL visual) keeps PyBullet's."""
+    ``assets``: the scene's asset files; one the GL renderer cannot draw (a URDF's Collada visual) keeps PyBullet's."""
     name, note = _choose_pybullet_renderer(width, height, processes, device)
     if name == "tiny" and not note.startswith("EGL renders at most"):
         return name, note

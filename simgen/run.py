@@ -791,10 +791,10 @@ def joint_warnings(cfg: RenderConfig) -> list[str]:
         a = assets.resolve(g.asset)
         if a.kind == "urdf":
             unread = assets.unread_visuals(a.path)
-            if unread:  # an STL link was drawn but left out of the label geometry: amodal box smaller than the visible one
+            if unread:  # a .dae (or broken) link was drawn but left out of the label geometry: amodal box smaller than the visible one
                 out.append(f"warning: {_group_key(g)}: `{g.asset}` has visual meshes simgen's labels cannot read ({'; '.join(unread[:3])}"
                            f"{'; ...' if len(unread) > 3 else ''}): its amodal box and visible fraction leave them out (masks and "
-                           "boxes are exact); convert them to .obj and point the URDF at the .obj files.")
+                           "boxes are exact); export them again as .obj or .stl and point the URDF at those files.")
             moving = assets.urdf_links(a.path)[1]
             if moving:
                 out.append(f"warning: {_group_key(g)}: `{g.asset}` has links on movable joints ({', '.join(moving[:4])}"

@@ -270,12 +270,13 @@ def test_obj_buffers_takes_the_first_material_only_and_survives_odd_lines(tmp_pa
 
 
 def test_auto_keeps_pybullets_renderers_for_a_urdf_gl_cannot_draw(tmp_path):
-    """A URDF with an STL visual: renderer=gl says so in one line; renderer=auto does not pick gl for it."""
+    """A URDF with a visual mesh file that is not there: renderer=gl says so in one line; renderer=auto does not pick gl
+    for it. STL and Collada meshes it draws (test_gl_draws_a_urdfs_stl_and_collada_visuals_as_pybullet_does)."""
     from simgen.glrender import gl_cannot_draw
 
     urdf = tmp_path / "w.urdf"
-    urdf.write_text('<robot name="w"><link name="b"><visual><geometry><mesh filename="part.stl"/></geometry></visual></link></robot>')
-    assert "`" + str(urdf) + "` has a .stl visual mesh" == gl_cannot_draw([urdf])
+    urdf.write_text('<robot name="w"><link name="b"><visual><geometry><mesh filename="part.dae"/></geometry></visual></link></robot>')
+    assert "`" + str(urdf) + "` has a .dae visual mesh simgen cannot read" == gl_cannot_draw([urdf])
     ok = tmp_path / "ok.urdf"
     ok.write_text('<robot name="w"><link name="b"><visual><geometry><box size="1 1 1"/></geometry></visual></link></robot>')
     assert gl_cannot_draw([ok, tmp_path / "x.obj"]) is None
@@ -424,3 +425,57 @@ def test_gl_draws_the_next_image_while_this_one_is_labelled_and_writes_the_same_
         outs[mode] = {p.relative_to(cfg.out).as_posix(): p.read_bytes() for p in sorted(cfg.out.rglob("*")) if p.is_file()}
     assert len(outs["pipelined"]) == 15  # 5 images, 5 depth maps, 5 label parts
     assert outs["pipelined"] == outs["one at a time"]
+
+
+@pytest.mark.parametrize("kind", ["stl", "dae"])
+def test_gl_draws_a_urdfs_stl_and_collada_visuals_as_pybullet_does(tmp_path, kind):
+    """Robot URDFs name STL and Collada meshes: the GL renderer draws them from their OBJ conversion
+    (assets.readable_obj), so renderer=auto keeps gl for them, and labels read their geometry (no warning, the amodal
+    box covers the whole object). Instance maps equal TinyRenderer's but for edge pixels; an L of two links, one at an
+    angle, and a <mesh scale> on one. The Collada files say their unit is half a metre (<unit meter="0.5">), which
+    PyBullet applies (and its <up_axis> it does not): so does the conversion."""
+    gl_or_skip()
+    import trimesh
+
+    from simgen import assets
+    from simgen.glrender import gl_cannot_draw
+    from simgen.run import joint_warnings
+
+    for name, mesh in (("bar", trimesh.creation.box((0.06, 0.02, 0.02))), ("post", trimesh.creation.cylinder(0.01, 0.05, sections=16))):
+        if kind == "stl":
+            mesh.export(tmp_path / "bar.stl" if name == "bar" else tmp_path / "post.stl")
+        else:
+            mesh.apply_scale(2.0)  # in half metres
+            text = trimesh.exchange.dae.export_collada(mesh)
+            text = text.decode() if isinstance(text, bytes) else text
+            (tmp_path / f"{name}.dae").write_text(text.replace("<asset>", '<asset><unit meter="0.5" name="half"/>', 1))
+    inertial = '<inertial><mass value="0.05"/><inertia ixx="1e-5" ixy="0" ixz="0" iyy="1e-5" iyz="0" izz="1e-5"/></inertial>'
+
+    def link(name, mesh, xyz, rpy="0 0 0", scale="1 1 1"):
+        g = f'<origin xyz="{xyz}" rpy="{rpy}"/><geometry><mesh filename="{mesh}" scale="{scale}"/></geometry>'
+        return f'<link name="{name}"><visual>{g}<material name="m"><color rgba="0.8 0.3 0.2 1"/></material></visual><collision>{g}</collision>{inertial}</link>'
+
+    urdf = tmp_path / "l.urdf"
+    urdf.write_text('<?xml version="1.0"?><robot name="l">' + link("base", f"bar.{kind}", "0 0 0", scale="1 1.5 1")
+                    + link("post", f"post.{kind}", "0.02 0 0.03", rpy="0.3 0 0")
+                    + '<joint name="j" type="fixed"><parent link="base"/><child link="post"/><origin xyz="0 0 0"/></joint></robot>')
+    assert gl_cannot_draw([urdf]) is None and assets.unread_visuals(urdf) == []
+    over = ("scene=custom", "~scene.objects.box", f"+scene.objects.l={{asset: {urdf}, count: [2, 3]}}")
+    cfg = small_config(tmp_path, *over)
+    assert joint_warnings(cfg) == []
+    tiny, gl = frames(tmp_path, "tiny", 3, *over), frames(tmp_path, "gl", 3, *over)
+    drawn = 0
+    for a, b in zip(tiny, gl):
+        assert (a.instance != b.instance).mean() < 4e-3
+        for k in set(np.unique(a.instance)) - {-1}:
+            ma, mb = a.instance == k, b.instance == k
+            assert (ma & mb).sum() / (ma | mb).sum() > 0.85, (k, ma.sum(), mb.sum())
+            drawn += 1
+    assert drawn >= 4
+    out = render_dataset(small_config(tmp_path, "renderer=gl", *over, name="gl"), log=lambda m: None)
+    doc = check_invariants(out)
+    for a in doc["annotations"]:  # the label geometry holds both links: the amodal box contains the visible one
+        x, y, w, h = a["bbox"]
+        ax, ay, aw, ah = a["bbox_amodal"]
+        assert ax <= x + 1.5 and ay <= y + 1.5 and ax + aw >= x + w - 1.5 and ay + ah >= y + h - 1.5, (a["bbox"], a["bbox_amodal"])
+        assert a["visible_fraction"] <= 1.0

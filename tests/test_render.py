@@ -283,12 +283,12 @@ def test_renderer_auto_prefers_the_gl_renderer_where_it_runs(monkeypatch, tmp_pa
     monkeypatch.setattr(render, "_choose_pybullet_renderer", lambda *a: ("tiny", "TinyRenderer draws a 64x64 probe in 2 ms vs EGL 17 ms"))
     assert render.choose_renderer(64, 64)[0] == "tiny"
 
-    # a scene with a URDF whose visual is an STL: PyBullet's renderer, and why
+    # a scene with a URDF whose visual mesh gl cannot read (here: not there): PyBullet's renderer, and why
     stl = tmp_path / "w.urdf"
-    stl.write_text('<robot name="w"><link name="b"><visual><geometry><mesh filename="part.stl"/></geometry></visual></link></robot>')
+    stl.write_text('<robot name="w"><link name="b"><visual><geometry><mesh filename="part.dae"/></geometry></visual></link></robot>')
     monkeypatch.setattr(render, "_choose_pybullet_renderer", lambda *a: ("egl", "EGL on NVIDIA H200/PCIe/SSE2"))
     name, why = render.choose_renderer(640, 480, assets=(stl,))
-    assert name == "egl" and why.endswith("not simgen's GL renderer: `" + str(stl) + "` has a .stl visual mesh")
+    assert name == "egl" and why.endswith("not simgen's GL renderer: `" + str(stl) + "` has a .dae visual mesh simgen cannot read")
 
 
 def test_concurrent_runs_share_one_renderer_auto_verdict(tmp_path, monkeypatch):
@@ -811,9 +811,10 @@ THIN_ARM = ('<?xml version="1.0"?><robot name="arm">' + _link("base", "0.06 0.06
 
 
 def test_a_urdf_link_whose_mesh_labels_cannot_read_is_warned_about(tmp_path):
-    """An STL link is drawn but was silently left out of the label geometry (the amodal box came out smaller than the
-    visible one). The run now says which links, and what to do; a mesh file that is not there at all is refused,
-    named (PyBullet's own error named only the URDF)."""
+    """A link whose mesh simgen cannot read (here an STL with no triangles) was silently left out of the label geometry
+    (the amodal box came out smaller than the visible one). The run says which links, and what to do; a mesh file that
+    is not there at all is refused, named (PyBullet's own error named only the URDF). A readable STL is read
+    (tests/test_glrender.py::test_gl_draws_a_urdfs_stl_and_collada_visuals_as_pybullet_does)."""
     from simgen.run import joint_warnings
 
     (tmp_path / "bar.stl").write_text("solid bar\nendsolid bar\n")
@@ -821,7 +822,7 @@ def test_a_urdf_link_whose_mesh_labels_cannot_read_is_warned_about(tmp_path):
     urdf.write_text(THIN_ARM.replace('<geometry><box size="0.08 0.008 0.008"/></geometry>', '<geometry><mesh filename="bar.stl"/></geometry>'))
     cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.arm={{asset: {urdf}, count: 1}}")
     (w,) = joint_warnings(cfg)
-    assert w.startswith("warning: scene.objects.arm:") and "cannot read (bar: bar.stl)" in w and "convert them to .obj" in w
+    assert w.startswith("warning: scene.objects.arm:") and "cannot read (bar: bar.stl)" in w and "export them again as .obj or .stl" in w
     urdf.write_text(THIN_ARM)
     from simgen import assets
     from simgen.errors import AssetError

@@ -1,0 +1,144 @@
+"""Meshes in the formats users have (STL from CAD, PLY from scanners, glTF/GLB from model stores) are objects like an
+OBJ: converted once per file to an OBJ in the cache (assets.converted_obj), their colours and textures kept, glTF's +Y
+up turned to +Z, and their own files (not the cache's copy) hashed for provenance and resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from simgen import assets
+from simgen.errors import AssetError
+from simgen.run import render_dataset
+
+from .conftest import small_config
+from .test_render import check_invariants
+
+
+def _cup(path):
+    """A cylinder whose axis is the file's +Y (glTF's up), textured red on one half and blue on the other."""
+    c = trimesh.creation.cylinder(radius=0.03, height=0.08, sections=24)
+    c.apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0]))
+    uv = np.c_[np.arctan2(c.vertices[:, 2], c.vertices[:, 0]) / (2 * np.pi) + 0.5, c.vertices[:, 1] / 0.08 + 0.5]
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:, :8], img[:, 8:] = (220, 40, 40), (40, 40, 220)
+    c.visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(img))
+    c.export(path)
+    return path
+
+
+def _pebble(path, one_colour: bool):
+    s = trimesh.creation.icosphere(subdivisions=2, radius=0.025)
+    rgb = np.full((len(s.vertices), 3), (200, 30, 30)) if one_colour else np.c_[(s.vertices[:, :1] > 0) * 200 + 30,
+                                                                                 np.full((len(s.vertices), 1), 120), (s.vertices[:, 1:2] > 0) * 200 + 30]
+    s.visual.vertex_colors = np.c_[rgb, np.full(len(s.vertices), 255)].astype(np.uint8)
+    s.export(path)
+    return path
+
+
+def test_each_format_becomes_an_asset_with_its_look_and_up_axis(tmp_path):
+    cup = assets.resolve(str(_cup(tmp_path / "cup.glb")))
+    extent = np.ptp(cup.points, axis=0)
+    assert np.allclose(extent, [0.06, 0.06, 0.08], atol=1e-3), extent  # the glTF's +Y (the cup's axis) is simgen's +Z
+    assert cup.own_texture and cup.source == (tmp_path / "cup.glb").resolve() and cup.path.suffix == ".obj"
+    red = assets.resolve(str(_pebble(tmp_path / "red.ply", one_colour=True)))
+    assert not red.own_texture and np.allclose(red.own_color, (200 / 255, 30 / 255, 30 / 255, 1.0), atol=1e-4)  # one colour: its Kd
+    scan = assets.resolve(str(_pebble(tmp_path / "scan.ply", one_colour=False)))
+    assert scan.own_texture  # vertex colours that vary (a scan's) are baked into a texture
+    trimesh.creation.box((40, 25, 10)).export(tmp_path / "block.stl")
+    block = assets.resolve(str(tmp_path / "block.stl"))
+    assert not block.own_texture and block.own_color is None and np.allclose(np.ptp(block.points, axis=0), [40, 25, 10])
+    text = trimesh.exchange.dae.export_collada(trimesh.creation.box((40, 25, 10)))
+    text = text.decode() if isinstance(text, bytes) else text
+    (tmp_path / "mm.dae").write_text(text.replace("<asset>", '<asset><unit meter="0.001" name="millimetre"/>', 1))
+    mm = assets.resolve(str(tmp_path / "mm.dae"))
+    assert np.allclose(np.ptp(mm.points, axis=0), [0.04, 0.025, 0.01])  # a Collada file's <unit> applied, as PyBullet does
+    assert all(a.path.is_relative_to(assets.cache_dir()) for a in (cup, red, scan, block, mm))
+
+
+def test_a_file_is_converted_once_and_again_when_it_changes(tmp_path):
+    src = _pebble(tmp_path / "p.ply", one_colour=True)
+    first = assets.converted_obj(src)
+    stamp = first.stat().st_mtime_ns
+    assert assets.converted_obj(src) == first and first.stat().st_mtime_ns == stamp
+    _pebble(src, one_colour=False)
+    assert assets.converted_obj(src) != first and not list(first.parent.parent.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("name,content", [("bad.ply", b"ply\nformat nonsense\n"), ("bad.glb", b"glTF\x02\x00\x00\x00garbage"),
+                                          ("empty.stl", b"solid nothing\nendsolid nothing\n")])
+def test_an_unreadable_mesh_file_is_one_line_naming_it(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(AssetError) as e:
+        assets.resolve(str(tmp_path / name))
+    msg = str(e.value)
+    assert str(tmp_path / name) in msg and "\n" not in msg and ("export it again" in msg), msg
+
+
+def test_stl_ply_and_glb_objects_render_with_valid_labels_and_their_files_in_provenance(tmp_path):
+    from simgen.provenance import user_files
+
+    cup, pebble = _cup(tmp_path / "cup.glb"), _pebble(tmp_path / "pebble.ply", one_colour=False)
+    trimesh.creation.box((40, 25, 10)).export(tmp_path / "block.stl")
+    cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", "width=160", "height=160",
+                       f"+scene.objects.cup={{asset: {cup}, count: [1, 2]}}", f"+scene.objects.pebble={{asset: {pebble}, count: [1, 2]}}",
+                       f"+scene.objects.block={{asset: {tmp_path / 'block.stl'}, scale: 0.001, count: [1, 2], texture: bank}}")
+    out = render_dataset(cfg, log=lambda m: None)
+    doc = check_invariants(out)
+    assert [c["name"] for c in doc["categories"]] == ["cup", "pebble", "block"] and doc["annotations"]
+    files = user_files(cfg)
+    assert set(files) == {str(p.resolve()) for p in (cup, pebble, tmp_path / "block.stl")}, files  # the user's files, not the cache's
+
+
+def test_an_unknown_mesh_format_names_the_ones_read(tmp_path):
+    (tmp_path / "part.step").write_text("ISO-10303-21;")
+    with pytest.raises(AssetError, match=r"unsupported file type `\.step`; simgen reads \.obj, \.stl, \.ply, \.glb, \.gltf, \.dae, \.off"):
+        assets.resolve(str(tmp_path / "part.step"))
+
+
+def test_a_gltf_and_the_buffers_it_names_are_its_files(tmp_path):
+    """A .gltf keeps its geometry (and here its texture) in other files: they are converted and hashed with it."""
+    from simgen.provenance import user_files
+
+    scene = trimesh.load(_cup(tmp_path / "cup.glb"))
+    for name, blob in trimesh.exchange.gltf.export_gltf(scene).items():
+        (tmp_path / "g" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "g" / name).write_bytes(blob)
+    gltf = tmp_path / "g" / "model.gltf"
+    a = assets.resolve(str(gltf))
+    assert a.own_texture and np.allclose(np.ptp(a.points, axis=0), [0.06, 0.06, 0.08], atol=1e-3)
+    cfg = small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.cup={{asset: {gltf}}}")
+    buffers = sorted((tmp_path / "g").glob("*.bin"))
+    assert buffers and set(user_files(cfg)) == {str(p.resolve()) for p in (gltf, *buffers)}
+
+
+def test_an_unreadable_mesh_stops_the_command_in_one_line_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat nonsense\n")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "simgen.cli", "render", "scene=custom", "~scene.objects.box",
+                        f"+scene.objects.w={{asset: {tmp_path / 'bad.ply'}}}", f"out={out}", "n_images=2"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "cannot be read as PLY" in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_a_urdf_naming_a_mesh_type_pybullet_cannot_load_is_refused_and_a_package_mesh_is_judged_by_type(tmp_path):
+    from simgen.glrender import gl_cannot_draw
+
+    _pebble(tmp_path / "p.ply", one_colour=True)
+    urdf = tmp_path / "p.urdf"
+    urdf.write_text('<robot name="p"><link name="b"><visual><geometry><mesh filename="p.ply"/></geometry></visual></link></robot>')
+    with pytest.raises(AssetError, match=r"names mesh `p\.ply`, and PyBullet's URDF loader reads only \.obj, \.stl and \.dae"):
+        assets.resolve(str(urdf))
+    pkg = tmp_path / "pkg.urdf"
+    pkg.write_text('<robot name="r"><link name="b"><visual><geometry><mesh filename="package://arm/meshes/base.vtk"/></geometry>'
+                   '</visual></link></robot>')
+    assert gl_cannot_draw([pkg]) == f"`{pkg}` has a .vtk visual mesh simgen cannot read"  # found by PyBullet alone: judged by type
+    for kind in ("stl", "dae"):
+        pkg.write_text(pkg.read_text().replace("base.vtk", f"base.{kind}").replace("base.stl", f"base.{kind}"))
+        assert gl_cannot_draw([pkg]) is None
