@@ -540,7 +540,8 @@ def scaled_urdf(path: Path, scale: float, visual_only: bool = False) -> Path:
         if origin.get("xyz"):
             origin.set("xyz", scaled(origin.get("xyz"), scale))
     for m in root.iter("mesh"):
-        mesh = (path.parent / m.get("filename", "")).resolve()
+        # the file PyBullet would read for the URDF where it is (a package:// name found above it), not found from the copy
+        mesh = urdf_mesh_path(Path(path).resolve(), m.get("filename", "")) or (path.parent / m.get("filename", "")).resolve()
         own = np.array([float(x) for x in m.get("scale", "1 1 1").split()]) * scale
         if mesh.suffix.lower() == ".obj" and mesh.is_file():
             m.set("filename", str(baked_obj(mesh, None, tuple(float(x) for x in own))))
@@ -587,7 +588,7 @@ def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
         local = None
         if geom is not None and geom.find("mesh") is not None:
             m = geom.find("mesh")
-            obj = readable_obj((path.parent / m.get("filename", "")).resolve())
+            obj = readable_obj(urdf_mesh_path(path, m.get("filename", "")))
             if obj is not None:
                 scale = np.array([float(x) for x in m.get("scale", "1 1 1").split()])
                 v, t = obj_geometry(obj)
@@ -612,14 +613,41 @@ def _link_visuals(link, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _urdf_mesh_files(path: Path) -> list[str]:
-    """The mesh filenames a URDF's visuals and collisions name, as written (package:// and other URIs left out)."""
+    """The mesh filenames a URDF's visuals and collisions name, as written."""
     names = [m.get("filename", "") for m in _urdf_root(path).iter("mesh")]
-    return list(dict.fromkeys(n for n in names if n and "://" not in n))
+    return list(dict.fromkeys(n for n in names if n))
 
 
-def readable_obj(mesh: Path) -> Path | None:
+def _drop_uri(name: str) -> str:
+    for prefix in ("package://", "model://"):  # what PyBullet drops (ROS packages, Gazebo models)
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def urdf_mesh_path(urdf: Path, name: str) -> Path | None:
+    """The file PyBullet's URDF loader reads for a ``<mesh filename>`` of ``urdf`` (the path simgen gives loadURDF), found
+    as bullet3's UrdfFindMeshFile finds it: a package:// or model:// prefix dropped, then the name as it is (from the
+    working folder), then under every folder above the URDF, its own first, then under ., .. and ../.. So a ROS
+    robot's ``package://arm/meshes/base.stl`` is found in ``.../arm/meshes/`` beside ``.../arm/urdf/arm.urdf``, and
+    labels read the file PyBullet draws. None where it finds none."""
+    name = _drop_uri(name)
+    if not name:
+        return None
+    text = str(urdf)
+    above = [text[:i] for i, ch in enumerate(text) if ch in "/\\"]  # every folder above it, "" (the root) included
+    for attempt in (name, *(f"{d}/{name}" for d in reversed(above)), *(f"{d}/{name}" for d in (".", "..", "../.."))):
+        q = Path(attempt)
+        if q.is_file():
+            return q.resolve()
+    return None
+
+
+def readable_obj(mesh: Path | None) -> Path | None:
     """An OBJ of a URDF's mesh file for labels and the GL renderer: the file itself, or an OBJ converted from an STL or
     a Collada .dae (what ROS robots' URDFs name), or None where there is none (missing, unreadable)."""
+    if mesh is None:
+        return None
     suffix = mesh.suffix.lower()
     if not mesh.is_file() or suffix not in (".obj", *URDF_CONVERTED):
         return None
@@ -632,7 +660,7 @@ def readable_obj(mesh: Path) -> Path | None:
 
 
 URDF_CONVERTED = (".stl", ".dae")  # PyBullet's URDF loader reads .obj, .stl and .dae meshes; simgen converts the other two
-URDF_MESHES = (".obj", *URDF_CONVERTED)
+URDF_MESHES = (".obj", *URDF_CONVERTED, ".cdf")  # what PyBullet's URDF loader accepts (.cdf: a convex decomposition)
 
 
 def unread_visuals(path: Path) -> list[str]:
@@ -643,7 +671,7 @@ def unread_visuals(path: Path) -> list[str]:
     for link in _urdf_root(path).findall("link"):
         for vis in link.findall("visual"):
             m = vis.find("geometry/mesh")
-            if m is not None and readable_obj((path.parent / m.get("filename", "")).resolve()) is None:
+            if m is not None and readable_obj(urdf_mesh_path(path, m.get("filename", ""))) is None:
                 out.append(f"{link.get('name')}: {m.get('filename', '')}")
     return out
 
@@ -791,7 +819,7 @@ def is_convex(triangles: np.ndarray, points: np.ndarray, tol: float = 5e-3) -> b
 # Mesh formats read through trimesh and converted once to an OBJ in the cache (with its material and texture): what CAD
 # (STL), scanners (PLY, often vertex-coloured) and model stores (glTF/GLB) export. Everything below reads OBJ.
 CONVERTED_FORMATS = (".stl", ".ply", ".glb", ".gltf", ".dae", ".off")
-CONVERTER_VERSION = "1"  # bump when converted_obj writes other files for the same input
+CONVERTER_VERSION = "2"  # bump when converted_obj writes other files for the same input (2: glTF parts packed right)
 Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)  # glTF's +Y up onto simgen's +Z
 
 
@@ -846,7 +874,7 @@ def _converted_obj(src: Path, stamp: tuple) -> Path:
     import trimesh
 
     try:
-        mesh = trimesh.load(str(src), force="mesh")
+        mesh = _one_mesh(trimesh.load(str(src)))
         if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
             raise AssetError(f"mesh `{src}` holds no triangles (a point cloud or an empty scene?); {how}.")
         if src.suffix.lower() in (".glb", ".gltf"):
@@ -893,6 +921,32 @@ def _converted_obj(src: Path, stamp: tuple) -> Path:
     return obj
 
 
+def _one_mesh(loaded):
+    """A trimesh Scene's parts placed by its graph and merged into one mesh (a mesh or point cloud as it is). PBR materials
+    (glTF's) become simple ones before the merge: trimesh's texture packing of PBR parts garbled their colours (a red
+    and a blue part came out cyan and yellow), where simple materials pack into one atlas as they were."""
+    import trimesh
+
+    if not isinstance(loaded, trimesh.Scene):
+        parts = [loaded]
+    else:
+        parts = []
+        for node in loaded.graph.nodes_geometry:
+            transform, name = loaded.graph[node]
+            g = loaded.geometry[name]
+            if isinstance(g, trimesh.Trimesh):
+                g = g.copy()
+                g.apply_transform(transform)
+                parts.append(g)
+    for g in parts:
+        material = getattr(g.visual, "material", None)
+        if g.visual.kind == "texture" and hasattr(material, "to_simple"):
+            g.visual.material = material.to_simple()
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else trimesh.util.concatenate(parts)
+
+
 def _collada_unit(src: Path) -> float:
     """The metres per unit a Collada file declares (``<asset><unit meter="0.001"/>``), 1 where it declares none."""
     try:
@@ -937,15 +991,15 @@ def resolve(name: str) -> Asset:
             return _obj_asset(str(path), converted_obj(path), source=path)
         if path.suffix.lower() == ".obj":
             return _obj_asset(str(path), path)
-        missing = [f for f in _urdf_mesh_files(path) if not (path.parent / f).is_file()]
-        if missing:  # PyBullet's own error names the URDF only ("cannot load"), and only once physics loads it
-            raise AssetError(f"URDF `{path}` names mesh `{missing[0]}`, which does not exist (looked for "
-                             f"{(path.parent / missing[0]).resolve()}); mesh paths are relative to the URDF's folder: fix the "
-                             "filename or put the file there.")
         other = [f for f in _urdf_mesh_files(path) if Path(f).suffix.lower() not in URDF_MESHES]
         if other:  # PyBullet refuses the whole URDF ("invalid mesh filename extension"), named nowhere in our error
             raise AssetError(f"URDF `{path}` names mesh `{other[0]}`, and PyBullet's URDF loader reads only .obj, .stl and .dae "
                              f"meshes; convert it to .obj or .stl and point the URDF at that file.")
+        missing = [f for f in _urdf_mesh_files(path) if urdf_mesh_path(path, f) is None]
+        if missing:  # PyBullet's own error names the URDF only ("cannot load"), and only once physics loads it
+            raise AssetError(f"URDF `{path}` names mesh `{missing[0]}`, which does not exist (looked for "
+                             f"{(path.parent / _drop_uri(missing[0])).resolve()} and in the folders above it, as PyBullet does); "
+                             "mesh paths are relative to the URDF's folder: fix the filename or put the file there.")
         return Asset(str(path), "urdf", path, "urdf", *urdf_geometry(path), False)
     if path.suffix:
         raise AssetError(f"asset `{name}` has an unsupported file type `{path.suffix}`; simgen reads {MESH_SUFFIXES} meshes and "

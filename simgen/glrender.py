@@ -660,11 +660,7 @@ def gl_cannot_draw(asset_paths) -> str | None:
         for visual in root.iter("visual"):
             for m in visual.iter("mesh"):
                 name = m.get("filename", "")
-                # a package:// file is found by PyBullet alone: judged by its type (an STL that will not convert still
-                # fails the render in one line)
-                readable = (Path(name).suffix.lower() in (".obj", *assets.URDF_CONVERTED) if "://" in name
-                            else assets.readable_obj((Path(path).parent / name).resolve()) is not None)
-                if not readable:
+                if assets.readable_obj(assets.urdf_mesh_path(Path(path).resolve(), name)) is None:  # found as PyBullet finds it
                     return f"`{path}` has a {Path(name).suffix or 'non-OBJ'} visual mesh simgen cannot read"
             if next(visual.iter("plane"), None) is not None:
                 return f"`{path}` has a plane visual"

@@ -114,16 +114,17 @@ def obj_dependencies(obj: Path) -> list[tuple[Path, str]]:
 
 
 def urdf_dependencies(urdf: Path) -> list[tuple[Path, str]]:
-    """Mesh files a URDF references (``<mesh filename=...>``), relative to the URDF, plus their materials."""
+    """Mesh files a URDF references (``<mesh filename=...>``, found as PyBullet finds them), plus their materials."""
     out: list[tuple[Path, str]] = []
     try:
         text = urdf.read_text(errors="replace")
     except OSError:
         return out
+    from .assets import urdf_mesh_path
+
     for name in dict.fromkeys(re.findall(r"<mesh[^>]*filename\s*=\s*\"([^\"]+)\"", text)):
-        name = re.sub(r"^package://[^/]+/", "", name)
-        p = (urdf.parent / name).resolve()
-        if p.is_file():
+        p = urdf_mesh_path(urdf.resolve(), name)  # the file PyBullet reads
+        if p is not None:
             out.append((p, "mesh"))
             if p.suffix.lower() == ".obj":
                 out += obj_dependencies(p)

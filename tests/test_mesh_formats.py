@@ -57,6 +57,27 @@ def test_each_format_becomes_an_asset_with_its_look_and_up_axis(tmp_path):
     assert all(a.path.is_relative_to(assets.cache_dir()) for a in (cup, red, scan, block, mm))
 
 
+def test_a_model_of_several_textured_parts_keeps_each_parts_texture(tmp_path):
+    """A glTF scene of parts, each with its own texture, is merged into one mesh and one texture atlas: the parts keep
+    their colours (trimesh's packing of glTF's PBR materials garbled them: red and blue came out cyan and yellow)."""
+    parts = []
+    for k, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
+        b = trimesh.creation.box((0.04, 0.04, 0.04))
+        img = np.zeros((8, 8, 3), np.uint8)
+        img[:] = colour
+        b.visual = trimesh.visual.TextureVisuals(uv=np.random.default_rng(k).random((len(b.vertices), 2)), image=Image.fromarray(img))
+        parts.append(b)
+    scene = trimesh.Scene()
+    for k, b in enumerate(parts):  # placed by the scene graph, not in their vertices
+        scene.add_geometry(b, transform=trimesh.transformations.translation_matrix((0.05 * k, 0, 0)))
+    scene.export(tmp_path / "two.glb")
+    a = assets.resolve(str(tmp_path / "two.glb"))
+    assert a.own_texture and np.allclose(np.ptp(a.points, axis=0), [0.09, 0.04, 0.04], atol=1e-6)
+    (png,) = a.path.parent.glob("*.png")
+    colours = {tuple(c[:3]) for c in np.asarray(Image.open(png).convert("RGBA")).reshape(-1, 4) if c[3]}
+    assert {(220, 30, 30), (30, 30, 220)} <= colours, colours
+
+
 def test_a_file_is_converted_once_and_again_when_it_changes(tmp_path):
     src = _pebble(tmp_path / "p.ply", one_colour=True)
     first = assets.converted_obj(src)
@@ -127,18 +148,40 @@ def test_an_unreadable_mesh_stops_the_command_in_one_line_before_anything_is_wri
     assert not out.exists()
 
 
-def test_a_urdf_naming_a_mesh_type_pybullet_cannot_load_is_refused_and_a_package_mesh_is_judged_by_type(tmp_path):
-    from simgen.glrender import gl_cannot_draw
-
+def test_a_urdf_naming_a_mesh_type_pybullet_cannot_load_is_refused(tmp_path):
     _pebble(tmp_path / "p.ply", one_colour=True)
     urdf = tmp_path / "p.urdf"
     urdf.write_text('<robot name="p"><link name="b"><visual><geometry><mesh filename="p.ply"/></geometry></visual></link></robot>')
     with pytest.raises(AssetError, match=r"names mesh `p\.ply`, and PyBullet's URDF loader reads only \.obj, \.stl and \.dae"):
         assets.resolve(str(urdf))
-    pkg = tmp_path / "pkg.urdf"
-    pkg.write_text('<robot name="r"><link name="b"><visual><geometry><mesh filename="package://arm/meshes/base.vtk"/></geometry>'
-                   '</visual></link></robot>')
-    assert gl_cannot_draw([pkg]) == f"`{pkg}` has a .vtk visual mesh simgen cannot read"  # found by PyBullet alone: judged by type
-    for kind in ("stl", "dae"):
-        pkg.write_text(pkg.read_text().replace("base.vtk", f"base.{kind}").replace("base.stl", f"base.{kind}"))
-        assert gl_cannot_draw([pkg]) is None
+
+
+def test_a_ros_package_urdf_finds_its_meshes_as_pybullet_does(tmp_path):
+    """A ROS robot's URDF names `package://arm/meshes/base.stl` from arm/urdf/: PyBullet drops the prefix and looks in
+    the folders above the URDF. simgen finds the same file for its checks, labels, GL renderer and provenance (it
+    left such meshes out of the label geometry, and a name PyBullet would find was refused as missing)."""
+    from simgen.glrender import gl_cannot_draw
+    from simgen.provenance import urdf_dependencies
+
+    (tmp_path / "ws" / "arm" / "urdf").mkdir(parents=True)
+    (tmp_path / "ws" / "arm" / "meshes").mkdir()
+    trimesh.creation.box((0.05, 0.03, 0.02)).export(tmp_path / "ws" / "arm" / "meshes" / "base.stl")
+    g = '<geometry><mesh filename="package://arm/meshes/base.stl"/></geometry>'
+    urdf = tmp_path / "ws" / "arm" / "urdf" / "arm.urdf"
+    urdf.write_text(f'<robot name="arm"><link name="b"><visual>{g}</visual><collision>{g}</collision><inertial><mass value="0.1"/>'
+                    '<inertia ixx="1e-5" ixy="0" ixz="0" iyy="1e-5" iyz="0" izz="1e-5"/></inertial></link></robot>')
+    stl = (tmp_path / "ws" / "arm" / "meshes" / "base.stl").resolve()
+    assert assets.urdf_mesh_path(urdf.resolve(), "package://arm/meshes/base.stl") == stl
+    assert assets.urdf_mesh_path(urdf.resolve(), "../meshes/base.stl") == stl
+    a = assets.resolve(str(urdf))
+    assert np.allclose(np.ptp(a.points, axis=0), [0.05, 0.03, 0.02], atol=1e-6)  # the label geometry holds the STL
+    assert assets.unread_visuals(a.path) == [] and gl_cannot_draw([a.path]) is None
+    assert (stl, "mesh") in urdf_dependencies(a.path)
+    out = render_dataset(small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.arm={{asset: {urdf}, count: [2, 3]}}"),
+                         log=lambda m: None)
+    doc = check_invariants(out)
+    assert doc["annotations"]
+    urdf.write_text(urdf.read_text().replace("base.stl", "gone.stl"))
+    assets.resolve.cache_clear(), assets._urdf_root.cache_clear()
+    with pytest.raises(AssetError, match=r"names mesh `package://arm/meshes/gone\.stl`, which does not exist .*as PyBullet does"):
+        assets.resolve(str(urdf))

@@ -831,7 +831,7 @@ def test_a_urdf_link_whose_mesh_labels_cannot_read_is_warned_about(tmp_path):
     assert joint_warnings(cfg) == []
     gone = tmp_path / "gone.urdf"  # PyBullet's own error named the URDF only, at the first physics load
     gone.write_text(THIN_ARM.replace('<geometry><box size="0.08 0.008 0.008"/></geometry>', '<geometry><mesh filename="parts/bar.obj"/></geometry>'))
-    with pytest.raises(AssetError, match=r"names mesh `parts/bar.obj`, which does not exist \(looked for .*parts/bar.obj\)"):
+    with pytest.raises(AssetError, match=r"names mesh `parts/bar.obj`, which does not exist \(looked for .*parts/bar.obj and in the folders above it"):
         assets.resolve(str(gone))
 
 
