@@ -25,6 +25,14 @@ class ObjectGroup:
     mass: float | None = None  # kg; None: 4 g for dice, 100 g for anything else
     scale_bins: int = 8  # scales are snapped to this many levels so render-side meshes are reused
     weight: float = 1.0  # share of the labelled objects when they are drawn by weight (see SceneSpec.objects_total)
+    # The files `asset` names where it names several (a folder, a glob pattern or a list): each object of the group is
+    # one of them, drawn uniformly; () where it names one (then nothing extra is drawn, so such scenes sample as before).
+    choices: tuple[str, ...] = ()
+
+    @property
+    def assets(self) -> tuple[str, ...]:
+        """Every asset the group may draw: its choices, or its one asset."""
+        return self.choices or (self.asset,)
 
 
 @dataclass(frozen=True)
@@ -420,9 +428,47 @@ TOP_KEYS = ("scene", "renderer", "randomization", "writer", "n_images", "seed", 
             "physics_process", "views_per_scene", "overwrite", "progress", "shard", "physics", "labels", "hydra")
 
 
+# Files an `asset` folder or glob pattern picks up: meshes simgen reads (simgen.assets: OBJ and the formats it converts)
+# and URDFs. tests/test_mesh_formats.py checks it against simgen.assets.
+ASSET_FILE_SUFFIXES = (".obj", ".urdf", ".stl", ".ply", ".glb", ".gltf", ".dae", ".off")
+
+
+def asset_set(v: Any, key: str) -> tuple[str, tuple[str, ...]]:
+    """``asset`` as written, and the files it names where it names several: a list of assets, a folder (the mesh and
+    URDF files directly in it) or a glob pattern (``/data/mugs/*.obj``, ``ycb/**/textured.obj``); () for one asset. The
+    files are absolute paths in the order of their paths as matched, so every worker and shard draws the same ones;
+    a folder or pattern that names none is one line."""
+    import glob
+
+    items = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not items:
+        raise bad_value(key, "an asset: a built-in name, a mesh or URDF path, a folder of them, a glob pattern or a list", v, "box")
+    names = [check_str(x, key, "box") for x in items]
+    out: list[str] = []
+    for n in names:
+        p = Path(n).expanduser()
+        if any(ch in n for ch in "*?["):
+            found = sorted(glob.glob(str(p), recursive=True))
+        elif p.is_dir():
+            found = sorted(str(q) for q in p.iterdir())
+        else:
+            out.append(n)
+            continue
+        files = [str(Path(q).resolve()) for q in found if Path(q).suffix.lower() in ASSET_FILE_SUFFIXES and Path(q).is_file()]
+        if not files:
+            raise ConfigError(f"{key}: `{n}` names no mesh or URDF file (it looks for {', '.join(ASSET_FILE_SUFFIXES)}"
+                              f"{'' if any(ch in n for ch in '*?[') else ' directly in the folder; a pattern such as ' + str(p / '**' / '*.obj') + ' looks deeper'}); "
+                              "check the folder or pattern.")
+        out += files
+    out = list(dict.fromkeys(out))
+    if len(names) == 1 and out == names:
+        return names[0], ()
+    return ", ".join(names), tuple(out)
+
+
 def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     f = Fields(d, where, GROUP_KEYS, example="{asset: die, category: die, count: [1, 5]}")
-    asset = check_str(_req(d, "asset", where), f"{where}.asset", "box")
+    asset, choices = asset_set(_req(d, "asset", where), f"{where}.asset")
     if distractor and d.get("category") is not None:  # it was accepted and ignored: a distractor is never labelled
         raise ConfigError(f"{where}.category: distractors are never labelled, so they have no category; remove it, or move the "
                           "group under scene.objects to label it.")
@@ -430,7 +476,7 @@ def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     return ObjectGroup(asset=asset, category=category, count=f.dist("count", 1, lo=0, integer=True),  # type: ignore[arg-type]
                        scale=f.dist("scale", 1.0, lo=0, lo_open=True), texture=f.text("texture", None, optional=True, example="bank"),
                        mass=f.number("mass", None, lo=0, lo_open=True, optional=True, example=0.1), scale_bins=f.integer("scale_bins", 8, lo=1),
-                       weight=_weight(f, distractor))
+                       weight=_weight(f, distractor), choices=choices)
 
 
 def _weight(f: Fields, distractor: bool) -> float:

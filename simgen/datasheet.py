@@ -26,7 +26,7 @@ FIELD_DOCS = {
     "bbox": "`[x, y, w, h]`, tight box of the visible mask", "segmentation": "visible mask, COCO RLE", "area": "visible mask pixels",
     "iscrowd": "always 0", "visible_fraction": "visible pixels / unoccluded silhouette inside and outside the image",
     "truncated": "the object's silhouette crosses the image border", "object_index": "index of the object in its scene",
-    "pose": "`R`, `t`: the object's file frame (mesh or URDF link) in the camera frame (metres); `scale`: file units to metres",
+    "pose": "`R`, `t`: the object's file frame (mesh or URDF link) in the camera frame (metres); `scale`: file units to metres; `asset`: that file (or built-in name)",
     "bbox_amodal": "`[x, y, w, h]` of the whole object projected (occluded and out-of-frame parts included; may leave the image)",
     "segmentation_amodal": "the whole object's projected mesh, clipped to the image, COCO RLE (labels.amodal_mask)",
 }

@@ -142,8 +142,8 @@ def warm_up(cfg: RenderConfig) -> None:
 
     if cfg.randomization.sensor.enabled:
         sensor.warm()
-    for g in cfg.scene.objects:  # distractors are never labelled: no visibility table
-        annotate.warm(assets.resolve(g.asset))
+    for name in dict.fromkeys(name for g in cfg.scene.objects for name in g.assets):  # distractors are never labelled
+        annotate.warm(assets.resolve(name))
 
 
 class Generator:

@@ -181,7 +181,7 @@ def asset_files(cfg: RenderConfig, user_only: bool = False) -> list[tuple[Path, 
     from . import assets
 
     out: list[tuple[Path, str]] = []
-    for name in dict.fromkeys(g.asset for g in (*cfg.scene.objects, *cfg.scene.distractors)):
+    for name in dict.fromkeys(name for g in (*cfg.scene.objects, *cfg.scene.distractors) for name in g.assets):
         a = assets.resolve(name)
         if a.source is not None:  # an STL, PLY or glTF: the user's file, not the OBJ converted from it into the cache
             out += [(a.source, "mesh"), *((q, "mesh") for q in assets.gltf_files(a.source))]

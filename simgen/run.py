@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import RenderConfig
+from .config import ObjectGroup, RenderConfig
 from .errors import ConfigError, PlacementError, RenderError, RendererUnavailable
 from .writers import coco
 from .datasheet import write_dataset_docs
@@ -50,7 +50,18 @@ def config_hash(cfg: RenderConfig) -> str:
     files = user_files(cfg) if cfg.resolved else {}
     if files:  # their content only: the same files reached from another folder (a shard on another node) hash alike
         content["user_files"] = sorted(files.values())
+    sets = [g.choices for g in (*cfg.scene.objects, *cfg.scene.distractors) if g.choices]
+    if sets:  # which file each draw picks follows the set's order: a file renamed (same content) changes the draws
+        content["asset_sets"] = [_set_names(s) for s in sets]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _set_names(choices: tuple[str, ...]) -> list[str]:
+    """A set's files by their paths below the folder they share (``ycb/**/textured.obj``: each one's own folder name),
+    built-in names as they are: the same set reached from another folder (a shard on another node) names alike."""
+    files = [c for c in choices if os.path.isabs(c)]
+    root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+    return [os.path.relpath(c, root) if os.path.isabs(c) else c for c in choices]
 
 
 def shard_indices(cfg: RenderConfig) -> list[int]:
@@ -537,10 +548,11 @@ def validate(cfg: RenderConfig) -> None:
     groups = [(f"scene.objects.{g.category}", g) for g in cfg.scene.objects]
     groups += [(f"scene.distractors[{k}]", g) for k, g in enumerate(cfg.scene.distractors)]
     for where, g in groups:
-        try:
-            assets.resolve(g.asset)
-        except AssetError as e:  # which group names it: a scene can hold many
-            raise AssetError(f"{where}: {e}") from None
+        for name in g.assets:
+            try:
+                assets.resolve(name)
+            except AssetError as e:  # which group names it: a scene can hold many
+                raise AssetError(f"{where}: {e}") from None
     labeler(cfg.scene.labeler)
     for name, ref, count in cfg.scene.texture_banks:
         fn = scene_ref(ref, f"scene.texture_banks.{name}")
@@ -598,9 +610,9 @@ def check_sizes(cfg: RenderConfig) -> None:
     from . import assets
 
     room = max(2 * max(cfg.scene.area), _dist_bounds(cfg.scene.camera.distance)[1])
-    for g in (*cfg.scene.objects, *cfg.scene.distractors):
+    for g, name in each_asset((*cfg.scene.objects, *cfg.scene.distractors)):
         key = _group_key(g)
-        a = assets.resolve(g.asset)
+        a = assets.resolve(name)
         lo, hi = _dist_bounds(g.scale)
         sides = np.ptp(a.points, axis=0)  # the bounding box (a URDF keeps its own origin, which need not be inside it)
         units = float(sides.max())  # its longest side
@@ -608,12 +620,12 @@ def check_sizes(cfg: RenderConfig) -> None:
         at = f"scale {lo:g}" if lo == hi else f"scale [{lo:g}, {hi:g}]"
         if units * lo > room:
             long = f"{units * lo:.3g}" if lo == hi else f"{units * lo:.3g}-{units * hi:.3g}"
-            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at {at} it is "
+            raise ConfigError(f"{key}: `{name}` measures {ext} mesh units, so at {at} it is "
                               f"{long} m long, more than this scene holds ({room:.2g} m: "
                               f"scene.area, scene.camera.distance); scale multiplies mesh units into metres: "
                               f"{_units_hint(units, lo, hi)}.")
         if units * hi < MIN_SIZE_M:
-            raise ConfigError(f"{key}: `{g.asset}` measures {ext} mesh units, so at {at} it is under "
+            raise ConfigError(f"{key}: `{name}` measures {ext} mesh units, so at {at} it is under "
                               f"{units * hi * 1e3:.2g} mm long, too small to see; scale multiplies mesh units into "
                               f"metres (a URDF's own size): raise it.")
 
@@ -719,7 +731,7 @@ def resolve_renderer(cfg: RenderConfig, log=print, previous: str | None = None, 
         with quiet_stdout((1, 2)):
             if device is None and cfg.egl_devices:
                 device = cfg.egl_devices[0]
-            paths = tuple(assets.resolve(g.asset).path for g in (*cfg.scene.objects, *cfg.scene.distractors))
+            paths = tuple(assets.resolve(name).path for _, name in each_asset((*cfg.scene.objects, *cfg.scene.distractors)))
             name, note = choose_renderer(cfg.width, cfg.height, processes or cfg.workers, device, paths)
         if cfg.egl_devices and "no EGL device" in note:  # devices named on purpose: a wrong index is the user's to fix
             reason = note[note.index("no EGL device"):].removesuffix(")")  # inside "EGL unavailable (...)"
@@ -771,13 +783,18 @@ def framing_warnings(cfg: RenderConfig) -> list[str]:
         fov = min(_dist_bounds(cam.fov_deg)[1], 179.0)
         seen = 2 * far * math.tan(math.radians(fov) / 2) * min(1.0, cfg.width / cfg.height)  # fov is vertical
     out = []
-    for g in cfg.scene.objects:
-        size = float(np.ptp(assets.resolve(g.asset).points, axis=0).max()) * _dist_bounds(g.scale)[0]
+    for g, name in each_asset(cfg.scene.objects):
+        size = float(np.ptp(assets.resolve(name).points, axis=0).max()) * _dist_bounds(g.scale)[0]
         if size > seen / 2:
-            out.append(f"warning: {_group_key(g)}: `{g.asset}` is {size:.2g} m long at its smallest scale, more than half "
+            out.append(f"warning: {_group_key(g)}: `{name}` is {size:.2g} m long at its smallest scale, more than half "
                        f"of the {seen:.2g} m the camera sees across at its farthest (scene.camera.distance, fov_deg): its "
                        f"boxes will cover most of every image; lower its scale or move the camera back.")
     return out
+
+
+def each_asset(groups) -> list[tuple[ObjectGroup, str]]:
+    """(group, asset) for every asset each group may draw (a group naming a folder or pattern draws several)."""
+    return [(g, name) for g in groups for name in g.assets]
 
 
 def joint_warnings(cfg: RenderConfig) -> list[str]:
@@ -787,17 +804,17 @@ def joint_warnings(cfg: RenderConfig) -> list[str]:
     from . import assets
 
     out = []
-    for g in cfg.scene.objects:
-        a = assets.resolve(g.asset)
+    for g, name in each_asset(cfg.scene.objects):
+        a = assets.resolve(name)
         if a.kind == "urdf":
             unread = assets.unread_visuals(a.path)
             if unread:  # a .dae (or broken) link was drawn but left out of the label geometry: amodal box smaller than the visible one
-                out.append(f"warning: {_group_key(g)}: `{g.asset}` has visual meshes simgen's labels cannot read ({'; '.join(unread[:3])}"
+                out.append(f"warning: {_group_key(g)}: `{name}` has visual meshes simgen's labels cannot read ({'; '.join(unread[:3])}"
                            f"{'; ...' if len(unread) > 3 else ''}): its amodal box and visible fraction leave them out (masks and "
                            "boxes are exact); export them again as .obj or .stl and point the URDF at those files.")
             moving = assets.urdf_links(a.path)[1]
             if moving:
-                out.append(f"warning: {_group_key(g)}: `{g.asset}` has links on movable joints ({', '.join(moving[:4])}"
+                out.append(f"warning: {_group_key(g)}: `{name}` has links on movable joints ({', '.join(moving[:4])}"
                            f"{', ...' if len(moving) > 4 else ''}); its amodal box and visible fraction take them at the joints' "
                            "zero position (masks and boxes are exact): make those joints fixed where the model is rigid.")
     return out
@@ -815,8 +832,8 @@ def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:
     from .render import SHAPE_BYTES_PER_TRIANGLE
 
     banks, r, out = None, cfg.randomization, []
-    for g in (*cfg.scene.objects, *cfg.scene.distractors):
-        asset = assets.resolve(g.asset)
+    for g, name in each_asset((*cfg.scene.objects, *cfg.scene.distractors)):
+        asset = assets.resolve(name)
         if cfg.renderer == "gl" and asset.kind != "urdf":
             continue
         tris = len(asset.triangles)
@@ -827,7 +844,7 @@ def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:
         looks = len(banks[bank]) + (1 if bank == "bank" else 0) if bank and (bank != "bank" or r.textures) else 1
         est = tris * SHAPE_BYTES_PER_TRIANGLE * g.scale_bins * looks
         if est > MESH_MEMORY_WARN:
-            out.append(f"warning: {_group_key(g)}: `{g.asset}` has {tris} triangles; in {g.scale_bins} scale bins x {looks} looks its render "
+            out.append(f"warning: {_group_key(g)}: `{name}` has {tris} triangles; in {g.scale_bins} scale bins x {looks} looks its render "
                        f"copies may take up to {est / 2**30:.1f} GB in each process; lower its scale_bins, drop texture: bank, "
                        f"or simplify the mesh.")
     return out

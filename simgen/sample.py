@@ -287,6 +287,12 @@ def _spot(rng: np.random.Generator, spec: SceneSpec, ground: Ground, g: ObjectGr
     return Spot(_uniform(rng, *ground.half(radius)))
 
 
+def pick_asset(rng: np.random.Generator, g: ObjectGroup) -> str:
+    """The asset of one object of ``g``: one of its files, drawn uniformly, where it names several; else its one asset,
+    with nothing drawn (scenes of single-asset groups sample exactly as before sets existed)."""
+    return g.choices[int(rng.integers(len(g.choices)))] if g.choices else g.asset
+
+
 def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[str, ...]],
                   ground: Ground) -> tuple[ObjectSample, ...]:
     groups = labelled_groups(rng, spec)
@@ -299,7 +305,8 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
     out: list[ObjectSample] = []
     handful: Handful | None = None
     for k, g in enumerate(groups):
-        a = assets.resolve(g.asset)
+        name = pick_asset(rng, g)
+        a = assets.resolve(name)
         scale = snap_scale(g, float(g.scale.sample(rng)))
         radius = a.radius * scale
         if clustered and g.category is not None and (handful is None or handful.left == 0):
@@ -321,7 +328,7 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
             fb = spec.face_balance
             assert fb is not None
             speed, spin = fb.throw_speed.sample(rng), rng.normal(size=3) * fb.spin.sample(rng)
-        out.append(ObjectSample(asset=g.asset, category=g.category, scale=scale, position=tuple(float(x) for x in p),  # type: ignore[arg-type]
+        out.append(ObjectSample(asset=name, category=g.category, scale=scale, position=tuple(float(x) for x in p),  # type: ignore[arg-type]
                                 orientation=orientation, rgba=rgba, texture=texture,
                                 linear_velocity=(float(speed * math.cos(heading)), float(speed * math.sin(heading)), 0.0),
                                 angular_velocity=tuple(float(x) for x in spin), mass=g.mass))  # type: ignore[arg-type]
@@ -346,7 +353,8 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
     out = []
     for _ in range(min(int(occ.count.sample(rng)), max(room, 0))):
         g = spec.distractors[int(rng.integers(len(spec.distractors)))]
-        a = assets.resolve(g.asset)
+        name = pick_asset(rng, g)
+        a = assets.resolve(name)
         scale = snap_scale(g, float(g.scale.sample(rng)))
         k = labelled[int(rng.integers(len(labelled)))]
         below = objects[k]
@@ -354,7 +362,7 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
         dz = OCCLUDER_GAP
         orientation = quat_axis_angle((0, 0, 1), float(rng.uniform(0, 2 * math.pi)))
         rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture, a.own_color)
-        out.append(ObjectSample(asset=g.asset, category=None, scale=scale, position=(float(dx), float(dy), dz), orientation=orientation,
+        out.append(ObjectSample(asset=name, category=None, scale=scale, position=(float(dx), float(dy), dz), orientation=orientation,
                                 rgba=rgba, texture=texture, anchor=k, mass=g.mass))
     return tuple(out)
 

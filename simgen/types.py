@@ -190,6 +190,7 @@ class Instance:
     bbox_amodal: tuple[float, float, float, float] | None = None
     mask_amodal: np.ndarray | None = None  # HxW bool, the projected mesh clipped to the image (labels.amodal_mask)
     scale: float = 1.0  # the object's scale: file units to metres, K (R (scale v) + t) projects its file's vertices v
+    asset: str = ""  # the file (or built-in name) whose frame the pose gives: one of several where the group names a set
     # The frame's instance map in column-major order (Frame.columns, WxH). Labels pass mask=None and this: the mask is
     # cut from it on first read. The COCO writer encodes every mask from the map's runs and never reads one, so an
     # image no longer pays a full-image comparison per instance for masks nobody reads (~0.1 ms each at 640x480).

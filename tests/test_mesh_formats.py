@@ -185,3 +185,47 @@ def test_a_ros_package_urdf_finds_its_meshes_as_pybullet_does(tmp_path):
     assets.resolve.cache_clear(), assets._urdf_root.cache_clear()
     with pytest.raises(AssetError, match=r"names mesh `package://arm/meshes/gone\.stl`, which does not exist .*as PyBullet does"):
         assets.resolve(str(urdf))
+
+
+def test_a_category_drawn_from_a_folder_pattern_or_list_of_meshes(tmp_path):
+    """`asset` may name several meshes (a folder, a glob pattern or a list): each object of the group is one of them,
+    drawn uniformly, so a class is learnt from many shapes rather than one. Every file is checked before anything is
+    written, each annotation's pose names the file it is of, provenance hashes them all, and the labels are the same
+    whatever the number of workers."""
+    from simgen.config import ASSET_FILE_SUFFIXES, asset_set
+    from simgen.provenance import user_files
+
+    assert set(ASSET_FILE_SUFFIXES) == {".obj", ".urdf", *assets.CONVERTED_FORMATS}
+    things = tmp_path / "things"
+    things.mkdir()
+    _cup(things / "cup.glb")
+    _pebble(things / "pebble.ply", one_colour=False)
+    trimesh.creation.box((0.04, 0.03, 0.02)).export(things / "block.stl")
+    (things / "notes.txt").write_text("not a mesh")
+    files = tuple(str((things / n).resolve()) for n in ("block.stl", "cup.glb", "pebble.ply"))
+    assert asset_set(str(things), "k") == (str(things), files)
+    assert asset_set(str(things / "*.gl?"), "k") == (str(things / "*.gl?"), files[1:2])
+    assert asset_set(["duck", str(things / "cup.glb")], "k") == (f"duck, {things / 'cup.glb'}", ("duck", files[1]))
+    assert asset_set("duck", "k") == ("duck", ())
+    with pytest.raises(Exception, match=r"`.*/nothing/\*\.obj` names no mesh or URDF file"):
+        asset_set(str(tmp_path / "nothing" / "*.obj"), "scene.objects.x.asset")
+    over = ("scene=custom", "~scene.objects.box", f"+scene.objects.thing={{asset: {things}, count: [3, 4]}}", "n_images=6",
+            "width=96", "height=96")
+    runs = []
+    for workers in (1, 2):
+        cfg = small_config(tmp_path, *over, f"workers={workers}", name=f"w{workers}")
+        out = render_dataset(cfg, log=lambda m: None)
+        doc = check_invariants(out)
+        runs.append([(a["image_id"], a["bbox"], a["pose"]) for a in doc["annotations"]])
+    assert runs[0] == runs[1]  # the draw of a file is part of each image's seeded sample
+    drawn = {pose["asset"] for _, _, pose in runs[0]}
+    assert len(drawn) >= 2 and drawn <= set(files), drawn
+    assert set(user_files(cfg)) == set(files)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "ok.stl").write_bytes((things / "block.stl").read_bytes())
+    (mixed / "broken.ply").write_bytes(b"ply\nformat nonsense\n")
+    with pytest.raises(AssetError, match=r"scene\.objects\.thing: mesh `.*broken\.ply` cannot be read as PLY"):
+        render_dataset(small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.thing={{asset: {mixed}}}", name="bad"),
+                       log=lambda m: None)
+    assert not (tmp_path / "bad").exists()  # one broken file of the set: refused before anything is written

@@ -120,7 +120,7 @@ def record_entries(rec: Record, cat_ids: dict[str, int], file_name: str, extra_f
                      "bbox": [x0, y0, x1 - x0, y1 - y0], "area": inst.area, "iscrowd": 0, "segmentation": segmentation,
                      "visible_fraction": inst.visible_fraction, "truncated": inst.truncated,
                      "pose": {"R": [[round(x, 9) for x in row] for row in inst.pose_R], "t": [round(x, 9) for x in inst.pose_t],
-                              "scale": round(inst.scale, 9)},
+                              "scale": round(inst.scale, 9), "asset": inst.asset},
                      "object_index": inst.object_index, **amodal_entries(inst)})
     return {"image": image, "annotations": anns}
 
