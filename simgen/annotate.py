@@ -449,6 +449,6 @@ def annotate(frame: Frame, state: SceneState, spec: LabelSpec, skipped: Counter 
                             visible_fraction=round(visible, 4), truncated=truncated,
                             pose_R=tuple(tuple(float(x) for x in row) for row in R),  # type: ignore[arg-type]
                             pose_t=tuple(float(x) for x in file_frame_t(obj, R, t)), scale=float(obj.sample.scale),  # type: ignore[arg-type]
-                            asset=obj.sample.asset,
+                            asset=obj.sample.label_asset or obj.sample.asset,
                             bbox_amodal=amodal_box(obj, R, t, K, uv), mask_amodal=full_mask))
     return tuple(out)

@@ -994,7 +994,7 @@ def resolve(name: str) -> Asset:
         other = [f for f in _urdf_mesh_files(path) if Path(f).suffix.lower() not in URDF_MESHES]
         if other:  # PyBullet refuses the whole URDF ("invalid mesh filename extension"), named nowhere in our error
             raise AssetError(f"URDF `{path}` names mesh `{other[0]}`, and PyBullet's URDF loader reads only .obj, .stl and .dae "
-                             f"meshes; convert it to .obj or .stl and point the URDF at that file.")
+                             f"meshes (and .cdf); convert it to .obj or .stl and point the URDF at that file.")
         missing = [f for f in _urdf_mesh_files(path) if urdf_mesh_path(path, f) is None]
         if missing:  # PyBullet's own error names the URDF only ("cannot load"), and only once physics loads it
             raise AssetError(f"URDF `{path}` names mesh `{missing[0]}`, which does not exist (looked for "

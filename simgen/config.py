@@ -28,6 +28,9 @@ class ObjectGroup:
     # The files `asset` names where it names several (a folder, a glob pattern or a list): each object of the group is
     # one of them, drawn uniformly; () where it names one (then nothing extra is drawn, so such scenes sample as before).
     choices: tuple[str, ...] = ()
+    # Each choice as the annotations name it (pose.asset): its path below the folder the set's files share, a built-in
+    # as it is, so two machines with the same files in other folders write the same labels.
+    choice_names: tuple[str, ...] = ()
 
     @property
     def assets(self) -> tuple[str, ...]:
@@ -435,9 +438,10 @@ ASSET_FILE_SUFFIXES = (".obj", ".urdf", ".stl", ".ply", ".glb", ".gltf", ".dae",
 
 def asset_set(v: Any, key: str) -> tuple[str, tuple[str, ...]]:
     """``asset`` as written, and the files it names where it names several: a list of assets, a folder (the mesh and
-    URDF files directly in it) or a glob pattern (``/data/mugs/*.obj``, ``ycb/**/textured.obj``); () for one asset. The
-    files are absolute paths in the order of their paths as matched, so every worker and shard draws the same ones;
-    a folder or pattern that names none is one line."""
+    URDF files directly in it) or a glob pattern (``/data/mugs/*.obj``, ``ycb/**/textured.obj``); () for one asset. Files
+    are absolute paths in the order of their paths as matched, so every worker and shard draws the same ones. Hidden
+    files are left out, and so are meshes a URDF of the same set names (its visual or collision meshes are parts of it,
+    not objects). A folder or pattern that names none is one line."""
     import glob
 
     items = list(v) if isinstance(v, (list, tuple)) else [v]
@@ -447,17 +451,22 @@ def asset_set(v: Any, key: str) -> tuple[str, tuple[str, ...]]:
     out: list[str] = []
     for n in names:
         p = Path(n).expanduser()
-        if any(ch in n for ch in "*?["):
+        if p.is_file():  # a literal path, whatever characters it holds ("models [v2]/m.obj")
+            out.append(str(p.resolve()) if len(names) > 1 else n)
+            continue
+        if any(ch in n for ch in "*?[") and not p.exists():
             found = sorted(glob.glob(str(p), recursive=True))
         elif p.is_dir():
             found = sorted(str(q) for q in p.iterdir())
         else:
             out.append(n)
             continue
-        files = [str(Path(q).resolve()) for q in found if Path(q).suffix.lower() in ASSET_FILE_SUFFIXES and Path(q).is_file()]
+        files = [str(Path(q).resolve()) for q in found
+                 if Path(q).suffix.lower() in ASSET_FILE_SUFFIXES and not Path(q).name.startswith(".") and Path(q).is_file()]
+        files = _without_urdf_parts(files)
         if not files:
-            raise ConfigError(f"{key}: `{n}` names no mesh or URDF file (it looks for {', '.join(ASSET_FILE_SUFFIXES)}"
-                              f"{'' if any(ch in n for ch in '*?[') else ' directly in the folder; a pattern such as ' + str(p / '**' / '*.obj') + ' looks deeper'}); "
+            deeper = "" if any(ch in n for ch in "*?[") else f" directly in the folder; a pattern such as {p / '**' / '*.obj'} looks deeper"
+            raise ConfigError(f"{key}: `{n}` names no mesh or URDF file (it looks for {', '.join(ASSET_FILE_SUFFIXES)}{deeper}); "
                               "check the folder or pattern.")
         out += files
     out = list(dict.fromkeys(out))
@@ -466,9 +475,47 @@ def asset_set(v: Any, key: str) -> tuple[str, tuple[str, ...]]:
     return ", ".join(names), tuple(out)
 
 
+def _without_urdf_parts(files: list[str]) -> list[str]:
+    """``files`` less the meshes a URDF among them names (a pybullet_data-style folder: duck.urdf beside duck.obj and its
+    collision hull duck_vhacd.obj is one object, not three)."""
+    urdfs = [f for f in files if f.lower().endswith(".urdf")]
+    if not urdfs:
+        return files
+    import xml.etree.ElementTree as ET
+
+    from .assets import urdf_mesh_path
+
+    parts: set[str] = set()
+    for u in urdfs:
+        try:
+            meshes = [m.get("filename", "") for m in ET.parse(u).getroot().iter("mesh")]
+        except (ET.ParseError, OSError):
+            continue  # resolve() says what is wrong with it
+        parts |= {str(q) for q in (urdf_mesh_path(Path(u), m) for m in meshes) if q is not None}
+    return [f for f in files if f not in parts]
+
+
+def set_names(choices: tuple[str, ...]) -> tuple[str, ...]:
+    """A set's files by their paths below the folder they share (``ycb/**/textured.obj``: ``002_master_chef_can/...``),
+    POSIX-style, built-in names as they are: the same set reached from another folder, or from another system, names
+    alike (the annotations' pose.asset, the resume hash)."""
+    from pathlib import PurePath
+
+    files = [c for c in choices if os.path.isabs(c)]
+    try:
+        root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+    except ValueError:  # files on two drives share no folder
+        root = None
+    return tuple(PurePath(os.path.relpath(c, root) if root is not None else os.path.basename(c)).as_posix() if os.path.isabs(c)
+                 else c for c in choices)
+
+
 def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     f = Fields(d, where, GROUP_KEYS, example="{asset: die, category: die, count: [1, 5]}")
     asset, choices = asset_set(_req(d, "asset", where), f"{where}.asset")
+    if choices and not distractor and d.get("category") is None:
+        raise ConfigError(f"{where}: `asset` names several meshes, so the group needs a category name; add category: <name> "
+                          "(or give the group as scene.objects.<name>).")
     if distractor and d.get("category") is not None:  # it was accepted and ignored: a distractor is never labelled
         raise ConfigError(f"{where}.category: distractors are never labelled, so they have no category; remove it, or move the "
                           "group under scene.objects to label it.")
@@ -476,7 +523,7 @@ def _group(d: dict, where: str, distractor: bool) -> ObjectGroup:
     return ObjectGroup(asset=asset, category=category, count=f.dist("count", 1, lo=0, integer=True),  # type: ignore[arg-type]
                        scale=f.dist("scale", 1.0, lo=0, lo_open=True), texture=f.text("texture", None, optional=True, example="bank"),
                        mass=f.number("mass", None, lo=0, lo_open=True, optional=True, example=0.1), scale_bins=f.integer("scale_bins", 8, lo=1),
-                       weight=_weight(f, distractor), choices=choices)
+                       weight=_weight(f, distractor), choices=choices, choice_names=set_names(choices))
 
 
 def _weight(f: Fields, distractor: bool) -> float:
@@ -604,7 +651,7 @@ def _targeted(f: Fields, objects: tuple[ObjectGroup, ...], max_objects: int) -> 
             raise bad_value("scene.face_balance.weights", "6 weights (faces 1..6), at least one > 0", list(weights), [1, 1, 1, 1, 1, 1])
         fb = FaceBalanceSpec(probability=b.prob("probability", 0.0), weights=weights,
                              throw_speed=b.dist("throw_speed", [0.0, 0.05], lo=0), spin=b.dist("spin", [0.0, 1.0], lo=0))
-        if fb.probability > 0 and not any(g.asset in FACE_ASSETS for g in objects):
+        if fb.probability > 0 and not any(set(g.assets) <= set(FACE_ASSETS) for g in objects):
             raise ConfigError(f"scene.face_balance needs dice: no scene.objects group has asset {' or '.join(FACE_ASSETS)}; "
                               "set scene.face_balance.probability=0.")
     cl = None

@@ -248,7 +248,8 @@ def datasheet_markdown(manifest: dict, doc: dict | None) -> str:
 
     L += ["## Known limitations", ""]
     objs = scene.get("objects") or {}
-    other = sorted({str(g.get("asset")) for g in objs.values() if isinstance(g, dict)} - CONVEX)
+    named = [g.get("asset") for g in objs.values() if isinstance(g, dict)]
+    other = sorted({str(x) for v in named for x in (v if isinstance(v, (list, tuple)) else [v])} - CONVEX)
     L.append("- Synthetic look: rasterized rendering with simple lighting and no global illumination; textures are procedural "
              "or from a small bank; real photos differ in materials, reflections, noise and clutter.")
     L.append("- `visible_fraction` is exact for convex objects; for concave meshes it is approximated from a cached silhouette "

@@ -50,18 +50,14 @@ def config_hash(cfg: RenderConfig) -> str:
     files = user_files(cfg) if cfg.resolved else {}
     if files:  # their content only: the same files reached from another folder (a shard on another node) hash alike
         content["user_files"] = sorted(files.values())
-    sets = [g.choices for g in (*cfg.scene.objects, *cfg.scene.distractors) if g.choices]
+    sets = [list(g.choice_names) for g in (*cfg.scene.objects, *cfg.scene.distractors) if g.choices]
     if sets:  # which file each draw picks follows the set's order: a file renamed (same content) changes the draws
-        content["asset_sets"] = [_set_names(s) for s in sets]
+        content["asset_sets"] = sets
+    from .assets import CONVERTED_FORMATS, CONVERTER_VERSION
+
+    if any(Path(name).suffix.lower() in CONVERTED_FORMATS for g in (*cfg.scene.objects, *cfg.scene.distractors) for name in g.assets):
+        content["mesh_converter"] = CONVERTER_VERSION  # a conversion that changed (its look) is another dataset
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _set_names(choices: tuple[str, ...]) -> list[str]:
-    """A set's files by their paths below the folder they share (``ycb/**/textured.obj``: each one's own folder name),
-    built-in names as they are: the same set reached from another folder (a shard on another node) names alike."""
-    files = [c for c in choices if os.path.isabs(c)]
-    root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
-    return [os.path.relpath(c, root) if os.path.isabs(c) else c for c in choices]
 
 
 def shard_indices(cfg: RenderConfig) -> list[int]:
@@ -832,11 +828,12 @@ def mesh_memory_warnings(cfg: RenderConfig) -> list[str]:
     from .render import SHAPE_BYTES_PER_TRIANGLE
 
     banks, r, out = None, cfg.randomization, []
-    for g, name in each_asset((*cfg.scene.objects, *cfg.scene.distractors)):
-        asset = assets.resolve(name)
-        if cfg.renderer == "gl" and asset.kind != "urdf":
+    for g in (*cfg.scene.objects, *cfg.scene.distractors):
+        weighed = [a for a in (assets.resolve(name) for name in g.assets) if not (cfg.renderer == "gl" and a.kind != "urdf")]
+        if not weighed:
             continue
-        tris = len(asset.triangles)
+        name = g.asset
+        tris = sum(len(a.triangles) for a in weighed)  # a set of meshes: every file has its copies
         if tris < 10_000:
             continue  # every built-in: kilobytes a copy, whatever the looks (and the banks stay undrawn here)
         banks = banks if banks is not None else texture_banks(cfg)

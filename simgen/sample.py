@@ -136,7 +136,7 @@ def face_plan(rng: np.random.Generator, spec: SceneSpec, chosen: Sequence[Object
     fb = spec.face_balance
     if fb is None or fb.probability <= 0:
         return {}
-    dice = [k for k, g in enumerate(chosen) if g.category is not None and g.asset in FACE_ASSETS and rng.random() < fb.probability]
+    dice = [k for k, g in enumerate(chosen) if g.category is not None and set(g.assets) <= set(FACE_ASSETS) and rng.random() < fb.probability]
     return {k: face + 1 for k, face in zip(dice, allocate(rng, len(dice), fb.weights))}
 
 
@@ -287,10 +287,13 @@ def _spot(rng: np.random.Generator, spec: SceneSpec, ground: Ground, g: ObjectGr
     return Spot(_uniform(rng, *ground.half(radius)))
 
 
-def pick_asset(rng: np.random.Generator, g: ObjectGroup) -> str:
-    """The asset of one object of ``g``: one of its files, drawn uniformly, where it names several; else its one asset,
-    with nothing drawn (scenes of single-asset groups sample exactly as before sets existed)."""
-    return g.choices[int(rng.integers(len(g.choices)))] if g.choices else g.asset
+def pick_asset(rng: np.random.Generator, g: ObjectGroup) -> tuple[str, str]:
+    """(asset, the name its labels give it) of one object of ``g``: one of its files, drawn uniformly, where it names
+    several; else its one asset, with nothing drawn (scenes of single-asset groups sample exactly as before sets)."""
+    if not g.choices:
+        return g.asset, g.asset
+    k = int(rng.integers(len(g.choices)))
+    return g.choices[k], g.choice_names[k]
 
 
 def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, banks: dict[str, tuple[str, ...]],
@@ -305,7 +308,7 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
     out: list[ObjectSample] = []
     handful: Handful | None = None
     for k, g in enumerate(groups):
-        name = pick_asset(rng, g)
+        name, label = pick_asset(rng, g)
         a = assets.resolve(name)
         scale = snap_scale(g, float(g.scale.sample(rng)))
         radius = a.radius * scale
@@ -329,7 +332,7 @@ def _draw_objects(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpe
             assert fb is not None
             speed, spin = fb.throw_speed.sample(rng), rng.normal(size=3) * fb.spin.sample(rng)
         out.append(ObjectSample(asset=name, category=g.category, scale=scale, position=tuple(float(x) for x in p),  # type: ignore[arg-type]
-                                orientation=orientation, rgba=rgba, texture=texture,
+                                orientation=orientation, rgba=rgba, texture=texture, label_asset=label,
                                 linear_velocity=(float(speed * math.cos(heading)), float(speed * math.sin(heading)), 0.0),
                                 angular_velocity=tuple(float(x) for x in spin), mass=g.mass))  # type: ignore[arg-type]
     return tuple(out) + _occluders(rng, spec, r, banks, out, spec.max_objects - len(out))
@@ -353,7 +356,7 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
     out = []
     for _ in range(min(int(occ.count.sample(rng)), max(room, 0))):
         g = spec.distractors[int(rng.integers(len(spec.distractors)))]
-        name = pick_asset(rng, g)
+        name, label = pick_asset(rng, g)
         a = assets.resolve(name)
         scale = snap_scale(g, float(g.scale.sample(rng)))
         k = labelled[int(rng.integers(len(labelled)))]
@@ -363,7 +366,7 @@ def _occluders(rng: np.random.Generator, spec: SceneSpec, r: RandomizationSpec, 
         orientation = quat_axis_angle((0, 0, 1), float(rng.uniform(0, 2 * math.pi)))
         rgba, texture = _look(rng, g, r, banks, a.texturable, a.own_texture, a.own_color)
         out.append(ObjectSample(asset=name, category=None, scale=scale, position=(float(dx), float(dy), dz), orientation=orientation,
-                                rgba=rgba, texture=texture, anchor=k, mass=g.mass))
+                                rgba=rgba, texture=texture, anchor=k, mass=g.mass, label_asset=label))
     return tuple(out)
 
 

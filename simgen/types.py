@@ -38,6 +38,7 @@ class ObjectSample:
     # the others have settled; ``position`` is then its start offset from that object's settled position.
     anchor: int | None = None
     mass: float | None = None  # kg (scene.objects.<cat>.mass); None: the physics default for the asset
+    label_asset: str | None = None  # how labels name ``asset`` (a set's file by its path within the set); None: as ``asset``
 
     @property
     def labelled(self) -> bool:

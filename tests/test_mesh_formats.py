@@ -193,6 +193,7 @@ def test_a_category_drawn_from_a_folder_pattern_or_list_of_meshes(tmp_path):
     written, each annotation's pose names the file it is of, provenance hashes them all, and the labels are the same
     whatever the number of workers."""
     from simgen.config import ASSET_FILE_SUFFIXES, asset_set
+    from simgen.errors import ConfigError
     from simgen.provenance import user_files
 
     assert set(ASSET_FILE_SUFFIXES) == {".obj", ".urdf", *assets.CONVERTED_FORMATS}
@@ -207,7 +208,7 @@ def test_a_category_drawn_from_a_folder_pattern_or_list_of_meshes(tmp_path):
     assert asset_set(str(things / "*.gl?"), "k") == (str(things / "*.gl?"), files[1:2])
     assert asset_set(["duck", str(things / "cup.glb")], "k") == (f"duck, {things / 'cup.glb'}", ("duck", files[1]))
     assert asset_set("duck", "k") == ("duck", ())
-    with pytest.raises(Exception, match=r"`.*/nothing/\*\.obj` names no mesh or URDF file"):
+    with pytest.raises(ConfigError, match=r"`.*/nothing/\*\.obj` names no mesh or URDF file"):
         asset_set(str(tmp_path / "nothing" / "*.obj"), "scene.objects.x.asset")
     over = ("scene=custom", "~scene.objects.box", f"+scene.objects.thing={{asset: {things}, count: [3, 4]}}", "n_images=6",
             "width=96", "height=96")
@@ -219,7 +220,7 @@ def test_a_category_drawn_from_a_folder_pattern_or_list_of_meshes(tmp_path):
         runs.append([(a["image_id"], a["bbox"], a["pose"]) for a in doc["annotations"]])
     assert runs[0] == runs[1]  # the draw of a file is part of each image's seeded sample
     drawn = {pose["asset"] for _, _, pose in runs[0]}
-    assert len(drawn) >= 2 and drawn <= set(files), drawn
+    assert len(drawn) >= 2 and drawn <= {"block.stl", "cup.glb", "pebble.ply"}, drawn  # named within the set: any machine alike
     assert set(user_files(cfg)) == set(files)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -229,3 +230,38 @@ def test_a_category_drawn_from_a_folder_pattern_or_list_of_meshes(tmp_path):
         render_dataset(small_config(tmp_path, "scene=custom", "~scene.objects.box", f"+scene.objects.thing={{asset: {mixed}}}", name="bad"),
                        log=lambda m: None)
     assert not (tmp_path / "bad").exists()  # one broken file of the set: refused before anything is written
+
+
+def test_a_set_leaves_out_hidden_files_and_a_urdfs_own_meshes_and_single_assets_draw_nothing(tmp_path):
+    """A pybullet_data-style folder (duck.urdf beside duck.obj and its collision hull) is one object, not three; a
+    macOS `._x.obj` is no mesh; a literal path holding glob characters is a path; a set's group needs a category name;
+    and a group of one asset draws nothing extra, so its scenes sample as before sets existed."""
+    from simgen.config import ObjectGroup, asset_set, scene_spec
+    from simgen.dists import dist
+    from simgen.errors import ConfigError
+    from simgen.sample import pick_asset
+
+    from .conftest import compose_dict
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    trimesh.creation.box((0.04, 0.03, 0.02)).export(folder / "part.stl")
+    trimesh.creation.box((0.04, 0.03, 0.02)).export(folder / "hull.stl")
+    (folder / "._junk.obj").write_text("not a mesh")
+    g = '<geometry><mesh filename="part.stl"/></geometry>'
+    (folder / "thing.urdf").write_text(f'<robot name="t"><link name="b"><visual>{g}</visual><collision><geometry><mesh filename="hull.stl"/>'
+                                       '</geometry></collision></link></robot>')
+    trimesh.creation.icosphere().export(folder / "ball.stl")
+    assert asset_set(str(folder), "k")[1] == tuple(str((folder / n).resolve()) for n in ("ball.stl", "thing.urdf"))
+    odd = tmp_path / "models [v2]"
+    odd.mkdir()
+    trimesh.creation.box((0.04, 0.03, 0.02)).export(odd / "m.stl")
+    assert asset_set(str(odd / "m.stl"), "k") == (str(odd / "m.stl"), ())  # a path, not a pattern
+    d = compose_dict("render", ["scene=custom"])["scene"]
+    d["objects"] = [{"asset": str(folder), "count": 1}]
+    with pytest.raises(ConfigError, match="names several meshes, so the group needs a category name"):
+        scene_spec(d)
+    one = ObjectGroup(asset="duck", category="duck", count=dist(1), scale=dist(1.0), texture=None)
+    rng = np.random.default_rng(7)
+    before = rng.bit_generator.state
+    assert pick_asset(rng, one) == ("duck", "duck") and rng.bit_generator.state == before
