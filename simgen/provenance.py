@@ -9,7 +9,6 @@ cache; those copies are derived and not listed). Baked per-texture mesh copies a
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 from .config import RenderConfig
@@ -115,15 +114,16 @@ def obj_dependencies(obj: Path) -> list[tuple[Path, str]]:
 
 def urdf_dependencies(urdf: Path) -> list[tuple[Path, str]]:
     """Mesh files a URDF references (``<mesh filename=...>``, found as PyBullet finds them), plus their materials."""
-    out: list[tuple[Path, str]] = []
-    try:
-        text = urdf.read_text(errors="replace")
-    except OSError:
-        return out
-    from .assets import urdf_mesh_path
+    from .assets import _urdf_mesh_files, urdf_mesh_path
+    from .errors import AssetError
 
-    for name in dict.fromkeys(re.findall(r"<mesh[^>]*filename\s*=\s*\"([^\"]+)\"", text)):
-        p = urdf_mesh_path(urdf.resolve(), name)  # the file PyBullet reads
+    out: list[tuple[Path, str]] = []
+    try:  # parsed as XML: a filename='...' in single quotes counts too (a regex for double quotes missed it)
+        names = _urdf_mesh_files(Path(urdf).resolve())
+    except (AssetError, OSError):
+        return out
+    for name in names:
+        p = urdf_mesh_path(Path(urdf).resolve(), name)  # the file PyBullet reads
         if p is not None:
             out.append((p, "mesh"))
             if p.suffix.lower() == ".obj":

@@ -265,3 +265,13 @@ def test_a_set_leaves_out_hidden_files_and_a_urdfs_own_meshes_and_single_assets_
     rng = np.random.default_rng(7)
     before = rng.bit_generator.state
     assert pick_asset(rng, one) == ("duck", "duck") and rng.bit_generator.state == before
+
+
+def test_provenance_reads_a_urdfs_mesh_names_as_xml(tmp_path):
+    """filename='...' in single quotes is as valid as double quotes: the mesh is hashed for resume either way."""
+    from simgen.provenance import urdf_dependencies
+
+    trimesh.creation.box((0.04, 0.03, 0.02)).export(tmp_path / "part.stl")
+    urdf = tmp_path / "q.urdf"
+    urdf.write_text("<robot name='q'><link name='b'><visual><geometry><mesh filename='part.stl'/></geometry></visual></link></robot>")
+    assert urdf_dependencies(urdf) == [((tmp_path / "part.stl").resolve(), "mesh")]
