@@ -394,7 +394,7 @@ class GLRenderer(Renderer):
                 link, geom, dims, file, lpos, lorn = shape[1:7]
                 if geom == p.GEOM_MESH:
                     name = file.decode() if isinstance(file, bytes) else file
-                    obj = assets.readable_obj(Path(name))  # an STL (or PLY, OFF) is drawn from its OBJ conversion
+                    obj = assets.readable_obj(Path(name))  # an STL or Collada file is drawn from its OBJ conversion
                     if obj is None:
                         raise ConfigError(f"renderer=gl cannot read `{name}`, a URDF's visual mesh; export it again as OBJ, or use "
                                           "renderer=tiny.")
