@@ -2,8 +2,8 @@
 
 Built-ins are procedural meshes written as OBJ (die, box, can, sphere, plane) and a few
 pybullet_data models (duck, teddy, mug, lego, ...). A user's own ``.obj`` or ``.urdf`` path is an
-asset too, so a new category needs overrides only; an STL, PLY or glTF/GLB is converted once to an OBJ
-(``converted_obj``). Texturing works by writing a copy of the OBJ whose material points at the texture: per-body
+asset too, so a new category needs overrides only; an STL, PLY, glTF/GLB, Collada or OFF file is converted once to an
+OBJ (``converted_obj``). Texturing works by writing a copy of the OBJ whose material points at the texture: per-body
 ``changeVisualShape(textureUniqueId=...)`` is broken under EGL (bullet3 PR #4805), a per-texture mesh copy works under
 both renderers.
 """
@@ -1009,3 +1009,4 @@ def resolve(name: str) -> Asset:
 
 
 MESH_SUFFIXES = ", ".join((".obj", *CONVERTED_FORMATS))
+ASSET_FILE_SUFFIXES = (".obj", ".urdf", *CONVERTED_FORMATS)  # the files an `asset` folder or glob pattern picks up

@@ -431,11 +431,6 @@ TOP_KEYS = ("scene", "renderer", "randomization", "writer", "n_images", "seed", 
             "physics_process", "views_per_scene", "overwrite", "progress", "shard", "physics", "labels", "hydra")
 
 
-# Files an `asset` folder or glob pattern picks up: meshes simgen reads (simgen.assets: OBJ and the formats it converts)
-# and URDFs. tests/test_mesh_formats.py checks it against simgen.assets.
-ASSET_FILE_SUFFIXES = (".obj", ".urdf", ".stl", ".ply", ".glb", ".gltf", ".dae", ".off")
-
-
 def asset_set(v: Any, key: str) -> tuple[str, tuple[str, ...]]:
     """``asset`` as written, and the files it names where it names several: a list of assets, a folder (the mesh and
     URDF files directly in it) or a glob pattern (``/data/mugs/*.obj``, ``ycb/**/textured.obj``); () for one asset. Files
@@ -461,6 +456,8 @@ def asset_set(v: Any, key: str) -> tuple[str, tuple[str, ...]]:
         else:
             out.append(n)
             continue
+        from .assets import ASSET_FILE_SUFFIXES  # only here: a folder or pattern to pick mesh and URDF files from
+
         files = [str(Path(q).resolve()) for q in found
                  if Path(q).suffix.lower() in ASSET_FILE_SUFFIXES and not Path(q).name.startswith(".") and Path(q).is_file()]
         files = _without_urdf_parts(files)
@@ -481,15 +478,14 @@ def _without_urdf_parts(files: list[str]) -> list[str]:
     urdfs = [f for f in files if f.lower().endswith(".urdf")]
     if not urdfs:
         return files
-    import xml.etree.ElementTree as ET
-
-    from .assets import urdf_mesh_path
+    from .assets import _urdf_mesh_files, urdf_mesh_path
+    from .errors import AssetError
 
     parts: set[str] = set()
     for u in urdfs:
         try:
-            meshes = [m.get("filename", "") for m in ET.parse(u).getroot().iter("mesh")]
-        except (ET.ParseError, OSError):
+            meshes = _urdf_mesh_files(Path(u))
+        except (AssetError, OSError):
             continue  # resolve() says what is wrong with it
         parts |= {str(q) for q in (urdf_mesh_path(Path(u), m) for m in meshes) if q is not None}
     return [f for f in files if f not in parts]

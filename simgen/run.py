@@ -794,7 +794,7 @@ def each_asset(groups) -> list[tuple[ObjectGroup, str]]:
 
 
 def joint_warnings(cfg: RenderConfig) -> list[str]:
-    """A labelled URDF with visual meshes simgen cannot read (STL, DAE, missing), or links on movable joints: its label geometry (extents, amodal box, visible fraction) takes
+    """A labelled URDF with visual meshes simgen cannot read (damaged, missing), or links on movable joints: its label geometry (extents, amodal box, visible fraction) takes
     those links at the joints' zero position (:func:`simgen.assets.urdf_geometry`), while the render draws them where
     the settle left them; the instance masks and tight boxes are exact either way."""
     from . import assets

@@ -205,7 +205,8 @@ def test_a_category_drawn_from_a_folder_pattern_or_list_of_meshes(tmp_path):
     drawn uniformly, so a class is learnt from many shapes rather than one. Every file is checked before anything is
     written, each annotation's pose names the file it is of, provenance hashes them all, and the labels are the same
     whatever the number of workers."""
-    from simgen.config import ASSET_FILE_SUFFIXES, asset_set
+    from simgen.assets import ASSET_FILE_SUFFIXES
+    from simgen.config import asset_set
     from simgen.errors import ConfigError
     from simgen.provenance import user_files
 
